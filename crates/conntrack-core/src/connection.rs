@@ -1,0 +1,585 @@
+//! [`Registration`] (what an integration knows about a new connection) and [`Connection`] (the
+//! handle it gets back and drives).
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use crate::clock;
+use crate::config::{DialerConfig, ListenerConfig};
+use crate::event::{
+    CloseEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
+};
+use crate::hook::{Chain, Hook};
+use crate::info::{Addr, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo};
+use crate::stats::StatCell;
+use crate::tracker::TrackerInner;
+
+/// Everything known about a connection when it is handed to
+/// [`Tracker::register`](crate::Tracker::register).
+///
+/// ```
+/// use conntrack_core::{Registration, Role};
+///
+/// let reg = Registration::server("127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap(),
+///                                "127.0.0.1:50000".parse::<std::net::SocketAddr>().unwrap())
+///     .category("api");
+/// # drop(reg);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub(crate) role: Role,
+    pub(crate) category: Arc<str>,
+    pub(crate) local_addr: Addr,
+    pub(crate) remote_addr: Addr,
+    pub(crate) target: Option<Arc<str>>,
+    pub(crate) timings: Timings,
+    pub(crate) chain: Chain,
+    /// The chain already holds the trace scope (set by [`Dial`](crate::Dial)).
+    pub(crate) scoped: bool,
+    /// When the dial started (nanos on the process clock), for `DialEvent::duration`.
+    pub(crate) dial_started: Option<u64>,
+}
+
+impl Registration {
+    /// A connection with the given role and unknown addresses.
+    #[must_use]
+    pub fn new(role: Role) -> Self {
+        Registration {
+            role,
+            category: Arc::from(""),
+            local_addr: Addr::Unknown,
+            remote_addr: Addr::Unknown,
+            target: None,
+            timings: Timings::new(),
+            chain: Chain::default(),
+            scoped: false,
+            dial_started: None,
+        }
+    }
+
+    /// An accepted connection.
+    pub fn server(local: impl Into<Addr>, remote: impl Into<Addr>) -> Self {
+        Registration::new(Role::Server)
+            .local_addr(local)
+            .remote_addr(remote)
+    }
+
+    /// A dialed connection.
+    pub fn client(local: impl Into<Addr>, remote: impl Into<Addr>) -> Self {
+        Registration::new(Role::Client)
+            .local_addr(local)
+            .remote_addr(remote)
+    }
+
+    /// Sets the category.
+    #[must_use]
+    pub fn category(mut self, category: impl Into<Arc<str>>) -> Self {
+        self.category = category.into();
+        self
+    }
+
+    /// Sets this side's address.
+    #[must_use]
+    pub fn local_addr(mut self, addr: impl Into<Addr>) -> Self {
+        self.local_addr = addr.into();
+        self
+    }
+
+    /// Sets the peer's address.
+    #[must_use]
+    pub fn remote_addr(mut self, addr: impl Into<Addr>) -> Self {
+        self.remote_addr = addr.into();
+        self
+    }
+
+    /// Sets what was dialed.
+    #[must_use]
+    pub fn target(mut self, target: impl Into<Arc<str>>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Sets the phase timings measured before registration.
+    #[must_use]
+    pub fn timings(mut self, timings: Timings) -> Self {
+        self.timings = timings;
+        self
+    }
+
+    /// Adds a hook for this connection only; it runs after the config's hooks.
+    #[must_use]
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        let mut v: Vec<Arc<dyn Hook>> = self.chain.hooks().to_vec();
+        v.push(Arc::new(hook));
+        self.chain = Chain::new(v);
+        self
+    }
+
+    /// Takes the category and hooks of a listener config.
+    #[must_use]
+    pub fn listener_config(mut self, config: &ListenerConfig) -> Self {
+        self.category = Arc::clone(config.category_name());
+        self.chain = self.chain.prepend(config.chain());
+        self
+    }
+
+    /// Takes the category and hooks of a dialer config.
+    #[must_use]
+    pub fn dialer_config(mut self, config: &DialerConfig) -> Self {
+        self.category = Arc::clone(config.category_name());
+        self.chain = self.chain.prepend(config.chain());
+        self
+    }
+}
+
+const NO_TIME: u64 = u64::MAX;
+
+fn dur_to_nanos(d: Option<Duration>) -> u64 {
+    d.map_or(NO_TIME, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(NO_TIME - 1)
+    })
+}
+
+fn nanos_to_dur(n: u64) -> Option<Duration> {
+    (n != NO_TIME).then(|| Duration::from_nanos(n))
+}
+
+/// The shared state of one connection. The registry holds one `Arc` to it and every
+/// [`Connection`] handle another; `handles` counts only the handles.
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    pub(crate) tracker: Arc<TrackerInner>,
+    pub(crate) category: Arc<str>,
+    pub(crate) role: Role,
+    pub(crate) local_addr: Addr,
+    pub(crate) remote_addr: Addr,
+    pub(crate) target: Option<Arc<str>>,
+    pub(crate) opened_nanos: u64,
+    read: AtomicU64,
+    write: AtomicU64,
+    last_io_ms: AtomicU64,
+    dns: AtomicU64,
+    connect: AtomicU64,
+    tls_handshake: AtomicU64,
+    tls: ArcSwapOption<TlsInfo>,
+    last_error: Mutex<Option<io::Error>>,
+    handles: AtomicUsize,
+    closed: AtomicBool,
+    pub(crate) stat: Arc<StatCell>,
+    /// Trace scope hooks, then config hooks, then per-registration hooks.
+    pub(crate) chain: Chain,
+}
+
+impl Entry {
+    pub(crate) fn new(
+        id: u64,
+        tracker: Arc<TrackerInner>,
+        reg: Registration,
+        chain: Chain,
+        stat: Arc<StatCell>,
+    ) -> Self {
+        let opened_nanos = clock::now_nanos();
+        Entry {
+            id,
+            tracker,
+            category: reg.category,
+            role: reg.role,
+            local_addr: reg.local_addr,
+            remote_addr: reg.remote_addr,
+            target: reg.target,
+            opened_nanos,
+            read: AtomicU64::new(0),
+            write: AtomicU64::new(0),
+            last_io_ms: AtomicU64::new(opened_nanos / 1_000_000),
+            dns: AtomicU64::new(dur_to_nanos(reg.timings.dns)),
+            connect: AtomicU64::new(dur_to_nanos(reg.timings.connect)),
+            tls_handshake: AtomicU64::new(dur_to_nanos(reg.timings.tls_handshake)),
+            tls: ArcSwapOption::const_empty(),
+            last_error: Mutex::new(None),
+            handles: AtomicUsize::new(1),
+            closed: AtomicBool::new(false),
+            stat,
+            chain,
+        }
+    }
+
+    pub(crate) fn read_bytes(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn write_bytes(&self) -> u64 {
+        self.write.load(Ordering::Relaxed)
+    }
+
+    fn timings(&self) -> Timings {
+        Timings {
+            dns: nanos_to_dur(self.dns.load(Ordering::Relaxed)),
+            connect: nanos_to_dur(self.connect.load(Ordering::Relaxed)),
+            tls_handshake: nanos_to_dur(self.tls_handshake.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The record as of `now_nanos` (one clock read serves a whole snapshot).
+    pub(crate) fn info_at(&self, now_nanos: u64) -> ConnectionInfo {
+        let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
+        ConnectionInfo {
+            id: ConnectionId(self.id),
+            category: Arc::clone(&self.category),
+            role: self.role,
+            local_addr: self.local_addr.clone(),
+            remote_addr: self.remote_addr.clone(),
+            target: self.target.clone(),
+            established_at: clock::system_time_at(self.opened_nanos),
+            established_for: Duration::from_nanos(now_nanos.saturating_sub(self.opened_nanos)),
+            read_bytes: self.read_bytes(),
+            write_bytes: self.write_bytes(),
+            idle_for: Duration::from_millis((now_nanos / 1_000_000).saturating_sub(last_io_ms)),
+            timings: self.timings(),
+            tls: self.tls.load_full().map(|t| (*t).clone()),
+        }
+    }
+
+    pub(crate) fn info(&self) -> ConnectionInfo {
+        self.info_at(clock::now_nanos())
+    }
+
+    /// Calls every hook for this connection: its own chain (scope, config, registration), then
+    /// the tracker's.
+    pub(crate) fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
+        self.tracker.fire(&self.chain, f);
+    }
+
+    fn wants_io(&self) -> bool {
+        self.chain.wants_io() || self.tracker.wants_io()
+    }
+
+    fn store_error(&self, err: &io::Error) {
+        if matches!(
+            err.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ) {
+            return;
+        }
+        let copy = match err.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(err.kind(), err.to_string()),
+        };
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(copy);
+    }
+
+    /// Removes the entry and reports the close, once; later calls do nothing.
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let t = &*self.tracker;
+        t.registry.remove(self.id);
+        let now = clock::now_nanos();
+        let error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if t.needs_close_info(&self.chain) {
+            let info = self.info_at(now);
+            self.fire(&mut |h| {
+                h.on_close(&CloseEvent {
+                    connection: &info,
+                    error: error.as_ref(),
+                });
+            });
+            t.push_history(info, error.as_ref());
+        }
+        // Totals move from "live" to "closed" after the hooks ran, so a drain future woken by
+        // this close sees the close hooks done.
+        self.stat
+            .closed_read
+            .fetch_add(self.read_bytes(), Ordering::Relaxed);
+        self.stat
+            .closed_write
+            .fetch_add(self.write_bytes(), Ordering::Relaxed);
+        self.stat.closed.fetch_add(1, Ordering::SeqCst);
+        clock::connection_closed();
+        t.wake_drain_waiters();
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("id", &self.id)
+            .field("category", &self.category)
+            .field("role", &self.role)
+            .field("local_addr", &self.local_addr)
+            .field("remote_addr", &self.remote_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handle to one tracked connection, from [`Tracker::register`](crate::Tracker::register).
+///
+/// An integration calls [`record_read`](Connection::record_read) and
+/// [`record_write`](Connection::record_write) with the byte counts its stream returned, and
+/// drops the handle (or calls [`close`](Connection::close)) when the stream goes.
+///
+/// Handles are cheap to clone; clones share one tracker entry (for split halves and cloned
+/// streams), and the entry leaves the tracker when the **last** handle drops, or at the first
+/// explicit `close`, whichever comes first. Either way `on_close` fires exactly once.
+pub struct Connection {
+    entry: Arc<Entry>,
+}
+
+impl Connection {
+    pub(crate) fn from_entry(entry: Arc<Entry>) -> Self {
+        Connection { entry }
+    }
+
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnectionId {
+        ConnectionId(self.entry.id)
+    }
+
+    /// The connection's category.
+    #[must_use]
+    pub fn category(&self) -> &str {
+        &self.entry.category
+    }
+
+    /// Client or server.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.entry.role
+    }
+
+    /// A snapshot of this connection (also works after close, for the final values).
+    #[must_use]
+    pub fn info(&self) -> ConnectionInfo {
+        self.entry.info()
+    }
+
+    /// Whether the connection has been closed (explicitly or by every handle dropping).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.entry.closed.load(Ordering::Acquire)
+    }
+
+    /// Counts `n` bytes read.
+    ///
+    /// The hot path: with no per-I/O hook installed this is three relaxed atomic operations
+    /// on this connection's own counters plus one relaxed load of a coarse clock and one of the
+    /// tracker's "any per-I/O hook?" flag. It never allocates, locks or makes a dynamic call
+    /// (the `bench` suite's `record_read` cases and the `hot_path` test hold it to that).
+    #[inline]
+    pub fn record_read(&self, n: usize) {
+        let e = &*self.entry;
+        e.read.fetch_add(n as u64, Ordering::Relaxed);
+        e.last_io_ms.store(clock::coarse_ms(), Ordering::Relaxed);
+        if e.wants_io() {
+            self.fire_read(n, None);
+        }
+    }
+
+    /// Counts `n` bytes written. Same cost as [`record_read`](Connection::record_read).
+    #[inline]
+    pub fn record_write(&self, n: usize) {
+        let e = &*self.entry;
+        e.write.fetch_add(n as u64, Ordering::Relaxed);
+        e.last_io_ms.store(clock::coarse_ms(), Ordering::Relaxed);
+        if e.wants_io() {
+            self.fire_write(n, None);
+        }
+    }
+
+    /// Remembers an I/O error (reported to `on_close` as the last error). `WouldBlock` and
+    /// `Interrupted` are not failures and are ignored.
+    pub fn record_error(&self, err: &io::Error) {
+        self.entry.store_error(err);
+    }
+
+    /// A read failed: remembers the error and reports it to per-I/O hooks (`on_read`).
+    pub fn record_read_error(&self, err: &io::Error) {
+        self.entry.store_error(err);
+        if self.entry.wants_io() {
+            self.fire_read(0, Some(err));
+        }
+    }
+
+    /// A write failed: remembers the error and reports it to per-I/O hooks (`on_write`).
+    pub fn record_write_error(&self, err: &io::Error) {
+        self.entry.store_error(err);
+        if self.entry.wants_io() {
+            self.fire_write(0, Some(err));
+        }
+    }
+
+    /// Records the result of a read as a stream returned it: bytes on success, the error on
+    /// failure. Returns the result unchanged.
+    pub fn read_result(&self, res: io::Result<usize>) -> io::Result<usize> {
+        match &res {
+            Ok(n) => self.record_read(*n),
+            Err(e) => self.record_read_error(e),
+        }
+        res
+    }
+
+    /// Records the result of a write as a stream returned it. Returns the result unchanged.
+    pub fn write_result(&self, res: io::Result<usize>) -> io::Result<usize> {
+        match &res {
+            Ok(n) => self.record_write(*n),
+            Err(e) => self.record_write_error(e),
+        }
+        res
+    }
+
+    #[cold]
+    fn fire_read(&self, n: usize, error: Option<&io::Error>) {
+        let e = &*self.entry;
+        let ev = ReadEvent {
+            id: self.id(),
+            category: &e.category,
+            role: e.role,
+            n,
+            error,
+        };
+        e.fire(&mut |h| {
+            if h.wants_io_events() {
+                h.on_read(&ev);
+            }
+        });
+    }
+
+    #[cold]
+    fn fire_write(&self, n: usize, error: Option<&io::Error>) {
+        let e = &*self.entry;
+        let ev = WriteEvent {
+            id: self.id(),
+            category: &e.category,
+            role: e.role,
+            n,
+            error,
+        };
+        e.fire(&mut |h| {
+            if h.wants_io_events() {
+                h.on_write(&ev);
+            }
+        });
+    }
+
+    /// Sets what TLS negotiated.
+    pub fn set_tls(&self, tls: TlsInfo) {
+        self.entry.tls.store(Some(Arc::new(tls)));
+    }
+
+    /// Sets the phase timings that are `Some` in `timings`; the others keep their value.
+    pub fn set_timings(&self, timings: Timings) {
+        let e = &*self.entry;
+        for (slot, v) in [
+            (&e.dns, timings.dns),
+            (&e.connect, timings.connect),
+            (&e.tls_handshake, timings.tls_handshake),
+        ] {
+            if v.is_some() {
+                slot.store(dur_to_nanos(v), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Reports that a TLS handshake is starting on this connection (`on_tls_handshake_start`).
+    pub fn report_tls_handshake_start(&self, server_name: Option<&str>) {
+        let e = &*self.entry;
+        if e.tracker.has_hooks(&e.chain) {
+            let info = e.info();
+            e.fire(&mut |h| {
+                h.on_tls_handshake_start(&TlsHandshakeStartEvent {
+                    connection: &info,
+                    server_name,
+                });
+            });
+        }
+    }
+
+    /// Reports a finished TLS handshake (`on_tls_handshake_done`): on success sets
+    /// [`tls`](ConnectionInfo::tls) and `timings.tls_handshake`; on failure counts it in
+    /// [`CategoryStats::tls_handshake_failed`](crate::CategoryStats::tls_handshake_failed) and
+    /// remembers the error for `on_close`.
+    pub fn report_tls_handshake_done(
+        &self,
+        result: Result<TlsInfo, &io::Error>,
+        duration: Duration,
+    ) {
+        let e = &*self.entry;
+        e.tls_handshake
+            .store(dur_to_nanos(Some(duration)), Ordering::Relaxed);
+        let error = match result {
+            Ok(tls) => {
+                e.tls.store(Some(Arc::new(tls)));
+                None
+            }
+            Err(err) => {
+                e.stat.tls_failed.fetch_add(1, Ordering::Relaxed);
+                e.store_error(err);
+                Some(err)
+            }
+        };
+        if e.tracker.has_hooks(&e.chain) {
+            let info = e.info();
+            let tls = e.tls.load_full();
+            e.fire(&mut |h| {
+                h.on_tls_handshake_done(&TlsHandshakeDoneEvent {
+                    connection: &info,
+                    tls: if error.is_none() {
+                        tls.as_deref()
+                    } else {
+                        None
+                    },
+                    error,
+                    duration,
+                });
+            });
+        }
+    }
+
+    /// Removes the connection from the tracker and fires `on_close`, once. Later calls, and
+    /// dropping the handles afterwards, do nothing more. Recording on a closed handle is
+    /// harmless and no longer shows in the tracker.
+    pub fn close(&self) {
+        self.entry.close();
+    }
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        self.entry.handles.fetch_add(1, Ordering::Relaxed);
+        Connection {
+            entry: Arc::clone(&self.entry),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.entry.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.entry.close();
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.entry.id)
+            .field("category", &self.entry.category)
+            .field("role", &self.entry.role)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

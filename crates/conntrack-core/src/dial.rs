@@ -1,0 +1,200 @@
+//! [`Dial`]: reporting an outbound connection's phases (DNS, connect attempts) before it exists.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock;
+use crate::config::DialerConfig;
+use crate::connection::{Connection, Registration};
+use crate::event::{ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent, DnsStartEvent};
+use crate::hook::Chain;
+use crate::info::{Addr, Role, Timings};
+use crate::trace;
+use crate::tracker::Tracker;
+
+/// One dial in progress, from [`Tracker::dial`].
+///
+/// A dialer adapter reports each phase as it happens and finishes with
+/// [`established`](Dial::established) (which registers the connection with the measured
+/// timings) or [`failed`](Dial::failed). Hooks run in scope order: the
+/// [`trace`](crate::trace) scope current when the dial started, then the dialer config, then the
+/// tracker.
+///
+/// Dropping a `Dial` without finishing it (a cancelled dial future) reports nothing and tracks
+/// nothing: the dial did not fail, its caller stopped waiting.
+///
+/// ```
+/// use conntrack_core::{DialerConfig, Tracker};
+/// use std::net::SocketAddr;
+///
+/// let tracker = Tracker::new();
+/// let config = DialerConfig::new().category("db");
+/// let mut dial = tracker.dial(&config, "localhost:5432");
+/// let addrs: Vec<SocketAddr> = vec!["127.0.0.1:5432".parse().unwrap()];
+/// dial.dns_start("localhost");
+/// dial.dns_done("localhost", Ok(&addrs));
+/// let attempt = dial.connect_start(addrs[0]);
+/// // ... the adapter connects a socket here ...
+/// dial.connect_done(&attempt, Ok(()));
+/// let conn = dial.established("127.0.0.1:40000".parse::<SocketAddr>().unwrap(), addrs[0]);
+/// assert_eq!(tracker.len(), 1);
+/// assert!(conn.info().timings.dns.is_some());
+/// ```
+pub struct Dial {
+    tracker: Tracker,
+    category: Arc<str>,
+    chain: Chain,
+    target: Arc<str>,
+    started: u64,
+    dns_started: Option<u64>,
+    timings: Timings,
+}
+
+/// One connect attempt of a [`Dial`], from [`Dial::connect_start`].
+#[derive(Debug, Clone)]
+pub struct ConnectAttempt {
+    addr: Addr,
+    started: u64,
+}
+
+impl ConnectAttempt {
+    /// The address this attempt connects to.
+    #[must_use]
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+}
+
+impl Dial {
+    pub(crate) fn new(tracker: Tracker, config: &DialerConfig, target: Arc<str>) -> Self {
+        Dial {
+            tracker,
+            category: Arc::clone(config.category_name()),
+            chain: config.chain().prepend(&trace::current()),
+            target,
+            started: clock::now_nanos(),
+            dns_started: None,
+            timings: Timings::new(),
+        }
+    }
+
+    /// What is being dialed.
+    #[must_use]
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Name resolution of `host` starts (`on_dns_start`).
+    pub fn dns_start(&mut self, host: &str) {
+        self.dns_started = Some(clock::now_nanos());
+        let category = &*self.category;
+        self.tracker.fire(&self.chain, &mut |h| {
+            h.on_dns_start(&DnsStartEvent { category, host });
+        });
+    }
+
+    /// Name resolution of `host` finished (`on_dns_done`); its duration becomes `timings.dns`.
+    pub fn dns_done(&mut self, host: &str, result: Result<&[SocketAddr], &io::Error>) {
+        let duration = self
+            .dns_started
+            .take()
+            .map(clock::since)
+            .unwrap_or_default();
+        self.timings.dns = Some(duration);
+        let (addrs, error) = match result {
+            Ok(a) => (a, None),
+            Err(e) => (&[][..], Some(e)),
+        };
+        let category = &*self.category;
+        self.tracker.fire(&self.chain, &mut |h| {
+            h.on_dns_done(&DnsDoneEvent {
+                category,
+                host,
+                addrs,
+                error,
+                duration,
+            });
+        });
+    }
+
+    /// One connect attempt to `addr` starts (`on_connect_start`). Attempts may overlap.
+    pub fn connect_start(&self, addr: impl Into<Addr>) -> ConnectAttempt {
+        let attempt = ConnectAttempt {
+            addr: addr.into(),
+            started: clock::now_nanos(),
+        };
+        let category = &*self.category;
+        self.tracker.fire(&self.chain, &mut |h| {
+            h.on_connect_start(&ConnectStartEvent {
+                category,
+                addr: &attempt.addr,
+            });
+        });
+        attempt
+    }
+
+    /// A connect attempt finished (`on_connect_done`). A success sets `timings.connect`.
+    pub fn connect_done(&mut self, attempt: &ConnectAttempt, result: Result<(), &io::Error>) {
+        let duration = clock::since(attempt.started);
+        if result.is_ok() {
+            self.timings.connect = Some(duration);
+        }
+        let category = &*self.category;
+        let error = result.err();
+        self.tracker.fire(&self.chain, &mut |h| {
+            h.on_connect_done(&ConnectDoneEvent {
+                category,
+                addr: &attempt.addr,
+                error,
+                duration,
+            });
+        });
+    }
+
+    /// How long the dial has run so far.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        clock::since(self.started)
+    }
+
+    /// The dial succeeded: registers the connection (role client, the dial's target, category,
+    /// hooks and timings) and fires `on_dial`.
+    pub fn established(self, local: impl Into<Addr>, remote: impl Into<Addr>) -> Connection {
+        let mut reg = Registration::new(Role::Client)
+            .category(Arc::clone(&self.category))
+            .local_addr(local)
+            .remote_addr(remote)
+            .target(Arc::clone(&self.target))
+            .timings(self.timings);
+        reg.chain = self.chain;
+        reg.scoped = true;
+        reg.dial_started = Some(self.started);
+        self.tracker.register(reg)
+    }
+
+    /// The dial failed: counts it in [`CategoryStats::failed`](crate::CategoryStats::failed)
+    /// and fires `on_dial` with the error. Nothing is tracked.
+    pub fn failed(self, error: &io::Error) {
+        let ev = DialEvent {
+            category: &self.category,
+            target: &self.target,
+            connection: None,
+            error: Some(error),
+            duration: clock::since(self.started),
+        };
+        self.tracker.dial_failed(&self.category, &self.chain, &ev);
+    }
+}
+
+impl fmt::Debug for Dial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dial")
+            .field("category", &self.category)
+            .field("target", &self.target)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,179 @@
+//! The event structs handed to [`Hook`](crate::Hook) methods.
+//!
+//! Every struct is `#[non_exhaustive]` and borrowed: a hook that wants to keep something copies
+//! it out. Failure is always an `error: Option<&io::Error>`, the error exactly as the socket
+//! call returned it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::info::{Addr, ConnectionId, ConnectionInfo, Role, TlsInfo};
+
+/// A connection was accepted, or an accept failed.
+///
+/// Go conntrack: `OnAccept`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct AcceptEvent<'a> {
+    /// The listener's category.
+    pub category: &'a str,
+    /// The listener's address, when known.
+    pub local_addr: &'a Addr,
+    /// The new connection; `None` when the accept failed.
+    pub connection: Option<&'a ConnectionInfo>,
+    /// The accept error; `None` on success.
+    pub error: Option<&'a io::Error>,
+}
+
+/// A dial finished, with a connection or an error.
+///
+/// Go conntrack: `OnDial`; httptrace: `GotConn` (on success).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct DialEvent<'a> {
+    /// The dialer's category.
+    pub category: &'a str,
+    /// What was dialed (`"host:port"`, an address, a socket path).
+    pub target: &'a str,
+    /// The new connection; `None` when the dial failed.
+    pub connection: Option<&'a ConnectionInfo>,
+    /// The dial error; `None` on success.
+    pub error: Option<&'a io::Error>,
+    /// The whole dial: resolution and every connect attempt.
+    pub duration: Duration,
+}
+
+/// Name resolution is about to start.
+///
+/// httptrace: `DNSStart`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct DnsStartEvent<'a> {
+    /// The dialer's category.
+    pub category: &'a str,
+    /// The host name being resolved.
+    pub host: &'a str,
+}
+
+/// Name resolution finished.
+///
+/// httptrace: `DNSDone`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct DnsDoneEvent<'a> {
+    /// The dialer's category.
+    pub category: &'a str,
+    /// The host name that was resolved.
+    pub host: &'a str,
+    /// The resolved addresses; empty on failure.
+    pub addrs: &'a [SocketAddr],
+    /// The resolution error; `None` on success.
+    pub error: Option<&'a io::Error>,
+    /// How long resolution took.
+    pub duration: Duration,
+}
+
+/// One connect attempt is starting.
+///
+/// httptrace: `ConnectStart`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ConnectStartEvent<'a> {
+    /// The dialer's category.
+    pub category: &'a str,
+    /// The address being connected to.
+    pub addr: &'a Addr,
+}
+
+/// One connect attempt finished.
+///
+/// httptrace: `ConnectDone`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ConnectDoneEvent<'a> {
+    /// The dialer's category.
+    pub category: &'a str,
+    /// The address that was connected to.
+    pub addr: &'a Addr,
+    /// The connect error; `None` on success.
+    pub error: Option<&'a io::Error>,
+    /// How long this attempt took.
+    pub duration: Duration,
+}
+
+/// A TLS handshake is starting on a tracked connection.
+///
+/// httptrace: `TLSHandshakeStart`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct TlsHandshakeStartEvent<'a> {
+    /// The connection the handshake runs on.
+    pub connection: &'a ConnectionInfo,
+    /// The server name the client asks for (client side only).
+    pub server_name: Option<&'a str>,
+}
+
+/// A TLS handshake finished.
+///
+/// httptrace: `TLSHandshakeDone`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct TlsHandshakeDoneEvent<'a> {
+    /// The connection the handshake ran on (with `tls` set on success).
+    pub connection: &'a ConnectionInfo,
+    /// What was negotiated; `None` on failure.
+    pub tls: Option<&'a TlsInfo>,
+    /// The handshake error; `None` on success.
+    pub error: Option<&'a io::Error>,
+    /// How long the handshake took.
+    pub duration: Duration,
+}
+
+/// A read finished on a tracked connection (only for hooks that want per-I/O events).
+///
+/// Go conntrack: `OnRead`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ReadEvent<'a> {
+    /// The connection's id ([`Tracker::get`](crate::Tracker::get) gives the rest).
+    pub id: ConnectionId,
+    /// The connection's category.
+    pub category: &'a str,
+    /// The connection's role.
+    pub role: Role,
+    /// Bytes read (0 at end of stream or on error).
+    pub n: usize,
+    /// The read error; `None` on success.
+    pub error: Option<&'a io::Error>,
+}
+
+/// A write finished on a tracked connection (only for hooks that want per-I/O events).
+///
+/// Go conntrack: `OnWrite`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct WriteEvent<'a> {
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// The connection's category.
+    pub category: &'a str,
+    /// The connection's role.
+    pub role: Role,
+    /// Bytes written (0 on error).
+    pub n: usize,
+    /// The write error; `None` on success.
+    pub error: Option<&'a io::Error>,
+}
+
+/// A connection left the tracker. Fires exactly once per connection.
+///
+/// Go conntrack: `OnClose`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CloseEvent<'a> {
+    /// The final record: bytes, age and idle time as they were at close.
+    pub connection: &'a ConnectionInfo,
+    /// The last I/O error seen on the connection, if any.
+    pub error: Option<&'a io::Error>,
+}

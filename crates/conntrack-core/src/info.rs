@@ -1,0 +1,371 @@
+//! The records a tracker hands out: ids, roles, addresses, timings, TLS details and the
+//! per-connection snapshot [`ConnectionInfo`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A process-unique connection id.
+///
+/// Ids are handed out from one process-wide counter, so they are unique across every
+/// [`Tracker`](crate::Tracker) in the process, never reused, and increase in registration
+/// order: sorting by id sorts oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(transparent))]
+pub struct ConnectionId(pub(crate) u64);
+
+impl ConnectionId {
+    /// The id as a plain number.
+    #[must_use]
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Which side of the connection this process is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
+pub enum Role {
+    /// The connection was dialed by this process (outbound).
+    Client,
+    /// The connection was accepted by this process (inbound).
+    Server,
+}
+
+impl Role {
+    /// `"client"` or `"server"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A connection endpoint address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Addr {
+    /// An IP socket address (TCP).
+    Inet(SocketAddr),
+    /// A Unix domain socket; `None` for an unnamed socket (the usual client side).
+    Unix(Option<Arc<Path>>),
+    /// Not known, or not a kind this crate names.
+    #[default]
+    Unknown,
+}
+
+impl Addr {
+    /// The IP socket address, if this is one.
+    #[must_use]
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Addr::Inet(a) => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// A Unix socket address from a path.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Addr::Unix(Some(Arc::from(path.into())))
+    }
+
+    /// The OpenTelemetry `network.transport` value: `"tcp"`, `"unix"` or `"unknown"`.
+    #[must_use]
+    pub const fn transport(&self) -> &'static str {
+        match self {
+            Addr::Inet(_) => "tcp",
+            Addr::Unix(_) => "unix",
+            Addr::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<SocketAddr> for Addr {
+    fn from(a: SocketAddr) -> Self {
+        Addr::Inet(a)
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Inet(a) => fmt::Display::fmt(a, f),
+            Addr::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            Addr::Unix(None) => f.pad("unix:(unnamed)"),
+            Addr::Unknown => f.pad("-"),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Addr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Addr::Unknown => s.serialize_none(),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+/// How long each phase of establishing a connection took, where it was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Timings {
+    /// Name resolution (dialed connections that resolved a name).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::opt_secs")
+    )]
+    pub dns: Option<Duration>,
+    /// The TCP (or Unix) connect of the attempt that won.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::opt_secs")
+    )]
+    pub connect: Option<Duration>,
+    /// The TLS handshake, when one was made through a tracing wrapper.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::opt_secs")
+    )]
+    pub tls_handshake: Option<Duration>,
+}
+
+impl Timings {
+    /// Timings with every phase unknown.
+    #[must_use]
+    pub const fn new() -> Self {
+        Timings {
+            dns: None,
+            connect: None,
+            tls_handshake: None,
+        }
+    }
+
+    /// Sets the DNS duration.
+    #[must_use]
+    pub const fn with_dns(mut self, d: Duration) -> Self {
+        self.dns = Some(d);
+        self
+    }
+
+    /// Sets the connect duration.
+    #[must_use]
+    pub const fn with_connect(mut self, d: Duration) -> Self {
+        self.connect = Some(d);
+        self
+    }
+
+    /// Sets the TLS handshake duration.
+    #[must_use]
+    pub const fn with_tls_handshake(mut self, d: Duration) -> Self {
+        self.tls_handshake = Some(d);
+        self
+    }
+}
+
+/// A summary of the peer's certificate chain. Never key material.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PeerCertificates {
+    /// How many certificates the peer presented.
+    pub count: usize,
+    /// The leaf certificate's subject, if it was cheap to read.
+    pub leaf_subject: Option<String>,
+    /// The leaf certificate's expiry, if it was cheap to read.
+    pub leaf_not_after: Option<SystemTime>,
+}
+
+impl PeerCertificates {
+    /// A summary with only the count known.
+    #[must_use]
+    pub fn new(count: usize) -> Self {
+        PeerCertificates {
+            count,
+            leaf_subject: None,
+            leaf_not_after: None,
+        }
+    }
+
+    /// Sets the leaf subject.
+    #[must_use]
+    pub fn with_leaf_subject(mut self, subject: impl Into<String>) -> Self {
+        self.leaf_subject = Some(subject.into());
+        self
+    }
+
+    /// Sets the leaf expiry.
+    #[must_use]
+    pub fn with_leaf_not_after(mut self, t: SystemTime) -> Self {
+        self.leaf_not_after = Some(t);
+        self
+    }
+}
+
+/// What was negotiated by a TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct TlsInfo {
+    /// `"1.2"` or `"1.3"` (or the library's own name for an older version).
+    pub protocol_version: String,
+    /// The IANA cipher-suite name, e.g. `"TLS_AES_128_GCM_SHA256"`.
+    pub cipher_suite: String,
+    /// The negotiated ALPN protocol, as raw bytes (`b"h2"`).
+    pub alpn: Option<Vec<u8>>,
+    /// The server name (SNI) sent by the client.
+    pub server_name: Option<String>,
+    /// Whether the session was resumed rather than fully negotiated.
+    pub resumed: bool,
+    /// The peer's certificate chain, if it presented one.
+    pub peer_certificates: Option<PeerCertificates>,
+}
+
+impl TlsInfo {
+    /// A record with version and cipher suite; the rest is filled with the `with_` methods.
+    pub fn new(protocol_version: impl Into<String>, cipher_suite: impl Into<String>) -> Self {
+        TlsInfo {
+            protocol_version: protocol_version.into(),
+            cipher_suite: cipher_suite.into(),
+            ..TlsInfo::default()
+        }
+    }
+
+    /// Sets the ALPN protocol.
+    #[must_use]
+    pub fn with_alpn(mut self, alpn: impl Into<Vec<u8>>) -> Self {
+        self.alpn = Some(alpn.into());
+        self
+    }
+
+    /// Sets the server name.
+    #[must_use]
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Sets whether the session was resumed.
+    #[must_use]
+    pub fn with_resumed(mut self, resumed: bool) -> Self {
+        self.resumed = resumed;
+        self
+    }
+
+    /// Sets the peer certificate summary.
+    #[must_use]
+    pub fn with_peer_certificates(mut self, certs: PeerCertificates) -> Self {
+        self.peer_certificates = Some(certs);
+        self
+    }
+
+    /// The ALPN protocol as text, lossily decoded.
+    #[must_use]
+    pub fn alpn_str(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.alpn.as_deref().map(String::from_utf8_lossy)
+    }
+}
+
+/// A snapshot of one live connection.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// The category given by the listener or dialer config; `""` when unset.
+    pub category: Arc<str>,
+    /// Whether this process accepted (server) or dialed (client) the connection.
+    pub role: Role,
+    /// This side's address.
+    pub local_addr: Addr,
+    /// The peer's address.
+    pub remote_addr: Addr,
+    /// What was dialed, as given to the dialer (e.g. `"example.com:443"`).
+    pub target: Option<Arc<str>>,
+    /// Wall-clock time the connection was registered. For display only.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::system_time")
+    )]
+    pub established_at: SystemTime,
+    /// How long the connection has existed, on the monotonic clock.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    pub established_for: Duration,
+    /// Bytes read from the connection so far.
+    pub read_bytes: u64,
+    /// Bytes written to the connection so far.
+    pub write_bytes: u64,
+    /// Time since the last read or write (or since registration), millisecond resolution.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    pub idle_for: Duration,
+    /// How long DNS, connect and the TLS handshake took.
+    pub timings: Timings,
+    /// What TLS negotiated, once a handshake finished.
+    pub tls: Option<TlsInfo>,
+}
+
+/// A connection that has gone, kept in the tracker's bounded history.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ClosedConnection {
+    /// The final record: bytes and age as they were at close.
+    pub info: ConnectionInfo,
+    /// Wall-clock time of the close.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::system_time")
+    )]
+    pub closed_at: SystemTime,
+    /// The last I/O error seen on the connection, as text.
+    pub error: Option<String>,
+}
+
+#[cfg(feature = "serde")]
+pub(crate) mod ser {
+    use serde::Serializer;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    pub(crate) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    #[allow(clippy::ref_option)]
+    pub(crate) fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn system_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        s.serialize_f64(secs)
+    }
+}

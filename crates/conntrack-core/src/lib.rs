@@ -1,0 +1,82 @@
+//! Keep track of a program's live network connections and observe their life through hooks.
+//!
+//! `conntrack-core` is the runtime-independent heart of the conntrack crates. A [`Tracker`]
+//! holds every live connection; an integration (one of the adapter crates, or your own code)
+//! [`register`](Tracker::register)s each connection and records its reads and writes on the
+//! returned [`Connection`] handle. Anyone can then ask the tracker what is connected right
+//! now ([`Tracker::connections`]), for totals that outlive connections ([`Tracker::stats`]),
+//! for what just closed ([`Tracker::recently_closed`]), or wait until everything has closed
+//! ([`Tracker::drained`]). [`Hook`]s see every phase: accept, dial, DNS, each connect attempt,
+//! TLS handshake, read, write and close.
+//!
+//! Most programs use an adapter: `conntrack-tokio`, `conntrack-async-std` (async-std and smol),
+//! `conntrack-std` (blocking). Depending on this crate alone is enough to track anything else.
+//!
+//! # A custom integration
+//!
+//! ```
+//! use conntrack_core::{Connection, Registration, Tracker};
+//! use std::io::{self, Read};
+//!
+//! /// A stream whose reads are counted.
+//! struct Counted<R> { inner: R, conn: Connection }
+//!
+//! impl<R: Read> Read for Counted<R> {
+//!     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+//!         self.conn.read_result(self.inner.read(buf))
+//!     }
+//! }
+//!
+//! let tracker = Tracker::new();
+//! let reg = Registration::server("127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap(),
+//!                                "127.0.0.1:50123".parse::<std::net::SocketAddr>().unwrap())
+//!     .category("api");
+//! let mut stream = Counted { inner: &b"hello"[..], conn: tracker.register(reg) };
+//! io::copy(&mut stream, &mut io::sink()).unwrap();
+//!
+//! let infos = tracker.connections();
+//! assert_eq!((infos[0].category.as_ref(), infos[0].read_bytes), ("api", 5));
+//! drop(stream); // the entry goes with the last handle
+//! assert!(tracker.is_empty());
+//! ```
+//!
+//! # Hook order
+//!
+//! For every event, hooks run in this order: the per-call [`trace`] scopes (innermost first),
+//! then the listener's or dialer's config ([`ListenerConfig`], [`DialerConfig`]), then the
+//! tracker's own hooks ([`TrackerBuilder::hook`], [`Tracker::add_hook`]).
+//!
+//! # Feature flags
+//!
+//! - `serde`: `Serialize` for [`ConnectionInfo`], [`ClosedConnection`], [`Stats`] and their
+//!   parts.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod clock;
+mod config;
+mod connection;
+mod dial;
+mod event;
+mod hook;
+mod info;
+mod recording;
+mod registry;
+mod stats;
+pub mod trace;
+mod tracker;
+
+pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
+pub use connection::{Connection, Registration};
+pub use dial::{ConnectAttempt, Dial};
+pub use event::{
+    AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
+    DnsStartEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
+};
+pub use hook::{Callbacks, Hook, Hooks, NoopHook};
+pub use info::{
+    Addr, ClosedConnection, ConnectionId, ConnectionInfo, PeerCertificates, Role, Timings, TlsInfo,
+};
+pub use recording::{Recorded, RecordedError, RecordingHook, Until};
+pub use stats::{CategoryStats, Stats};
+pub use tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};

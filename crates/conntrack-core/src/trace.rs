@@ -1,0 +1,117 @@
+//! Per-call hooks, in the manner of Go's `httptrace.WithClientTrace`.
+//!
+//! A *scope* attaches hooks to every connection registered and every dial made while it runs:
+//! [`scope`] (or [`TraceExt::traced`]) for a future, [`with`] for a closure in blocking code.
+//! Scopes nest: an inner scope's hooks run first, then the enclosing scope's, then the
+//! listener's or dialer's config, then the tracker's.
+//!
+//! The hooks stay attached to a connection made inside the scope for the connection's whole
+//! life (so its TLS handshake and close reach them too), even after the scope has ended.
+//!
+//! ```
+//! use conntrack_core::{trace, Callbacks, DialerConfig, Tracker};
+//! use std::sync::{Arc, Mutex};
+//!
+//! let tracker = Tracker::new();
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let s = Arc::clone(&seen);
+//! let hook = Callbacks::new().on_dns_start(move |ev| s.lock().unwrap().push(ev.host.to_owned()));
+//! trace::with(hook, || {
+//!     let mut dial = tracker.dial(&DialerConfig::new(), "localhost:80");
+//!     dial.dns_start("localhost");
+//! });
+//! assert_eq!(*seen.lock().unwrap(), ["localhost"]);
+//! ```
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::hook::{Chain, Hook};
+
+thread_local! {
+    static CURRENT: RefCell<Chain> = RefCell::new(Chain::default());
+}
+
+/// The hooks of the scope the current thread is in (empty outside any scope).
+pub(crate) fn current() -> Chain {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Restores the previous scope on drop, so a panic inside a scope cannot leave it installed.
+struct Restore(Option<Chain>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Some(prev) = self.0.take() {
+            CURRENT.with(|c| *c.borrow_mut() = prev);
+        }
+    }
+}
+
+fn enter(chain: Chain) -> Restore {
+    Restore(Some(
+        CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), chain)),
+    ))
+}
+
+/// Runs `f` with `hook` in scope: connections registered and dials made on this thread while
+/// `f` runs report to `hook` first.
+pub fn with<R>(hook: impl Hook, f: impl FnOnce() -> R) -> R {
+    let mine = Chain::new(vec![Arc::new(hook)]);
+    let _restore = enter(current().prepend(&mine));
+    f()
+}
+
+/// Wraps `future` so that, whenever it is polled, `hook` is in scope (see the module docs).
+///
+/// The enclosing scope is captured at the first poll, so a future built outside and awaited
+/// inside another scope composes with it.
+pub fn scope<F: Future>(hook: impl Hook, future: F) -> Scoped<F> {
+    Scoped {
+        inner: future,
+        mine: Chain::new(vec![Arc::new(hook)]),
+        chain: None,
+    }
+}
+
+pin_project! {
+    /// A future with trace hooks in scope, from [`scope`] or [`TraceExt::traced`].
+    #[must_use = "futures do nothing unless polled"]
+    #[derive(Debug)]
+    pub struct Scoped<F> {
+        #[pin]
+        inner: F,
+        mine: Chain,
+        chain: Option<Chain>,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let mine = &*this.mine;
+        let chain = this
+            .chain
+            .get_or_insert_with(|| current().prepend(mine))
+            .clone();
+        let _restore = enter(chain);
+        this.inner.poll(cx)
+    }
+}
+
+/// `.traced(hook)` for every future.
+pub trait TraceExt: Future + Sized {
+    /// Same as [`scope(hook, self)`](scope).
+    fn traced(self, hook: impl Hook) -> Scoped<Self> {
+        scope(hook, self)
+    }
+}
+
+impl<F: Future> TraceExt for F {}

@@ -1,0 +1,574 @@
+//! [`Tracker`]: the registry of live connections, their totals, history and hooks.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::clock;
+use crate::config::{DialerConfig, ListenerConfig};
+use crate::connection::{Connection, Entry, Registration};
+use crate::dial::Dial;
+use crate::event::{AcceptEvent, DialEvent};
+use crate::hook::{Chain, Hook};
+use crate::info::{Addr, ClosedConnection, ConnectionId, ConnectionInfo, Role};
+use crate::registry::Registry;
+use crate::stats::{CategoryStats, StatTable, Stats};
+use crate::trace;
+
+/// Ids come from one process-wide counter: unique across trackers, never reused.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The default number of closed connections kept by [`Tracker::recently_closed`].
+pub const DEFAULT_HISTORY: usize = 64;
+
+pub(crate) struct TrackerInner {
+    pub(crate) registry: Registry<Entry>,
+    hooks: ArcSwap<Chain>,
+    hook_list: Mutex<Vec<(u64, Arc<dyn Hook>)>>,
+    next_hook_key: AtomicU64,
+    io_hooks: AtomicBool,
+    stats: StatTable,
+    hook_panics: AtomicU64,
+    history_cap: usize,
+    history: Mutex<VecDeque<ClosedConnection>>,
+    waiters: Mutex<HashMap<u64, Waker>>,
+    waiter_count: AtomicUsize,
+    next_waiter: AtomicU64,
+}
+
+impl TrackerInner {
+    fn new(history_cap: usize, hooks: Vec<Arc<dyn Hook>>) -> Self {
+        let inner = TrackerInner {
+            registry: Registry::default(),
+            hooks: ArcSwap::from_pointee(Chain::default()),
+            hook_list: Mutex::new(Vec::new()),
+            next_hook_key: AtomicU64::new(0),
+            io_hooks: AtomicBool::new(false),
+            stats: StatTable::default(),
+            hook_panics: AtomicU64::new(0),
+            history_cap,
+            history: Mutex::new(VecDeque::with_capacity(history_cap.min(1024))),
+            waiters: Mutex::new(HashMap::new()),
+            waiter_count: AtomicUsize::new(0),
+            next_waiter: AtomicU64::new(0),
+        };
+        for h in hooks {
+            inner.add_hook(h);
+        }
+        inner
+    }
+
+    /// Whether a tracker-level hook wants per-I/O events. One relaxed load: the hot path.
+    #[inline]
+    pub(crate) fn wants_io(&self) -> bool {
+        self.io_hooks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn has_hooks(&self, chain: &Chain) -> bool {
+        !chain.is_empty() || !self.hooks.load().is_empty()
+    }
+
+    pub(crate) fn needs_close_info(&self, chain: &Chain) -> bool {
+        self.history_cap > 0 || self.has_hooks(chain)
+    }
+
+    /// `chain` first, then the tracker's own hooks.
+    pub(crate) fn fire(&self, chain: &Chain, f: &mut dyn FnMut(&dyn Hook)) {
+        chain.call(&self.hook_panics, f);
+        self.hooks.load().call(&self.hook_panics, f);
+    }
+
+    fn add_hook(&self, hook: Arc<dyn Hook>) -> u64 {
+        let key = self.next_hook_key.fetch_add(1, Ordering::Relaxed);
+        let mut list = self
+            .hook_list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        list.push((key, hook));
+        self.publish_hooks(&list);
+        key
+    }
+
+    fn remove_hook(&self, key: u64) {
+        let mut list = self
+            .hook_list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        list.retain(|(k, _)| *k != key);
+        self.publish_hooks(&list);
+    }
+
+    fn publish_hooks(&self, list: &[(u64, Arc<dyn Hook>)]) {
+        let chain = Chain::new(list.iter().map(|(_, h)| Arc::clone(h)).collect());
+        self.io_hooks.store(chain.wants_io(), Ordering::Relaxed);
+        self.hooks.store(Arc::new(chain));
+    }
+
+    pub(crate) fn push_history(&self, info: ConnectionInfo, error: Option<&io::Error>) {
+        if self.history_cap == 0 {
+            return;
+        }
+        let closed = ClosedConnection {
+            info,
+            closed_at: SystemTime::now(),
+            error: error.map(ToString::to_string),
+        };
+        let mut h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        if h.len() == self.history_cap {
+            h.pop_back();
+        }
+        h.push_front(closed);
+    }
+
+    fn active(&self, category: Option<&str>) -> u64 {
+        let mut n = 0;
+        self.stats.each(|cat, _, cell| {
+            if category.is_none_or(|c| c == &**cat) {
+                n += cell.active();
+            }
+        });
+        n
+    }
+
+    pub(crate) fn wake_drain_waiters(&self) {
+        // SeqCst pairs with `Drained::poll`: either this load sees its registration or its
+        // re-check sees this close (a store-buffer pattern, which Acquire/Release allow to fail).
+        if self.waiter_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        for w in waiters.values() {
+            w.wake_by_ref();
+        }
+    }
+
+    fn count_failed(&self, category: &Arc<str>, role: Role) {
+        self.stats
+            .cell(category, role)
+            .failed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps track of live connections.
+///
+/// A `Tracker` is a cheap handle (an `Arc` inside): clone it into every listener, dialer and
+/// task that needs it. Adapters register connections through [`register`](Tracker::register)
+/// and record I/O on the returned [`Connection`]; everything else reads.
+///
+/// ```
+/// use conntrack_core::{Registration, Tracker};
+///
+/// let tracker = Tracker::new();
+/// let conn = tracker.register(Registration::server(
+///     "127.0.0.1:80".parse::<std::net::SocketAddr>().unwrap(),
+///     "127.0.0.1:50000".parse::<std::net::SocketAddr>().unwrap(),
+/// ));
+/// conn.record_read(100);
+/// assert_eq!(tracker.connections()[0].read_bytes, 100);
+/// drop(conn);
+/// assert!(tracker.is_empty());
+/// ```
+#[derive(Clone)]
+pub struct Tracker {
+    pub(crate) inner: Arc<TrackerInner>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new()
+    }
+}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracker")
+            .field("len", &self.len())
+            .field("hooks", &self.inner.hooks.load().hooks().len())
+            .field("history", &self.inner.history_cap)
+            .finish()
+    }
+}
+
+/// Builds a [`Tracker`] with a history size and hooks.
+#[derive(Default)]
+pub struct TrackerBuilder {
+    history: Option<usize>,
+    hooks: Vec<Arc<dyn Hook>>,
+}
+
+impl fmt::Debug for TrackerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackerBuilder")
+            .field("history", &self.history)
+            .field("hooks", &self.hooks.len())
+            .finish()
+    }
+}
+
+impl TrackerBuilder {
+    /// How many closed connections [`Tracker::recently_closed`] keeps (0 keeps none).
+    /// Default [`DEFAULT_HISTORY`].
+    #[must_use]
+    pub fn history(mut self, n: usize) -> Self {
+        self.history = Some(n);
+        self
+    }
+
+    /// Adds a hook for the tracker's whole life. Tracker hooks run after per-call scopes and
+    /// listener/dialer configs.
+    #[must_use]
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Builds the tracker.
+    #[must_use]
+    pub fn build(self) -> Tracker {
+        Tracker {
+            inner: Arc::new(TrackerInner::new(
+                self.history.unwrap_or(DEFAULT_HISTORY),
+                self.hooks,
+            )),
+        }
+    }
+}
+
+impl Tracker {
+    /// A tracker with the default history and no hooks.
+    #[must_use]
+    pub fn new() -> Self {
+        TrackerBuilder::default().build()
+    }
+
+    /// A builder for history size and hooks.
+    #[must_use]
+    pub fn builder() -> TrackerBuilder {
+        TrackerBuilder::default()
+    }
+
+    /// Every live connection, oldest first (by id). An owned snapshot.
+    #[must_use]
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let now = clock::now_nanos();
+        let mut v: Vec<ConnectionInfo> = self
+            .inner
+            .registry
+            .collect()
+            .iter()
+            .map(|e| e.info_at(now))
+            .collect();
+        v.sort_unstable_by_key(|c| c.id);
+        v
+    }
+
+    /// One live connection.
+    #[must_use]
+    pub fn get(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.inner.registry.get(id.0).map(|e| e.info())
+    }
+
+    /// How many connections are live.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Whether no connection is live.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Totals per (category, role), including connections that have closed.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let mut map: HashMap<(Arc<str>, Role), CategoryStats> = HashMap::new();
+        self.inner.stats.each(|cat, role, cell| {
+            let mut s = CategoryStats::empty(Arc::clone(cat), role);
+            s.opened = cell.opened.load(Ordering::Relaxed);
+            s.active = cell.active();
+            s.closed = cell.closed.load(Ordering::Relaxed);
+            s.failed = cell.failed.load(Ordering::Relaxed);
+            s.tls_handshake_failed = cell.tls_failed.load(Ordering::Relaxed);
+            s.read_bytes = cell.closed_read.load(Ordering::Relaxed);
+            s.write_bytes = cell.closed_write.load(Ordering::Relaxed);
+            map.insert((Arc::clone(cat), role), s);
+        });
+        for e in self.inner.registry.collect() {
+            if let Some(s) = map.get_mut(&(Arc::clone(&e.category), e.role)) {
+                s.read_bytes += e.read_bytes();
+                s.write_bytes += e.write_bytes();
+            }
+        }
+        let mut categories: Vec<CategoryStats> = map.into_values().collect();
+        categories.sort_by(|a, b| (&a.category, a.role).cmp(&(&b.category, b.role)));
+        Stats {
+            categories,
+            hook_panics: self.inner.hook_panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The most recently closed connections, newest first, at most the configured history.
+    #[must_use]
+    pub fn recently_closed(&self) -> Vec<ClosedConnection> {
+        let h = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        h.iter().cloned().collect()
+    }
+
+    /// Installs a hook until the returned handle is dropped or
+    /// [`remove`](HookHandle::remove)d ([`keep`](HookHandle::keep) makes it permanent).
+    ///
+    /// Readers never lock: the hook list is swapped atomically (arc-swap).
+    pub fn add_hook(&self, hook: impl Hook) -> HookHandle {
+        let key = self.inner.add_hook(Arc::new(hook));
+        HookHandle {
+            tracker: Arc::downgrade(&self.inner),
+            key: Some(key),
+        }
+    }
+
+    /// Registers a new connection and returns its handle: the seam every adapter and custom
+    /// integration uses.
+    ///
+    /// Fires `on_accept` (role server) or `on_dial` (role client) with the new connection, to
+    /// the hooks of the current [`trace`](crate::trace) scope, then the registration's (config)
+    /// hooks, then the tracker's.
+    pub fn register(&self, reg: Registration) -> Connection {
+        let chain = if reg.scoped {
+            reg.chain.clone()
+        } else {
+            reg.chain.prepend(&trace::current())
+        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let stat = self.inner.stats.cell(&reg.category, reg.role);
+        stat.opened.fetch_add(1, Ordering::AcqRel);
+        let role = reg.role;
+        let dial_started = reg.dial_started;
+        let entry = Arc::new(Entry::new(id, Arc::clone(&self.inner), reg, chain, stat));
+        self.inner.registry.insert(id, Arc::clone(&entry));
+        clock::connection_opened();
+        if self.inner.has_hooks(&entry.chain) {
+            let info = entry.info();
+            match role {
+                Role::Server => entry.fire(&mut |h| {
+                    h.on_accept(&AcceptEvent {
+                        category: &info.category,
+                        local_addr: &info.local_addr,
+                        connection: Some(&info),
+                        error: None,
+                    });
+                }),
+                Role::Client => {
+                    let duration = dial_started.map(clock::since).unwrap_or_default();
+                    let target = info.target.as_deref().unwrap_or("");
+                    entry.fire(&mut |h| {
+                        h.on_dial(&DialEvent {
+                            category: &info.category,
+                            target,
+                            connection: Some(&info),
+                            error: None,
+                            duration,
+                        });
+                    });
+                }
+            }
+        }
+        Connection::from_entry(entry)
+    }
+
+    /// Registers a connection accepted by a listener with `config`: a shorthand for
+    /// `register(Registration::server(local, remote).listener_config(config))`.
+    pub fn accepted(
+        &self,
+        config: &ListenerConfig,
+        local: impl Into<Addr>,
+        remote: impl Into<Addr>,
+    ) -> Connection {
+        self.register(Registration::server(local, remote).listener_config(config))
+    }
+
+    /// Reports a failed accept: counts it in [`CategoryStats::failed`] and fires `on_accept`
+    /// with the error. The error itself stays the caller's to return.
+    pub fn accept_failed(&self, config: &ListenerConfig, local: &Addr, error: &io::Error) {
+        let category = config.category_name();
+        self.inner.count_failed(category, Role::Server);
+        let chain = config.chain().prepend(&trace::current());
+        if self.inner.has_hooks(&chain) {
+            self.inner.fire(&chain, &mut |h| {
+                h.on_accept(&AcceptEvent {
+                    category,
+                    local_addr: local,
+                    connection: None,
+                    error: Some(error),
+                });
+            });
+        }
+    }
+
+    /// Starts reporting a dial of `target` with `config`, capturing the current
+    /// [`trace`](crate::trace) scope. See [`Dial`].
+    pub fn dial(&self, config: &DialerConfig, target: impl Into<Arc<str>>) -> Dial {
+        Dial::new(self.clone(), config, target.into())
+    }
+
+    pub(crate) fn dial_failed(&self, category: &Arc<str>, chain: &Chain, ev: &DialEvent<'_>) {
+        self.inner.count_failed(category, Role::Client);
+        if self.inner.has_hooks(chain) {
+            self.inner.fire(chain, &mut |h| h.on_dial(ev));
+        }
+    }
+
+    pub(crate) fn fire(&self, chain: &Chain, f: &mut dyn FnMut(&dyn Hook)) {
+        if self.inner.has_hooks(chain) {
+            self.inner.fire(chain, f);
+        }
+    }
+
+    /// A future that resolves once no connection is live (at once if none is).
+    ///
+    /// Runtime-agnostic: it is woken by the close of the last connection. Pair it with
+    /// stopping your listeners for a graceful shutdown.
+    pub fn drained(&self) -> Drained {
+        Drained::new(self, None)
+    }
+
+    /// Like [`drained`](Tracker::drained), for the connections of one category only.
+    pub fn drained_category(&self, category: impl Into<Arc<str>>) -> Drained {
+        Drained::new(self, Some(category.into()))
+    }
+}
+
+/// A tracker-level hook installed by [`Tracker::add_hook`]; dropping it removes the hook.
+#[must_use = "dropping a HookHandle removes its hook; call .keep() to keep it for good"]
+pub struct HookHandle {
+    tracker: Weak<TrackerInner>,
+    key: Option<u64>,
+}
+
+impl HookHandle {
+    /// Removes the hook now. Connections see the change at their next event.
+    pub fn remove(mut self) {
+        self.remove_now();
+    }
+
+    /// Keeps the hook installed for the tracker's whole life.
+    pub fn keep(mut self) {
+        self.key = None;
+    }
+
+    fn remove_now(&mut self) {
+        if let (Some(key), Some(t)) = (self.key.take(), self.tracker.upgrade()) {
+            t.remove_hook(key);
+        }
+    }
+}
+
+impl Drop for HookHandle {
+    fn drop(&mut self) {
+        self.remove_now();
+    }
+}
+
+impl fmt::Debug for HookHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookHandle")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// The future returned by [`Tracker::drained`] and [`Tracker::drained_category`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Drained {
+    tracker: Arc<TrackerInner>,
+    category: Option<Arc<str>>,
+    key: u64,
+    registered: bool,
+}
+
+impl Drained {
+    fn new(tracker: &Tracker, category: Option<Arc<str>>) -> Self {
+        let key = tracker.inner.next_waiter.fetch_add(1, Ordering::Relaxed);
+        Drained {
+            tracker: Arc::clone(&tracker.inner),
+            category,
+            key,
+            registered: false,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.tracker.active(self.category.as_deref()) == 0
+    }
+
+    fn unregister(&mut self) {
+        if self.registered {
+            self.registered = false;
+            let mut w = self
+                .tracker
+                .waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            w.remove(&self.key);
+            self.tracker.waiter_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Future for Drained {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.is_done() {
+            this.unregister();
+            return Poll::Ready(());
+        }
+        {
+            let mut w = this
+                .tracker
+                .waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            w.insert(this.key, cx.waker().clone());
+            if !this.registered {
+                this.registered = true;
+                this.tracker.waiter_count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        // A close between the first check and the registration would have found no waiter.
+        if this.is_done() {
+            this.unregister();
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+impl fmt::Debug for Drained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drained")
+            .field("category", &self.category)
+            .finish()
+    }
+}
