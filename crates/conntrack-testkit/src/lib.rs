@@ -1,0 +1,72 @@
+//! Test support shared by every conntrack adapter.
+//!
+//! The [`conformance`] module holds one suite of scenarios, written once against the small
+//! blocking [`Harness`] / [`Conn`] interface. Each adapter implements that interface for its
+//! runtime (an async adapter blocks on its runtime inside each call) and runs every scenario
+//! as its own test, so tokio, async-std, smol and std are held to the same assertions on real
+//! loopback sockets.
+
+pub mod conformance;
+
+use std::io;
+use std::time::Duration;
+
+use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
+
+/// How long a scenario waits for an expected event before failing.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An adapter under test: makes tracked loopback connection pairs.
+pub trait Harness {
+    /// One end of a tracked connection.
+    type Conn: Conn;
+
+    /// A short name for messages (`"tokio"`, `"std"`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Binds a tracked listener on `127.0.0.1:0` with `listener`, dials it with a tracked
+    /// dialer with `dialer` (dialing the listener's address as `"127.0.0.1:PORT"`), and
+    /// returns `(server end, client end)`, both registered with `tracker`.
+    fn connect(
+        &self,
+        tracker: &Tracker,
+        listener: ListenerConfig,
+        dialer: DialerConfig,
+    ) -> io::Result<(Self::Conn, Self::Conn)>;
+}
+
+/// One end of a tracked connection, driven with blocking calls.
+pub trait Conn: Send + 'static {
+    /// The tracker id of this end.
+    fn id(&self) -> ConnectionId;
+    /// Writes all of `buf` with plain writes.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes all of `bufs` using the stream's vectored write; returns how many bytes the
+    /// vectored calls reported in total.
+    fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize>;
+    /// Flushes buffered data.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Fills `buf` exactly.
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()>;
+    /// Reads until end of stream.
+    fn read_to_end(&mut self) -> io::Result<Vec<u8>>;
+    /// One read call: returns what it read (empty at end of stream).
+    fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>>;
+    /// Shuts down the write half (half-close: the peer reads end of stream).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Runs `f` on another thread with this end moved there, and returns the end back
+    /// (used to read and write at the same time on one connection).
+    fn spawn<R: Send + 'static>(
+        self,
+        f: impl FnOnce(&mut Self) -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<(Self, R)>
+    where
+        Self: Sized,
+    {
+        std::thread::spawn(move || {
+            let mut me = self;
+            let r = f(&mut me);
+            (me, r)
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! Track live tokio connections.
+//!
+//! Wrap a listener in [`Listener`] and every accepted connection is registered with a
+//! [`Tracker`](conntrack_core::Tracker) and counted as a [`Tracked`] stream.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod listener;
+mod stream;
+
+pub use conntrack_core;
+pub use listener::{Accept, Accepted, Listener};
+pub use stream::Tracked;

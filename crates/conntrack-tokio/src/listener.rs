@@ -1,0 +1,168 @@
+//! [`Listener`]: a tracked accept loop over any tokio listener.
+
+use std::future::poll_fn;
+use std::io;
+use std::task::{Context, Poll};
+
+use conntrack_core::{Addr, ListenerConfig, Tracker};
+
+use crate::Tracked;
+
+/// A listener [`Listener`] can wrap: tokio's `TcpListener` and `UnixListener`, or your own.
+pub trait Accept {
+    /// The accepted stream.
+    type Stream;
+    /// The peer address `accept` returns with the stream.
+    type PeerAddr;
+
+    /// Polls for the next connection.
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>>;
+
+    /// The listener's own address, for reporting failed accepts.
+    fn listen_addr(&self) -> Addr;
+
+    /// `(local, remote)` of an accepted stream, for the tracker entry.
+    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr);
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    type PeerAddr = std::net::SocketAddr;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>> {
+        tokio::net::TcpListener::poll_accept(self, cx)
+    }
+
+    fn listen_addr(&self) -> Addr {
+        self.local_addr().map_or(Addr::Unknown, Addr::Inet)
+    }
+
+    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr) {
+        (
+            stream.local_addr().map_or(Addr::Unknown, Addr::Inet),
+            Addr::Inet(*peer),
+        )
+    }
+}
+
+#[cfg(unix)]
+fn unix_addr(a: &tokio::net::unix::SocketAddr) -> Addr {
+    Addr::Unix(a.as_pathname().map(std::sync::Arc::from))
+}
+
+#[cfg(unix)]
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    type PeerAddr = tokio::net::unix::SocketAddr;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>> {
+        tokio::net::UnixListener::poll_accept(self, cx)
+    }
+
+    fn listen_addr(&self) -> Addr {
+        self.local_addr().map_or(Addr::Unknown, |a| unix_addr(&a))
+    }
+
+    fn stream_addrs(&self, _stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr) {
+        (self.listen_addr(), unix_addr(peer))
+    }
+}
+
+/// What [`Listener::accept`] yields: the tracked stream and the peer address.
+pub type Accepted<L> = (Tracked<<L as Accept>::Stream>, <L as Accept>::PeerAddr);
+
+/// A listener whose accepted connections are tracked.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use conntrack_core::{ListenerConfig, Tracker};
+/// use conntrack_tokio::Listener;
+///
+/// let tracker = Tracker::new();
+/// let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+/// loop {
+///     let (stream, peer) = listener.accept().await?;
+///     // serve `stream`; its entry leaves the tracker when it is dropped
+/// #   drop((stream, peer));
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Listener<L> {
+    inner: L,
+    tracker: Tracker,
+    config: ListenerConfig,
+    local: Addr,
+}
+
+impl<L: Accept> Listener<L> {
+    /// Wraps `inner`; its connections are registered with `tracker` under `config`.
+    pub fn new(tracker: &Tracker, inner: L, config: ListenerConfig) -> Self {
+        let local = inner.listen_addr();
+        Listener {
+            inner,
+            tracker: tracker.clone(),
+            config,
+            local,
+        }
+    }
+
+    /// Accepts the next connection, registers it and returns it tracked.
+    ///
+    /// A failed accept is counted, reported to `on_accept` with the error, and returned
+    /// unchanged; the listener keeps working.
+    pub async fn accept(&mut self) -> io::Result<Accepted<L>> {
+        poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The polling form of [`accept`](Listener::accept).
+    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
+        match self.inner.poll_accept(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok((stream, peer))) => {
+                let (local, remote) = self.inner.stream_addrs(&stream, &peer);
+                let conn = self.tracker.accepted(&self.config, local, remote);
+                Poll::Ready(Ok((Tracked::new(stream, conn), peer)))
+            }
+            Poll::Ready(Err(e)) => {
+                self.tracker.accept_failed(&self.config, &self.local, &e);
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    /// The listener's address.
+    pub fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// The config.
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
+    }
+
+    /// The inner listener.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// Unwraps the inner listener.
+    pub fn into_inner(self) -> L {
+        self.inner
+    }
+}

@@ -1,0 +1,147 @@
+//! [`Tracked`]: a tokio stream whose reads and writes are counted.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pin_project! {
+    /// A stream whose reads and writes are counted by a [`Tracker`](conntrack_core::Tracker).
+    ///
+    /// Every tokio I/O method is forwarded to the inner stream (vectored writes and
+    /// `is_write_vectored` included, so hyper keeps its write strategy); byte counts come from
+    /// what the inner call returned. The tracker entry goes when the `Tracked` (and every
+    /// handle sharing its [`Connection`]) is dropped.
+    #[derive(Debug)]
+    pub struct Tracked<T> {
+        #[pin]
+        inner: T,
+        conn: Connection,
+    }
+}
+
+impl<T> Tracked<T> {
+    /// Wraps `inner`, counting its I/O on `conn`.
+    pub fn new(inner: T, conn: Connection) -> Self {
+        Tracked { inner, conn }
+    }
+
+    /// The connection's tracker id.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id()
+    }
+
+    /// A snapshot of the connection.
+    pub fn info(&self) -> ConnectionInfo {
+        self.conn.info()
+    }
+
+    /// The tracker handle (clone it to keep the entry alive or to record on it elsewhere).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The inner stream, mutably. I/O done directly on it is not counted.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// The inner stream, pinned.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {
+        self.project().inner
+    }
+
+    /// Unwraps the stream. The connection leaves the tracker unless another handle to it is
+    /// still alive (use [`into_parts`](Tracked::into_parts) to keep it).
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// Unwraps into the stream and its tracker handle.
+    pub fn into_parts(self) -> (T, Connection) {
+        (self.inner, self.conn)
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Tracked<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = ready!(this.inner.poll_read(cx, buf));
+        match &res {
+            Ok(()) => this.conn.record_read(buf.filled().len() - before),
+            Err(e) => this.conn.record_read_error(e),
+        }
+        Poll::Ready(res)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_write(cx, buf));
+        Poll::Ready(this.conn.write_result(res))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_write_vectored(cx, bufs));
+        Poll::Ready(this.conn.write_result(res))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_flush(cx));
+        if let Err(e) = &res {
+            this.conn.record_write_error(e);
+        }
+        Poll::Ready(res)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_shutdown(cx));
+        if let Err(e) = &res {
+            this.conn.record_error(e);
+        }
+        Poll::Ready(res)
+    }
+}
+
+#[cfg(unix)]
+impl<T: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Tracked<T> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+#[cfg(unix)]
+impl<T: std::os::fd::AsFd> std::os::fd::AsFd for Tracked<T> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
