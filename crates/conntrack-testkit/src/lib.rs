@@ -24,6 +24,13 @@ pub trait Harness {
     /// A short name for messages (`"tokio"`, `"std"`, ...).
     fn name(&self) -> &'static str;
 
+    /// Whether the connections carry TLS. The tracker counts bytes at the TCP level, so over
+    /// TLS it sees ciphertext: byte-count assertions become "at least the plaintext" instead
+    /// of "exactly the plaintext".
+    fn tls(&self) -> bool {
+        false
+    }
+
     /// Binds a tracked listener on `127.0.0.1:0` with `listener`, dials it with a tracked
     /// dialer with `dialer` (dialing the listener's address as `"127.0.0.1:PORT"`), and
     /// returns `(server end, client end)`, both registered with `tracker`.
