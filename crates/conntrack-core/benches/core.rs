@@ -1,1 +1,110 @@
-fn main() {}
+//! Micro-benchmarks of conntrack-core: registration, the I/O hot path, snapshots and memory.
+//!
+//! Run with `cargo xtask bench` (or `cargo bench -p conntrack-core --bench core`). The heap
+//! columns come from divan's counting allocator: `alloc` bytes per `register` is the memory a
+//! tracked connection costs.
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use conntrack_core::{Connection, Hook, ReadEvent, Registration, Tracker};
+use divan::{AllocProfiler, Bencher};
+
+#[global_allocator]
+static ALLOC: AllocProfiler = AllocProfiler::system();
+
+fn main() {
+    divan::main();
+}
+
+fn reg(i: u16) -> Registration {
+    Registration::server(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 10_000 + i % 50_000)),
+    )
+    .category("bench")
+}
+
+/// A per-I/O hook that does almost nothing, to price the dynamic call itself.
+struct CountReads(std::sync::atomic::AtomicU64);
+
+impl Hook for CountReads {
+    fn on_read(&self, ev: &ReadEvent<'_>) {
+        self.0.fetch_add(ev.n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn wants_io_events(&self) -> bool {
+        true
+    }
+}
+
+/// Registration plus close, one connection at a time, with no history and with the default
+/// history of closed connections; `threads = 2` runs two threads registering and closing on
+/// the same tracker at once (time is per operation per thread).
+#[divan::bench(threads = [1, 2], args = [0, 64])]
+fn register_close(b: Bencher<'_, '_>, history: usize) {
+    let tracker = Tracker::builder().history(history).build();
+    b.bench(|| {
+        let c = tracker.register(reg(1));
+        black_box(&c);
+        drop(c);
+    });
+}
+
+/// The memory one tracked connection holds while it is live: the `alloc` columns of this
+/// bench are the heap bytes per connection (entry, registry slot amortised).
+#[divan::bench]
+fn register_only(b: Bencher<'_, '_>) {
+    let tracker = Tracker::new();
+    let mut keep: Vec<Connection> = Vec::with_capacity(1 << 20);
+    b.bench_local(|| keep.push(tracker.register(reg(1))));
+}
+
+#[divan::bench]
+fn record_read_no_hook(b: Bencher<'_, '_>) {
+    let tracker = Tracker::new();
+    let conn = tracker.register(reg(1));
+    b.bench(|| conn.record_read(black_box(1500)));
+}
+
+#[divan::bench]
+fn record_read_one_io_hook(b: Bencher<'_, '_>) {
+    let tracker = Tracker::builder().hook(CountReads(0.into())).build();
+    let conn = tracker.register(reg(1));
+    b.bench(|| conn.record_read(black_box(1500)));
+}
+
+#[divan::bench(args = [10_000, 100_000], sample_count = 20)]
+fn snapshot(b: Bencher<'_, '_>, n: usize) {
+    let tracker = Tracker::new();
+    let conns: Vec<Connection> =
+        (0..n).map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap()))).collect();
+    for (i, c) in conns.iter().enumerate() {
+        c.record_read(i);
+    }
+    b.bench(|| black_box(tracker.connections()));
+    drop(conns);
+}
+
+/// The same snapshot into a reused buffer (`Tracker::connections_into`).
+#[divan::bench(args = [10_000, 100_000], sample_count = 20)]
+fn snapshot_into(b: Bencher<'_, '_>, n: usize) {
+    let tracker = Tracker::new();
+    let conns: Vec<Connection> =
+        (0..n).map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap()))).collect();
+    let mut buf = Vec::new();
+    tracker.connections_into(&mut buf);
+    b.bench_local(|| {
+        tracker.connections_into(&mut buf);
+        black_box(buf.len())
+    });
+    drop(conns);
+}
+
+#[divan::bench(args = [10_000], sample_count = 20)]
+fn stats(b: Bencher<'_, '_>, n: usize) {
+    let tracker = Tracker::new();
+    let conns: Vec<Connection> =
+        (0..n).map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap()))).collect();
+    b.bench(|| black_box(tracker.stats()));
+    drop(conns);
+}
