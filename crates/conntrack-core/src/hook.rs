@@ -264,10 +264,12 @@ callbacks!(
     on_close: CloseEvent,
 );
 
-/// An immutable, ordered list of hooks with its per-I/O flag computed once.
+/// An immutable, ordered list of hooks with its per-I/O flag computed once. The empty chain
+/// (the common case: no scope, no config hooks) is `None` and costs no allocation to make or
+/// clone.
 #[derive(Clone, Default)]
 pub(crate) struct Chain {
-    hooks: Arc<[Arc<dyn Hook>]>,
+    hooks: Option<Arc<[Arc<dyn Hook>]>>,
     io: bool,
 }
 
@@ -275,17 +277,17 @@ impl Chain {
     pub(crate) fn new(hooks: Vec<Arc<dyn Hook>>) -> Self {
         let io = hooks.iter().any(|h| Hook::wants_io_events(&**h));
         Chain {
-            hooks: hooks.into(),
+            hooks: (!hooks.is_empty()).then(|| hooks.into()),
             io,
         }
     }
 
     pub(crate) fn hooks(&self) -> &[Arc<dyn Hook>] {
-        &self.hooks
+        self.hooks.as_deref().unwrap_or(&[])
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
+        self.hooks.is_none()
     }
 
     pub(crate) fn wants_io(&self) -> bool {
@@ -300,16 +302,16 @@ impl Chain {
         if self.is_empty() {
             return front.clone();
         }
-        let mut v = Vec::with_capacity(front.hooks.len() + self.hooks.len());
-        v.extend(front.hooks.iter().cloned());
-        v.extend(self.hooks.iter().cloned());
+        let mut v = Vec::with_capacity(front.hooks().len() + self.hooks().len());
+        v.extend(front.hooks().iter().cloned());
+        v.extend(self.hooks().iter().cloned());
         Chain::new(v)
     }
 
     /// Calls `f` on every hook, catching and counting panics so one bad hook cannot stop the
     /// others or unwind through the tracker.
     pub(crate) fn call(&self, panics: &AtomicU64, f: &mut dyn FnMut(&dyn Hook)) {
-        for h in self.hooks.iter() {
+        for h in self.hooks() {
             if catch_unwind(AssertUnwindSafe(|| f(&**h))).is_err() {
                 panics.fetch_add(1, Ordering::Relaxed);
             }
@@ -320,7 +322,7 @@ impl Chain {
 impl fmt::Debug for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chain")
-            .field("len", &self.hooks.len())
+            .field("len", &self.hooks().len())
             .field("io", &self.io)
             .finish()
     }
