@@ -7,9 +7,16 @@ use crate::cargo;
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
-    let filter: Vec<&str> =
-        args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
-    let env: &[(&str, &str)] = if quick { &[("CONNTRACK_BENCH_QUICK", "1")] } else { &[] };
+    let filter: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let env: &[(&str, &str)] = if quick {
+        &[("CONNTRACK_BENCH_QUICK", "1")]
+    } else {
+        &[]
+    };
     let mut cmd = vec!["bench", "--workspace", "--all-features", "--benches"];
     if !filter.is_empty() {
         cmd.push("--");

@@ -15,7 +15,9 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci [--no-doc] [--no-clippy] | bench [--quick] [FILTER]>");
+            eprintln!(
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] | bench [--quick] [FILTER]>"
+            );
             return ExitCode::from(2);
         }
     };
