@@ -30,7 +30,8 @@ struct CountReads(std::sync::atomic::AtomicU64);
 
 impl Hook for CountReads {
     fn on_read(&self, ev: &ReadEvent<'_>) {
-        self.0.fetch_add(ev.n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .fetch_add(ev.n as u64, std::sync::atomic::Ordering::Relaxed);
     }
     fn wants_io_events(&self) -> bool {
         true
@@ -76,8 +77,9 @@ fn record_read_one_io_hook(b: Bencher<'_, '_>) {
 #[divan::bench(args = [10_000, 100_000], sample_count = 20)]
 fn snapshot(b: Bencher<'_, '_>, n: usize) {
     let tracker = Tracker::new();
-    let conns: Vec<Connection> =
-        (0..n).map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap()))).collect();
+    let conns: Vec<Connection> = (0..n)
+        .map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap())))
+        .collect();
     for (i, c) in conns.iter().enumerate() {
         c.record_read(i);
     }
@@ -89,8 +91,9 @@ fn snapshot(b: Bencher<'_, '_>, n: usize) {
 #[divan::bench(args = [10_000, 100_000], sample_count = 20)]
 fn snapshot_into(b: Bencher<'_, '_>, n: usize) {
     let tracker = Tracker::new();
-    let conns: Vec<Connection> =
-        (0..n).map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap()))).collect();
+    let conns: Vec<Connection> = (0..n)
+        .map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap())))
+        .collect();
     let mut buf = Vec::new();
     tracker.connections_into(&mut buf);
     b.bench_local(|| {
@@ -103,8 +106,9 @@ fn snapshot_into(b: Bencher<'_, '_>, n: usize) {
 #[divan::bench(args = [10_000], sample_count = 20)]
 fn stats(b: Bencher<'_, '_>, n: usize) {
     let tracker = Tracker::new();
-    let conns: Vec<Connection> =
-        (0..n).map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap()))).collect();
+    let conns: Vec<Connection> = (0..n)
+        .map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap())))
+        .collect();
     b.bench(|| black_box(tracker.stats()));
     drop(conns);
 }
