@@ -1,0 +1,229 @@
+//! Loopback benchmarks for conntrack-std: tracked vs raw `std::net` streams on threads.
+//!
+//! Each case runs raw and tracked rounds alternately in one process and prints the median
+//! ratio tracked/raw of their throughputs (1.0 = no overhead). `CONNTRACK_BENCH_QUICK=1`
+//! shrinks every size tenfold for a smoke run.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
+use conntrack_std::{Dialer, Listener};
+
+const ROUNDS: usize = 7;
+
+fn scale(n: usize) -> usize {
+    if std::env::var_os("CONNTRACK_BENCH_QUICK").is_some_and(|v| v == "1") {
+        (n / 10).max(1)
+    } else {
+        n
+    }
+}
+
+/// A connected (server, client) pair, raw or tracked.
+trait Pair {
+    type S: Read + Write + Send + 'static;
+    fn pair(&self) -> (Self::S, Self::S);
+    /// Connects and accepts `n` connections, closing each at once.
+    fn churn(&self, n: usize);
+}
+
+struct Raw;
+struct Tracked(Tracker);
+
+impl Pair for Raw {
+    type S = TcpStream;
+
+    fn pair(&self) -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (s, c)
+    }
+
+    fn churn(&self, n: usize) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = thread::spawn(move || {
+            for _ in 0..n {
+                drop(l.accept().unwrap());
+            }
+        });
+        for _ in 0..n {
+            drop(TcpStream::connect(addr).unwrap());
+        }
+        server.join().unwrap();
+    }
+}
+
+impl Pair for Tracked {
+    type S = conntrack_std::Tracked<TcpStream>;
+
+    fn pair(&self) -> (Self::S, Self::S) {
+        let l = Listener::new(
+            &self.0,
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            ListenerConfig::new().category("bench-in"),
+        );
+        let d = Dialer::new(&self.0, DialerConfig::new().category("bench-out"));
+        let c = d.connect_addr(l.get_ref().local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (s, c)
+    }
+
+    fn churn(&self, n: usize) {
+        let l = Listener::new(
+            &self.0,
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            ListenerConfig::new().category("bench-in"),
+        );
+        let addr = l.get_ref().local_addr().unwrap();
+        let d = Dialer::new(&self.0, DialerConfig::new().category("bench-out"));
+        let server = thread::spawn(move || {
+            for _ in 0..n {
+                drop(l.accept().unwrap());
+            }
+        });
+        for _ in 0..n {
+            drop(d.connect_addr(addr).unwrap());
+        }
+        server.join().unwrap();
+    }
+}
+
+/// Client writes `total` bytes in 64 KiB chunks; the server reads them all.
+fn bulk<P: Pair>(p: &P, total: usize) -> Duration {
+    let (mut s, mut c) = p.pair();
+    let start = Instant::now();
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < total {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "early end of stream");
+            got += n;
+        }
+    });
+    let chunk = vec![7u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        c.write_all(&chunk[..n]).unwrap();
+        sent += n;
+    }
+    reader.join().unwrap();
+    start.elapsed()
+}
+
+/// `n` round trips of a 64-byte message.
+fn ping_pong<P: Pair>(p: &P, n: usize) -> Duration {
+    let (mut s, mut c) = p.pair();
+    let start = Instant::now();
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        }
+    });
+    let mut buf = [1u8; 64];
+    for _ in 0..n {
+        c.write_all(&buf).unwrap();
+        c.read_exact(&mut buf).unwrap();
+    }
+    echo.join().unwrap();
+    start.elapsed()
+}
+
+fn churn<P: Pair>(p: &P, n: usize) -> Duration {
+    let start = Instant::now();
+    p.churn(n);
+    start.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Alternates raw and tracked rounds (the first of each pair switching order) and reports
+/// the median of the per-round ratios raw time / tracked time, i.e. tracked/raw throughput.
+fn compare(
+    name: &str,
+    target: f64,
+    unit: &str,
+    amount: f64,
+    mut run: impl FnMut(bool) -> Duration,
+) {
+    // Warm-up, not measured.
+    run(false);
+    run(true);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut raw_all, mut tracked_all) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (raw, tracked) = if round % 2 == 0 {
+            let r = run(false);
+            (r, run(true))
+        } else {
+            let t = run(true);
+            (run(false), t)
+        };
+        ratios.push(raw.as_secs_f64() / tracked.as_secs_f64());
+        raw_all.push(amount / raw.as_secs_f64());
+        tracked_all.push(amount / tracked.as_secs_f64());
+    }
+    let ratio = median(ratios);
+    println!(
+        "{name:<22} raw {:>12.1} {unit}  tracked {:>12.1} {unit}  tracked/raw {ratio:.3} (target >= {target}) {}",
+        median(raw_all),
+        median(tracked_all),
+        if ratio >= target { "ok" } else { "BELOW TARGET" },
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters cases by name.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let tracker = Tracker::new();
+    let tracked = Tracked(tracker.clone());
+    println!("conntrack-std loopback (threads), median of {ROUNDS} alternating rounds");
+
+    if wanted("bulk") {
+        let total = scale(512 * 1024 * 1024);
+        let mib = total as f64 / (1024.0 * 1024.0);
+        compare("bulk transfer", 0.98, "MiB/s", mib, |t| {
+            if t {
+                bulk(&tracked, total)
+            } else {
+                bulk(&Raw, total)
+            }
+        });
+    }
+    if wanted("churn") {
+        let n = scale(1000);
+        compare("connection churn", 0.95, "conn/s", n as f64, |t| {
+            if t {
+                churn(&tracked, n)
+            } else {
+                churn(&Raw, n)
+            }
+        });
+    }
+    if wanted("ping") {
+        let n = scale(20_000);
+        compare("64-byte ping-pong", 0.97, "rt/s", n as f64, |t| {
+            if t {
+                ping_pong(&tracked, n)
+            } else {
+                ping_pong(&Raw, n)
+            }
+        });
+    }
+    assert!(tracker.is_empty(), "connections left behind");
+}

@@ -1,0 +1,174 @@
+//! [`Listener`]: a tracked accept loop over a blocking std listener.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use conntrack_core::{Addr, ListenerConfig, Tracker};
+
+use crate::Tracked;
+
+/// A listener [`Listener`] can wrap: std's `TcpListener` and `UnixListener`, or your own.
+pub trait Accept {
+    /// The accepted stream.
+    type Stream;
+    /// The peer address `accept` returns with the stream.
+    type PeerAddr;
+
+    /// Blocks until the next connection arrives.
+    fn accept(&self) -> io::Result<(Self::Stream, Self::PeerAddr)>;
+
+    /// The listener's own address, for reporting failed accepts.
+    fn listen_addr(&self) -> Addr;
+
+    /// `(local, remote)` of an accepted stream, for the tracker entry.
+    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr);
+}
+
+impl Accept for TcpListener {
+    type Stream = TcpStream;
+    type PeerAddr = SocketAddr;
+
+    fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self)
+    }
+
+    fn listen_addr(&self) -> Addr {
+        self.local_addr().map_or(Addr::Unknown, Addr::Inet)
+    }
+
+    fn stream_addrs(&self, stream: &TcpStream, peer: &SocketAddr) -> (Addr, Addr) {
+        (
+            stream.local_addr().map_or(Addr::Unknown, Addr::Inet),
+            Addr::Inet(*peer),
+        )
+    }
+}
+
+#[cfg(unix)]
+pub(crate) fn unix_addr(a: &std::os::unix::net::SocketAddr) -> Addr {
+    Addr::Unix(a.as_pathname().map(std::sync::Arc::from))
+}
+
+#[cfg(unix)]
+impl Accept for std::os::unix::net::UnixListener {
+    type Stream = std::os::unix::net::UnixStream;
+    type PeerAddr = std::os::unix::net::SocketAddr;
+
+    fn accept(&self) -> io::Result<(Self::Stream, Self::PeerAddr)> {
+        std::os::unix::net::UnixListener::accept(self)
+    }
+
+    fn listen_addr(&self) -> Addr {
+        self.local_addr().map_or(Addr::Unknown, |a| unix_addr(&a))
+    }
+
+    fn stream_addrs(&self, _stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr) {
+        (self.listen_addr(), unix_addr(peer))
+    }
+}
+
+/// What [`Listener::accept`] yields: the tracked stream and the peer address.
+pub type Accepted<L> = (Tracked<<L as Accept>::Stream>, <L as Accept>::PeerAddr);
+
+/// A listener whose accepted connections are tracked.
+///
+/// ```no_run
+/// use conntrack_core::{ListenerConfig, Tracker};
+/// use conntrack_std::Listener;
+///
+/// let tracker = Tracker::new();
+/// let inner = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+/// for stream in listener.incoming() {
+///     let stream = stream?;
+///     // serve `stream` (on a thread); its entry leaves the tracker when it is dropped
+/// #   drop(stream);
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Listener<L> {
+    inner: L,
+    tracker: Tracker,
+    config: ListenerConfig,
+    local: Addr,
+}
+
+impl<L: Accept> Listener<L> {
+    /// Wraps `inner`; its connections are registered with `tracker` under `config`.
+    pub fn new(tracker: &Tracker, inner: L, config: ListenerConfig) -> Self {
+        let local = inner.listen_addr();
+        Listener {
+            inner,
+            tracker: tracker.clone(),
+            config,
+            local,
+        }
+    }
+
+    /// Blocks until the next connection arrives, registers it and returns it tracked.
+    ///
+    /// A failed accept is counted, reported to `on_accept` with the error, and returned
+    /// unchanged; the listener keeps working. On a non-blocking listener `WouldBlock` is
+    /// returned as it is, without being counted as a failure.
+    pub fn accept(&self) -> io::Result<Accepted<L>> {
+        match self.inner.accept() {
+            Ok((stream, peer)) => {
+                let (local, remote) = self.inner.stream_addrs(&stream, &peer);
+                let conn = self.tracker.accepted(&self.config, local, remote);
+                Ok((Tracked::new(stream, conn), peer))
+            }
+            // A non-blocking listener with nothing to accept has not failed.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(e) => {
+                self.tracker.accept_failed(&self.config, &self.local, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// An endless iterator over accepted connections, like `TcpListener::incoming`: each item
+    /// is [`accept`](Listener::accept) without the peer address.
+    pub fn incoming(&self) -> Incoming<'_, L> {
+        Incoming { listener: self }
+    }
+
+    /// The listener's address.
+    pub fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// The config.
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
+    }
+
+    /// The inner listener.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// Unwraps the inner listener.
+    pub fn into_inner(self) -> L {
+        self.inner
+    }
+}
+
+/// The iterator returned by [`Listener::incoming`]. It never returns `None`.
+#[derive(Debug)]
+pub struct Incoming<'a, L> {
+    listener: &'a Listener<L>,
+}
+
+impl<L: Accept> Iterator for Incoming<'_, L> {
+    type Item = io::Result<Tracked<L::Stream>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.listener.accept().map(|(stream, _)| stream))
+    }
+}

@@ -1,0 +1,199 @@
+//! [`Tracked`]: a blocking stream whose reads and writes are counted.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
+
+/// A stream whose reads and writes are counted by a [`Tracker`](conntrack_core::Tracker).
+///
+/// Every `Read`/`Write` method the inner stream implements itself is forwarded (vectored I/O
+/// included); byte counts come from what the inner call returned, and errors are returned
+/// unchanged. The tracker entry goes when the `Tracked` (and every handle sharing its
+/// [`Connection`], such as a [`try_clone`](Tracked::try_clone)) is dropped.
+///
+/// Like `&TcpStream`, `&Tracked<TcpStream>` (and `&Tracked<UnixStream>`) is `Read` and `Write`,
+/// so one thread can read while another writes through a shared reference.
+#[derive(Debug)]
+pub struct Tracked<T> {
+    inner: T,
+    conn: Connection,
+}
+
+impl<T> Tracked<T> {
+    /// Wraps `inner`, counting its I/O on `conn`.
+    pub fn new(inner: T, conn: Connection) -> Self {
+        Tracked { inner, conn }
+    }
+
+    /// The connection's tracker id.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id()
+    }
+
+    /// A snapshot of the connection.
+    pub fn info(&self) -> ConnectionInfo {
+        self.conn.info()
+    }
+
+    /// The tracker handle (clone it to keep the entry alive or to record on it elsewhere).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The inner stream, mutably. I/O done directly on it is not counted.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Unwraps the stream. The connection leaves the tracker unless another handle to it is
+    /// still alive (use [`into_parts`](Tracked::into_parts) to keep it).
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// Unwraps into the stream and its tracker handle.
+    pub fn into_parts(self) -> (T, Connection) {
+        (self.inner, self.conn)
+    }
+}
+
+/// `Read` through anything that reads (`T` or `&T`), counted on `conn`.
+fn read(conn: &Connection, mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    conn.read_result(r.read(buf))
+}
+
+fn read_vectored(
+    conn: &Connection,
+    mut r: impl Read,
+    bufs: &mut [IoSliceMut<'_>],
+) -> io::Result<usize> {
+    conn.read_result(r.read_vectored(bufs))
+}
+
+fn write(conn: &Connection, mut w: impl Write, buf: &[u8]) -> io::Result<usize> {
+    conn.write_result(w.write(buf))
+}
+
+fn write_vectored(conn: &Connection, mut w: impl Write, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    conn.write_result(w.write_vectored(bufs))
+}
+
+fn flush(conn: &Connection, mut w: impl Write) -> io::Result<()> {
+    let res = w.flush();
+    if let Err(e) = &res {
+        conn.record_write_error(e);
+    }
+    res
+}
+
+impl<T: Read> Read for Tracked<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read(&self.conn, &mut self.inner, buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        read_vectored(&self.conn, &mut self.inner, bufs)
+    }
+}
+
+impl<T: Write> Write for Tracked<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write(&self.conn, &mut self.inner, buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        write_vectored(&self.conn, &mut self.inner, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        flush(&self.conn, &mut self.inner)
+    }
+}
+
+/// `Read`/`Write` for `&Tracked<S>` where `&S` is `Read`/`Write`, and the socket methods.
+macro_rules! socket_impls {
+    ($stream:ty, $addr:ty) => {
+        impl Read for &Tracked<$stream> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                read(&self.conn, &self.inner, buf)
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                read_vectored(&self.conn, &self.inner, bufs)
+            }
+        }
+
+        impl Write for &Tracked<$stream> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                write(&self.conn, &self.inner, buf)
+            }
+
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                write_vectored(&self.conn, &self.inner, bufs)
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                flush(&self.conn, &self.inner)
+            }
+        }
+
+        impl Tracked<$stream> {
+            /// A second handle to the same socket that shares this connection's tracker
+            /// entry: I/O on either is counted on the one entry, which leaves the tracker when
+            /// the last of them is dropped.
+            pub fn try_clone(&self) -> io::Result<Self> {
+                Ok(Tracked {
+                    inner: self.inner.try_clone()?,
+                    conn: self.conn.clone(),
+                })
+            }
+
+            /// Shuts down the read half, the write half or both. A failure is remembered for
+            /// `on_close` and returned unchanged.
+            pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                let res = self.inner.shutdown(how);
+                if let Err(e) = &res {
+                    self.conn.record_error(e);
+                }
+                res
+            }
+
+            /// This side's address.
+            pub fn local_addr(&self) -> io::Result<$addr> {
+                self.inner.local_addr()
+            }
+
+            /// The peer's address.
+            pub fn peer_addr(&self) -> io::Result<$addr> {
+                self.inner.peer_addr()
+            }
+        }
+    };
+}
+
+socket_impls!(TcpStream, SocketAddr);
+#[cfg(unix)]
+socket_impls!(
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::SocketAddr
+);
+
+#[cfg(unix)]
+impl<T: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Tracked<T> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+#[cfg(unix)]
+impl<T: std::os::fd::AsFd> std::os::fd::AsFd for Tracked<T> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}

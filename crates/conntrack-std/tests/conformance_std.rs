@@ -1,0 +1,87 @@
+//! The shared conformance suite on blocking std sockets and threads.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+
+use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
+use conntrack_std::{Dialer, Listener, Tracked};
+use conntrack_testkit::{Conn, Harness};
+
+struct Std;
+
+struct StdConn(Tracked<TcpStream>);
+
+impl Harness for Std {
+    type Conn = StdConn;
+
+    fn name(&self) -> &'static str {
+        "std"
+    }
+
+    fn connect(
+        &self,
+        tracker: &Tracker,
+        listener: ListenerConfig,
+        dialer: DialerConfig,
+    ) -> io::Result<(StdConn, StdConn)> {
+        let listener = Listener::new(tracker, TcpListener::bind("127.0.0.1:0")?, listener);
+        let port = listener.get_ref().local_addr()?.port();
+        // The connect completes in the listen backlog, before the accept.
+        let client = Dialer::new(tracker, dialer).connect(&format!("127.0.0.1:{port}"))?;
+        let (server, _) = listener.accept()?;
+        Ok((StdConn(server), StdConn(client)))
+    }
+}
+
+impl Conn for StdConn {
+    fn id(&self) -> ConnectionId {
+        self.0.id()
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
+        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let mut slices = &mut slices[..];
+        let mut total = 0;
+        // Bounded: every round writes at least one byte or fails.
+        while !slices.is_empty() {
+            let n = self.0.write_vectored(slices)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            total += n;
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact(buf)
+    }
+
+    fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.0.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut v = vec![0; max];
+        let n = self.0.read(&mut v)?;
+        v.truncate(n);
+        Ok(v)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Write)
+    }
+}
+
+conntrack_testkit::conformance_tests!(Std);
