@@ -1,0 +1,250 @@
+//! Loopback benchmarks for conntrack-async-std on smol: tracked vs raw `smol::net` streams,
+//! client and server each on their own thread under `smol::block_on`.
+//!
+//! Each case runs raw and tracked rounds alternately in one process and prints the median
+//! ratio tracked/raw of their throughputs (1.0 = no overhead). `CONNTRACK_BENCH_QUICK=1`
+//! shrinks every size tenfold for a smoke run.
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use conntrack_async_std::{smol::Dialer, Listener};
+use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
+
+const ROUNDS: usize = 7;
+
+fn scale(n: usize) -> usize {
+    if std::env::var_os("CONNTRACK_BENCH_QUICK").is_some_and(|v| v == "1") {
+        (n / 10).max(1)
+    } else {
+        n
+    }
+}
+
+/// Raw or tracked connections.
+trait Mode: Sync {
+    type S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// A connected (server, client) pair.
+    fn pair(&self) -> (Self::S, Self::S);
+    /// Connects and accepts `n` connections, closing each at once.
+    fn churn(&self, n: usize);
+}
+
+struct Raw;
+struct Tracked(Tracker);
+
+fn bind() -> (TcpListener, SocketAddr) {
+    let l = smol::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+impl Mode for Raw {
+    type S = TcpStream;
+
+    fn pair(&self) -> (TcpStream, TcpStream) {
+        let (l, addr) = bind();
+        smol::block_on(async {
+            let c = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            (s, c)
+        })
+    }
+
+    fn churn(&self, n: usize) {
+        let (l, addr) = bind();
+        let server = thread::spawn(move || {
+            smol::block_on(async {
+                for _ in 0..n {
+                    drop(l.accept().await.unwrap());
+                }
+            });
+        });
+        smol::block_on(async {
+            for _ in 0..n {
+                drop(TcpStream::connect(addr).await.unwrap());
+            }
+        });
+        server.join().unwrap();
+    }
+}
+
+impl Mode for Tracked {
+    type S = conntrack_async_std::Tracked<TcpStream>;
+
+    fn pair(&self) -> (Self::S, Self::S) {
+        let (l, addr) = bind();
+        let l = Listener::new(&self.0, l, ListenerConfig::new().category("bench-in"));
+        let d = Dialer::new(&self.0, DialerConfig::new().category("bench-out"));
+        smol::block_on(async {
+            let c = d.connect_addr(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            (s, c)
+        })
+    }
+
+    fn churn(&self, n: usize) {
+        let (l, addr) = bind();
+        let l = Listener::new(&self.0, l, ListenerConfig::new().category("bench-in"));
+        let d = Dialer::new(&self.0, DialerConfig::new().category("bench-out"));
+        let server = thread::spawn(move || {
+            smol::block_on(async {
+                for _ in 0..n {
+                    drop(l.accept().await.unwrap());
+                }
+            });
+        });
+        smol::block_on(async {
+            for _ in 0..n {
+                drop(d.connect_addr(addr).await.unwrap());
+            }
+        });
+        server.join().unwrap();
+    }
+}
+
+/// Client writes `total` bytes in 64 KiB chunks; the server reads them all.
+fn bulk<M: Mode>(m: &M, total: usize) -> Duration {
+    let (mut s, mut c) = m.pair();
+    let start = Instant::now();
+    let reader = thread::spawn(move || {
+        smol::block_on(async {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0;
+            while got < total {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "early end of stream");
+                got += n;
+            }
+        });
+    });
+    smol::block_on(async {
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            let n = chunk.len().min(total - sent);
+            c.write_all(&chunk[..n]).await.unwrap();
+            sent += n;
+        }
+    });
+    reader.join().unwrap();
+    start.elapsed()
+}
+
+/// `n` round trips of a 64-byte message.
+fn ping_pong<M: Mode>(m: &M, n: usize) -> Duration {
+    let (mut s, mut c) = m.pair();
+    let start = Instant::now();
+    let echo = thread::spawn(move || {
+        smol::block_on(async {
+            let mut buf = [0u8; 64];
+            for _ in 0..n {
+                s.read_exact(&mut buf).await.unwrap();
+                s.write_all(&buf).await.unwrap();
+            }
+        });
+    });
+    smol::block_on(async {
+        let mut buf = [1u8; 64];
+        for _ in 0..n {
+            c.write_all(&buf).await.unwrap();
+            c.read_exact(&mut buf).await.unwrap();
+        }
+    });
+    echo.join().unwrap();
+    start.elapsed()
+}
+
+fn churn<M: Mode>(m: &M, n: usize) -> Duration {
+    let start = Instant::now();
+    m.churn(n);
+    start.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Alternates raw and tracked rounds (switching which goes first) and reports the median of
+/// the per-round ratios raw time / tracked time, i.e. tracked/raw throughput.
+fn compare(
+    name: &str,
+    target: f64,
+    unit: &str,
+    amount: f64,
+    mut run: impl FnMut(bool) -> Duration,
+) {
+    // Warm-up, not measured.
+    run(false);
+    run(true);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut raw_all, mut tracked_all) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (raw, tracked) = if round % 2 == 0 {
+            let r = run(false);
+            (r, run(true))
+        } else {
+            let t = run(true);
+            (run(false), t)
+        };
+        ratios.push(raw.as_secs_f64() / tracked.as_secs_f64());
+        raw_all.push(amount / raw.as_secs_f64());
+        tracked_all.push(amount / tracked.as_secs_f64());
+    }
+    let ratio = median(ratios);
+    println!(
+        "{name:<22} raw {:>12.1} {unit}  tracked {:>12.1} {unit}  tracked/raw {ratio:.3} (target >= {target}) {}",
+        median(raw_all),
+        median(tracked_all),
+        if ratio >= target { "ok" } else { "BELOW TARGET" },
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters cases by name.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let tracker = Tracker::new();
+    let tracked = Tracked(tracker.clone());
+    println!("conntrack-async-std loopback (smol), median of {ROUNDS} alternating rounds");
+
+    if wanted("bulk") {
+        let total = scale(512 * 1024 * 1024);
+        let mib = total as f64 / (1024.0 * 1024.0);
+        compare("bulk transfer", 0.98, "MiB/s", mib, |t| {
+            if t {
+                bulk(&tracked, total)
+            } else {
+                bulk(&Raw, total)
+            }
+        });
+    }
+    if wanted("churn") {
+        let n = scale(1000);
+        compare("connection churn", 0.95, "conn/s", n as f64, |t| {
+            if t {
+                churn(&tracked, n)
+            } else {
+                churn(&Raw, n)
+            }
+        });
+    }
+    if wanted("ping") {
+        let n = scale(20_000);
+        compare("64-byte ping-pong", 0.97, "rt/s", n as f64, |t| {
+            if t {
+                ping_pong(&tracked, n)
+            } else {
+                ping_pong(&Raw, n)
+            }
+        });
+    }
+    assert!(tracker.is_empty(), "connections left behind");
+}

@@ -1,0 +1,28 @@
+#![cfg_attr(feature = "smol", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "smol"),
+    doc = "Track live connections on any futures-io stream, with tracked listeners and \
+           dialers for smol and async-std (features `smol`, `async-std`). async-std is \
+           discontinued upstream; smol is the recommended runtime. The crate README (shown \
+           here with the `smol` feature) has an example."
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+#[macro_use]
+mod stream;
+#[macro_use]
+mod listener;
+#[macro_use]
+mod dialer;
+
+#[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
+pub mod async_std;
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+pub mod smol;
+
+pub use conntrack_core;
+pub use listener::{Accept, Accepted, Listener};
+pub use stream::Tracked;

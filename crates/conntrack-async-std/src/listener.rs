@@ -1,0 +1,183 @@
+//! [`Listener`]: a tracked accept loop over any async listener.
+
+use std::future::Future;
+use std::io;
+
+use conntrack_core::{Addr, ListenerConfig, Tracker};
+
+use crate::Tracked;
+
+/// A listener [`Listener`] can wrap: the `TcpListener` and `UnixListener` of smol and of
+/// async-std (with their features), or your own.
+pub trait Accept {
+    /// The accepted stream.
+    type Stream;
+    /// The peer address `accept` returns with the stream.
+    type PeerAddr;
+
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Self::PeerAddr)>> + Send;
+
+    /// The listener's own address, for reporting failed accepts.
+    fn listen_addr(&self) -> Addr;
+
+    /// `(local, remote)` of an accepted stream, for the tracker entry.
+    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr);
+}
+
+#[cfg(unix)]
+#[allow(dead_code)] // used only with a runtime feature
+pub(crate) fn unix_addr(a: &std::os::unix::net::SocketAddr) -> Addr {
+    Addr::Unix(a.as_pathname().map(std::sync::Arc::from))
+}
+
+/// [`Accept`] for a runtime's `TcpListener`.
+#[allow(unused_macros)] // used only with a runtime feature
+macro_rules! tcp_accept {
+    ($listener:ty, $stream:ty) => {
+        impl $crate::Accept for $listener {
+            type Stream = $stream;
+            type PeerAddr = std::net::SocketAddr;
+
+            async fn accept(&self) -> std::io::Result<($stream, std::net::SocketAddr)> {
+                <$listener>::accept(self).await
+            }
+
+            fn listen_addr(&self) -> conntrack_core::Addr {
+                self.local_addr()
+                    .map_or(conntrack_core::Addr::Unknown, conntrack_core::Addr::Inet)
+            }
+
+            fn stream_addrs(
+                &self,
+                stream: &$stream,
+                peer: &std::net::SocketAddr,
+            ) -> (conntrack_core::Addr, conntrack_core::Addr) {
+                (
+                    stream
+                        .local_addr()
+                        .map_or(conntrack_core::Addr::Unknown, conntrack_core::Addr::Inet),
+                    conntrack_core::Addr::Inet(*peer),
+                )
+            }
+        }
+    };
+}
+
+/// [`Accept`] for a runtime's `UnixListener`.
+#[allow(unused_macros)] // used only with a runtime feature
+macro_rules! unix_accept {
+    ($listener:ty, $stream:ty) => {
+        #[cfg(unix)]
+        impl $crate::Accept for $listener {
+            type Stream = $stream;
+            type PeerAddr = std::os::unix::net::SocketAddr;
+
+            async fn accept(&self) -> std::io::Result<($stream, std::os::unix::net::SocketAddr)> {
+                <$listener>::accept(self).await
+            }
+
+            fn listen_addr(&self) -> conntrack_core::Addr {
+                self.local_addr()
+                    .map_or(conntrack_core::Addr::Unknown, |a| {
+                        $crate::listener::unix_addr(&a)
+                    })
+            }
+
+            fn stream_addrs(
+                &self,
+                _stream: &$stream,
+                peer: &std::os::unix::net::SocketAddr,
+            ) -> (conntrack_core::Addr, conntrack_core::Addr) {
+                (self.listen_addr(), $crate::listener::unix_addr(peer))
+            }
+        }
+    };
+}
+
+/// What [`Listener::accept`] yields: the tracked stream and the peer address.
+pub type Accepted<L> = (Tracked<<L as Accept>::Stream>, <L as Accept>::PeerAddr);
+
+/// A listener whose accepted connections are tracked.
+///
+/// ```no_run
+/// # #[cfg(feature = "smol")]
+/// # fn main() -> std::io::Result<()> { smol::block_on(async {
+/// use conntrack_async_std::Listener;
+/// use conntrack_core::{ListenerConfig, Tracker};
+///
+/// let tracker = Tracker::new();
+/// let inner = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+/// loop {
+///     let (stream, peer) = listener.accept().await?;
+///     // serve `stream` (in a task); its entry leaves the tracker when it is dropped
+/// #   drop((stream, peer));
+/// }
+/// # }) }
+/// # #[cfg(not(feature = "smol"))]
+/// # fn main() {}
+/// ```
+#[derive(Debug)]
+pub struct Listener<L> {
+    inner: L,
+    tracker: Tracker,
+    config: ListenerConfig,
+    local: Addr,
+}
+
+impl<L: Accept> Listener<L> {
+    /// Wraps `inner`; its connections are registered with `tracker` under `config`.
+    pub fn new(tracker: &Tracker, inner: L, config: ListenerConfig) -> Self {
+        let local = inner.listen_addr();
+        Listener {
+            inner,
+            tracker: tracker.clone(),
+            config,
+            local,
+        }
+    }
+
+    /// Accepts the next connection, registers it and returns it tracked.
+    ///
+    /// A failed accept is counted, reported to `on_accept` with the error, and returned
+    /// unchanged; the listener keeps working.
+    pub async fn accept(&self) -> io::Result<Accepted<L>> {
+        match self.inner.accept().await {
+            Ok((stream, peer)) => {
+                let (local, remote) = self.inner.stream_addrs(&stream, &peer);
+                let conn = self.tracker.accepted(&self.config, local, remote);
+                Ok((Tracked::new(stream, conn), peer))
+            }
+            Err(e) => {
+                self.tracker.accept_failed(&self.config, &self.local, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The listener's address.
+    pub fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// The config.
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
+    }
+
+    /// The inner listener.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// Unwraps the inner listener.
+    pub fn into_inner(self) -> L {
+        self.inner
+    }
+}

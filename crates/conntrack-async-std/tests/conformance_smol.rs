@@ -1,0 +1,43 @@
+//! The shared conformance suite on smol.
+
+mod common;
+
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+
+use common::{AsyncHarness, Runtime};
+use conntrack_async_std::{smol::Dialer, Listener, Tracked};
+use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
+use smol::net::{TcpListener, TcpStream};
+
+struct Smol;
+
+impl Runtime for Smol {
+    type Stream = TcpStream;
+    const NAME: &'static str = "smol";
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        smol::block_on(f)
+    }
+
+    async fn pair(
+        tracker: &Tracker,
+        listener: ListenerConfig,
+        dialer: DialerConfig,
+    ) -> io::Result<(Tracked<TcpStream>, Tracked<TcpStream>)> {
+        let listener = Listener::new(tracker, TcpListener::bind("127.0.0.1:0").await?, listener);
+        let port = listener.get_ref().local_addr()?.port();
+        let client = Dialer::new(tracker, dialer)
+            .connect(&format!("127.0.0.1:{port}"))
+            .await?;
+        let (server, _) = listener.accept().await?;
+        Ok((server, client))
+    }
+
+    fn shutdown(s: &Tracked<TcpStream>, how: Shutdown) -> io::Result<()> {
+        s.shutdown(how)
+    }
+}
+
+conntrack_testkit::conformance_tests!(AsyncHarness::<Smol>::new());
