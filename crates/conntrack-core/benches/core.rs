@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use conntrack_core::{Connection, Hook, ReadEvent, Registration, Tracker};
+use conntrack_core::{Connection, Hook, ListenerConfig, ReadEvent, Registration, Tracker};
 use divan::{AllocProfiler, Bencher};
 
 #[global_allocator]
@@ -17,12 +17,16 @@ fn main() {
     divan::main();
 }
 
+/// A registration as a listener makes it: addresses plus the config's category and hooks
+/// (shared, so no per-connection allocation for them).
 fn reg(i: u16) -> Registration {
+    static CONFIG: std::sync::OnceLock<ListenerConfig> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| ListenerConfig::new().category("bench"));
     Registration::server(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
         SocketAddr::from((Ipv4Addr::LOCALHOST, 10_000 + i % 50_000)),
     )
-    .category("bench")
+    .listener_config(config)
 }
 
 /// A per-I/O hook that does almost nothing, to price the dynamic call itself.
@@ -41,7 +45,7 @@ impl Hook for CountReads {
 /// Registration plus close, one connection at a time, with no history and with the default
 /// history of closed connections; `threads = 2` runs two threads registering and closing on
 /// the same tracker at once (time is per operation per thread).
-#[divan::bench(threads = [1, 2], args = [0, 64])]
+#[divan::bench(threads = [1, 2], args = [0, 64], sample_size = 256)]
 fn register_close(b: Bencher<'_, '_>, history: usize) {
     let tracker = Tracker::builder().history(history).build();
     b.bench(|| {

@@ -4,10 +4,12 @@
 //! together. The hot path only needs "when was the last I/O" to the millisecond (for
 //! `idle_for`), so it stores the value of [`coarse_ms`], a relaxed atomic load. One background
 //! thread (`conntrack-clock`) refreshes that value every millisecond while any tracked
-//! connection is open in the process, and parks (using no CPU) while none is.
+//! connection is open in the process, and parks (using no CPU) while none is. It finds out by
+//! reading the trackers' counters once per tick, so registering and closing a connection
+//! touch no process-wide counter of their own.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +20,6 @@ struct Base {
 
 static BASE: OnceLock<Base> = OnceLock::new();
 static COARSE_MS: AtomicU64 = AtomicU64::new(0);
-static LIVE: AtomicUsize = AtomicUsize::new(0);
 static TICKER: OnceLock<Option<Thread>> = OnceLock::new();
 
 const TICK: Duration = Duration::from_millis(1);
@@ -56,9 +57,46 @@ pub(crate) fn since(nanos: u64) -> Duration {
     Duration::from_nanos(now_nanos().saturating_sub(nanos))
 }
 
-/// A connection opened somewhere in the process: make sure the ticker runs.
+/// Something that may have live connections: the ticker runs while any source has some.
+pub(crate) trait LiveSource: Send + Sync {
+    /// Whether any connection is open. Reads shared counters; called once per tick.
+    fn has_live(&self) -> bool;
+}
+
+static SOURCES: Mutex<Vec<Weak<dyn LiveSource>>> = Mutex::new(Vec::new());
+/// `true` while the ticker is parked (or not started). Read on every registration, written
+/// only when the ticker parks or is woken, so in steady state it is a shared, read-only line.
+static PARKED: AtomicBool = AtomicBool::new(true);
+
+/// Registers a tracker with the ticker.
+pub(crate) fn add_source(source: Weak<dyn LiveSource>) {
+    SOURCES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(source);
+}
+
+fn any_live() -> bool {
+    let mut sources = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut live = false;
+    sources.retain(|w| match w.upgrade() {
+        Some(s) => {
+            live = live || s.has_live();
+            true
+        }
+        None => false,
+    });
+    live
+}
+
+/// A connection was registered (after its tracker counted it): make sure the ticker runs.
+///
+/// SeqCst pairs with the ticker's park sequence (store `PARKED`, re-check the counters):
+/// either the ticker sees this connection and stays up, or this load sees `PARKED` and wakes
+/// it.
+#[inline]
 pub(crate) fn connection_opened() {
-    if LIVE.fetch_add(1, Ordering::Relaxed) == 0 {
+    if PARKED.load(Ordering::SeqCst) && PARKED.swap(false, Ordering::SeqCst) {
         // The ticker may have been parked for a while: publish a fresh value before anyone
         // reads it, then wake it.
         COARSE_MS.fetch_max(now_ms(), Ordering::Relaxed);
@@ -66,11 +104,6 @@ pub(crate) fn connection_opened() {
             t.unpark();
         }
     }
-}
-
-/// A connection closed somewhere in the process.
-pub(crate) fn connection_closed() {
-    LIVE.fetch_sub(1, Ordering::Relaxed);
 }
 
 fn ticker() -> Option<&'static Thread> {
@@ -87,12 +120,17 @@ fn ticker() -> Option<&'static Thread> {
 
 fn tick() {
     loop {
-        if LIVE.load(Ordering::Relaxed) == 0 {
-            // Woken by `connection_opened` (unpark before park returns at once).
-            std::thread::park();
-            continue;
-        }
         COARSE_MS.fetch_max(now_ms(), Ordering::Relaxed);
         std::thread::sleep(TICK);
+        if any_live() {
+            continue;
+        }
+        PARKED.store(true, Ordering::SeqCst);
+        if any_live() {
+            PARKED.store(false, Ordering::SeqCst);
+            continue;
+        }
+        // Woken by `connection_opened` (an unpark before the park makes it return at once).
+        std::thread::park();
     }
 }

@@ -16,14 +16,14 @@ use crate::event::{
 };
 use crate::hook::{Chain, Hook};
 use crate::info::{Addr, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo};
-use crate::stats::StatCell;
+use crate::registry::Shard;
 use crate::tracker::TrackerInner;
 
 /// Everything known about a connection when it is handed to
 /// [`Tracker::register`](crate::Tracker::register).
 ///
 /// ```
-/// use conntrack_core::{Registration, Role};
+/// use conntrack_core::Registration;
 ///
 /// let reg = Registration::server("127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap(),
 ///                                "127.0.0.1:50000".parse::<std::net::SocketAddr>().unwrap())
@@ -33,7 +33,7 @@ use crate::tracker::TrackerInner;
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub(crate) role: Role,
-    pub(crate) category: Arc<str>,
+    pub(crate) category: Option<Arc<str>>,
     pub(crate) local_addr: Addr,
     pub(crate) remote_addr: Addr,
     pub(crate) target: Option<Arc<str>>,
@@ -51,7 +51,7 @@ impl Registration {
     pub fn new(role: Role) -> Self {
         Registration {
             role,
-            category: Arc::from(""),
+            category: None,
             local_addr: Addr::Unknown,
             remote_addr: Addr::Unknown,
             target: None,
@@ -79,7 +79,7 @@ impl Registration {
     /// Sets the category.
     #[must_use]
     pub fn category(mut self, category: impl Into<Arc<str>>) -> Self {
-        self.category = category.into();
+        self.category = Some(category.into());
         self
     }
 
@@ -123,7 +123,7 @@ impl Registration {
     /// Takes the category and hooks of a listener config.
     #[must_use]
     pub fn listener_config(mut self, config: &ListenerConfig) -> Self {
-        self.category = Arc::clone(config.category_name());
+        self.category = Some(Arc::clone(config.category_name()));
         self.chain = self.chain.prepend(config.chain());
         self
     }
@@ -131,7 +131,7 @@ impl Registration {
     /// Takes the category and hooks of a dialer config.
     #[must_use]
     pub fn dialer_config(mut self, config: &DialerConfig) -> Self {
-        self.category = Arc::clone(config.category_name());
+        self.category = Some(Arc::clone(config.category_name()));
         self.chain = self.chain.prepend(config.chain());
         self
     }
@@ -153,8 +153,8 @@ fn nanos_to_dur(n: u64) -> Option<Duration> {
 /// [`Connection`] handle another; `handles` counts only the handles.
 pub(crate) struct Entry {
     pub(crate) id: u64,
-    pub(crate) tracker: Arc<TrackerInner>,
-    pub(crate) category: Arc<str>,
+    /// The shard this entry lives in; it also leads to the tracker's shared state.
+    shard: Arc<Shard>,
     pub(crate) role: Role,
     pub(crate) local_addr: Addr,
     pub(crate) remote_addr: Addr,
@@ -170,7 +170,8 @@ pub(crate) struct Entry {
     last_error: Mutex<Option<io::Error>>,
     handles: AtomicUsize,
     closed: AtomicBool,
-    pub(crate) stat: Arc<StatCell>,
+    /// The index of this connection's (category, role) in the tracker's stat table.
+    pub(crate) class: u32,
     /// Trace scope hooks, then config hooks, then per-registration hooks.
     pub(crate) chain: Chain,
 }
@@ -178,16 +179,15 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn new(
         id: u64,
-        tracker: Arc<TrackerInner>,
+        shard: Arc<Shard>,
         reg: Registration,
         chain: Chain,
-        stat: Arc<StatCell>,
+        class: u32,
     ) -> Self {
         let opened_nanos = clock::now_nanos();
         Entry {
             id,
-            tracker,
-            category: reg.category,
+            shard,
             role: reg.role,
             local_addr: reg.local_addr,
             remote_addr: reg.remote_addr,
@@ -203,9 +203,20 @@ impl Entry {
             last_error: Mutex::new(None),
             handles: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
-            stat,
+            class,
             chain,
         }
+    }
+
+    pub(crate) fn tracker(&self) -> &TrackerInner {
+        &self.shard.tracker
+    }
+
+    /// The category name (a reference-count increment: off the register/close fast path).
+    pub(crate) fn category(&self) -> Arc<str> {
+        self.tracker()
+            .stats
+            .with(self.class, |c| Arc::clone(&c.category))
     }
 
     pub(crate) fn read_bytes(&self) -> u64 {
@@ -229,7 +240,7 @@ impl Entry {
         let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
         ConnectionInfo {
             id: ConnectionId(self.id),
-            category: Arc::clone(&self.category),
+            category: self.category(),
             role: self.role,
             local_addr: self.local_addr.clone(),
             remote_addr: self.remote_addr.clone(),
@@ -251,11 +262,11 @@ impl Entry {
     /// Calls every hook for this connection: its own chain (scope, config, registration), then
     /// the tracker's.
     pub(crate) fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
-        self.tracker.fire(&self.chain, f);
+        self.tracker().fire(&self.chain, f);
     }
 
     fn wants_io(&self) -> bool {
-        self.chain.wants_io() || self.tracker.wants_io()
+        self.chain.wants_io() || self.tracker().wants_io()
     }
 
     fn store_error(&self, err: &io::Error) {
@@ -280,16 +291,15 @@ impl Entry {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let t = &*self.tracker;
-        t.registry.remove(self.id);
-        let now = clock::now_nanos();
+        let t = self.tracker();
+        self.shard.remove(self.id);
         let error = self
             .last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if t.needs_close_info(&self.chain) {
-            let info = self.info_at(now);
+            let info = self.info_at(clock::now_nanos());
             self.fire(&mut |h| {
                 h.on_close(&CloseEvent {
                     connection: &info,
@@ -300,14 +310,17 @@ impl Entry {
         }
         // Totals move from "live" to "closed" after the hooks ran, so a drain future woken by
         // this close sees the close hooks done.
-        self.stat
-            .closed_read
-            .fetch_add(self.read_bytes(), Ordering::Relaxed);
-        self.stat
-            .closed_write
-            .fetch_add(self.write_bytes(), Ordering::Relaxed);
-        self.stat.closed.fetch_add(1, Ordering::SeqCst);
-        clock::connection_closed();
+        // (Zero adds are skipped: a contended read-modify-write costs even when it adds 0.)
+        let (read, write) = (self.read_bytes(), self.write_bytes());
+        t.stats.with(self.class, |c| {
+            if read > 0 {
+                c.cell.closed_read.fetch_add(read, Ordering::Relaxed);
+            }
+            if write > 0 {
+                c.cell.closed_write.fetch_add(write, Ordering::Relaxed);
+            }
+            c.cell.closed.incr();
+        });
         t.wake_drain_waiters();
     }
 }
@@ -316,7 +329,7 @@ impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
             .field("id", &self.id)
-            .field("category", &self.category)
+            .field("class", &self.class)
             .field("role", &self.role)
             .field("local_addr", &self.local_addr)
             .field("remote_addr", &self.remote_addr)
@@ -350,8 +363,8 @@ impl Connection {
 
     /// The connection's category.
     #[must_use]
-    pub fn category(&self) -> &str {
-        &self.entry.category
+    pub fn category(&self) -> Arc<str> {
+        self.entry.category()
     }
 
     /// Client or server.
@@ -443,9 +456,10 @@ impl Connection {
     #[cold]
     fn fire_read(&self, n: usize, error: Option<&io::Error>) {
         let e = &*self.entry;
+        let category = e.category();
         let ev = ReadEvent {
             id: self.id(),
-            category: &e.category,
+            category: &category,
             role: e.role,
             n,
             error,
@@ -460,9 +474,10 @@ impl Connection {
     #[cold]
     fn fire_write(&self, n: usize, error: Option<&io::Error>) {
         let e = &*self.entry;
+        let category = e.category();
         let ev = WriteEvent {
             id: self.id(),
-            category: &e.category,
+            category: &category,
             role: e.role,
             n,
             error,
@@ -496,7 +511,7 @@ impl Connection {
     /// Reports that a TLS handshake is starting on this connection (`on_tls_handshake_start`).
     pub fn report_tls_handshake_start(&self, server_name: Option<&str>) {
         let e = &*self.entry;
-        if e.tracker.has_hooks(&e.chain) {
+        if e.tracker().has_hooks(&e.chain) {
             let info = e.info();
             e.fire(&mut |h| {
                 h.on_tls_handshake_start(&TlsHandshakeStartEvent {
@@ -525,12 +540,14 @@ impl Connection {
                 None
             }
             Err(err) => {
-                e.stat.tls_failed.fetch_add(1, Ordering::Relaxed);
+                e.tracker().stats.with(e.class, |c| {
+                    c.cell.tls_failed.fetch_add(1, Ordering::Relaxed)
+                });
                 e.store_error(err);
                 Some(err)
             }
         };
-        if e.tracker.has_hooks(&e.chain) {
+        if e.tracker().has_hooks(&e.chain) {
             let info = e.info();
             let tls = e.tls.load_full();
             e.fire(&mut |h| {
@@ -577,7 +594,7 @@ impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("id", &self.entry.id)
-            .field("category", &self.entry.category)
+            .field("class", &self.entry.class)
             .field("role", &self.entry.role)
             .field("closed", &self.is_closed())
             .finish()

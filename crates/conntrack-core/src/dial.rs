@@ -164,7 +164,6 @@ impl Dial {
     /// hooks and timings) and fires `on_dial`.
     pub fn established(self, local: impl Into<Addr>, remote: impl Into<Addr>) -> Connection {
         let mut reg = Registration::new(Role::Client)
-            .category(Arc::clone(&self.category))
             .local_addr(local)
             .remote_addr(remote)
             .target(Arc::clone(&self.target))
@@ -172,7 +171,7 @@ impl Dial {
         reg.chain = self.chain;
         reg.scoped = true;
         reg.dial_started = Some(self.started);
-        self.tracker.register(reg)
+        self.tracker.register_as(&self.category, reg)
     }
 
     /// The dial failed: counts it in [`CategoryStats::failed`](crate::CategoryStats::failed)

@@ -5,8 +5,12 @@
 //! allocation-heavy work or I/O ever runs under them, so they cannot be poisoned by user code.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::connection::Entry;
+use crate::tracker::TrackerInner;
 
 const SHARDS: usize = 64;
 
@@ -29,64 +33,86 @@ impl Hasher for IdHasher {
     }
 }
 
-type Shard<T> = HashMap<u64, Arc<T>, BuildHasherDefault<IdHasher>>;
+type Map = HashMap<u64, Arc<Entry>, BuildHasherDefault<IdHasher>>;
 
-#[derive(Debug)]
-pub(crate) struct Registry<T> {
-    shards: Box<[Mutex<Shard<T>>]>,
+/// One shard: a locked map, plus the tracker state every entry in it needs. Entries hold an
+/// `Arc` to their shard rather than to the tracker, so registering and closing on different
+/// shards touch different reference counts.
+#[repr(align(128))]
+pub(crate) struct Shard {
+    map: Mutex<Map>,
+    pub(crate) tracker: Arc<TrackerInner>,
 }
 
-impl<T> Default for Registry<T> {
-    fn default() -> Self {
-        Registry {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-        }
-    }
-}
-
-impl<T> Registry<T> {
-    fn shard(&self, id: u64) -> MutexGuard<'_, Shard<T>> {
-        #[allow(clippy::cast_possible_truncation)]
-        let i = (id as usize) % SHARDS;
-        self.shards[i]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, Map> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn insert(&self, id: u64, value: Arc<T>) {
-        self.shard(id).insert(id, value);
+    pub(crate) fn insert(&self, id: u64, value: Arc<Entry>) {
+        self.lock().insert(id, value);
     }
 
     /// Removes and returns the entry; `None` if it was already gone.
-    pub(crate) fn remove(&self, id: u64) -> Option<Arc<T>> {
-        self.shard(id).remove(&id)
+    pub(crate) fn remove(&self, id: u64) -> Option<Arc<Entry>> {
+        self.lock().remove(&id)
+    }
+}
+
+impl fmt::Debug for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shard")
+            .field("len", &self.lock().len())
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    shards: Box<[Arc<Shard>]>,
+}
+
+impl Registry {
+    pub(crate) fn new(tracker: &Arc<TrackerInner>) -> Self {
+        Registry {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Arc::new(Shard {
+                        map: Mutex::new(Map::default()),
+                        tracker: Arc::clone(tracker),
+                    })
+                })
+                .collect(),
+        }
     }
 
-    pub(crate) fn get(&self, id: u64) -> Option<Arc<T>> {
-        self.shard(id).get(&id).cloned()
+    pub(crate) fn shard(&self, id: u64) -> &Arc<Shard> {
+        #[allow(clippy::cast_possible_truncation)]
+        let i = (id as usize) % SHARDS;
+        &self.shards[i]
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<Entry>> {
+        self.shard(id).lock().get(&id).cloned()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Every entry with its id, in no particular order. Each shard is locked only while its
     /// `Arc`s are cloned out.
-    pub(crate) fn collect(&self) -> Vec<(u64, Arc<T>)> {
+    pub(crate) fn collect(&self) -> Vec<(u64, Arc<Entry>)> {
         let mut out = Vec::with_capacity(self.len() + 16);
         for s in self.shards.iter() {
-            let s = s.lock().unwrap_or_else(PoisonError::into_inner);
-            out.extend(s.iter().map(|(id, e)| (*id, Arc::clone(e))));
+            out.extend(s.lock().iter().map(|(id, e)| (*id, Arc::clone(e))));
         }
         out
     }
 
     /// Every entry, oldest (lowest id) first. Sorting the small `(id, Arc)` pairs before
     /// anything large is built keeps a 100k-entry snapshot from moving megabytes around.
-    pub(crate) fn collect_sorted(&self) -> Vec<(u64, Arc<T>)> {
+    pub(crate) fn collect_sorted(&self) -> Vec<(u64, Arc<Entry>)> {
         let mut v = self.collect();
         v.sort_unstable_by_key(|(id, _)| *id);
         v

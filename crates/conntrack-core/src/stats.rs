@@ -1,18 +1,20 @@
 //! Totals that outlive connections, per (category, role).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
 use crate::info::Role;
+use crate::registry::IdHasher;
 
 /// Counters of one (category, role), shared by the tracker and every connection in it.
 #[derive(Debug, Default)]
 pub(crate) struct StatCell {
-    pub(crate) opened: AtomicU64,
-    pub(crate) closed: AtomicU64,
+    pub(crate) opened: Striped,
+    pub(crate) closed: Striped,
     pub(crate) failed: AtomicU64,
     pub(crate) tls_failed: AtomicU64,
     /// Bytes of connections that have closed; live bytes are added at snapshot time, so the
@@ -25,18 +27,67 @@ impl StatCell {
     pub(crate) fn active(&self) -> u64 {
         // `closed` is read first: a close between the two loads can only make `active` larger
         // for a moment, never wrap below zero.
-        let closed = self.closed.load(Ordering::SeqCst);
-        self.opened.load(Ordering::SeqCst).saturating_sub(closed)
+        let closed = self.closed.sum();
+        self.opened.sum().saturating_sub(closed)
     }
 }
 
-type CellMap = HashMap<Arc<str>, Arc<StatCell>>;
+const STRIPES: usize = 8;
 
-/// The cells by role and category. Reads are lock-free (arc-swap); a new category copies the
-/// map once, under a lock that only writers take.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+/// A counter split over cache lines, each thread adding to its own stripe: threads opening and
+/// closing connections of one category at once do not fight over one line. Reads sum the
+/// stripes.
+#[derive(Debug, Default)]
+pub(crate) struct Striped([Padded; STRIPES]);
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
+impl Striped {
+    /// Adds one. SeqCst, because the drain futures and the clock ticker pair with it (see
+    /// `Tracker::register` and `Entry::close`).
+    pub(crate) fn incr(&self) {
+        self.0[stripe()].0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::SeqCst)).sum()
+    }
+}
+
+/// One (category, role): its name and counters. Entries refer to their class by index, not by
+/// `Arc`, so that registering and closing connections of one category on several threads does
+/// not fight over a shared reference count.
+#[derive(Debug)]
+pub(crate) struct Class {
+    pub(crate) category: Arc<str>,
+    pub(crate) role: Role,
+    pub(crate) cell: StatCell,
+}
+
+/// Categories are short strings looked up on every registration: a cheap hasher beats SipHash.
+type Index = HashMap<Arc<str>, u32, BuildHasherDefault<IdHasher>>;
+
+#[derive(Debug, Default)]
+struct Table {
+    classes: Vec<Arc<Class>>,
+    by_role: [Index; 2],
+}
+
+/// The classes of a tracker, append-only. Reads are lock-free (arc-swap); a new class copies
+/// the table once, under a lock that only writers take.
 #[derive(Debug, Default)]
 pub(crate) struct StatTable {
-    by_role: [ArcSwap<CellMap>; 2],
+    table: ArcSwap<Table>,
     write: Mutex<()>,
 }
 
@@ -48,28 +99,38 @@ const fn slot(role: Role) -> usize {
 }
 
 impl StatTable {
-    pub(crate) fn cell(&self, category: &Arc<str>, role: Role) -> Arc<StatCell> {
-        let map = &self.by_role[slot(role)];
-        if let Some(c) = map.load().get(&**category) {
-            return Arc::clone(c);
+    /// The index of a (category, role), made on first use.
+    pub(crate) fn class_id(&self, category: &str, role: Role) -> u32 {
+        if let Some(id) = self.table.load().by_role[slot(role)].get(category) {
+            return *id;
         }
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = map.load_full();
-        if let Some(c) = current.get(&**category) {
-            return Arc::clone(c);
+        let current = self.table.load_full();
+        if let Some(id) = current.by_role[slot(role)].get(category) {
+            return *id;
         }
-        let cell = Arc::new(StatCell::default());
-        let mut next = (*current).clone();
-        next.insert(Arc::clone(category), Arc::clone(&cell));
-        map.store(Arc::new(next));
-        cell
+        let id = u32::try_from(current.classes.len()).expect("fewer than 2^32 categories");
+        let name: Arc<str> = Arc::from(category);
+        let mut classes = current.classes.clone();
+        classes.push(Arc::new(Class {
+            category: Arc::clone(&name),
+            role,
+            cell: StatCell::default(),
+        }));
+        let mut by_role = current.by_role.clone();
+        by_role[slot(role)].insert(name, id);
+        self.table.store(Arc::new(Table { classes, by_role }));
+        id
     }
 
-    pub(crate) fn each(&self, mut f: impl FnMut(&Arc<str>, Role, &StatCell)) {
-        for role in [Role::Client, Role::Server] {
-            for (cat, cell) in self.by_role[slot(role)].load().iter() {
-                f(cat, role, cell);
-            }
+    /// Runs `f` on a class without touching any reference count.
+    pub(crate) fn with<R>(&self, id: u32, f: impl FnOnce(&Class) -> R) -> R {
+        f(&self.table.load().classes[id as usize])
+    }
+
+    pub(crate) fn each(&self, mut f: impl FnMut(&Class)) {
+        for c in &self.table.load().classes {
+            f(c);
         }
     }
 }

@@ -30,12 +30,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub const DEFAULT_HISTORY: usize = 64;
 
 pub(crate) struct TrackerInner {
-    pub(crate) registry: Registry<Entry>,
     hooks: ArcSwap<Chain>,
     hook_list: Mutex<Vec<(u64, Arc<dyn Hook>)>>,
     next_hook_key: AtomicU64,
     io_hooks: AtomicBool,
-    stats: StatTable,
+    /// Whether the tracker-level chain is non-empty: one relaxed load instead of an arc-swap
+    /// load on paths that only need to know whether to build an event at all.
+    any_hooks: AtomicBool,
+    pub(crate) stats: StatTable,
     hook_panics: AtomicU64,
     history_cap: usize,
     history: Mutex<VecDeque<ClosedConnection>>,
@@ -47,11 +49,11 @@ pub(crate) struct TrackerInner {
 impl TrackerInner {
     fn new(history_cap: usize, hooks: Vec<Arc<dyn Hook>>) -> Self {
         let inner = TrackerInner {
-            registry: Registry::default(),
             hooks: ArcSwap::from_pointee(Chain::default()),
             hook_list: Mutex::new(Vec::new()),
             next_hook_key: AtomicU64::new(0),
             io_hooks: AtomicBool::new(false),
+            any_hooks: AtomicBool::new(false),
             stats: StatTable::default(),
             hook_panics: AtomicU64::new(0),
             history_cap,
@@ -73,7 +75,7 @@ impl TrackerInner {
     }
 
     pub(crate) fn has_hooks(&self, chain: &Chain) -> bool {
-        !chain.is_empty() || !self.hooks.load().is_empty()
+        !chain.is_empty() || self.any_hooks.load(Ordering::Acquire)
     }
 
     pub(crate) fn needs_close_info(&self, chain: &Chain) -> bool {
@@ -109,7 +111,9 @@ impl TrackerInner {
     fn publish_hooks(&self, list: &[(u64, Arc<dyn Hook>)]) {
         let chain = Chain::new(list.iter().map(|(_, h)| Arc::clone(h)).collect());
         self.io_hooks.store(chain.wants_io(), Ordering::Relaxed);
+        let any = !chain.is_empty();
         self.hooks.store(Arc::new(chain));
+        self.any_hooks.store(any, Ordering::Release);
     }
 
     pub(crate) fn push_history(&self, info: ConnectionInfo, error: Option<&io::Error>) {
@@ -130,9 +134,9 @@ impl TrackerInner {
 
     fn active(&self, category: Option<&str>) -> u64 {
         let mut n = 0;
-        self.stats.each(|cat, _, cell| {
-            if category.is_none_or(|c| c == &**cat) {
-                n += cell.active();
+        self.stats.each(|c| {
+            if category.is_none_or(|cat| cat == &*c.category) {
+                n += c.cell.active();
             }
         });
         n
@@ -150,11 +154,16 @@ impl TrackerInner {
         }
     }
 
-    fn count_failed(&self, category: &Arc<str>, role: Role) {
+    fn count_failed(&self, category: &str, role: Role) {
+        let id = self.stats.class_id(category, role);
         self.stats
-            .cell(category, role)
-            .failed
-            .fetch_add(1, Ordering::Relaxed);
+            .with(id, |c| c.cell.failed.fetch_add(1, Ordering::Relaxed));
+    }
+}
+
+impl clock::LiveSource for TrackerInner {
+    fn has_live(&self) -> bool {
+        self.active(None) > 0
     }
 }
 
@@ -180,6 +189,7 @@ impl TrackerInner {
 #[derive(Clone)]
 pub struct Tracker {
     pub(crate) inner: Arc<TrackerInner>,
+    registry: Arc<Registry>,
 }
 
 impl Default for Tracker {
@@ -234,12 +244,14 @@ impl TrackerBuilder {
     /// Builds the tracker.
     #[must_use]
     pub fn build(self) -> Tracker {
-        Tracker {
-            inner: Arc::new(TrackerInner::new(
-                self.history.unwrap_or(DEFAULT_HISTORY),
-                self.hooks,
-            )),
-        }
+        let inner = Arc::new(TrackerInner::new(
+            self.history.unwrap_or(DEFAULT_HISTORY),
+            self.hooks,
+        ));
+        let weak: Weak<TrackerInner> = Arc::downgrade(&inner);
+        clock::add_source(weak);
+        let registry = Arc::new(Registry::new(&inner));
+        Tracker { inner, registry }
     }
 }
 
@@ -260,7 +272,7 @@ impl Tracker {
     #[must_use]
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let now = clock::now_nanos();
-        let entries = self.inner.registry.collect_sorted();
+        let entries = self.registry.collect_sorted();
         entries.iter().map(|(_, e)| e.info_at(now)).collect()
     }
 
@@ -271,20 +283,20 @@ impl Tracker {
     pub fn connections_into(&self, out: &mut Vec<ConnectionInfo>) {
         out.clear();
         let now = clock::now_nanos();
-        let entries = self.inner.registry.collect_sorted();
+        let entries = self.registry.collect_sorted();
         out.extend(entries.iter().map(|(_, e)| e.info_at(now)));
     }
 
     /// One live connection.
     #[must_use]
     pub fn get(&self, id: ConnectionId) -> Option<ConnectionInfo> {
-        self.inner.registry.get(id.0).map(|e| e.info())
+        self.registry.get(id.0).map(|e| e.info())
     }
 
     /// How many connections are live.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.inner.registry.len()
+        self.registry.len()
     }
 
     /// Whether no connection is live.
@@ -296,25 +308,26 @@ impl Tracker {
     /// Totals per (category, role), including connections that have closed.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let mut map: HashMap<(Arc<str>, Role), CategoryStats> = HashMap::new();
-        self.inner.stats.each(|cat, role, cell| {
+        let mut by_class = Vec::new();
+        self.inner.stats.each(|c| {
+            let (cat, role, cell) = (&c.category, c.role, &c.cell);
             let mut s = CategoryStats::empty(Arc::clone(cat), role);
-            s.opened = cell.opened.load(Ordering::Relaxed);
+            s.opened = cell.opened.sum();
             s.active = cell.active();
-            s.closed = cell.closed.load(Ordering::Relaxed);
+            s.closed = cell.closed.sum();
             s.failed = cell.failed.load(Ordering::Relaxed);
             s.tls_handshake_failed = cell.tls_failed.load(Ordering::Relaxed);
             s.read_bytes = cell.closed_read.load(Ordering::Relaxed);
             s.write_bytes = cell.closed_write.load(Ordering::Relaxed);
-            map.insert((Arc::clone(cat), role), s);
+            by_class.push(s);
         });
-        for (_, e) in self.inner.registry.collect() {
-            if let Some(s) = map.get_mut(&(Arc::clone(&e.category), e.role)) {
+        for (_, e) in self.registry.collect() {
+            if let Some(s) = by_class.get_mut(e.class as usize) {
                 s.read_bytes += e.read_bytes();
                 s.write_bytes += e.write_bytes();
             }
         }
-        let mut categories: Vec<CategoryStats> = map.into_values().collect();
+        let mut categories = by_class;
         categories.sort_by(|a, b| (&a.category, a.role).cmp(&(&b.category, b.role)));
         Stats {
             categories,
@@ -351,19 +364,28 @@ impl Tracker {
     /// Fires `on_accept` (role server) or `on_dial` (role client) with the new connection, to
     /// the hooks of the current [`trace`](crate::trace) scope, then the registration's (config)
     /// hooks, then the tracker's.
-    pub fn register(&self, reg: Registration) -> Connection {
+    pub fn register(&self, mut reg: Registration) -> Connection {
+        let category = reg.category.take();
+        self.register_as(category.as_deref().unwrap_or(""), reg)
+    }
+
+    /// `register`, with the category given by reference so that the shared category string of
+    /// a config is not cloned (a contended reference count) for every connection.
+    pub(crate) fn register_as(&self, category: &str, reg: Registration) -> Connection {
         let chain = if reg.scoped {
             reg.chain.clone()
         } else {
             reg.chain.prepend(&trace::current())
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let stat = self.inner.stats.cell(&reg.category, reg.role);
-        stat.opened.fetch_add(1, Ordering::AcqRel);
+        let class = self.inner.stats.class_id(category, reg.role);
+        // SeqCst inside: pairs with the clock ticker's park check (`clock::connection_opened`).
+        self.inner.stats.with(class, |c| c.cell.opened.incr());
         let role = reg.role;
         let dial_started = reg.dial_started;
-        let entry = Arc::new(Entry::new(id, Arc::clone(&self.inner), reg, chain, stat));
-        self.inner.registry.insert(id, Arc::clone(&entry));
+        let shard = self.registry.shard(id);
+        let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, class));
+        shard.insert(id, Arc::clone(&entry));
         clock::connection_opened();
         if self.inner.has_hooks(&entry.chain) {
             let info = entry.info();
@@ -402,7 +424,9 @@ impl Tracker {
         local: impl Into<Addr>,
         remote: impl Into<Addr>,
     ) -> Connection {
-        self.register(Registration::server(local, remote).listener_config(config))
+        let mut reg = Registration::server(local, remote);
+        reg.chain = config.chain().clone();
+        self.register_as(config.category_name(), reg)
     }
 
     /// Reports a failed accept: counts it in [`CategoryStats::failed`] and fires `on_accept`
