@@ -14,7 +14,7 @@ use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
 
 fn scale(n: usize) -> usize {
     if std::env::var_os("CONNTRACK_BENCH_QUICK").is_some_and(|v| v == "1") {
@@ -227,7 +227,7 @@ fn main() {
         });
     }
     if wanted("churn") {
-        let n = scale(1000);
+        let n = scale(4000);
         compare("connection churn", 0.95, "conn/s", n as f64, |t| {
             if t {
                 churn(&tracked, n)

@@ -10,27 +10,27 @@
 //! use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
 //! use smol::io::{AsyncReadExt, AsyncWriteExt};
 //!
-//! # fn main() -> std::io::Result<()> {
-//! smol::block_on(async {
-//!     let tracker = Tracker::new();
-//!     let inner = smol::net::TcpListener::bind("127.0.0.1:0").await?;
-//!     let addr = inner.local_addr()?;
-//!     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
-//!     let dialer = Dialer::new(&tracker, DialerConfig::new().category("self"));
+//! fn main() -> std::io::Result<()> {
+//!     smol::block_on(async {
+//!         let tracker = Tracker::new();
+//!         let inner = smol::net::TcpListener::bind("127.0.0.1:0").await?;
+//!         let addr = inner.local_addr()?;
+//!         let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+//!         let dialer = Dialer::new(&tracker, DialerConfig::new().category("backend"));
 //!
-//!     let mut client = dialer.connect(&addr.to_string()).await?;
-//!     let (mut server, _peer) = listener.accept().await?;
-//!     client.write_all(b"ping").await?;
-//!     let mut buf = [0; 4];
-//!     server.read_exact(&mut buf).await?;
+//!         let mut client = dialer.connect(&addr.to_string()).await?;
+//!         let (mut server, _peer) = listener.accept().await?;
+//!         client.write_all(b"ping").await?;
+//!         let mut buf = [0; 4];
+//!         server.read_exact(&mut buf).await?;
 //!
-//!     assert_eq!(tracker.len(), 2);
-//!     assert_eq!(tracker.get(server.id()).unwrap().read_bytes, 4);
-//!     drop((client, server)); // entries leave the tracker with their streams
-//!     assert!(tracker.is_empty());
-//!     Ok(())
-//! })
-//! # }
+//!         assert_eq!(tracker.len(), 2);
+//!         assert_eq!(tracker.get(server.id()).unwrap().read_bytes, 4);
+//!         drop((client, server)); // entries leave the tracker with their streams
+//!         tracker.drained().await;
+//!         Ok(())
+//!     })
+//! }
 //! ```
 
 use std::future::Future;

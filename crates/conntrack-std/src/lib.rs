@@ -9,29 +9,33 @@
 //!
 //! ```
 //! use std::io::{Read, Write};
+//! use std::net::TcpListener;
+//!
 //! use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
 //! use conntrack_std::{Dialer, Listener};
 //!
-//! let tracker = Tracker::new();
-//! let listener = Listener::new(
-//!     &tracker,
-//!     std::net::TcpListener::bind("127.0.0.1:0")?,
-//!     ListenerConfig::new().category("api"),
-//! );
-//! let addr = listener.get_ref().local_addr()?;
-//! let dialer = Dialer::new(&tracker, DialerConfig::new().category("self"));
+//! fn main() -> std::io::Result<()> {
+//!     let tracker = Tracker::new();
+//!     let listener = Listener::new(
+//!         &tracker,
+//!         TcpListener::bind("127.0.0.1:0")?,
+//!         ListenerConfig::new().category("api"),
+//!     );
+//!     let addr = listener.get_ref().local_addr()?;
+//!     let dialer = Dialer::new(&tracker, DialerConfig::new().category("backend"));
 //!
-//! let mut client = dialer.connect(&addr.to_string())?;
-//! let (mut server, _peer) = listener.accept()?;
-//! client.write_all(b"ping")?;
-//! let mut buf = [0; 4];
-//! server.read_exact(&mut buf)?;
+//!     let mut client = dialer.connect(&addr.to_string())?;
+//!     let (mut server, _peer) = listener.accept()?;
+//!     client.write_all(b"ping")?;
+//!     let mut buf = [0; 4];
+//!     server.read_exact(&mut buf)?;
 //!
-//! assert_eq!(tracker.len(), 2);
-//! assert_eq!(tracker.get(server.id()).unwrap().read_bytes, 4);
-//! drop((client, server)); // entries leave the tracker with their streams
-//! assert!(tracker.is_empty());
-//! # Ok::<(), std::io::Error>(())
+//!     assert_eq!(tracker.len(), 2);
+//!     assert_eq!(tracker.get(server.id()).unwrap().read_bytes, 4);
+//!     drop((client, server)); // entries leave the tracker with their streams
+//!     assert!(tracker.is_empty());
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # Feature flags
