@@ -174,6 +174,8 @@ pub(crate) struct Entry {
     pub(crate) class: u32,
     /// Trace scope hooks, then config hooks, then per-registration hooks.
     pub(crate) chain: Chain,
+    /// Whether `chain` wants per-I/O events, copied here so the hot path reads no other line.
+    chain_io: bool,
 }
 
 impl Entry {
@@ -204,6 +206,7 @@ impl Entry {
             handles: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
             class,
+            chain_io: chain.wants_io(),
             chain,
         }
     }
@@ -266,7 +269,7 @@ impl Entry {
     }
 
     fn wants_io(&self) -> bool {
-        self.chain.wants_io() || self.tracker().wants_io()
+        self.chain_io || self.tracker().wants_io()
     }
 
     fn store_error(&self, err: &io::Error) {

@@ -266,32 +266,41 @@ callbacks!(
 
 /// An immutable, ordered list of hooks with its per-I/O flag computed once. The empty chain
 /// (the common case: no scope, no config hooks) is `None` and costs no allocation to make or
-/// clone.
+/// clone; a non-empty one is one thin pointer, which keeps every tracked connection small.
 #[derive(Clone, Default)]
 pub(crate) struct Chain {
-    hooks: Option<Arc<[Arc<dyn Hook>]>>,
+    inner: Option<Arc<ChainInner>>,
+}
+
+struct ChainInner {
+    hooks: Box<[Arc<dyn Hook>]>,
     io: bool,
 }
 
 impl Chain {
     pub(crate) fn new(hooks: Vec<Arc<dyn Hook>>) -> Self {
+        if hooks.is_empty() {
+            return Chain::default();
+        }
         let io = hooks.iter().any(|h| Hook::wants_io_events(&**h));
         Chain {
-            hooks: (!hooks.is_empty()).then(|| hooks.into()),
-            io,
+            inner: Some(Arc::new(ChainInner {
+                hooks: hooks.into_boxed_slice(),
+                io,
+            })),
         }
     }
 
     pub(crate) fn hooks(&self) -> &[Arc<dyn Hook>] {
-        self.hooks.as_deref().unwrap_or(&[])
+        self.inner.as_deref().map_or(&[], |i| &i.hooks)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.hooks.is_none()
+        self.inner.is_none()
     }
 
     pub(crate) fn wants_io(&self) -> bool {
-        self.io
+        self.inner.as_deref().is_some_and(|i| i.io)
     }
 
     /// `front` followed by `self`, sharing `self` when `front` is empty.
@@ -323,7 +332,7 @@ impl fmt::Debug for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chain")
             .field("len", &self.hooks().len())
-            .field("io", &self.io)
+            .field("io", &self.wants_io())
             .finish()
     }
 }
