@@ -5,9 +5,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod dialer;
 mod listener;
 mod stream;
 
 pub use conntrack_core;
+pub use dialer::{BoxFuture, Dialer, Resolve, SystemResolver};
 pub use listener::{Accept, Accepted, Listener};
 pub use stream::Tracked;

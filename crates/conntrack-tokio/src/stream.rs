@@ -71,6 +71,58 @@ impl<T> Tracked<T> {
     }
 }
 
+impl Tracked<tokio::net::TcpStream> {
+    /// Splits into owned read and write halves that count into this connection's one entry;
+    /// the entry goes when both halves are dropped.
+    pub fn into_split(
+        self,
+    ) -> (
+        Tracked<tokio::net::tcp::OwnedReadHalf>,
+        Tracked<tokio::net::tcp::OwnedWriteHalf>,
+    ) {
+        let (r, w) = self.inner.into_split();
+        (
+            Tracked::new(r, self.conn.clone()),
+            Tracked::new(w, self.conn),
+        )
+    }
+
+    /// This side's address.
+    ///
+    /// # Errors
+    ///
+    /// As [`tokio::net::TcpStream::local_addr`].
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    ///
+    /// As [`tokio::net::TcpStream::peer_addr`].
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.peer_addr()
+    }
+}
+
+#[cfg(unix)]
+impl Tracked<tokio::net::UnixStream> {
+    /// Splits into owned read and write halves that count into this connection's one entry.
+    pub fn into_split(
+        self,
+    ) -> (
+        Tracked<tokio::net::unix::OwnedReadHalf>,
+        Tracked<tokio::net::unix::OwnedWriteHalf>,
+    ) {
+        let (r, w) = self.inner.into_split();
+        (
+            Tracked::new(r, self.conn.clone()),
+            Tracked::new(w, self.conn),
+        )
+    }
+}
+
 impl<T: AsyncRead> AsyncRead for Tracked<T> {
     fn poll_read(
         self: Pin<&mut Self>,
