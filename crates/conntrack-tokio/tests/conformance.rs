@@ -54,7 +54,10 @@ impl Harness for Tokio {
             io::Result::Ok((accepted?.0, dialed?))
         })?;
         Ok((
-            TokioConn { stream: server, rt: rt.clone() },
+            TokioConn {
+                stream: server,
+                rt: rt.clone(),
+            },
             TokioConn { stream: client, rt },
         ))
     }
