@@ -62,6 +62,7 @@ mod hook;
 mod info;
 mod recording;
 mod registry;
+pub mod render;
 mod stats;
 pub mod trace;
 mod tracker;

@@ -5,7 +5,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "axum")]
+mod axum;
 mod dialer;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod listener;
 mod stream;
 
@@ -13,3 +17,8 @@ pub use conntrack_core;
 pub use dialer::{BoxFuture, Dialer, Resolve, SystemResolver};
 pub use listener::{Accept, Accepted, Listener};
 pub use stream::Tracked;
+
+#[cfg(feature = "axum")]
+pub use crate::axum::TrackedConnectInfo;
+#[cfg(feature = "hyper")]
+pub use crate::hyper::TrackedConnector;

@@ -26,6 +26,18 @@ pub trait Accept {
 
     /// `(local, remote)` of an accepted stream, for the tracker entry.
     fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr);
+
+    /// The listener's address in the listener's own type (what axum's `local_addr` returns).
+    ///
+    /// # Errors
+    ///
+    /// As the inner listener's `local_addr`; the default says it is not known.
+    fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "listener address not known",
+        ))
+    }
 }
 
 impl Accept for tokio::net::TcpListener {
@@ -48,6 +60,10 @@ impl Accept for tokio::net::TcpListener {
             stream.local_addr().map_or(Addr::Unknown, Addr::Inet),
             Addr::Inet(*peer),
         )
+    }
+
+    fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
+        self.local_addr()
     }
 }
 
@@ -74,6 +90,10 @@ impl Accept for tokio::net::UnixListener {
 
     fn stream_addrs(&self, _stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr) {
         (self.listen_addr(), unix_addr(peer))
+    }
+
+    fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
+        self.local_addr()
     }
 }
 

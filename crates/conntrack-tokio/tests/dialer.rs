@@ -9,7 +9,6 @@ use conntrack_core::{trace, Addr, DialerConfig, Recorded, RecordingHook, Role, T
 use conntrack_tokio::Dialer;
 use tokio::net::{TcpListener, TcpSocket};
 
-
 fn setup() -> (Tracker, RecordingHook, DialerConfig) {
     let rec = RecordingHook::new();
     (

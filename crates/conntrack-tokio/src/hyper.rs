@@ -1,0 +1,163 @@
+//! hyper-util client integration (feature `hyper`).
+//!
+//! [`Dialer`] is a `tower::Service<Uri>`, so it plugs into hyper-util's client as its
+//! connector: every connection the client opens is dialed by the tracked dialer (DNS, connect
+//! and dial hooks fire, timings are kept) and the response of every request carries the
+//! [`ConnectionId`] of the connection it came over, as a hyper-util "extra".
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use conntrack_core::{ConnectionId, DialerConfig, Tracker};
+//! use conntrack_tokio::Dialer;
+//! use http_body_util::Empty;
+//! use hyper::body::Bytes;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//!
+//! let tracker = Tracker::new();
+//! let dialer = Dialer::new(&tracker, DialerConfig::new().category("upstream"));
+//! let client: Client<Dialer, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(dialer);
+//! let res = client.get("http://localhost:3000/".parse()?).await?;
+//! let id = res.extensions().get::<ConnectionId>().copied();
+//! println!("served over connection {id:?}: {:?}", id.and_then(|id| tracker.get(id)));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To keep hyper-util's own `HttpConnector` (its DNS cache, socket options), wrap it in
+//! [`TrackedConnector`] instead: connections are tracked and carry their id, but only the
+//! dial as a whole is reported (no DNS or per-attempt events).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use conntrack_core::{ConnectionId, DialerConfig, Tracker};
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::{Dialer, Tracked};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<TokioIo<Tracked<TcpStream>>, BoxError>> + Send>>;
+
+/// `Tracked<T>` reports what `T` reports, plus its [`ConnectionId`] as an extra, which the
+/// client puts into every response's extensions.
+impl<T: Connection> Connection for Tracked<T> {
+    fn connected(&self) -> Connected {
+        self.get_ref().connected().extra(self.id())
+    }
+}
+
+/// `"host:port"` of a URI, with the scheme's default port.
+fn target_of(uri: &Uri) -> io::Result<String> {
+    let host = uri
+        .host()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    Ok(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+impl tower_service::Service<Uri> for Dialer {
+    type Response = TokioIo<Tracked<TcpStream>>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialer = self.clone();
+        Box::pin(async move {
+            let target = target_of(&uri)?;
+            Ok(TokioIo::new(dialer.connect(&target).await?))
+        })
+    }
+}
+
+/// hyper-util's `HttpConnector` (or any connector answering with `TokioIo<TcpStream>`), with
+/// its connections tracked.
+#[derive(Debug, Clone)]
+pub struct TrackedConnector<C = HttpConnector> {
+    inner: C,
+    tracker: Tracker,
+    config: DialerConfig,
+}
+
+impl TrackedConnector {
+    /// Wraps a new `HttpConnector` (with `enforce_http(false)`, so a TLS layer can go on top).
+    pub fn new(tracker: &Tracker, config: DialerConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        TrackedConnector::wrap(http, tracker, config)
+    }
+}
+
+impl<C> TrackedConnector<C> {
+    /// Wraps `inner`.
+    pub fn wrap(inner: C, tracker: &Tracker, config: DialerConfig) -> Self {
+        TrackedConnector {
+            inner,
+            tracker: tracker.clone(),
+            config,
+        }
+    }
+}
+
+impl<C> tower_service::Service<Uri> for TrackedConnector<C>
+where
+    C: tower_service::Service<Uri, Response = TokioIo<TcpStream>> + Send,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = TokioIo<Tracked<TcpStream>>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let target = target_of(&uri).unwrap_or_else(|_| uri.to_string());
+        let dial = self.tracker.dial(&self.config, target);
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            match connecting.await {
+                Ok(io) => {
+                    let stream = io.into_inner();
+                    let (local, remote) = (stream.local_addr()?, stream.peer_addr()?);
+                    Ok(TokioIo::new(Tracked::new(
+                        stream,
+                        dial.established(local, remote),
+                    )))
+                }
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    dial.failed(&io::Error::other(e.to_string()));
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// The id of the connection a response came over, if the client's connector is tracked.
+pub fn connection_id<B>(response: &http::Response<B>) -> Option<ConnectionId> {
+    response.extensions().get::<ConnectionId>().copied()
+}
