@@ -1,0 +1,190 @@
+//! The conntrack demo: an axum server and a pool of HTTP clients on loopback, both tracked by
+//! one tracker, with traffic flowing; the live connection table is printed every second.
+//!
+//! ```text
+//! cargo run --release -p conntrack-examples --example demo [-- --seconds N]
+//! ```
+//!
+//! - `http-in`: the server's connections (axum on a tracked `Listener`);
+//! - `http-pool`: four keep-alive clients (hyper-util on the tracked `Dialer`), each making a
+//!   request every few tens of milliseconds, so their connections live for the whole run;
+//! - `http-churn`: a client without connection reuse, one new connection per request, so
+//!   connections keep opening and closing (see the closed list at the end).
+//!
+//! After `--seconds` (default 10) the clients stop, the server shuts down gracefully, the demo
+//! waits for `tracker.drained()` and prints the totals and the most recently closed connections.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path};
+use axum::routing::get;
+use axum::Router;
+use conntrack_core::{render, DialerConfig, ListenerConfig, Tracker};
+use conntrack_tokio::{Dialer, Listener, TrackedConnectInfo};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+type HttpClient = Client<Dialer, Empty<Bytes>>;
+
+/// `GET /data/{n}`: `n` bytes (at most 1 MiB), and which connection served them.
+async fn data(
+    Path(n): Path<usize>,
+    ConnectInfo(conn): ConnectInfo<TrackedConnectInfo>,
+) -> ([(&'static str, String); 1], Vec<u8>) {
+    (
+        [("x-conntrack-id", conn.id.to_string())],
+        vec![b'x'; n.min(1 << 20)],
+    )
+}
+
+fn seconds_arg() -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+}
+
+/// A small deterministic pseudo-random sequence (no dependency needed for a demo).
+fn next_rand(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+async fn client_loop(
+    client: HttpClient,
+    base: String,
+    seed: u64,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+) {
+    let mut rng = seed;
+    while !stop.load(Ordering::Relaxed) {
+        let size = 64 + next_rand(&mut rng) % (64 * 1024);
+        let uri = format!("{base}/data/{size}").parse().expect("valid uri");
+        match client.get(uri).await {
+            Ok(res) => {
+                let _ = res.into_body().collect().await;
+                requests.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("request failed: {e}"),
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seconds = seconds_arg();
+    let tracker = Tracker::builder().history(32).build();
+
+    // The server: axum on a tracked listener.
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr: SocketAddr = inner.local_addr()?;
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
+    let app = Router::new().route("/data/{n}", get(data));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown_rx.await;
+        })
+        .into_future(),
+    );
+    let base = format!("http://{addr}");
+    println!("conntrack demo: server on {base}, running for {seconds}s\n");
+
+    // The clients: a keep-alive pool and a churning client, each on a tracked dialer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicU64::new(0));
+    let pool: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(4)
+        .build(Dialer::new(
+            &tracker,
+            DialerConfig::new().category("http-pool"),
+        ));
+    let churn: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(Dialer::new(
+            &tracker,
+            DialerConfig::new().category("http-churn"),
+        ));
+    let mut tasks = Vec::new();
+    for i in 0..4u64 {
+        let pause = Duration::from_millis(20 + 10 * i);
+        tasks.push(tokio::spawn(client_loop(
+            pool.clone(),
+            base.clone(),
+            0x9E37_79B9 + i,
+            pause,
+            stop.clone(),
+            requests.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(client_loop(
+        churn.clone(),
+        base.clone(),
+        42,
+        Duration::from_millis(250),
+        stop.clone(),
+        requests.clone(),
+    )));
+
+    // The live table, every second.
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    for _ in 0..seconds {
+        tick.tick().await;
+        let conns = tracker.connections();
+        println!(
+            "--- t={:>4.1}s  {} live connections  {} requests ---",
+            started.elapsed().as_secs_f64(),
+            conns.len(),
+            requests.load(Ordering::Relaxed)
+        );
+        print!("{}", render::text_table(&conns));
+        println!();
+    }
+
+    // Stop the clients, then the server, and wait for every connection to go.
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    drop((pool, churn));
+    let _ = shutdown_tx.send(());
+    server.await??;
+    match tokio::time::timeout(Duration::from_secs(10), tracker.drained()).await {
+        Ok(()) => println!("all connections closed ({} live)\n", tracker.len()),
+        Err(_) => println!(
+            "still open after 10s:\n{}",
+            render::text_table(&tracker.connections())
+        ),
+    }
+
+    println!("totals:");
+    print!("{}", render::text_stats(&tracker.stats()));
+    println!("\nrecently closed (newest first):");
+    let closed: Vec<_> = tracker
+        .recently_closed()
+        .into_iter()
+        .take(6)
+        .map(|c| c.info)
+        .collect();
+    print!("{}", render::text_table(&closed));
+    Ok(())
+}
