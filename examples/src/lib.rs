@@ -14,6 +14,11 @@ pub struct ReadmeDoctests;
 #[doc = include_str!("../../docs/hooks.md")]
 pub struct HooksDoctests;
 
+/// `docs/integrations.md`'s code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/integrations.md")]
+pub struct IntegrationsDoctests;
+
 /// `docs/architecture.md`'s code blocks, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/architecture.md")]

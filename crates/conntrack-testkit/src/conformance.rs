@@ -3,7 +3,7 @@
 //! Each scenario takes a [`Harness`], makes its own tracker and connections on loopback, and
 //! ends by checking that the tracker is empty again. An adapter runs them like this:
 //!
-//! ```ignore
+//! ```text
 //! conntrack_testkit::conformance_tests!(MyHarness::new());
 //! ```
 //!

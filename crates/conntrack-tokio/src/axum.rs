@@ -16,6 +16,7 @@
 //! let app = Router::new().route("/", get(hello));
 //! axum::serve(listener, app.into_make_service_with_connect_info::<TrackedConnectInfo>()).await
 //! # }
+//! # let _ = run;
 //! ```
 
 use std::future::poll_fn;

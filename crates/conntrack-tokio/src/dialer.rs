@@ -80,6 +80,7 @@ impl Resolve for SystemResolver {
 /// println!("{:?}", stream.info().timings);
 /// # Ok(())
 /// # }
+/// # let _ = run;
 /// ```
 #[derive(Clone)]
 pub struct Dialer {

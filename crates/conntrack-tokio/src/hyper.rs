@@ -22,6 +22,7 @@
 //! println!("served over connection {id:?}: {:?}", id.and_then(|id| tracker.get(id)));
 //! # Ok(())
 //! # }
+//! # let _ = run;
 //! ```
 //!
 //! To keep hyper-util's own `HttpConnector` (its DNS cache, socket options), wrap it in

@@ -109,13 +109,14 @@ pub type Accepted<L> = (Tracked<<L as Accept>::Stream>, <L as Accept>::PeerAddr)
 ///
 /// let tracker = Tracker::new();
 /// let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+/// let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
 /// loop {
 ///     let (stream, peer) = listener.accept().await?;
 ///     // serve `stream`; its entry leaves the tracker when it is dropped
 /// #   drop((stream, peer));
 /// }
 /// # }
+/// # let _ = run;
 /// ```
 #[derive(Debug)]
 pub struct Listener<L> {

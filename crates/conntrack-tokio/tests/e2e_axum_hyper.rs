@@ -1,0 +1,102 @@
+//! End to end: axum served on the tracked `Listener`, hyper-util's client on the tracked
+//! `Dialer`, one tracker for both.
+#![cfg(all(feature = "axum", feature = "hyper"))]
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::routing::post;
+use axum::Router;
+use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Role, Tracker};
+use conntrack_tokio::{hyper::connection_id, Dialer, Listener, TrackedConnectInfo};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const REQUESTS: usize = 50;
+
+/// Echoes the body, and says which server connection it came over.
+async fn echo(
+    ConnectInfo(conn): ConnectInfo<TrackedConnectInfo>,
+    body: Bytes,
+) -> ([(&'static str, String); 1], Bytes) {
+    ([("x-server-conn", conn.id.as_u64().to_string())], body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_server_and_hyper_client_on_one_tracker() {
+    let tracker = Tracker::new();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("server"));
+    let app = Router::new().route("/echo", post(echo));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .into_future(),
+    );
+
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("client"));
+    let client: Client<Dialer, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(dialer);
+    let mut client_ids = Vec::new();
+    let mut server_ids = Vec::new();
+    for i in 0..REQUESTS {
+        let body = Bytes::from(vec![b'a' + (i % 26) as u8; 100 + i * 37]);
+        let req = hyper::Request::post(format!("http://{addr}/echo"))
+            .body(Full::new(body.clone()))
+            .unwrap();
+        let res = client.request(req).await.expect("request");
+        let cid = connection_id(&res).expect("response carries the client connection id");
+        let sid: u64 = res.headers()["x-server-conn"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let got = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got, body);
+        client_ids.push(cid);
+        server_ids.push(sid);
+    }
+
+    // Ids match the tracker's entries, with the right roles and categories.
+    let infos = tracker.connections();
+    for cid in &client_ids {
+        let c = infos.iter().find(|i| i.id == *cid).expect("client entry");
+        assert_eq!((c.role, &*c.category), (Role::Client, "client"));
+        assert_eq!(c.target.as_deref(), Some(addr.to_string().as_str()));
+    }
+    for sid in &server_ids {
+        let s = infos
+            .iter()
+            .find(|i| i.id.as_u64() == *sid)
+            .expect("server entry");
+        assert_eq!((s.role, &*s.category), (Role::Server, "server"));
+    }
+
+    // Once quiet, what each side wrote is what the other read.
+    let stats = tracker.stats();
+    let s = stats.get("server", Role::Server).unwrap();
+    let c = stats.get("client", Role::Client).unwrap();
+    assert!(c.write_bytes > 0);
+    assert_eq!(s.read_bytes, c.write_bytes, "server read = client wrote");
+    assert_eq!(c.read_bytes, s.write_bytes, "client read = server wrote");
+    assert_eq!(s.opened, c.opened, "one server entry per client connection");
+
+    // Stop both; every entry goes.
+    drop(client);
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), tracker.drained())
+        .await
+        .expect("drained");
+    assert!(tracker.is_empty());
+    let _: Vec<ConnectionId> = client_ids;
+}
