@@ -9,18 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use conntrack_testkit::bench::{compare, scale, wanted, ROUNDS};
+
 use conntrack_core::{DialerConfig, ListenerConfig, Registration, Role, Tracker};
 use conntrack_std::{Dialer, Listener};
-
-const ROUNDS: usize = 9;
-
-fn scale(n: usize) -> usize {
-    if std::env::var_os("CONNTRACK_BENCH_QUICK").is_some_and(|v| v == "1") {
-        (n / 10).max(1)
-    } else {
-        n
-    }
-}
 
 /// A connected (server, client) pair, raw or tracked.
 trait Pair {
@@ -143,53 +135,7 @@ fn churn<P: Pair>(p: &P, n: usize) -> Duration {
     start.elapsed()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Alternates raw and tracked rounds (the first of each pair switching order) and reports
-/// the median of the per-round ratios raw time / tracked time, i.e. tracked/raw throughput.
-fn compare(
-    name: &str,
-    target: f64,
-    unit: &str,
-    amount: f64,
-    mut run: impl FnMut(bool) -> Duration,
-) {
-    // Warm-up, not measured.
-    run(false);
-    run(true);
-    let mut ratios = Vec::with_capacity(ROUNDS);
-    let (mut raw_all, mut tracked_all) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        let (raw, tracked) = if round % 2 == 0 {
-            let r = run(false);
-            (r, run(true))
-        } else {
-            let t = run(true);
-            (run(false), t)
-        };
-        ratios.push(raw.as_secs_f64() / tracked.as_secs_f64());
-        raw_all.push(amount / raw.as_secs_f64());
-        tracked_all.push(amount / tracked.as_secs_f64());
-    }
-    let ratio = median(ratios);
-    println!(
-        "{name:<22} raw {:>12.1} {unit}  tracked {:>12.1} {unit}  tracked/raw {ratio:.3} (target >= {target}) {}",
-        median(raw_all),
-        median(tracked_all),
-        if ratio >= target { "ok" } else { "BELOW TARGET" },
-    );
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument filters cases by name.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let tracker = Tracker::new();
     let tracked = Tracked(tracker.clone());
     // One connection stays registered for the whole run, so that raw and tracked rounds run

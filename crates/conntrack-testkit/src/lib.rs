@@ -6,6 +6,7 @@
 //! as its own test, so tokio, async-std, smol and std are held to the same assertions on real
 //! loopback sockets.
 
+pub mod bench;
 pub mod conformance;
 
 use std::io;

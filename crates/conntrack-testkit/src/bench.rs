@@ -1,0 +1,70 @@
+//! The side-by-side measuring every loopback benchmark uses: raw and tracked rounds
+//! alternated in one process, the median ratio printed.
+
+use std::time::Duration;
+
+/// Rounds per case (after one warm-up round of each).
+pub const ROUNDS: usize = 9;
+
+/// `n`, or a tenth of it when `CONNTRACK_BENCH_QUICK=1` (a smoke run).
+#[must_use]
+pub fn scale(n: usize) -> usize {
+    if std::env::var_os("CONNTRACK_BENCH_QUICK").is_some_and(|v| v == "1") {
+        (n / 10).max(1)
+    } else {
+        n
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Whether a case named `name` was asked for: `cargo bench` passes `--bench`; any other
+/// argument filters cases by name.
+#[must_use]
+pub fn wanted(name: &str) -> bool {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// Runs `run(false)` (raw) and `run(true)` (tracked) alternately, switching which goes first,
+/// and prints the median throughput of each (`amount` units per run) and the median of the
+/// per-round ratios tracked/raw (1.0 = no overhead), against `target`. Returns the ratio.
+pub fn compare(
+    name: &str,
+    target: f64,
+    unit: &str,
+    amount: f64,
+    mut run: impl FnMut(bool) -> Duration,
+) -> f64 {
+    // Warm-up, not measured.
+    run(false);
+    run(true);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut raw_all, mut tracked_all) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (raw, tracked) = if round % 2 == 0 {
+            let r = run(false);
+            (r, run(true))
+        } else {
+            let t = run(true);
+            (run(false), t)
+        };
+        ratios.push(raw.as_secs_f64() / tracked.as_secs_f64());
+        raw_all.push(amount / raw.as_secs_f64());
+        tracked_all.push(amount / tracked.as_secs_f64());
+    }
+    let ratio = median(ratios);
+    println!(
+        "{name:<22} raw {:>12.1} {unit}  tracked {:>12.1} {unit}  tracked/raw {ratio:.3} (target >= {target}) {}",
+        median(raw_all),
+        median(tracked_all),
+        if ratio >= target { "ok" } else { "BELOW TARGET" },
+    );
+    ratio
+}

@@ -1,0 +1,151 @@
+//! Loopback benchmarks for conntrack-tokio: tracked vs raw tokio streams on one multi-thread
+//! runtime, measured side by side (see `conntrack_testkit::bench`).
+//!
+//! `cargo xtask bench loopback` or `cargo bench -p conntrack-tokio --bench loopback`;
+//! `CONNTRACK_BENCH_QUICK=1` shrinks every size tenfold.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use conntrack_core::{DialerConfig, ListenerConfig, Registration, Role, Tracker};
+use conntrack_testkit::bench::{compare, scale, wanted, ROUNDS};
+use conntrack_tokio::{Dialer, Listener};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+type Stream = Box<dyn Io>;
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connected (server, client) pair, raw or tracked.
+async fn pair(tracker: Option<&Tracker>) -> (Stream, Stream) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = l.local_addr().unwrap();
+    match tracker {
+        None => {
+            let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+            (Box::new(s.unwrap().0), Box::new(c.unwrap()))
+        }
+        Some(t) => {
+            let mut l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
+            let d = Dialer::new(t, DialerConfig::new().category("bench-out"));
+            let (c, s) = tokio::join!(d.connect_addr(addr), l.accept());
+            (Box::new(s.unwrap().0), Box::new(c.unwrap()))
+        }
+    }
+}
+
+/// The client writes `total` bytes in 64 KiB chunks; the server reads them all.
+async fn bulk(tracker: Option<&Tracker>, total: usize) -> Duration {
+    let (mut s, mut c) = pair(tracker).await;
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < total {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "early end of stream");
+            got += n;
+        }
+    });
+    let chunk = vec![7u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        c.write_all(&chunk[..n]).await.unwrap();
+        sent += n;
+    }
+    reader.await.unwrap();
+    start.elapsed()
+}
+
+/// `n` round trips of a 64-byte message.
+async fn ping_pong(tracker: Option<&Tracker>, n: usize) -> Duration {
+    let (mut s, mut c) = pair(tracker).await;
+    let start = Instant::now();
+    let echo = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        }
+    });
+    let mut buf = [1u8; 64];
+    for _ in 0..n {
+        c.write_all(&buf).await.unwrap();
+        c.read_exact(&mut buf).await.unwrap();
+    }
+    echo.await.unwrap();
+    start.elapsed()
+}
+
+/// `n` connections connected, accepted and closed, one at a time.
+async fn churn(tracker: Option<&Tracker>, n: usize) -> Duration {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let start = Instant::now();
+    match tracker {
+        None => {
+            let server = tokio::spawn(async move {
+                for _ in 0..n {
+                    drop(l.accept().await.unwrap());
+                }
+            });
+            for _ in 0..n {
+                drop(TcpStream::connect(addr).await.unwrap());
+            }
+            server.await.unwrap();
+        }
+        Some(t) => {
+            let mut l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
+            let d = Dialer::new(t, DialerConfig::new().category("bench-out"));
+            let server = tokio::spawn(async move {
+                for _ in 0..n {
+                    drop(l.accept().await.unwrap());
+                }
+            });
+            for _ in 0..n {
+                drop(d.connect_addr(addr).await.unwrap());
+            }
+            server.await.unwrap();
+        }
+    }
+    start.elapsed()
+}
+
+fn main() {
+    let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tracker = Tracker::new();
+    // One connection stays registered for the whole run, so that raw and tracked rounds run
+    // under the same conditions: core's coarse clock thread ticks while any tracked connection
+    // is open, and its wake-ups alone change loopback timings.
+    let _keep_clock = Tracker::new().register(Registration::new(Role::Client));
+    let pick = |tracked: bool| tracked.then_some(&tracker);
+    println!("conntrack-tokio loopback (multi-thread runtime, 2 workers), median of {ROUNDS} alternating rounds");
+
+    if wanted("bulk") {
+        let total = scale(512 * 1024 * 1024);
+        let mib = total as f64 / (1024.0 * 1024.0);
+        compare("bulk transfer", 0.98, "MiB/s", mib, |t| {
+            rt.block_on(bulk(pick(t), total))
+        });
+    }
+    if wanted("churn") {
+        let n = scale(4000);
+        compare("connection churn", 0.95, "conn/s", n as f64, |t| {
+            rt.block_on(churn(pick(t), n))
+        });
+    }
+    if wanted("ping") {
+        let n = scale(20_000);
+        compare("64-byte ping-pong", 0.97, "rt/s", n as f64, |t| {
+            rt.block_on(ping_pong(pick(t), n))
+        });
+    }
+    assert!(tracker.is_empty(), "connections left behind");
+}
