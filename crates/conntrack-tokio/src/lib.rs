@@ -12,6 +12,8 @@ mod dialer;
 pub mod hyper;
 mod listener;
 mod stream;
+#[cfg(feature = "tonic")]
+mod tonic;
 
 pub use conntrack_core;
 pub use dialer::{BoxFuture, Dialer, Resolve, SystemResolver};
@@ -22,3 +24,5 @@ pub use stream::Tracked;
 pub use crate::axum::TrackedConnectInfo;
 #[cfg(feature = "hyper")]
 pub use crate::hyper::TrackedConnector;
+#[cfg(feature = "tonic")]
+pub use crate::tonic::Incoming;

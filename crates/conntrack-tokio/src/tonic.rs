@@ -1,0 +1,64 @@
+//! tonic integration (feature `tonic`): serve gRPC on a tracked [`Listener`].
+//!
+//! `Tracked<T>` implements tonic's `Connected` by forwarding to `T`, so `Request::remote_addr()`
+//! and friends keep working; [`Listener::incoming`] is the stream `serve_with_incoming` takes.
+//!
+//! ```no_run
+//! # async fn run<S>(svc: S) -> Result<(), Box<dyn std::error::Error>>
+//! # where S: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible> + Clone + Send + 'static,
+//! #       S::Future: Send,
+//! # {
+//! use conntrack_core::{ListenerConfig, Tracker};
+//! use conntrack_tokio::Listener;
+//!
+//! let tracker = Tracker::new();
+//! let inner = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+//! let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("grpc"));
+//! tonic::transport::Server::builder().serve_with_incoming(svc, listener.incoming()).await?;
+//! # Ok(())
+//! # }
+//! # let _ = run::<tower::util::BoxCloneService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, std::convert::Infallible>>;
+//! ```
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tonic::transport::server::Connected;
+
+use crate::{Accept, Listener, Tracked};
+
+impl<T: Connected> Connected for Tracked<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.get_ref().connect_info()
+    }
+}
+
+/// The accepted connections of a [`Listener`] as a stream, from [`Listener::incoming`].
+///
+/// Accept errors are yielded (after being counted and reported) like any stream of
+/// `io::Result`; tonic logs them and keeps accepting.
+#[derive(Debug)]
+pub struct Incoming<L> {
+    listener: Listener<L>,
+}
+
+impl<L: Accept> Listener<L> {
+    /// The accepted connections as a `Stream`, for `tonic::transport::Server::serve_with_incoming`.
+    pub fn incoming(self) -> Incoming<L> {
+        Incoming { listener: self }
+    }
+}
+
+impl<L: Accept + Unpin> futures_core::Stream for Incoming<L> {
+    type Item = io::Result<Tracked<L::Stream>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .listener
+            .poll_accept(cx)
+            .map(|r| Some(r.map(|(stream, _peer)| stream)))
+    }
+}
