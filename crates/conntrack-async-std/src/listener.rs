@@ -21,8 +21,15 @@ pub trait Accept {
     /// The listener's own address, for reporting failed accepts.
     fn listen_addr(&self) -> Addr;
 
-    /// `(local, remote)` of an accepted stream, for the tracker entry.
-    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr);
+    /// `(local, remote)` of an accepted stream, for the tracker entry. `listen` is the
+    /// listener's address as [`listen_addr`](Accept::listen_addr) gave it when the
+    /// [`Listener`] was made (see [`Addr::fixed_local`]).
+    fn stream_addrs(
+        &self,
+        listen: &Addr,
+        stream: &Self::Stream,
+        peer: &Self::PeerAddr,
+    ) -> (Addr, Addr);
 }
 
 #[cfg(unix)]
@@ -50,15 +57,16 @@ macro_rules! tcp_accept {
 
             fn stream_addrs(
                 &self,
+                listen: &conntrack_core::Addr,
                 stream: &$stream,
                 peer: &std::net::SocketAddr,
             ) -> (conntrack_core::Addr, conntrack_core::Addr) {
-                (
+                let local = listen.fixed_local().unwrap_or_else(|| {
                     stream
                         .local_addr()
-                        .map_or(conntrack_core::Addr::Unknown, conntrack_core::Addr::Inet),
-                    conntrack_core::Addr::Inet(*peer),
-                )
+                        .map_or(conntrack_core::Addr::Unknown, conntrack_core::Addr::Inet)
+                });
+                (local, conntrack_core::Addr::Inet(*peer))
             }
         }
     };
@@ -86,10 +94,11 @@ macro_rules! unix_accept {
 
             fn stream_addrs(
                 &self,
+                listen: &conntrack_core::Addr,
                 _stream: &$stream,
                 peer: &std::os::unix::net::SocketAddr,
             ) -> (conntrack_core::Addr, conntrack_core::Addr) {
-                (self.listen_addr(), $crate::listener::unix_addr(peer))
+                (listen.clone(), $crate::listener::unix_addr(peer))
             }
         }
     };
@@ -145,7 +154,7 @@ impl<L: Accept> Listener<L> {
     pub async fn accept(&self) -> io::Result<Accepted<L>> {
         match self.inner.accept().await {
             Ok((stream, peer)) => {
-                let (local, remote) = self.inner.stream_addrs(&stream, &peer);
+                let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
                 let conn = self.tracker.accepted(&self.config, local, remote);
                 Ok((Tracked::new(stream, conn), peer))
             }

@@ -359,7 +359,7 @@ impl Accept for Failing {
         Addr::Unknown
     }
 
-    fn stream_addrs(&self, _: &smol::net::TcpStream, _: &SocketAddr) -> (Addr, Addr) {
+    fn stream_addrs(&self, _: &Addr, _: &smol::net::TcpStream, _: &SocketAddr) -> (Addr, Addr) {
         (Addr::Unknown, Addr::Unknown)
     }
 }

@@ -89,6 +89,18 @@ impl Addr {
         Addr::Unix(Some(Arc::from(path.into())))
     }
 
+    /// For a listener bound to `self`: the local address of every connection it accepts, when
+    /// that is known without asking the socket (a Unix path, or an IP address other than the
+    /// unspecified "any" address). Listeners use it to save a `getsockname` per accept.
+    #[must_use]
+    pub fn fixed_local(&self) -> Option<Addr> {
+        match self {
+            Addr::Inet(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(self.clone()),
+            Addr::Unix(Some(_)) => Some(self.clone()),
+            _ => None,
+        }
+    }
+
     /// The OpenTelemetry `network.transport` value: `"tcp"`, `"unix"` or `"unknown"`.
     #[must_use]
     pub const fn transport(&self) -> &'static str {

@@ -20,8 +20,15 @@ pub trait Accept {
     /// The listener's own address, for reporting failed accepts.
     fn listen_addr(&self) -> Addr;
 
-    /// `(local, remote)` of an accepted stream, for the tracker entry.
-    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr);
+    /// `(local, remote)` of an accepted stream, for the tracker entry. `listen` is the
+    /// listener's address as [`listen_addr`](Accept::listen_addr) gave it when the
+    /// [`Listener`] was made (see [`Addr::fixed_local`]).
+    fn stream_addrs(
+        &self,
+        listen: &Addr,
+        stream: &Self::Stream,
+        peer: &Self::PeerAddr,
+    ) -> (Addr, Addr);
 }
 
 impl Accept for TcpListener {
@@ -36,11 +43,11 @@ impl Accept for TcpListener {
         self.local_addr().map_or(Addr::Unknown, Addr::Inet)
     }
 
-    fn stream_addrs(&self, stream: &TcpStream, peer: &SocketAddr) -> (Addr, Addr) {
-        (
-            stream.local_addr().map_or(Addr::Unknown, Addr::Inet),
-            Addr::Inet(*peer),
-        )
+    fn stream_addrs(&self, listen: &Addr, stream: &TcpStream, peer: &SocketAddr) -> (Addr, Addr) {
+        let local = listen
+            .fixed_local()
+            .unwrap_or_else(|| stream.local_addr().map_or(Addr::Unknown, Addr::Inet));
+        (local, Addr::Inet(*peer))
     }
 }
 
@@ -62,8 +69,13 @@ impl Accept for std::os::unix::net::UnixListener {
         self.local_addr().map_or(Addr::Unknown, |a| unix_addr(&a))
     }
 
-    fn stream_addrs(&self, _stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr) {
-        (self.listen_addr(), unix_addr(peer))
+    fn stream_addrs(
+        &self,
+        listen: &Addr,
+        _stream: &Self::Stream,
+        peer: &Self::PeerAddr,
+    ) -> (Addr, Addr) {
+        (listen.clone(), unix_addr(peer))
     }
 }
 
@@ -114,7 +126,7 @@ impl<L: Accept> Listener<L> {
     pub fn accept(&self) -> io::Result<Accepted<L>> {
         match self.inner.accept() {
             Ok((stream, peer)) => {
-                let (local, remote) = self.inner.stream_addrs(&stream, &peer);
+                let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
                 let conn = self.tracker.accepted(&self.config, local, remote);
                 Ok((Tracked::new(stream, conn), peer))
             }

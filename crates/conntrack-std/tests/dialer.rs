@@ -236,7 +236,7 @@ impl Accept for Failing {
         Addr::Unknown
     }
 
-    fn stream_addrs(&self, _: &TcpStream, _: &SocketAddr) -> (Addr, Addr) {
+    fn stream_addrs(&self, _: &Addr, _: &TcpStream, _: &SocketAddr) -> (Addr, Addr) {
         (Addr::Unknown, Addr::Unknown)
     }
 }

@@ -227,9 +227,9 @@ impl Dialer {
         let res = self
             .timed(happy_eyeballs(&mut dial, interleave(addrs), delay))
             .await;
-        match res.and_then(|s| {
+        // The remote address is the winning attempt's: no getpeername needed.
+        match res.and_then(|(s, remote)| {
             let local = s.local_addr()?;
-            let remote = s.peer_addr()?;
             Ok((s, local, remote))
         }) {
             Ok((stream, local, remote)) => {
@@ -303,7 +303,7 @@ async fn happy_eyeballs(
     dial: &mut Dial,
     addrs: Vec<SocketAddr>,
     delay: Duration,
-) -> io::Result<TcpStream> {
+) -> io::Result<(TcpStream, Addr)> {
     let mut queue = addrs.into_iter();
     let mut running: Vec<Attempt> = Vec::new();
     let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -312,7 +312,8 @@ async fn happy_eyeballs(
         if let Some(addr) = queue.next() {
             let attempt = dial.connect_start(addr);
             running.push((attempt, Box::pin(TcpStream::connect(addr))));
-            *timer = Some(Box::pin(tokio::time::sleep(delay)));
+            // The fallback timer only matters while another address is waiting its turn.
+            *timer = (queue.len() > 0).then(|| Box::pin(tokio::time::sleep(delay)));
             true
         } else {
             *timer = None;
@@ -342,7 +343,7 @@ async fn happy_eyeballs(
             Step::Done(i, Ok(stream)) => {
                 let (attempt, _) = running.swap_remove(i);
                 dial.connect_done(&attempt, Ok(()));
-                return Ok(stream);
+                return Ok((stream, attempt.addr().clone()));
             }
             Step::Done(i, Err(e)) => {
                 let (attempt, _) = running.swap_remove(i);

@@ -24,8 +24,15 @@ pub trait Accept {
     /// The listener's own address, for reporting failed accepts.
     fn listen_addr(&self) -> Addr;
 
-    /// `(local, remote)` of an accepted stream, for the tracker entry.
-    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr);
+    /// `(local, remote)` of an accepted stream, for the tracker entry. `listen` is the
+    /// listener's address, as [`listen_addr`](Accept::listen_addr) gave it when the
+    /// [`Listener`] was made (see [`Addr::fixed_local`]).
+    fn stream_addrs(
+        &self,
+        listen: &Addr,
+        stream: &Self::Stream,
+        peer: &Self::PeerAddr,
+    ) -> (Addr, Addr);
 
     /// The listener's address in the listener's own type (what axum's `local_addr` returns).
     ///
@@ -55,11 +62,16 @@ impl Accept for tokio::net::TcpListener {
         self.local_addr().map_or(Addr::Unknown, Addr::Inet)
     }
 
-    fn stream_addrs(&self, stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr) {
-        (
-            stream.local_addr().map_or(Addr::Unknown, Addr::Inet),
-            Addr::Inet(*peer),
-        )
+    fn stream_addrs(
+        &self,
+        listen: &Addr,
+        stream: &Self::Stream,
+        peer: &Self::PeerAddr,
+    ) -> (Addr, Addr) {
+        let local = listen
+            .fixed_local()
+            .unwrap_or_else(|| stream.local_addr().map_or(Addr::Unknown, Addr::Inet));
+        (local, Addr::Inet(*peer))
     }
 
     fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
@@ -88,8 +100,13 @@ impl Accept for tokio::net::UnixListener {
         self.local_addr().map_or(Addr::Unknown, |a| unix_addr(&a))
     }
 
-    fn stream_addrs(&self, _stream: &Self::Stream, peer: &Self::PeerAddr) -> (Addr, Addr) {
-        (self.listen_addr(), unix_addr(peer))
+    fn stream_addrs(
+        &self,
+        listen: &Addr,
+        _stream: &Self::Stream,
+        peer: &Self::PeerAddr,
+    ) -> (Addr, Addr) {
+        (listen.clone(), unix_addr(peer))
     }
 
     fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
@@ -151,7 +168,7 @@ impl<L: Accept> Listener<L> {
         match self.inner.poll_accept(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok((stream, peer))) => {
-                let (local, remote) = self.inner.stream_addrs(&stream, &peer);
+                let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
                 let conn = self.tracker.accepted(&self.config, local, remote);
                 Poll::Ready(Ok((Tracked::new(stream, conn), peer)))
             }

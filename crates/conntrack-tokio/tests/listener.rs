@@ -33,8 +33,13 @@ impl Accept for FailsOnce {
         self.inner.listen_addr()
     }
 
-    fn stream_addrs(&self, stream: &TcpStream, peer: &Self::PeerAddr) -> (Addr, Addr) {
-        self.inner.stream_addrs(stream, peer)
+    fn stream_addrs(
+        &self,
+        listen: &Addr,
+        stream: &TcpStream,
+        peer: &Self::PeerAddr,
+    ) -> (Addr, Addr) {
+        self.inner.stream_addrs(listen, stream, peer)
     }
 }
 
