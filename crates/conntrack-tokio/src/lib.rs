@@ -1,7 +1,41 @@
 //! Track live tokio connections.
 //!
-//! Wrap a listener in [`Listener`] and every accepted connection is registered with a
-//! [`Tracker`](conntrack_core::Tracker) and counted as a [`Tracked`] stream.
+//! The tokio adapter of [`conntrack_core`]: wrap a listener in [`Listener`] and every accepted
+//! connection is registered with a [`Tracker`](conntrack_core::Tracker) and counted as a
+//! [`Tracked`] stream; make outbound connections with a [`Dialer`], which resolves names
+//! itself, races addresses as Happy Eyeballs does and reports DNS, every connect attempt and
+//! the dial to the hooks. All tracking logic lives in `conntrack-core`; this crate is glue.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use conntrack_core::{render, DialerConfig, ListenerConfig, Tracker};
+//! use conntrack_tokio::{Dialer, Listener};
+//!
+//! let tracker = Tracker::new();
+//! let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = inner.local_addr()?;
+//! let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+//! let dialer = Dialer::new(&tracker, DialerConfig::new().category("client"));
+//! let target = addr.to_string();
+//! let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect(&target));
+//! let (server, client) = (accepted?.0, dialed?);
+//! print!("{}", render::text_table(&tracker.connections()));
+//! drop((server, client)); // both entries leave the tracker
+//! assert!(tracker.is_empty());
+//! # Ok(())
+//! # }
+//! # let _ = run;
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `axum`: [`Listener`] implements `axum::serve::Listener`; `TrackedConnectInfo` is the
+//!   connect info for `into_make_service_with_connect_info`.
+//! - `hyper`: [`Dialer`] is a hyper-util client connector (`tower::Service<Uri>`),
+//!   `TrackedConnector` wraps hyper-util's `HttpConnector`, and responses carry the
+//!   [`ConnectionId`](conntrack_core::ConnectionId) of their connection.
+//! - `tonic`: `Tracked<T>` implements tonic's `Connected`; `Listener::incoming()` feeds
+//!   `Server::serve_with_incoming`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
