@@ -3,9 +3,11 @@
 //! - `ci`: everything CI checks: formatting, clippy (all targets, all features, warnings
 //!   denied), the whole test suite, rustdoc with warnings denied, and a short run of the demo.
 //! - `bench`: every benchmark of the workspace; the figures go to `docs/benchmarks.md`.
+//! - `stress`: the bounded load run at full size (5,000 concurrent connections).
 
 mod bench;
 mod ci;
+mod stress;
 
 use std::process::{Command, ExitCode};
 
@@ -14,9 +16,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("stress") => stress::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] | bench [--quick] [FILTER]>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] | bench [--quick] [FILTER] | stress [CONNS]>"
             );
             return ExitCode::from(2);
         }
