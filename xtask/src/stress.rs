@@ -1,30 +1,32 @@
-//! `cargo xtask stress [CONNS]`: the bounded load run at full size (default 5,000 concurrent
-//! connections, i.e. 10,000 tracker entries), in release mode. The test suite runs the same
-//! scenario with 500.
+//! `cargo xtask stress [CONNS [CHURN]]`: the bounded load runs at full size, in release mode:
+//! 5,000 concurrent connections (10,000 tracker entries) with traffic, then 100,000
+//! connections churned with faults mixed in. The test suite runs the same scenarios with 500
+//! and 2,000.
 
 use crate::cargo;
 
+fn count(arg: Option<&String>, default: &'static str) -> Result<String, String> {
+    let v = arg.map_or(default, String::as_str);
+    v.parse::<u32>()
+        .map(|_| v.to_owned())
+        .map_err(|_| format!("stress: {v:?} is not a count"))
+}
+
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let conns = args.first().map_or("5000", String::as_str);
-    if conns.parse::<u32>().is_err() {
-        return Err(format!("stress: {conns:?} is not a connection count"));
-    }
-    // Each connection takes two descriptors (client and server side) in this one process.
+    let conns = count(args.first(), "5000")?;
+    let churn = count(args.get(1), "100000")?;
+    // Each concurrent connection takes two descriptors (client and server side) here.
     eprintln!(
-        "stress: {conns} connections need about {} file descriptors; check `ulimit -n`",
+        "stress: {conns} concurrent connections need about {} descriptors (see `ulimit -n`)",
         2 * conns.parse::<u32>().unwrap_or(0) + 64
     );
+    let release = ["test", "--release", "-p", "conntrack-tokio", "--test"];
     cargo(
-        &[
-            "test",
-            "--release",
-            "-p",
-            "conntrack-tokio",
-            "--test",
-            "stress",
-            "--",
-            "--nocapture",
-        ],
-        &[("CONNTRACK_STRESS_CONNS", conns)],
+        &[&release[..], &["stress", "--", "--nocapture"]].concat(),
+        &[("CONNTRACK_STRESS_CONNS", &conns)],
+    )?;
+    cargo(
+        &[&release[..], &["churn_faults", "--", "--nocapture"]].concat(),
+        &[("CONNTRACK_CHURN_CONNS", &churn)],
     )
 }
