@@ -46,6 +46,8 @@ mod dialer;
 pub mod hyper;
 mod listener;
 mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "tonic")]
 mod tonic;
 
