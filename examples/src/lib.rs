@@ -19,6 +19,11 @@ pub struct HooksDoctests;
 #[doc = include_str!("../../docs/integrations.md")]
 pub struct IntegrationsDoctests;
 
+/// `docs/tls.md`'s code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/tls.md")]
+pub struct TlsDoctests;
+
 /// `docs/architecture.md`'s code blocks, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/architecture.md")]
