@@ -22,6 +22,9 @@ pub mod async_std;
 #[cfg(feature = "smol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 
 pub use conntrack_core;
 pub use listener::{Accept, Accepted, Listener};

@@ -1,0 +1,149 @@
+//! TLS handshake tracing over futures-rustls on smol, on real loopback sockets: TLS 1.3 with
+//! ALPN and SNI shows the same info on both entries, a 1.2-only server shows "1.2", and a
+//! second connection resumes the session.
+
+use std::sync::Arc;
+
+use conntrack_async_std::tls::{TlsAcceptor, TlsConnector};
+use conntrack_async_std::{smol::Dialer, Listener};
+use conntrack_core::{DialerConfig, ListenerConfig, TlsInfo, Tracker};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+fn configs(
+    versions: &[&'static SupportedProtocolVersion],
+    alpn: &[u8],
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der: CertificateDer<'static> = cert.der().clone();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![alpn.to_vec()];
+    let mut roots = RootCertStore::empty();
+    roots.add(der).unwrap();
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![alpn.to_vec()];
+    (Arc::new(server), Arc::new(client))
+}
+
+/// One TLS connection: the server writes "hello" and closes; returns (server info, client info).
+async fn exchange(
+    tracker: &Tracker,
+    listener: &Listener<smol::net::TcpListener>,
+    addr: std::net::SocketAddr,
+    acceptor: &TlsAcceptor,
+    connector: &TlsConnector,
+) -> (TlsInfo, TlsInfo) {
+    let dialer = Dialer::new(tracker, DialerConfig::new().category("out"));
+    let server = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.expect("server handshake");
+        let info = tls
+            .get_ref()
+            .0
+            .info()
+            .tls
+            .expect("server entry has TLS info");
+        tls.write_all(b"hello").await.unwrap();
+        tls.close().await.unwrap();
+        info
+    };
+    let client = async {
+        let tcp = dialer
+            .connect(&format!("localhost:{}", addr.port()))
+            .await
+            .unwrap();
+        let mut tls = connector
+            .connect("localhost", tcp)
+            .await
+            .expect("client handshake");
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await.unwrap(); // also receives TLS 1.3 session tickets
+        assert_eq!(buf, b"hello");
+        let info = tls.get_ref().0.info();
+        assert!(info.timings.tls_handshake.is_some());
+        info.tls.expect("client entry has TLS info")
+    };
+    futures_lite::future::zip(server, client).await
+}
+
+#[test]
+fn tls13_alpn_sni_same_on_both_sides_then_resumed() {
+    smol::block_on(async {
+        let tracker = Tracker::new();
+        let inner = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
+        let (server, client) = configs(&[&rustls::version::TLS13], b"h2");
+        let (acceptor, connector) = (TlsAcceptor::from(server), TlsConnector::from(client));
+        let (s, c) = exchange(&tracker, &listener, addr, &acceptor, &connector).await;
+        assert_eq!(c.protocol_version, "1.3");
+        assert!(c.cipher_suite.starts_with("TLS_") && !c.cipher_suite.starts_with("TLS13_"));
+        assert_eq!(c.alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(c.server_name.as_deref(), Some("localhost"));
+        assert_eq!(
+            (
+                &s.protocol_version,
+                &s.cipher_suite,
+                &s.alpn,
+                &s.server_name
+            ),
+            (
+                &c.protocol_version,
+                &c.cipher_suite,
+                &c.alpn,
+                &c.server_name
+            )
+        );
+        assert!(!c.resumed && !s.resumed);
+        let (s2, c2) = exchange(&tracker, &listener, addr, &acceptor, &connector).await;
+        assert!(
+            s2.resumed && c2.resumed,
+            "the second handshake resumed the session"
+        );
+        tracker.drained().await;
+    });
+}
+
+#[test]
+fn tls12_only_server_shows_1_2() {
+    smol::block_on(async {
+        let tracker = Tracker::new();
+        let inner = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let listener = Listener::new(&tracker, inner, ListenerConfig::new());
+        let (server, client) = configs(&[&rustls::version::TLS12], b"http/1.1");
+        let (s, c) = exchange(
+            &tracker,
+            &listener,
+            addr,
+            &TlsAcceptor::from(server),
+            &TlsConnector::from(client),
+        )
+        .await;
+        assert_eq!(
+            (s.protocol_version.as_str(), c.protocol_version.as_str()),
+            ("1.2", "1.2")
+        );
+        assert!(
+            c.cipher_suite.starts_with("TLS_ECDHE_"),
+            "{}",
+            c.cipher_suite
+        );
+        tracker.drained().await;
+    });
+}
