@@ -47,6 +47,8 @@
 mod dialer;
 mod listener;
 mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use conntrack_core;
 pub use dialer::Dialer;

@@ -1,0 +1,151 @@
+//! TLS handshake tracing over rustls' blocking streams on real loopback sockets: TLS 1.3 with
+//! ALPN and SNI shows the same info on both entries, a 1.2-only server shows "1.2", a second
+//! connection resumes the session, and a failed handshake is reported and counted.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread;
+
+use conntrack_core::{DialerConfig, ListenerConfig, Role, TlsInfo, Tracker};
+use conntrack_std::tls::{TlsAcceptor, TlsConnector};
+use conntrack_std::{Dialer, Listener};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+
+fn configs(
+    versions: &[&'static SupportedProtocolVersion],
+    alpn: &[u8],
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let der: CertificateDer<'static> = cert.der().clone();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![alpn.to_vec()];
+    let mut roots = RootCertStore::empty();
+    roots.add(der).unwrap();
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![alpn.to_vec()];
+    (Arc::new(server), Arc::new(client))
+}
+
+/// One TLS connection: the server writes "hello" and closes; returns (server info, client info).
+fn exchange(
+    tracker: &Tracker,
+    server: &Arc<ServerConfig>,
+    client: &TlsConnector,
+) -> (TlsInfo, TlsInfo) {
+    let inner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = inner.local_addr().unwrap().port();
+    let listener = Listener::new(tracker, inner, ListenerConfig::new().category("in"));
+    let acceptor = TlsAcceptor::from(Arc::clone(server));
+    let srv = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = acceptor.accept(tcp).expect("server handshake");
+        let info = tls.get_ref().info().tls.expect("server entry has TLS info");
+        tls.write_all(b"hello").unwrap();
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        info
+    });
+    let dialer = Dialer::new(tracker, DialerConfig::new().category("out"));
+    let tcp = dialer.connect(&format!("localhost:{port}")).unwrap();
+    let mut tls = client.connect("localhost", tcp).expect("client handshake");
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).unwrap(); // also receives TLS 1.3 session tickets
+    assert_eq!(buf, b"hello");
+    let info = tls.get_ref().info();
+    assert!(info.timings.tls_handshake.is_some());
+    (
+        srv.join().unwrap(),
+        info.tls.expect("client entry has TLS info"),
+    )
+}
+
+#[test]
+fn tls13_alpn_sni_same_on_both_sides_then_resumed() {
+    let tracker = Tracker::new();
+    let (server, client) = configs(&[&rustls::version::TLS13], b"h2");
+    let connector = TlsConnector::from(client);
+    let (s, c) = exchange(&tracker, &server, &connector);
+    assert_eq!(c.protocol_version, "1.3");
+    assert!(c.cipher_suite.starts_with("TLS_") && !c.cipher_suite.starts_with("TLS13_"));
+    assert_eq!(c.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(c.server_name.as_deref(), Some("localhost"));
+    assert_eq!(
+        (
+            &s.protocol_version,
+            &s.cipher_suite,
+            &s.alpn,
+            &s.server_name
+        ),
+        (
+            &c.protocol_version,
+            &c.cipher_suite,
+            &c.alpn,
+            &c.server_name
+        )
+    );
+    let (s2, c2) = exchange(&tracker, &server, &connector);
+    assert!(
+        s2.resumed && c2.resumed,
+        "the second handshake resumed the session"
+    );
+    assert!(tracker.is_empty());
+}
+
+#[test]
+fn tls12_only_server_shows_1_2() {
+    let tracker = Tracker::new();
+    let (server, client) = configs(&[&rustls::version::TLS12], b"http/1.1");
+    let (s, c) = exchange(&tracker, &server, &TlsConnector::from(client));
+    assert_eq!(
+        (s.protocol_version.as_str(), c.protocol_version.as_str()),
+        ("1.2", "1.2")
+    );
+    assert!(
+        c.cipher_suite.starts_with("TLS_ECDHE_"),
+        "{}",
+        c.cipher_suite
+    );
+}
+
+#[test]
+fn garbage_fails_the_handshake_and_is_counted() {
+    let tracker = Tracker::new();
+    let (server, _) = configs(rustls::DEFAULT_VERSIONS, b"h2");
+    let inner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let (tcp, _) = listener.accept().unwrap();
+    let err = TlsAcceptor::from(server).accept(tcp).expect_err("not TLS");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    assert!(tracker.is_empty(), "the failed stream is gone");
+    assert_eq!(
+        tracker
+            .stats()
+            .get("in", Role::Server)
+            .unwrap()
+            .tls_handshake_failed,
+        1
+    );
+    assert!(
+        tracker.recently_closed()[0].error.is_some(),
+        "the close carries the handshake error"
+    );
+}
