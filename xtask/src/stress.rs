@@ -20,7 +20,14 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "stress: {conns} concurrent connections need about {} descriptors (see `ulimit -n`)",
         2 * conns.parse::<u32>().unwrap_or(0) + 64
     );
-    let release = ["test", "--release", "-p", "conntrack-tokio", "--test"];
+    let release = [
+        "test",
+        "--release",
+        "-p",
+        "conntrack-tokio",
+        "--all-features",
+        "--test",
+    ];
     cargo(
         &[&release[..], &["stress", "--", "--nocapture"]].concat(),
         &[("CONNTRACK_STRESS_CONNS", &conns)],

@@ -1,6 +1,7 @@
 //! Churn with faults mixed in: many short connections on loopback, each ending in one of a set
 //! of bad ways (peer reset, abrupt drop mid-transfer, half-close, cancelled dial, cancelled
-//! accept, a task aborted while holding a stream, hooks that panic). Nothing may leak and the
+//! accept, a task aborted while holding a stream, TLS handshakes fed garbage (with feature
+//! `tls`), hooks that panic). Nothing may leak and the
 //! counts must be exact.
 //!
 //! The test runs 2,000 connections; `CONNTRACK_CHURN_CONNS=100000` (or `cargo xtask stress
@@ -58,6 +59,29 @@ fn conns() -> usize {
         .unwrap_or(2_000)
 }
 
+#[cfg(feature = "tls")]
+fn tls_acceptor() -> &'static conntrack_tokio::tls::TlsAcceptor {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    static ACCEPTOR: std::sync::OnceLock<conntrack_tokio::tls::TlsAcceptor> =
+        std::sync::OnceLock::new();
+    ACCEPTOR.get_or_init(|| {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
+        )
+        .unwrap();
+        Arc::new(config).into()
+    })
+}
+
 /// What the server does with a connection, chosen by the first byte the client sends.
 async fn serve(mut s: conntrack_tokio::Tracked<tokio::net::TcpStream>) {
     let mut mode = [0u8; 1];
@@ -85,6 +109,11 @@ async fn serve(mut s: conntrack_tokio::Tracked<tokio::net::TcpStream>) {
         3 => {
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf).await;
+        }
+        // TLS, but the client sends garbage: the handshake fails (reported and counted).
+        #[cfg(feature = "tls")]
+        5 => {
+            let _ = tls_acceptor().accept(s).await;
         }
         // Hold the stream forever: the task is aborted from outside.
         _ => {
@@ -151,6 +180,7 @@ async fn churn_with_faults_leaks_nothing() {
 
     let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
     let mut cancelled_dials = 0;
+    let mut tls_garbage = 0u64;
     for i in 0..n {
         let mode = u8::try_from(i % 10).unwrap();
         if mode == 5 {
@@ -167,6 +197,7 @@ async fn churn_with_faults_leaks_nothing() {
             continue;
         };
         let server_mode = match mode {
+            7 if cfg!(feature = "tls") => 5,
             0 | 6 | 7 => 0,
             1 => 1,
             2 => 2,
@@ -206,6 +237,16 @@ async fn churn_with_faults_leaks_nothing() {
             3 => {
                 let _ = c.write_all(&[3u8; 64 * 1024]).await;
             }
+            5 => {
+                tls_garbage += 1;
+                let _ = c
+                    .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .await;
+                // The server gives up on the handshake and closes: wait for that, so its
+                // failure is reported before the next connection.
+                let mut v = Vec::new();
+                let _ = c.read_to_end(&mut v).await;
+            }
             _ => {
                 let _ = c.write_all(&[4u8; 1]).await;
             }
@@ -243,9 +284,16 @@ async fn churn_with_faults_leaks_nothing() {
     );
     assert_eq!(events.len() as u64, s.opened + c.opened);
     assert_eq!(stats.hook_panics, ledger.panics.load(Ordering::Relaxed));
+    assert_eq!(
+        s.tls_handshake_failed, tls_garbage,
+        "every TLS garbage handshake counted"
+    );
+    if cfg!(feature = "tls") {
+        assert!(tls_garbage > 0);
+    }
     assert!(stats.hook_panics > 0);
     println!(
-        "churn: {n} attempts, {} dialed, {accepted} accepted, {aborted} server tasks aborted, {cancelled_dials} dials cancelled, {} hook panics",
+        "churn: {n} attempts, {} dialed, {accepted} accepted, {aborted} server tasks aborted, {cancelled_dials} dials cancelled, {tls_garbage} TLS handshakes on garbage, {} hook panics",
         c.opened, stats.hook_panics
     );
 }
