@@ -58,10 +58,17 @@ impl Resolve for SystemResolver {
 /// `on_dns_done`, then tries the addresses as Happy Eyeballs (RFC 8305) does: IPv6 and IPv4
 /// interleaved, the next attempt started when one fails or after the config's fallback delay
 /// (300 ms by default), the first to connect wins and the others are dropped untracked. Each
-/// attempt fires `on_connect_start` / `on_connect_done`; the whole connect phase honours the
-/// config's connect timeout. The connection is registered with the dialed `target`, the DNS and
-/// connect timings, and the config's category and hooks, plus any
+/// attempt fires `on_connect_start` and then `on_connect_done`, with its own error if it failed
+/// or, if it was still running when another attempt won, an error of kind
+/// [`Other`](io::ErrorKind::Other) saying so (Go's httptrace reports such an attempt as
+/// cancelled). The config's connect timeout bounds the whole connect phase, every attempt
+/// together (name resolution is not included): when it passes, each running attempt reports
+/// `TimedOut` and so does the dial. The connection is registered with the dialed `target`, the
+/// DNS and connect timings, and the config's category and hooks, plus any
 /// [`trace`](conntrack_core::trace) scope around the call.
+///
+/// A dial future dropped before it finishes (cancelled) reports nothing more and tracks
+/// nothing: its pending attempts are closed.
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
@@ -223,10 +230,13 @@ impl Dialer {
         mut dial: Dial,
         addrs: Vec<SocketAddr>,
     ) -> io::Result<Tracked<TcpStream>> {
-        let delay = self.config.fallback_delay_value();
-        let res = self
-            .timed(happy_eyeballs(&mut dial, interleave(addrs), delay))
-            .await;
+        let res = happy_eyeballs(
+            &mut dial,
+            interleave(addrs),
+            self.config.fallback_delay_value(),
+            self.config.connect_timeout_value(),
+        )
+        .await;
         // The remote address is the winning attempt's: no getpeername needed.
         match res.and_then(|(s, remote)| {
             let local = s.local_addr()?;
@@ -250,7 +260,14 @@ fn timed_out(limit: Duration) -> io::Error {
     )
 }
 
-/// Splits `"host:port"` / `"[v6]:port"`.
+/// The error `on_connect_done` carries for an attempt abandoned because another one connected
+/// first (Go's httptrace reports such an attempt as cancelled).
+fn lost_race() -> io::Error {
+    io::Error::other("connect attempt abandoned: another address connected first")
+}
+
+/// Splits `"host:port"` / `"[v6]:port"`. An IPv6 literal needs its brackets, as in Go's
+/// `net.SplitHostPort`: `"::1:80"` is ambiguous and rejected.
 fn split_host_port(target: &str) -> io::Result<(&str, u16)> {
     let bad = || {
         io::Error::new(
@@ -260,10 +277,11 @@ fn split_host_port(target: &str) -> io::Result<(&str, u16)> {
     };
     let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
     let port = port.parse::<u16>().map_err(|_| bad())?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']').ok_or_else(bad)?,
+        None if host.contains([':', '[', ']']) => return Err(bad()),
+        None => host,
+    };
     if host.is_empty() {
         return Err(bad());
     }
@@ -295,32 +313,36 @@ type Attempt = (
 enum Step {
     Done(usize, io::Result<TcpStream>),
     Fallback,
+    TimedOut,
 }
 
-/// Races connect attempts: a new one starts when the previous fails or `delay` passes; the
-/// first success wins and the others are dropped (their sockets close, never tracked).
+/// Races connect attempts (RFC 8305 §5): a new one starts when the previous fails or `delay`
+/// passes; the first success wins. Every attempt started gets its `connect_done`: the winner
+/// with success, a failed one with its error, one still running when another wins with
+/// [`lost_race`] (its socket is dropped, never tracked), and every running one with `TimedOut`
+/// when `timeout` passes. Dropping the future (a cancelled dial) reports nothing more.
 async fn happy_eyeballs(
     dial: &mut Dial,
     addrs: Vec<SocketAddr>,
     delay: Duration,
+    timeout: Option<Duration>,
 ) -> io::Result<(TcpStream, Addr)> {
     let mut queue = addrs.into_iter();
     let mut running: Vec<Attempt> = Vec::new();
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut fallback: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut deadline = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
     let mut last_err = None;
-    let mut start_next = |dial: &Dial, running: &mut Vec<Attempt>, timer: &mut Option<_>| {
+    let mut start_next = |dial: &Dial, running: &mut Vec<Attempt>, fallback: &mut Option<_>| {
         if let Some(addr) = queue.next() {
             let attempt = dial.connect_start(addr);
             running.push((attempt, Box::pin(TcpStream::connect(addr))));
             // The fallback timer only matters while another address is waiting its turn.
-            *timer = (queue.len() > 0).then(|| Box::pin(tokio::time::sleep(delay)));
-            true
+            *fallback = (queue.len() > 0).then(|| Box::pin(tokio::time::sleep(delay)));
         } else {
-            *timer = None;
-            false
+            *fallback = None;
         }
     };
-    start_next(dial, &mut running, &mut timer);
+    start_next(dial, &mut running, &mut fallback);
     loop {
         if running.is_empty() {
             return Err(last_err.unwrap_or_else(|| {
@@ -333,26 +355,46 @@ async fn happy_eyeballs(
                     return Poll::Ready(Step::Done(i, r));
                 }
             }
-            match timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(Step::Fallback),
-                _ => Poll::Pending,
+            if deadline
+                .as_mut()
+                .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Step::TimedOut);
             }
+            if fallback
+                .as_mut()
+                .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Step::Fallback);
+            }
+            Poll::Pending
         })
         .await;
         match step {
             Step::Done(i, Ok(stream)) => {
-                let (attempt, _) = running.swap_remove(i);
-                dial.connect_done(&attempt, Ok(()));
-                return Ok((stream, attempt.addr().clone()));
+                let (winner, _) = running.swap_remove(i);
+                dial.connect_done(&winner, Ok(()));
+                if !running.is_empty() {
+                    let lost = lost_race();
+                    for (attempt, _) in running.drain(..) {
+                        dial.connect_done(&attempt, Err(&lost));
+                    }
+                }
+                return Ok((stream, winner.addr().clone()));
             }
             Step::Done(i, Err(e)) => {
                 let (attempt, _) = running.swap_remove(i);
                 dial.connect_done(&attempt, Err(&e));
                 last_err = Some(e);
-                start_next(dial, &mut running, &mut timer);
+                start_next(dial, &mut running, &mut fallback);
             }
-            Step::Fallback => {
-                start_next(dial, &mut running, &mut timer);
+            Step::Fallback => start_next(dial, &mut running, &mut fallback),
+            Step::TimedOut => {
+                let e = timed_out(timeout.unwrap_or_default());
+                for (attempt, _) in running.drain(..) {
+                    dial.connect_done(&attempt, Err(&e));
+                }
+                return Err(e);
             }
         }
     }
@@ -368,6 +410,14 @@ mod tests {
         assert_eq!(split_host_port("[::1]:443").unwrap(), ("::1", 443));
         assert!(split_host_port("localhost").is_err());
         assert!(split_host_port(":80").is_err());
+        assert_eq!(split_host_port("[fe80::1]:80").unwrap(), ("fe80::1", 80));
+        assert!(
+            split_host_port("::1:80").is_err(),
+            "an IPv6 literal needs brackets"
+        );
+        assert!(split_host_port("[::1:80").is_err());
+        assert!(split_host_port("[]:80").is_err());
+        assert!(split_host_port("localhost:http").is_err());
     }
 
     #[test]

@@ -18,10 +18,35 @@ fn setup() -> (Tracker, RecordingHook, DialerConfig) {
     )
 }
 
-/// A port with nothing listening on it: bind, note the port, close.
-async fn dead_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+/// An address with nothing listening on it: bind, note the address, close.
+async fn dead_addr(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The connect attempts seen, in order: `("start" | "done", address, error kind if any)`.
+fn attempts(rec: &RecordingHook) -> Vec<(&'static str, Addr, Option<io::ErrorKind>)> {
+    rec.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Recorded::ConnectStart { addr } => Some(("start", addr, None)),
+            Recorded::ConnectDone { addr, error, .. } => {
+                Some(("done", addr, error.map(|e| e.kind)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A listener whose accept queue is full, so the kernel drops further SYNs and a connect to it
+/// hangs: a backlog of 0 admits one queued connection (`filler`), never accepted.
+async fn black_hole() -> (TcpListener, tokio::net::TcpStream) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (listener, filler)
 }
 
 #[tokio::test]
@@ -117,7 +142,7 @@ async fn unresolvable_name_reports_dns_error_and_tracks_nothing() {
 #[tokio::test]
 async fn refused_port_reports_connect_error() {
     let (tracker, rec, config) = setup();
-    let port = dead_port().await;
+    let port = dead_addr("127.0.0.1").await.port();
     let dialer = Dialer::new(&tracker, config);
     let err = dialer
         .connect(&format!("127.0.0.1:{port}"))
@@ -143,35 +168,124 @@ async fn dead_first_address_falls_back_to_the_live_one() {
     let (tracker, rec, config) = setup();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let live = listener.local_addr().unwrap();
-    let dead = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, dead_port().await));
+    // ::1 with nothing listening: refused (or, on a host without IPv6, unreachable; either way
+    // a failed first attempt).
+    let dead = dead_addr("::1").await;
     let dialer = Dialer::new(&tracker, config)
         .with_resolver(move |_host: String, _port: u16| async move { Ok(vec![dead, live]) });
     let stream = dialer
         .connect(&format!("dual.test:{}", live.port()))
         .await
         .expect("fallback");
-    let ev = rec.events();
-    let attempts: Vec<(&'static str, Addr, bool)> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Recorded::ConnectStart { addr } => Some(("start", addr.clone(), false)),
-            Recorded::ConnectDone { addr, error, .. } => {
-                Some(("done", addr.clone(), error.is_some()))
-            }
-            _ => None,
-        })
-        .collect();
+    let seen = attempts(&rec);
     assert_eq!(
-        attempts,
+        seen.iter()
+            .map(|(w, a, _)| (*w, a.clone()))
+            .collect::<Vec<_>>(),
         vec![
-            ("start", Addr::Inet(dead), false),
-            ("done", Addr::Inet(dead), true),
-            ("start", Addr::Inet(live), false),
-            ("done", Addr::Inet(live), false),
+            ("start", Addr::Inet(dead)),
+            ("done", Addr::Inet(dead)),
+            ("start", Addr::Inet(live)),
+            ("done", Addr::Inet(live)),
         ]
     );
+    assert!(seen[1].2.is_some(), "the dead address failed: {seen:?}");
+    assert_eq!(seen[3].2, None, "the live address connected");
     assert_eq!(stream.info().remote_addr, Addr::Inet(live));
     assert_eq!(tracker.len(), 1);
+}
+
+#[tokio::test]
+async fn ipv6_literal_connects_without_dns() {
+    let (tracker, rec, config) = setup();
+    let listener = TcpListener::bind("[::1]:0")
+        .await
+        .expect("this test needs IPv6 loopback (::1)");
+    let addr = listener.local_addr().unwrap();
+    let dialer = Dialer::new(&tracker, config);
+    let target = format!("[::1]:{}", addr.port());
+    let (stream, accepted) = tokio::join!(dialer.connect(&target), listener.accept());
+    let (stream, _) = (stream.unwrap(), accepted.unwrap());
+    assert_eq!(rec.names(), ["connect_start", "connect_done", "dial"]);
+    let info = stream.info();
+    assert_eq!(info.remote_addr, Addr::Inet(addr));
+    assert_eq!(info.target.as_deref(), Some(target.as_str()));
+    assert_eq!(info.timings.dns, None, "a literal is not resolved");
+    // An unbracketed IPv6 literal is ambiguous, as in Go: rejected, reported and counted.
+    let err = dialer
+        .connect(&format!("::1:{}", addr.port()))
+        .await
+        .expect_err("needs brackets");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(tracker.stats().get("out", Role::Client).unwrap().failed, 1);
+}
+
+#[tokio::test]
+async fn every_attempt_failing_returns_the_last_error() {
+    let (tracker, rec, config) = setup();
+    let dead6 = dead_addr("::1").await;
+    let dead4 = dead_addr("127.0.0.1").await;
+    let dialer = Dialer::new(&tracker, config)
+        .with_resolver(move |_host: String, _port: u16| async move { Ok(vec![dead6, dead4]) });
+    let err = dialer
+        .connect("nowhere.test:1")
+        .await
+        .expect_err("nothing listens");
+    let seen = attempts(&rec);
+    assert_eq!(
+        seen,
+        vec![
+            ("start", Addr::Inet(dead6), None),
+            ("done", Addr::Inet(dead6), seen[1].2),
+            ("start", Addr::Inet(dead4), None),
+            (
+                "done",
+                Addr::Inet(dead4),
+                Some(io::ErrorKind::ConnectionRefused)
+            ),
+        ]
+    );
+    assert!(seen[1].2.is_some());
+    // The last attempt's error, unchanged: the OS error itself, not a wrapper.
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    assert!(err.raw_os_error().is_some(), "{err:?}");
+    let ev = rec.events();
+    let dial_err = ev.last().unwrap().error().expect("dial carries the error");
+    assert_eq!(dial_err.message, err.to_string());
+    assert!(tracker.is_empty());
+    let s = tracker.stats().get("out", Role::Client).cloned().unwrap();
+    assert_eq!((s.opened, s.failed), (0, 1));
+}
+
+#[tokio::test]
+async fn hanging_attempt_races_the_next_after_the_fallback_delay() {
+    let (tracker, rec, config) = setup();
+    let (hole, _filler) = black_hole().await;
+    let hole = hole.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live = listener.local_addr().unwrap();
+    let dialer = Dialer::new(&tracker, config.fallback_delay(Duration::from_millis(50)))
+        .with_resolver(move |_host: String, _port: u16| async move { Ok(vec![hole, live]) });
+    // The first attempt never completes: only the fallback delay starts the second.
+    let stream = tokio::time::timeout(Duration::from_secs(10), dialer.connect("race.test:1"))
+        .await
+        .expect("the fallback attempt connects")
+        .unwrap();
+    assert_eq!(stream.info().remote_addr, Addr::Inet(live));
+    assert_eq!(
+        attempts(&rec),
+        vec![
+            ("start", Addr::Inet(hole), None),
+            ("start", Addr::Inet(live), None),
+            ("done", Addr::Inet(live), None),
+            ("done", Addr::Inet(hole), Some(io::ErrorKind::Other)),
+        ],
+        "the loser is reported as abandoned"
+    );
+    assert_eq!(rec.names().last(), Some(&"dial"));
+    assert_eq!(tracker.len(), 1, "only the winner is tracked");
+    let s = tracker.stats().get("out", Role::Client).cloned().unwrap();
+    assert_eq!((s.opened, s.failed), (1, 0));
 }
 
 #[tokio::test]
@@ -192,36 +306,41 @@ async fn dropped_dial_future_tracks_nothing() {
     );
 }
 
-/// A listener whose accept queue is full: further SYNs are dropped, so a connect hangs.
-async fn black_hole() -> (TcpListener, tokio::net::TcpStream) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let filler = tokio::net::TcpStream::connect(addr).await.unwrap();
-    (listener, filler)
+#[tokio::test]
+async fn dial_dropped_mid_connect_tracks_nothing() {
+    let (tracker, rec, config) = setup();
+    let (hole, _filler) = black_hole().await;
+    let dialer = Dialer::new(&tracker, config);
+    let res = tokio::time::timeout(
+        Duration::from_millis(100),
+        dialer.connect_addr(hole.local_addr().unwrap()),
+    )
+    .await;
+    assert!(res.is_err(), "the connect cannot finish");
+    assert_eq!(
+        rec.names(),
+        ["connect_start"],
+        "a cancelled dial reports no more"
+    );
+    assert!(tracker.is_empty());
+    assert!(
+        tracker.stats().get("out", Role::Client).is_none(),
+        "nothing opened, nothing failed"
+    );
 }
 
 #[tokio::test]
 async fn connect_timeout_gives_timed_out() {
     let (tracker, rec, config) = setup();
-    let (listener, _filler) = black_hole().await;
-    let addr = listener.local_addr().unwrap();
-    // A second queued connection, so the queue is certainly full on every kernel.
-    let _second = tokio::time::timeout(
-        Duration::from_millis(200),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await;
+    let (hole, _filler) = black_hole().await;
+    let addr = hole.local_addr().unwrap();
     let dialer = Dialer::new(&tracker, config.connect_timeout(Duration::from_millis(300)));
     let err = dialer.connect_addr(addr).await.expect_err("must time out");
     assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-    let names = rec.names();
-    assert_eq!(
-        names,
-        ["connect_start", "dial"],
-        "the hanging attempt never finished"
-    );
+    assert_eq!(rec.names(), ["connect_start", "connect_done", "dial"]);
+    let ev = rec.events();
+    assert_eq!(ev[1].error().unwrap().kind, io::ErrorKind::TimedOut);
+    assert_eq!(ev[2].error().unwrap().kind, io::ErrorKind::TimedOut);
     assert!(tracker.is_empty());
     assert_eq!(tracker.stats().get("out", Role::Client).unwrap().failed, 1);
 }
@@ -255,32 +374,6 @@ async fn trace_scope_sees_the_dial() {
     drop((stream, again));
     // The scope's hooks stay with the connection made inside it: it sees that close.
     assert_eq!(scoped.count("close"), 1);
-}
-
-#[tokio::test]
-async fn unix_socket_round_trip() {
-    let dir = std::env::temp_dir().join(format!("conntrack-tokio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("dialer.sock");
-    let _ = std::fs::remove_file(&path);
-    let tracker = Tracker::new();
-    let inner = tokio::net::UnixListener::bind(&path).unwrap();
-    let mut listener = conntrack_tokio::Listener::new(
-        &tracker,
-        inner,
-        conntrack_core::ListenerConfig::new().category("uds"),
-    );
-    let dialer = Dialer::new(&tracker, DialerConfig::new().category("uds-out"));
-    let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect_unix(&path));
-    let (server, _) = accepted.unwrap();
-    let client = dialed.unwrap();
-    let s = server.info();
-    assert_eq!(s.local_addr, Addr::unix(&path));
-    assert_eq!(client.info().remote_addr, Addr::unix(&path));
-    assert_eq!(tracker.len(), 2);
-    drop((server, client));
-    assert!(tracker.is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
-//! Listener behaviour: a failed accept is counted, reported and returned unchanged, and the
-//! listener keeps serving.
+//! Listener behaviour: a Unix listener with the dialer's `connect_unix`; a failed accept is
+//! counted, reported and returned unchanged, and the listener keeps serving.
 
 use std::io;
 use std::task::{Context, Poll};
 
-use conntrack_core::{Addr, ListenerConfig, RecordingHook, Role, Tracker};
-use conntrack_tokio::{Accept, Listener};
+use conntrack_core::{Addr, DialerConfig, ListenerConfig, RecordingHook, Role, Tracker};
+use conntrack_tokio::{Accept, Dialer, Listener};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP listener whose first accept fails (as EMFILE would).
@@ -80,4 +81,113 @@ async fn failed_accept_is_reported_counted_and_returned() {
     drop(server);
     assert!(tracker.is_empty());
     assert_eq!(rec.names(), ["accept", "accept", "close"]);
+}
+
+/// A fresh directory for this test's socket, removed on drop.
+#[cfg(unix)]
+struct TempDir(std::path::PathBuf);
+
+#[cfg(unix)]
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "conntrack-tokio-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_listener_and_connect_unix_round_trip() {
+    let dir = TempDir::new("uds");
+    let path = dir.0.join("server.sock");
+    let tracker = Tracker::new();
+    let server_rec = RecordingHook::new();
+    let client_rec = RecordingHook::new();
+    let inner = tokio::net::UnixListener::bind(&path).unwrap();
+    let mut listener = Listener::new(
+        &tracker,
+        inner,
+        ListenerConfig::new()
+            .category("uds")
+            .hook(server_rec.clone()),
+    );
+    assert_eq!(listener.local_addr(), &Addr::unix(&path));
+    let dialer = Dialer::new(
+        &tracker,
+        DialerConfig::new()
+            .category("uds-out")
+            .hook(client_rec.clone()),
+    );
+    let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect_unix(&path));
+    let (mut server, _peer) = accepted.unwrap();
+    let mut client = dialed.unwrap();
+
+    let s = server.info();
+    assert_eq!(s.role, Role::Server);
+    assert_eq!(&*s.category, "uds");
+    assert_eq!(
+        s.local_addr,
+        Addr::unix(&path),
+        "the server's side is the socket path"
+    );
+    assert!(
+        matches!(s.remote_addr, Addr::Unix(_)),
+        "the client's side is unnamed: {:?}",
+        s.remote_addr
+    );
+    let c = client.info();
+    assert_eq!(c.role, Role::Client);
+    assert_eq!(c.remote_addr, Addr::unix(&path));
+    assert!(matches!(c.local_addr, Addr::Unix(_)), "{:?}", c.local_addr);
+    assert_eq!(
+        c.target.as_deref(),
+        Some(path.display().to_string().as_str())
+    );
+    assert_eq!(
+        client_rec.names(),
+        ["connect_start", "connect_done", "dial"]
+    );
+    assert_eq!(server_rec.names(), ["accept"]);
+    assert_eq!(tracker.len(), 2);
+
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0; 4];
+    server.read_exact(&mut buf).await.unwrap();
+    server.write_all(b"pong!").await.unwrap();
+    let mut buf = [0; 5];
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong!");
+    let (s, c) = (server.info(), client.info());
+    assert_eq!((s.read_bytes, s.write_bytes), (4, 5));
+    assert_eq!((c.read_bytes, c.write_bytes), (5, 4));
+
+    // Split halves of a Unix stream share its one entry.
+    let id = client.id();
+    let (r, w) = client.into_split();
+    drop(r);
+    assert!(
+        tracker.get(id).is_some(),
+        "the write half still holds the entry"
+    );
+    drop(w);
+    assert!(tracker.get(id).is_none());
+    drop(server);
+    assert!(tracker.is_empty());
+    assert_eq!(client_rec.count("close"), 1);
+    assert_eq!(server_rec.count("close"), 1);
 }
