@@ -11,6 +11,9 @@
 //! - `http-churn`: a client without connection reuse, one new connection per request, so
 //!   connections keep opening and closing (see the closed list at the end).
 //!
+//! The server also serves the debug page at `/debug/conntrack` (HTML; `?format=json`,
+//! `?format=text`) while it runs.
+//!
 //! After `--seconds` (default 10) the clients stop, the server shuts down gracefully, the demo
 //! waits for `tracker.drained()` and prints the totals and the most recently closed connections.
 
@@ -24,7 +27,7 @@ use axum::extract::{ConnectInfo, Path};
 use axum::routing::get;
 use axum::Router;
 use conntrack_core::{render, DialerConfig, ListenerConfig, Tracker};
-use conntrack_tokio::{Dialer, Listener, TrackedConnectInfo};
+use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -92,7 +95,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = inner.local_addr()?;
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
-    let app = Router::new().route("/data/{n}", get(data));
+    let app = Router::new()
+        .route("/data/{n}", get(data))
+        .nest("/debug/conntrack", debug_router(&tracker));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(
@@ -105,7 +110,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_future(),
     );
     let base = format!("http://{addr}");
-    println!("conntrack demo: server on {base}, running for {seconds}s\n");
+    println!("conntrack demo: server on {base}, running for {seconds}s");
+    println!("debug page: {base}/debug/conntrack (JSON: ?format=json, text: ?format=text)\n");
 
     // The clients: a keep-alive pool and a churning client, each on a tracked dialer.
     let stop = Arc::new(AtomicBool::new(false));

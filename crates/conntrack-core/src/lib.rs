@@ -79,5 +79,6 @@ pub use info::{
     Addr, ClosedConnection, ConnectionId, ConnectionInfo, PeerCertificates, Role, Timings, TlsInfo,
 };
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};
+pub use render::Snapshot;
 pub use stats::{CategoryStats, Stats};
 pub use tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};

@@ -16,10 +16,229 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use crate::info::ConnectionInfo;
+use crate::info::{ClosedConnection, ConnectionInfo};
 use crate::stats::Stats;
+use crate::tracker::Tracker;
+
+/// Everything a debug page shows, taken at one moment: live connections (oldest first),
+/// totals, and the recently closed connections (newest first).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// When the snapshot was taken.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::system_time")
+    )]
+    pub generated_at: SystemTime,
+    /// The live connections.
+    pub connections: Vec<ConnectionInfo>,
+    /// Totals per category and role.
+    pub stats: Stats,
+    /// The history of closed connections.
+    pub recently_closed: Vec<ClosedConnection>,
+}
+
+impl Snapshot {
+    /// Takes a snapshot of `tracker`.
+    #[must_use]
+    pub fn of(tracker: &Tracker) -> Self {
+        Snapshot {
+            generated_at: SystemTime::now(),
+            connections: tracker.connections(),
+            stats: tracker.stats(),
+            recently_closed: tracker.recently_closed(),
+        }
+    }
+}
+
+/// The snapshot as JSON (feature `serde`). The schema is in `docs/observability.md`.
+///
+/// # Panics
+///
+/// Never: every record serializes.
+#[cfg(feature = "serde")]
+#[must_use]
+pub fn json(snapshot: &Snapshot) -> String {
+    serde_json::to_string(snapshot).expect("snapshot serializes")
+}
+
+/// Escapes text for HTML element content and quoted attribute values: `& < > " '`.
+#[must_use]
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Options for [`html`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HtmlOptions {
+    /// The page title.
+    pub title: String,
+    /// Reload the page every this many seconds (`None`: never).
+    pub refresh_secs: Option<u32>,
+}
+
+impl Default for HtmlOptions {
+    fn default() -> Self {
+        HtmlOptions {
+            title: "conntrack".into(),
+            refresh_secs: Some(5),
+        }
+    }
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}th,td{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap}th{cursor:pointer;background:#f4f4f4}td.n{text-align:right}h2{font-size:1.1em}";
+
+/// Click a header to sort its table by that column (numbers by `data-v`, text otherwise).
+const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){var t=th.closest('table'),b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(x,y){var a=x.cells[i],c=y.cells[i],p=parseFloat(a.dataset.v),q=parseFloat(c.dataset.v);var r=(!isNaN(p)&&!isNaN(q))?p-q:a.textContent.localeCompare(c.textContent);return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});});});";
+
+fn td(out: &mut String, text: &str) {
+    let _ = write!(out, "<td>{}</td>", escape_html(text));
+}
+
+fn td_num(out: &mut String, value: f64, text: &str) {
+    let _ = write!(
+        out,
+        "<td class=\"n\" data-v=\"{value}\">{}</td>",
+        escape_html(text)
+    );
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
+    out.push_str("<tr>");
+    td_num(out, c.id.as_u64() as f64, &c.id.to_string());
+    td(out, &c.category);
+    td(out, c.role.as_str());
+    td(out, &c.local_addr.to_string());
+    td(out, &c.remote_addr.to_string());
+    td(out, c.target.as_deref().unwrap_or(""));
+    td_num(
+        out,
+        c.established_for.as_secs_f64(),
+        &duration(c.established_for),
+    );
+    td_num(out, c.read_bytes as f64, &bytes(c.read_bytes));
+    td_num(out, c.write_bytes as f64, &bytes(c.write_bytes));
+    td_num(out, c.idle_for.as_secs_f64(), &duration(c.idle_for));
+    let tls = c.tls.as_ref().map_or_else(String::new, |t| {
+        let mut s = format!("{} {}", t.protocol_version, t.cipher_suite);
+        if let Some(alpn) = t.alpn_str() {
+            let _ = write!(s, " alpn={alpn}");
+        }
+        if let Some(sni) = &t.server_name {
+            let _ = write!(s, " sni={sni}");
+        }
+        s
+    });
+    td(out, &tls);
+    if let Some(extra) = extra {
+        td(out, extra);
+    }
+    out.push_str("</tr>");
+}
+
+const CONN_HEADERS: [&str; 11] = [
+    "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written", "Idle", "TLS",
+];
+
+/// The snapshot as a self-contained HTML page: a summary per category, the live connections
+/// (click a header to sort), and the recently closed ones. Every string a user or peer
+/// controls (category, target, addresses, SNI, ALPN, error text) is escaped.
+#[must_use]
+#[allow(clippy::cast_precision_loss)]
+pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
+    let mut out = String::with_capacity(4096 + 512 * snapshot.connections.len());
+    out.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\">");
+    if let Some(secs) = options.refresh_secs {
+        let _ = write!(out, "<meta http-equiv=\"refresh\" content=\"{secs}\">");
+    }
+    let title = escape_html(&options.title);
+    let _ = write!(
+        out,
+        "<title>{title}</title><style>{STYLE}</style></head><body><h1>{title}</h1>"
+    );
+    let _ = write!(
+        out,
+        "<p>{} live connections</p>",
+        snapshot.connections.len()
+    );
+
+    out.push_str("<h2>By category</h2><table class=\"sortable\" id=\"summary\"><thead><tr>");
+    for h in [
+        "Category",
+        "Role",
+        "Active",
+        "Opened",
+        "Closed",
+        "Failed",
+        "TLS failed",
+        "Read",
+        "Written",
+    ] {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for c in &snapshot.stats.categories {
+        out.push_str("<tr>");
+        td(&mut out, &c.category);
+        td(&mut out, c.role.as_str());
+        for n in [
+            c.active,
+            c.opened,
+            c.closed,
+            c.failed,
+            c.tls_handshake_failed,
+        ] {
+            td_num(&mut out, n as f64, &n.to_string());
+        }
+        td_num(&mut out, c.read_bytes as f64, &bytes(c.read_bytes));
+        td_num(&mut out, c.write_bytes as f64, &bytes(c.write_bytes));
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>");
+
+    out.push_str(
+        "<h2>Live connections</h2><table class=\"sortable\" id=\"connections\"><thead><tr>",
+    );
+    for h in CONN_HEADERS {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for c in &snapshot.connections {
+        connection_row(&mut out, c, None);
+    }
+    out.push_str("</tbody></table>");
+
+    out.push_str("<h2>Recently closed</h2><table class=\"sortable\" id=\"closed\"><thead><tr>");
+    for h in CONN_HEADERS.iter().chain(&["Error"]) {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for c in &snapshot.recently_closed {
+        connection_row(&mut out, &c.info, Some(c.error.as_deref().unwrap_or("")));
+    }
+    let _ = write!(
+        out,
+        "</tbody></table><script>{SCRIPT}</script></body></html>"
+    );
+    out
+}
 
 /// `1.5 KiB`-style sizes.
 #[must_use]
@@ -170,6 +389,14 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(duration(Duration::from_secs(245)), "4m05s");
         assert_eq!(duration(Duration::from_secs(7380)), "2h03m");
+    }
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape_html("<img src=x onerror=alert(1)> & \"q\" 'a'"),
+            "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;q&quot; &#39;a&#39;"
+        );
     }
 
     #[test]

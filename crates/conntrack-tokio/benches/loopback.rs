@@ -2,13 +2,14 @@
 //! runtime, measured side by side (see `conntrack_testkit::bench`).
 //!
 //! `cargo xtask bench loopback` or `cargo bench -p conntrack-tokio --bench loopback`;
-//! `CONNTRACK_BENCH_QUICK=1` shrinks every size tenfold.
+//! `-- --quick` (or `CONNTRACK_BENCH_QUICK=1`) shrinks every size tenfold for a smoke run, and
+//! any other argument picks cases by name (`bulk`, `churn`, `ping`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use conntrack_core::{DialerConfig, ListenerConfig, Registration, Role, Tracker};
-use conntrack_testkit::bench::{compare, scale, wanted, ROUNDS};
+use conntrack_testkit::bench::{compare, wanted, ROUNDS};
 use conntrack_tokio::{Dialer, Listener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -112,6 +113,15 @@ async fn churn(tracker: Option<&Tracker>, n: usize) -> Duration {
         }
     }
     start.elapsed()
+}
+
+/// `n`, or a tenth of it for a smoke run (`--quick` or `CONNTRACK_BENCH_QUICK=1`).
+fn scale(n: usize) -> usize {
+    if std::env::args().any(|a| a == "--quick") {
+        (n / 10).max(1)
+    } else {
+        conntrack_testkit::bench::scale(n)
+    }
 }
 
 fn main() {

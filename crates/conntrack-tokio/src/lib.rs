@@ -30,7 +30,8 @@
 //! # Feature flags
 //!
 //! - `axum`: [`Listener`] implements `axum::serve::Listener`; `TrackedConnectInfo` is the
-//!   connect info for `into_make_service_with_connect_info`.
+//!   connect info for `into_make_service_with_connect_info`; `debug_router` serves the
+//!   debug page (HTML, JSON, text).
 //! - `hyper`: [`Dialer`] is a hyper-util client connector (`tower::Service<Uri>`),
 //!   `TrackedConnector` wraps hyper-util's `HttpConnector`, and responses carry the
 //!   [`ConnectionId`](conntrack_core::ConnectionId) of their connection.
@@ -41,6 +42,8 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "axum")]
+mod debug_page;
 mod dialer;
 #[cfg(feature = "hyper")]
 pub mod hyper;
@@ -58,6 +61,8 @@ pub use stream::Tracked;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::TrackedConnectInfo;
+#[cfg(feature = "axum")]
+pub use crate::debug_page::debug_router;
 #[cfg(feature = "hyper")]
 pub use crate::hyper::TrackedConnector;
 #[cfg(feature = "tonic")]

@@ -1,0 +1,117 @@
+//! The text, JSON and HTML renderings of a snapshot.
+
+use std::net::SocketAddr;
+
+use conntrack_core::render::{self, HtmlOptions, Snapshot};
+use conntrack_core::{ListenerConfig, Registration, Role, TlsInfo, Tracker};
+
+const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+
+fn tracker_with_traffic() -> (Tracker, Vec<conntrack_core::Connection>) {
+    let tracker = Tracker::new();
+    let a: SocketAddr = "127.0.0.1:443".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let api = tracker.accepted(&ListenerConfig::new().category("api"), a, b);
+    api.record_read(1234);
+    let evil = tracker.register(Registration::server(a, b).category(HOSTILE).target(HOSTILE));
+    evil.set_tls(
+        TlsInfo::new("1.3", "TLS_AES_128_GCM_SHA256")
+            .with_alpn(HOSTILE.as_bytes().to_vec())
+            .with_server_name(HOSTILE),
+    );
+    drop(tracker.register(Registration::new(Role::Client).category("gone")));
+    (tracker, vec![api, evil])
+}
+
+#[test]
+fn html_has_a_row_per_connection_and_escapes_everything() {
+    let (tracker, _conns) = tracker_with_traffic();
+    let page = render::html(&Snapshot::of(&tracker), &HtmlOptions::default());
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(!page.contains("<img"), "hostile markup must not appear raw");
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    let live = page
+        .split("id=\"connections\"")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(
+        live.matches("<tr>").count(),
+        1 + 2,
+        "header row plus one per live connection"
+    );
+    let summary = page
+        .split("id=\"summary\"")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert!(summary.contains(">api<") && summary.contains(">gone<"));
+    let closed = page
+        .split("id=\"closed\"")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(closed.matches("<tr>").count(), 1 + 1);
+    assert!(page.contains("http-equiv=\"refresh\" content=\"5\""));
+    assert!(
+        !page.contains("src=\"http"),
+        "self-contained: no external resources"
+    );
+}
+
+#[test]
+fn text_table_lists_connections() {
+    let (tracker, _conns) = tracker_with_traffic();
+    let t = render::text_table(&tracker.connections());
+    assert_eq!(t.lines().count(), 3);
+    assert!(t.lines().next().unwrap().ends_with("TLS"));
+    assert!(t.contains("1.2 KiB"));
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn json_round_trips_with_the_documented_schema() {
+    let (tracker, _conns) = tracker_with_traffic();
+    let text = render::json(&Snapshot::of(&tracker));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v["generated_at"].is_f64());
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2);
+    let c = &conns[0];
+    for (key, check) in [
+        ("id", c["id"].is_u64()),
+        ("category", c["category"] == "api"),
+        ("role", c["role"] == "server"),
+        ("local_addr", c["local_addr"] == "127.0.0.1:443"),
+        ("remote_addr", c["remote_addr"] == "127.0.0.1:50000"),
+        ("target", c["target"].is_null()),
+        ("established_at", c["established_at"].is_f64()),
+        ("established_for", c["established_for"].is_f64()),
+        ("read_bytes", c["read_bytes"] == 1234),
+        ("write_bytes", c["write_bytes"] == 0),
+        ("idle_for", c["idle_for"].is_f64()),
+        ("timings", c["timings"].is_object()),
+        ("tls", c["tls"].is_null()),
+    ] {
+        assert!(check, "{key}: {}", c[key]);
+    }
+    assert_eq!(conns[1]["tls"]["protocol_version"], "1.3");
+    assert_eq!(
+        conns[1]["category"], HOSTILE,
+        "JSON carries the raw string; escaping is the page's job"
+    );
+    let stats = &v["stats"]["categories"];
+    assert!(stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["category"] == "gone" && s["closed"] == 1));
+    assert_eq!(v["recently_closed"][0]["info"]["category"], "gone");
+    assert!(v["recently_closed"][0]["closed_at"].is_f64());
+}
