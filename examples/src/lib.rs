@@ -24,6 +24,11 @@ pub struct IntegrationsDoctests;
 #[doc = include_str!("../../docs/tls.md")]
 pub struct TlsDoctests;
 
+/// `docs/observability.md`'s code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/observability.md")]
+pub struct ObservabilityDoctests;
+
 /// `docs/architecture.md`'s code blocks, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/architecture.md")]
