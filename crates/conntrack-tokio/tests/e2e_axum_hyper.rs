@@ -66,18 +66,38 @@ async fn axum_server_and_hyper_client_on_one_tracker() {
         server_ids.push(sid);
     }
 
-    // Ids match the tracker's entries, with the right roles and categories.
-    let infos = tracker.connections();
+    // Ids match the tracker's entries, with the right roles and categories. (A pooled
+    // connection may have closed since it served its response: look in the history too.)
+    let find = |id: ConnectionId| {
+        tracker
+            .get(id)
+            .or_else(|| {
+                tracker
+                    .recently_closed()
+                    .into_iter()
+                    .find(|c| c.info.id == id)
+                    .map(|c| c.info)
+            })
+            .unwrap_or_else(|| panic!("connection {id} is neither live nor recently closed"))
+    };
     for cid in &client_ids {
-        let c = infos.iter().find(|i| i.id == *cid).expect("client entry");
+        let c = find(*cid);
         assert_eq!((c.role, &*c.category), (Role::Client, "client"));
         assert_eq!(c.target.as_deref(), Some(addr.to_string().as_str()));
     }
+    let live_or_closed: Vec<ConnectionId> = tracker
+        .connections()
+        .iter()
+        .map(|c| c.id)
+        .chain(tracker.recently_closed().iter().map(|c| c.info.id))
+        .collect();
     for sid in &server_ids {
-        let s = infos
+        let id = live_or_closed
             .iter()
-            .find(|i| i.id.as_u64() == *sid)
+            .copied()
+            .find(|i| i.as_u64() == *sid)
             .expect("server entry");
+        let s = find(id);
         assert_eq!((s.role, &*s.category), (Role::Server, "server"));
     }
 
@@ -98,6 +118,4 @@ async fn axum_server_and_hyper_client_on_one_tracker() {
     assert_eq!(s.read_bytes, c.write_bytes, "server read = client wrote");
     assert_eq!(c.read_bytes, s.write_bytes, "client read = server wrote");
     assert_eq!(s.opened, c.opened, "one server entry per client connection");
-
-    let _: Vec<ConnectionId> = client_ids;
 }
