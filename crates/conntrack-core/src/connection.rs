@@ -147,6 +147,13 @@ fn nanos_to_dur(n: u64) -> Option<Duration> {
     (n != NO_TIME).then(|| Duration::from_nanos(n))
 }
 
+/// The rarely written parts of an entry.
+#[derive(Default)]
+struct Rare {
+    tls: Option<Arc<TlsInfo>>,
+    last_error: Option<io::Error>,
+}
+
 /// The shared state of one connection. The registry holds one `Arc` to it and every
 /// [`Connection`] handle another; `handles` counts only the handles.
 pub(crate) struct Entry {
@@ -164,11 +171,10 @@ pub(crate) struct Entry {
     dns: AtomicU64,
     connect: AtomicU64,
     tls_handshake: AtomicU64,
-    /// What TLS negotiated. A plain mutex (set once, read by snapshots) rather than an
-    /// arc-swap cell: dropping an arc-swap cell walks every thread's debt list, which showed up
-    /// as the largest user-space cost of connection churn.
-    tls: Mutex<Option<Arc<TlsInfo>>>,
-    last_error: Mutex<Option<io::Error>>,
+    /// What TLS negotiated and the last I/O error: rarely written, behind one plain mutex (an
+    /// arc-swap cell for the TLS record cost a walk over every thread's debt list when dropped,
+    /// the largest user-space cost of connection churn; one lock for both keeps the entry small).
+    rare: Mutex<Rare>,
     handles: AtomicUsize,
     closed: AtomicBool,
     /// The index of this connection's (category, role) in the tracker's stat table.
@@ -202,8 +208,7 @@ impl Entry {
             dns: AtomicU64::new(dur_to_nanos(reg.timings.dns)),
             connect: AtomicU64::new(dur_to_nanos(reg.timings.connect)),
             tls_handshake: AtomicU64::new(dur_to_nanos(reg.timings.tls_handshake)),
-            tls: Mutex::new(None),
-            last_error: Mutex::new(None),
+            rare: Mutex::new(Rare::default()),
             handles: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
             class,
@@ -223,15 +228,16 @@ impl Entry {
             .with(self.class, |c| Arc::clone(&c.category))
     }
 
+    fn rare(&self) -> std::sync::MutexGuard<'_, Rare> {
+        self.rare.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn tls(&self) -> Option<Arc<TlsInfo>> {
-        self.tls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.rare().tls.clone()
     }
 
     fn set_tls(&self, tls: TlsInfo) {
-        *self.tls.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(tls));
+        self.rare().tls = Some(Arc::new(tls));
     }
 
     pub(crate) fn read_bytes(&self) -> u64 {
@@ -295,10 +301,7 @@ impl Entry {
             Some(code) => io::Error::from_raw_os_error(code),
             None => io::Error::new(err.kind(), err.to_string()),
         };
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(copy);
+        self.rare().last_error = Some(copy);
     }
 
     /// Removes the entry and reports the close, once; later calls do nothing.
@@ -308,11 +311,7 @@ impl Entry {
         }
         let t = self.tracker();
         self.shard.remove(self.id);
-        let error = self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let error = self.rare().last_error.take();
         if t.needs_close_info(&self.chain) {
             let info = self.info_at(clock::now_nanos());
             self.fire(&mut |h| {
