@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use conntrack_core::{ConnectionId, DialerConfig, Tracker};
+//! use conntrack_core::{Addr, ConnectionId, DialerConfig, Tracker};
 //! use conntrack_tokio::Dialer;
 //! use http_body_util::Empty;
 //! use hyper::body::Bytes;
@@ -34,7 +34,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use conntrack_core::{ConnectionId, DialerConfig, Tracker};
+use conntrack_core::{Addr, ConnectionId, DialerConfig, Tracker};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -91,8 +91,38 @@ impl tower_service::Service<Uri> for Dialer {
     }
 }
 
-/// hyper-util's `HttpConnector` (or any connector answering with `TokioIo<TcpStream>`), with
-/// its connections tracked.
+/// hyper-util's `HttpConnector`, or any connector answering with `TokioIo<TcpStream>`, with its
+/// connections tracked.
+///
+/// The inner connector does the connecting (its DNS cache, socket options, timeouts); this one
+/// reports the dial as a whole through [`Tracker::dial`]: `on_dial` with its duration and, on
+/// failure, the error (counted as failed), or the new connection, which is registered with the
+/// target `host:port` and returned as a [`Tracked`] stream whose `connected()` carries the
+/// [`ConnectionId`]. There are no DNS or per-attempt events (use [`Dialer`] as the connector
+/// for those). The inner response must be `TokioIo<TcpStream>` so that the socket's addresses
+/// can be read; its error is returned unchanged.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use conntrack_core::{DialerConfig, Tracker};
+/// use conntrack_tokio::{hyper::connection_id, TrackedConnector};
+/// use http_body_util::Empty;
+/// use hyper::body::Bytes;
+/// use hyper_util::client::legacy::{connect::HttpConnector, Client};
+/// use hyper_util::rt::TokioExecutor;
+///
+/// let tracker = Tracker::new();
+/// let mut http = HttpConnector::new();
+/// http.set_connect_timeout(Some(Duration::from_secs(2)));
+/// let connector = TrackedConnector::wrap(http, &tracker, DialerConfig::new().category("upstream"));
+/// let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+/// let res = client.get("http://127.0.0.1:3000/".parse()?).await?;
+/// println!("{:?}", connection_id(&res).and_then(|id| tracker.get(id)));
+/// # Ok(())
+/// # }
+/// # let _ = run;
+/// ```
 #[derive(Debug, Clone)]
 pub struct TrackedConnector<C = HttpConnector> {
     inner: C,
@@ -142,7 +172,10 @@ where
             match connecting.await {
                 Ok(io) => {
                     let stream = io.into_inner();
-                    let (local, remote) = (stream.local_addr()?, stream.peer_addr()?);
+                    // The inner connector made the connection: track it even if an address
+                    // cannot be read back.
+                    let local = stream.local_addr().map_or(Addr::Unknown, Addr::from);
+                    let remote = stream.peer_addr().map_or(Addr::Unknown, Addr::from);
                     Ok(TokioIo::new(Tracked::new(
                         stream,
                         dial.established(local, remote),
@@ -150,12 +183,32 @@ where
                 }
                 Err(e) => {
                     let e: BoxError = e.into();
-                    dial.failed(&io::Error::other(e.to_string()));
+                    dial.failed(&io_error_for_hooks(&*e));
                     Err(e)
                 }
             }
         })
     }
+}
+
+/// What the hooks see of a connector's error: the kind of the first `io::Error` in its source
+/// chain (hyper-util's `ConnectError` wraps the socket's), and the whole chain as the message.
+/// The caller still gets the connector's error itself.
+fn io_error_for_hooks(e: &(dyn std::error::Error + 'static)) -> io::Error {
+    let mut kind = io::ErrorKind::Other;
+    let mut message = e.to_string();
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            kind = io.kind();
+            break;
+        }
+        source = err.source();
+        if let Some(next) = source {
+            message = format!("{message}: {next}");
+        }
+    }
+    io::Error::new(kind, message)
 }
 
 /// The id of the connection a response came over, if the client's connector is tracked.

@@ -1,5 +1,6 @@
-//! End to end: axum served on the tracked `Listener`, hyper-util's client on the tracked
-//! `Dialer`, one tracker for both.
+//! End to end: axum served on the tracked `Listener`, hyper-util's client on a tracked
+//! connector (the `Dialer`, or `TrackedConnector` over hyper-util's `HttpConnector`), one
+//! tracker for both.
 #![cfg(all(feature = "axum", feature = "hyper"))]
 
 use std::future::IntoFuture;
@@ -9,10 +10,12 @@ use axum::extract::ConnectInfo;
 use axum::routing::post;
 use axum::Router;
 use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Role, Tracker};
-use conntrack_tokio::{hyper::connection_id, Dialer, Listener, TrackedConnectInfo};
-use http_body_util::{BodyExt, Full};
+use conntrack_tokio::{
+    hyper::connection_id, Dialer, Listener, TrackedConnectInfo, TrackedConnector,
+};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{connect::Connect, Client};
 use hyper_util::rt::TokioExecutor;
 
 const REQUESTS: usize = 50;
@@ -28,6 +31,56 @@ async fn echo(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_server_and_hyper_client_on_one_tracker() {
     let tracker = Tracker::new();
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("client"));
+    axum_server_and_hyper_client(tracker, dialer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_server_and_hyper_client_on_http_connector() {
+    let tracker = Tracker::new();
+    let connector = TrackedConnector::new(&tracker, DialerConfig::new().category("client"));
+    axum_server_and_hyper_client(tracker, connector).await;
+}
+
+/// `HttpConnector`'s error comes back to the caller; the hooks see its `io::ErrorKind`, the
+/// dial is counted as failed and nothing is tracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connector_failure_is_reported_and_counted() {
+    let tracker = Tracker::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = DialerConfig::new().category("client").on_dial(move |ev| {
+        let _ = tx.send((
+            ev.target.to_string(),
+            ev.connection.is_some(),
+            ev.error.map(std::io::Error::kind),
+        ));
+    });
+    let connector = TrackedConnector::new(&tracker, config);
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    // A loopback port with nothing listening on it.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = client
+        .get(format!("http://{closed}/").parse().unwrap())
+        .await
+        .expect_err("nothing listens there");
+    assert!(err.is_connect(), "{err:?}");
+    let (target, connected, kind) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(target, closed.to_string());
+    assert!(!connected);
+    assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused));
+    let stats = tracker.stats();
+    let c = stats.get("client", Role::Client).unwrap();
+    assert_eq!((c.failed, c.opened), (1, 0));
+    assert!(tracker.is_empty());
+}
+
+async fn axum_server_and_hyper_client<C>(tracker: Tracker, connector: C)
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("server"));
@@ -44,8 +97,7 @@ async fn axum_server_and_hyper_client_on_one_tracker() {
         .into_future(),
     );
 
-    let dialer = Dialer::new(&tracker, DialerConfig::new().category("client"));
-    let client: Client<Dialer, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(dialer);
+    let client: Client<C, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut client_ids = Vec::new();
     let mut server_ids = Vec::new();
     for i in 0..REQUESTS {
