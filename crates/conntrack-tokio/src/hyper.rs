@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use conntrack_core::{Addr, ConnectionId, DialerConfig, Tracker};
+//! use conntrack_core::{ConnectionId, DialerConfig, Tracker};
 //! use conntrack_tokio::Dialer;
 //! use http_body_util::Empty;
 //! use hyper::body::Bytes;

@@ -4,20 +4,26 @@
 //! and friends keep working; [`Listener::incoming`] is the stream `serve_with_incoming` takes.
 //!
 //! ```no_run
-//! # async fn run<S>(svc: S) -> Result<(), Box<dyn std::error::Error>>
-//! # where S: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible> + Clone + Send + 'static,
-//! #       S::Future: Send,
-//! # {
+//! use std::convert::Infallible;
+//!
 //! use conntrack_core::{ListenerConfig, Tracker};
 //! use conntrack_tokio::Listener;
 //!
-//! let tracker = Tracker::new();
-//! let inner = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
-//! let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("grpc"));
-//! tonic::transport::Server::builder().serve_with_incoming(svc, listener.incoming()).await?;
-//! # Ok(())
-//! # }
-//! # let _ = run::<tower::util::BoxCloneService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, std::convert::Infallible>>;
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let tracker = Tracker::new();
+//!     let inner = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+//!     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("grpc"));
+//!     // Your generated service goes here (`GreeterServer::new(greeter)`); any tower service
+//!     // of tonic's request and response types will do.
+//!     let svc = tower::service_fn(|_req: http::Request<tonic::body::Body>| async {
+//!         Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
+//!     });
+//!     tonic::transport::Server::builder()
+//!         .serve_with_incoming(svc, listener.incoming())
+//!         .await?;
+//!     Ok(())
+//! }
 //! ```
 
 use std::io;
