@@ -156,10 +156,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..seconds {
         tick.tick().await;
         let conns = tracker.connections();
+        let total = tracker.stats().total();
         println!(
-            "--- t={:>4.1}s  {} live connections  {} requests ---",
+            "--- t={:>4.1}s  {} live  {} opened  {} closed  {} failed  read {}  written {}  ({} requests) ---",
             started.elapsed().as_secs_f64(),
             conns.len(),
+            total.opened,
+            total.closed,
+            total.failed,
+            render::bytes(total.read_bytes),
+            render::bytes(total.write_bytes),
             requests.load(Ordering::Relaxed)
         );
         print!("{}", render::text_table(&conns));
