@@ -312,9 +312,11 @@ impl Tracker {
         self.inner.stats.each(|c| {
             let (cat, role, cell) = (&c.category, c.role, &c.cell);
             let mut s = CategoryStats::empty(Arc::clone(cat), role);
-            s.opened = cell.opened.sum();
-            s.active = cell.active();
+            // Closes first: every close counted has its open counted by the time opens are
+            // read, so a snapshot never shows more closed than opened.
             s.closed = cell.closed.sum();
+            s.opened = cell.opened.sum();
+            s.active = s.opened.saturating_sub(s.closed);
             s.failed = cell.failed.load(Ordering::Relaxed);
             s.tls_handshake_failed = cell.tls_failed.load(Ordering::Relaxed);
             s.read_bytes = cell.closed_read.load(Ordering::Relaxed);
