@@ -51,9 +51,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
     );
     let client: Client<Dialer, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(dialer);
-    let res = client.get(format!("http://{addr}/").parse()?).await?;
-    let body = res.into_body().collect().await?.to_bytes();
-    print!("{}", String::from_utf8_lossy(&body));
+    for _ in 0..3 {
+        // The client pools its connections and reuses one once it is back in the pool.
+        let res = client.get(format!("http://{addr}/").parse()?).await?;
+        let body = res.into_body().collect().await?.to_bytes();
+        print!("{}", String::from_utf8_lossy(&body));
+    }
 
     // The tracker keeps metadata for each active connection.
     let infos = tracker.connections();
