@@ -1,165 +1,275 @@
-//! The life of a tracked connection: registration, recording, snapshots, close (exactly once),
-//! ids, clocks, totals, history, drain futures, hook order and panicking hooks.
+//! The life of a tracked connection: registration, recording, snapshots, close (exactly once,
+//! whatever the handles do), ids, clocks, totals and the history of closed connections.
 
-use std::future::Future;
+mod common;
+
+use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime};
 
+use common::{addr, client, server};
 use conntrack_core::{
-    trace, Addr, Callbacks, CloseEvent, DialerConfig, Hook, ListenerConfig, ReadEvent, Recorded,
-    RecordingHook, Registration, Role, TlsInfo, Tracker,
+    Addr, ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordingHook, Registration,
+    Role, Timings, TlsInfo, Tracker, DEFAULT_HISTORY,
 };
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
+fn close_events(rec: &RecordingHook) -> Vec<ConnectionInfo> {
+    rec.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Recorded::Close { connection, .. } => Some(connection),
+            _ => None,
+        })
+        .collect()
 }
 
-fn server(cat: &str) -> Registration {
-    Registration::server(addr(80), addr(50_000)).category(cat)
-}
-
-fn closes(rec: &RecordingHook) -> usize {
-    rec.count("close")
-}
-
-/// A waker that records whether it was woken.
-#[derive(Default)]
-struct Flag(AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>, flag: &Arc<Flag>) -> Poll<F::Output> {
-    let waker = Waker::from(Arc::clone(flag));
-    fut.poll(&mut Context::from_waker(&waker))
-}
-
-/// Drives a future to completion on this thread (parking between polls).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_secs(1));
-    }
-}
+// 1. register / record / close update the snapshot.
 
 #[test]
 fn register_record_close_update_the_snapshot() {
     let tracker = Tracker::new();
     assert!(tracker.is_empty());
-    let conn = tracker.register(server("api").target("client.example:1"));
-    assert_eq!(tracker.len(), 1);
-    conn.record_read(10);
-    conn.record_write(3);
-    conn.record_read(5);
-    let infos = tracker.connections();
-    assert_eq!(infos.len(), 1);
-    let info = &infos[0];
-    assert_eq!(info.id, conn.id());
-    assert_eq!((&*info.category, info.role), ("api", Role::Server));
-    assert_eq!(
-        (info.local_addr.clone(), info.remote_addr.clone()),
-        (Addr::Inet(addr(80)), Addr::Inet(addr(50_000)))
+    assert_eq!(tracker.len(), 0);
+    assert!(tracker.connections().is_empty());
+
+    let api = tracker.register(server("api").target("client.example:1"));
+    let db = tracker.register(
+        client("db")
+            .target("db.internal:5432")
+            .timings(Timings::new().with_connect(Duration::from_millis(4))),
     );
-    assert_eq!((info.read_bytes, info.write_bytes), (15, 3));
-    assert_eq!(info.target.as_deref(), Some("client.example:1"));
-    assert_eq!(tracker.get(conn.id()).unwrap().read_bytes, 15);
-    assert_eq!(conn.info().write_bytes, 3);
-    conn.close();
-    assert!(conn.is_closed());
+    assert_eq!(tracker.len(), 2);
+    assert!(!tracker.is_empty());
+
+    api.record_read(10);
+    api.record_write(3);
+    api.record_read(5);
+    db.record_write(100);
+
+    let infos = tracker.connections();
+    assert_eq!(
+        infos.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [api.id(), db.id()],
+        "oldest first"
+    );
+    let a = &infos[0];
+    assert_eq!((&*a.category, a.role), ("api", Role::Server));
+    assert_eq!(a.local_addr, Addr::Inet(addr(80)));
+    assert_eq!(a.remote_addr, Addr::Inet(addr(50_000)));
+    assert_eq!(a.local_addr.to_string(), "127.0.0.1:80");
+    assert_eq!(a.remote_addr.socket_addr(), Some(addr(50_000)));
+    assert_eq!(a.target.as_deref(), Some("client.example:1"));
+    assert_eq!((a.read_bytes, a.write_bytes), (15, 3));
+    assert_eq!(a.timings, Timings::new());
+    assert!(a.tls.is_none());
+    let d = &infos[1];
+    assert_eq!((&*d.category, d.role), ("db", Role::Client));
+    assert_eq!(d.role.to_string(), "client");
+    assert_eq!((d.read_bytes, d.write_bytes), (0, 100));
+    assert_eq!(d.timings.connect, Some(Duration::from_millis(4)));
+
+    // get() and the handle's own info() agree with the snapshot.
+    let got = tracker.get(api.id()).expect("live");
+    assert_eq!((got.id, got.read_bytes, got.write_bytes), (api.id(), 15, 3));
+    assert_eq!(api.info().read_bytes, 15);
+    assert_eq!((&*api.category(), api.role()), ("api", Role::Server));
+
+    // Later I/O, TLS and timings show in the next snapshot.
+    db.set_tls(TlsInfo::new("1.3", "TLS_AES_128_GCM_SHA256").with_server_name("db.internal"));
+    db.set_timings(Timings::new().with_dns(Duration::from_millis(2)));
+    db.record_read(7);
+    let d = tracker.get(db.id()).unwrap();
+    assert_eq!(d.read_bytes, 7);
+    assert_eq!(d.tls.as_ref().unwrap().protocol_version, "1.3");
+    assert_eq!(
+        (d.timings.dns, d.timings.connect),
+        (
+            Some(Duration::from_millis(2)),
+            Some(Duration::from_millis(4))
+        ),
+        "set_timings keeps the phases it is not given"
+    );
+
+    api.close();
+    assert_eq!(tracker.len(), 1);
+    assert!(tracker.get(api.id()).is_none());
+    assert_eq!(tracker.connections()[0].id, db.id());
+    // The closed handle still answers with its final values.
+    assert_eq!(api.info().read_bytes, 15);
+    drop(db);
     assert!(tracker.is_empty());
-    assert!(tracker.get(conn.id()).is_none());
-    // The handle still answers with the final values.
-    assert_eq!(conn.info().read_bytes, 15);
+    assert!(tracker.connections().is_empty());
 }
 
 #[test]
-fn close_fires_once_closed_twice() {
+fn unix_and_unknown_addresses() {
+    let tracker = Tracker::new();
+    let dir = std::env::temp_dir().join("conntrack-core-test.sock");
+    let conn = tracker.register(Registration::server(Addr::unix(&dir), Addr::Unix(None)));
+    let info = conn.info();
+    assert_eq!(info.local_addr.transport(), "unix");
+    assert_eq!(info.local_addr.socket_addr(), None);
+    assert_eq!(
+        info.local_addr.to_string(),
+        format!("unix:{}", dir.display())
+    );
+    assert_eq!(info.remote_addr.to_string(), "unix:(unnamed)");
+
+    let unknown = tracker.register(Registration::new(Role::Client));
+    let info = unknown.info();
+    assert_eq!(
+        (info.local_addr.clone(), info.remote_addr.clone()),
+        (Addr::Unknown, Addr::Unknown)
+    );
+    assert_eq!(&*info.category, "", "no category is the empty string");
+    assert_eq!(info.local_addr.to_string(), "-");
+}
+
+#[test]
+fn connections_into_reuses_the_buffer() {
+    let tracker = Tracker::new();
+    let conns: Vec<_> = (0..3).map(|_| tracker.register(server("x"))).collect();
+    let mut buf = Vec::new();
+    tracker.connections_into(&mut buf);
+    assert_eq!(buf.len(), 3);
+    drop(conns);
+    tracker.connections_into(&mut buf);
+    assert!(buf.is_empty(), "cleared, then refilled with nothing");
+}
+
+#[test]
+fn a_connection_outliving_its_tracker_still_closes_once() {
     let rec = RecordingHook::new();
     let tracker = Tracker::builder().hook(rec.clone()).build();
     let conn = tracker.register(server("x"));
-    conn.close();
-    conn.close();
-    assert_eq!(closes(&rec), 1);
+    drop(tracker);
+    conn.record_read(3);
+    assert_eq!(conn.info().read_bytes, 3);
     drop(conn);
-    assert_eq!(closes(&rec), 1, "close then drop");
-    assert!(tracker.is_empty());
+    let closes = close_events(&rec);
+    assert_eq!(closes.len(), 1);
+    assert_eq!(closes[0].read_bytes, 3);
 }
 
+// 2. on_close fires exactly once.
+
 #[test]
-fn close_fires_once_only_dropped() {
+fn close_twice_fires_on_close_once() {
     let rec = RecordingHook::new();
     let tracker = Tracker::builder().hook(rec.clone()).build();
-    drop(tracker.register(server("x")));
-    assert_eq!(closes(&rec), 1);
+    let conn = tracker.register(server("x"));
+    assert!(!conn.is_closed());
+    conn.close();
+    assert!(conn.is_closed());
+    conn.close();
+    assert!(conn.is_closed());
+    assert_eq!(rec.count("close"), 1);
     assert!(tracker.is_empty());
+    drop(conn);
+    assert_eq!(
+        rec.count("close"),
+        1,
+        "the drop after the closes adds nothing"
+    );
+    assert_eq!(tracker.stats().total().closed, 1);
 }
 
 #[test]
-fn clones_share_one_entry_in_any_drop_order() {
-    let orders = [
-        [0, 1, 2],
-        [0, 2, 1],
-        [1, 0, 2],
-        [1, 2, 0],
-        [2, 0, 1],
-        [2, 1, 0],
-    ];
-    for order in orders {
+fn close_then_drop_fires_on_close_once() {
+    let rec = RecordingHook::new();
+    let tracker = Tracker::builder().hook(rec.clone()).build();
+    let conn = tracker.register(server("x"));
+    conn.record_write(9);
+    conn.close();
+    assert_eq!(rec.count("close"), 1);
+    drop(conn);
+    assert_eq!(rec.count("close"), 1);
+    assert_eq!(close_events(&rec)[0].write_bytes, 9, "the final info");
+    assert_eq!(tracker.stats().total().closed, 1);
+}
+
+#[test]
+fn only_dropped_fires_on_close_once() {
+    let rec = RecordingHook::new();
+    let tracker = Tracker::builder().hook(rec.clone()).build();
+    let conn = tracker.register(server("x"));
+    let id = conn.id();
+    assert_eq!(tracker.len(), 1);
+    drop(conn);
+    assert!(
+        tracker.is_empty(),
+        "a handle that is never closed does not leak"
+    );
+    let closes = close_events(&rec);
+    assert_eq!(closes.len(), 1);
+    assert_eq!(closes[0].id, id);
+}
+
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
+
+#[test]
+fn three_clones_dropped_in_every_order_close_once() {
+    for order in ORDERS {
         let rec = RecordingHook::new();
         let tracker = Tracker::builder().hook(rec.clone()).build();
         let a = tracker.register(server("x"));
         let b = a.clone();
         let c = b.clone();
+        // Split halves: each records on its own handle, all land on one entry.
         a.record_read(1);
         b.record_read(2);
         c.record_write(4);
-        let mut handles: Vec<Option<_>> = vec![Some(a), Some(b), Some(c)];
-        for (k, i) in order.iter().enumerate() {
-            assert_eq!(tracker.len(), 1, "order {order:?}, before drop {k}");
-            handles[*i] = None;
+        assert_eq!(tracker.len(), 1, "clones share one entry");
+        let mut handles = [Some(a), Some(b), Some(c)];
+        for (k, &i) in order.iter().enumerate() {
+            assert_eq!(tracker.len(), 1, "order {order:?}: open before drop {k}");
+            assert_eq!(
+                rec.count("close"),
+                0,
+                "order {order:?}: no close before drop {k}"
+            );
+            for h in handles.iter().flatten() {
+                assert!(!h.is_closed(), "order {order:?}");
+            }
+            handles[i] = None;
         }
         assert!(tracker.is_empty(), "order {order:?}");
-        let ev = rec.events();
-        let closes: Vec<_> = ev.iter().filter(|e| e.name() == "close").collect();
+        let closes = close_events(&rec);
         assert_eq!(closes.len(), 1, "order {order:?}");
-        let Recorded::Close { connection, .. } = closes[0] else {
-            unreachable!()
-        };
-        assert_eq!((connection.read_bytes, connection.write_bytes), (3, 4));
+        assert_eq!((closes[0].read_bytes, closes[0].write_bytes), (3, 4));
     }
 }
 
 #[test]
-fn explicit_close_on_one_clone_closes_the_entry_once() {
-    let rec = RecordingHook::new();
-    let tracker = Tracker::builder().hook(rec.clone()).build();
-    let a = tracker.register(server("x"));
-    let b = a.clone();
-    b.close();
-    assert!(a.is_closed());
-    assert!(tracker.is_empty());
-    drop(a);
-    drop(b);
-    assert_eq!(closes(&rec), 1);
+fn an_explicit_close_on_one_clone_closes_for_all_in_every_order() {
+    for order in ORDERS {
+        for closer in 0..3 {
+            let rec = RecordingHook::new();
+            let tracker = Tracker::builder().hook(rec.clone()).build();
+            let a = tracker.register(server("x"));
+            let mut handles = [Some(a.clone()), Some(a.clone()), Some(a)];
+            handles[closer].as_ref().unwrap().close();
+            assert!(tracker.is_empty());
+            for h in handles.iter().flatten() {
+                assert!(h.is_closed(), "every clone sees the close");
+            }
+            for &i in &order {
+                handles[i] = None;
+            }
+            assert_eq!(rec.count("close"), 1, "order {order:?}, closer {closer}");
+            assert_eq!(tracker.stats().total().closed, 1);
+        }
+    }
 }
+
+// 3. ids.
 
 #[test]
 fn ids_are_unique_and_increasing_across_trackers() {
@@ -168,103 +278,177 @@ fn ids_are_unique_and_increasing_across_trackers() {
     let mut last = None;
     let mut keep = Vec::new();
     for i in 0..100 {
-        let t = if i % 2 == 0 { &t1 } else { &t2 };
+        let t = if i % 3 == 0 { &t1 } else { &t2 };
         let c = t.register(server("x"));
         if let Some(prev) = last {
-            assert!(c.id() > prev, "{:?} after {prev:?}", c.id());
+            assert!(c.id() > prev, "{} after {prev}", c.id());
         }
         last = Some(c.id());
         keep.push(c);
     }
-    let ids: Vec<_> = t1.connections().iter().map(|c| c.id).collect();
-    let mut sorted = ids.clone();
-    sorted.sort();
-    assert_eq!(ids, sorted, "connections() is oldest first");
-    // Ids are never reused, even after connections close.
+    let all: HashSet<_> = keep.iter().map(|c| c.id()).collect();
+    assert_eq!(all.len(), 100, "unique");
+    for t in [&t1, &t2] {
+        let ids: Vec<_> = t.connections().iter().map(|c| c.id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+    }
+    // Never reused, even once everything has closed.
     let max = last.unwrap();
     keep.clear();
     assert!(t1.register(server("x")).id() > max);
+    assert!(t2.register(server("x")).id() > max);
 }
 
 #[test]
-fn established_for_is_monotonic_and_established_at_is_wall_clock() {
+fn ids_are_unique_across_threads() {
     let tracker = Tracker::new();
-    let before = SystemTime::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let t = tracker.clone();
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for _ in 0..250 {
+                    let c = t.register(server("x"));
+                    ids.push(c.id());
+                }
+                assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing per thread");
+                ids
+            })
+        })
+        .collect();
+    let mut all = HashSet::new();
+    for t in threads {
+        for id in t.join().unwrap() {
+            assert!(all.insert(id), "duplicate id {id}");
+        }
+    }
+    assert_eq!(all.len(), 1000);
+}
+
+// 4. established_for is monotonic; established_at is wall-clock.
+
+/// `established_for` is `now - opened`, both read from one `std::time::Instant` base (the
+/// monotonic clock: `CLOCK_MONOTONIC` on Linux), never from `SystemTime`. A wall-clock jump
+/// (NTP step, a manual `date -s`, a VM resume) moves `SystemTime` only, so it can neither make
+/// `established_for` jump nor go backwards. `established_at` is the wall-clock rendering of the
+/// same instant, for display only; it is fixed at registration.
+#[test]
+fn established_for_grows_on_the_monotonic_clock() {
+    let tracker = Tracker::new();
     let conn = tracker.register(server("x"));
     let first = conn.info();
     // The passage of time is the scenario here.
     std::thread::sleep(Duration::from_millis(30));
-    let second = conn.info();
-    // established_for is measured from a std::time::Instant (the monotonic clock), so a wall
-    // clock step (NTP, a manual change) cannot make it jump or go negative.
-    assert!(second.established_for >= first.established_for + Duration::from_millis(25));
-    assert_eq!(first.established_at, second.established_at);
-    let skew = first
-        .established_at
-        .duration_since(before)
-        .unwrap_or_default();
+    let second = tracker.get(conn.id()).unwrap();
     assert!(
-        skew < Duration::from_secs(5),
+        second.established_for >= first.established_for + Duration::from_millis(25),
+        "{:?} then {:?}",
+        first.established_for,
+        second.established_for
+    );
+    assert_eq!(
+        first.established_at, second.established_at,
+        "fixed at registration"
+    );
+
+    let now = SystemTime::now();
+    let skew = match now.duration_since(first.established_at) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    assert!(
+        skew < Duration::from_secs(60),
         "established_at is near now: {skew:?}"
     );
 }
+
+// 5. idle_for resets on I/O.
 
 #[test]
 fn idle_for_resets_on_io() {
     let tracker = Tracker::new();
     let conn = tracker.register(server("x"));
     // The passage of time is the scenario here.
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(50));
     let idle = conn.info().idle_for;
-    assert!(idle >= Duration::from_millis(45), "{idle:?}");
+    assert!(idle >= Duration::from_millis(40), "{idle:?}");
     conn.record_read(1);
     let after_read = conn.info().idle_for;
+    // The hot path stamps I/O from a millisecond clock refreshed in the background, so a
+    // stamp can lag by a tick; it is still far more recent than the registration.
     assert!(
-        after_read + Duration::from_millis(30) < idle,
-        "{after_read:?} vs {idle:?}"
+        after_read < idle,
+        "{after_read:?} after a read vs {idle:?} before"
     );
-    std::thread::sleep(Duration::from_millis(60));
+
+    std::thread::sleep(Duration::from_millis(50));
+    let idle = conn.info().idle_for;
+    assert!(idle >= Duration::from_millis(40), "{idle:?}");
     conn.record_write(1);
     let after_write = conn.info().idle_for;
-    assert!(after_write < Duration::from_millis(45), "{after_write:?}");
+    assert!(
+        after_write < idle,
+        "{after_write:?} after a write vs {idle:?} before"
+    );
+    assert!(conn.info().established_for >= Duration::from_millis(100));
 }
+
+// 6. totals outlive connections.
 
 #[test]
 fn stats_keep_counting_after_close() {
     let tracker = Tracker::new();
-    let l = ListenerConfig::new().category("in");
-    let d = DialerConfig::new().category("out");
-    for i in 1..=3u64 {
-        let c = tracker.accepted(&l, addr(80), addr(50_000));
-        c.record_read(usize::try_from(i).unwrap() * 10);
+    let listen = ListenerConfig::new().category("in");
+    let dial = DialerConfig::new().category("out");
+    // The same category on both sides, counted per role.
+    let listen_both = ListenerConfig::new().category("both");
+    let dial_both = DialerConfig::new().category("both");
+
+    for i in 1..=3 {
+        let c = tracker.accepted(&listen, addr(80), addr(50_000));
+        c.record_read(i * 10);
         c.record_write(1);
     }
-    let live = tracker.accepted(&l, addr(80), addr(50_001));
-    live.record_read(7);
-    tracker.accept_failed(
-        &l,
-        &Addr::Inet(addr(80)),
-        &io::Error::from(io::ErrorKind::Other),
-    );
+    let live_in = tracker.accepted(&listen, addr(80), addr(50_001));
+    live_in.record_read(7);
+    tracker.accept_failed(&listen, &Addr::Inet(addr(80)), &io::Error::other("EMFILE"));
+    tracker.accept_failed(&listen, &Addr::Inet(addr(80)), &io::Error::other("EMFILE"));
+
     tracker
-        .dial(&d, "db:5432")
+        .dial(&dial, "db:5432")
         .failed(&io::Error::from(io::ErrorKind::ConnectionRefused));
     let dialed = tracker
-        .dial(&d, "db:5432")
+        .dial(&dial, "db:5432")
         .established(addr(40_000), addr(5432));
+    dialed.record_write(50);
     dialed.report_tls_handshake_done(
         Err(&io::Error::other("bad certificate")),
         Duration::from_millis(3),
     );
     drop(dialed);
 
+    let s_both = tracker.accepted(&listen_both, addr(80), addr(50_002));
+    s_both.record_read(1);
+    let c_both = tracker
+        .dial(&dial_both, "x:1")
+        .established(addr(40_001), addr(1));
+    c_both.record_read(2);
+    c_both.report_tls_handshake_done(
+        Ok(TlsInfo::new("1.3", "TLS_AES_128_GCM_SHA256")),
+        Duration::from_millis(1),
+    );
+
     let stats = tracker.stats();
     let s = stats.get("in", Role::Server).unwrap();
-    assert_eq!((s.opened, s.closed, s.active, s.failed), (4, 3, 1, 1));
+    assert_eq!((s.opened, s.closed, s.active, s.failed), (4, 3, 1, 2));
     assert_eq!(
         (s.read_bytes, s.write_bytes),
         (60 + 7, 3),
         "closed plus live bytes"
+    );
+    assert!(
+        stats.get("in", Role::Client).is_none(),
+        "no client 'in' was ever seen"
     );
     let c = stats.get("out", Role::Client).unwrap();
     assert_eq!(
@@ -277,336 +461,136 @@ fn stats_keep_counting_after_close() {
         ),
         (1, 1, 0, 1, 1)
     );
-    assert_eq!(stats.total().opened, 5);
-    assert_eq!(stats.category("in").read_bytes, 67);
-    drop(live);
-    let s2 = tracker.stats();
+    assert_eq!((c.read_bytes, c.write_bytes), (0, 50));
+    let bs = stats.get("both", Role::Server).unwrap();
+    let bc = stats.get("both", Role::Client).unwrap();
+    assert_eq!((bs.active, bs.read_bytes), (1, 1));
     assert_eq!(
-        s2.get("in", Role::Server).unwrap().read_bytes,
-        67,
+        (bc.active, bc.read_bytes, bc.tls_handshake_failed),
+        (1, 2, 0)
+    );
+
+    // Sorted by category, then role (client before server).
+    let keys: Vec<_> = stats
+        .categories
+        .iter()
+        .map(|c| (c.category.to_string(), c.role))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("both".to_owned(), Role::Client),
+            ("both".to_owned(), Role::Server),
+            ("in".to_owned(), Role::Server),
+            ("out".to_owned(), Role::Client),
+        ]
+    );
+
+    let both = stats.category("both");
+    assert_eq!((both.opened, both.active, both.read_bytes), (2, 2, 3));
+    let total = stats.total();
+    assert_eq!(&*total.category, "*");
+    assert_eq!(
+        (
+            total.opened,
+            total.closed,
+            total.active,
+            total.failed,
+            total.tls_handshake_failed
+        ),
+        (7, 4, 3, 3, 1)
+    );
+    assert_eq!((total.read_bytes, total.write_bytes), (67 + 3, 53));
+    assert_eq!(stats.category("never").opened, 0);
+    assert_eq!(stats.hook_panics, 0);
+
+    drop((live_in, s_both, c_both));
+    let after = tracker.stats();
+    let s = after.get("in", Role::Server).unwrap();
+    assert_eq!(
+        (s.active, s.closed, s.read_bytes),
+        (0, 4, 67),
         "bytes survive the close"
     );
-    assert_eq!(s2.get("in", Role::Server).unwrap().active, 0);
+    let total = after.total();
+    assert_eq!((total.opened, total.closed, total.active), (7, 7, 0));
+    assert_eq!(
+        (total.read_bytes, total.write_bytes, total.failed),
+        (70, 53, 3)
+    );
 }
+
+// 7. bounded, newest-first history.
 
 #[test]
 fn history_is_bounded_and_newest_first() {
     let tracker = Tracker::builder().history(3).build();
     let mut ids = Vec::new();
-    for i in 0..5 {
+    for i in 0..5u8 {
         let c = tracker.register(server("x"));
         ids.push(c.id());
+        c.record_read(usize::from(i));
         if i == 4 {
-            c.record_read_error(&io::Error::from(io::ErrorKind::ConnectionReset));
+            c.record_read_error(&io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "peer went away",
+            ));
+        }
+        if i == 3 {
+            c.record_error(&io::Error::from(io::ErrorKind::WouldBlock));
         }
     }
     let closed = tracker.recently_closed();
     assert_eq!(closed.len(), 3);
     let got: Vec<_> = closed.iter().map(|c| c.info.id).collect();
-    assert_eq!(got, vec![ids[4], ids[3], ids[2]]);
-    assert!(
-        closed[0].error.as_deref().is_some_and(|e| !e.is_empty()),
-        "{:?}",
-        closed[0].error
+    assert_eq!(
+        got,
+        [ids[4], ids[3], ids[2]],
+        "newest first, oldest dropped"
     );
-    assert!(closed[1].error.is_none());
+    assert_eq!(closed[0].info.read_bytes, 4, "the final info");
+    assert_eq!(closed[0].error.as_deref(), Some("peer went away"));
+    assert_eq!(closed[1].error, None, "WouldBlock is not a failure");
+    assert_eq!(closed[2].error, None);
+    assert!(closed[0].closed_at >= closed[0].info.established_at);
 
     let none = Tracker::builder().history(0).build();
     drop(none.register(server("x")));
     assert!(none.recently_closed().is_empty());
-}
+    assert_eq!(none.stats().total().closed, 1, "totals still count");
 
-#[test]
-fn drained_resolves_when_the_last_connection_goes() {
-    let tracker = Tracker::new();
-    let flag = Arc::new(Flag::default());
-    assert!(
-        poll_once(pin!(tracker.drained()), &flag).is_ready(),
-        "nothing open: ready at once"
-    );
-
-    let a = tracker.register(server("a"));
-    let b = tracker.register(server("b"));
-    let mut all = pin!(tracker.drained());
-    let mut only_a = pin!(tracker.drained_category("a"));
-    let flag_a = Arc::new(Flag::default());
-    assert!(poll_once(all.as_mut(), &flag).is_pending());
-    assert!(poll_once(only_a.as_mut(), &flag_a).is_pending());
-    drop(a);
-    assert!(
-        flag_a.0.load(Ordering::SeqCst),
-        "closing the last 'a' wakes its waiter"
-    );
-    assert!(poll_once(only_a.as_mut(), &flag_a).is_ready());
-    assert!(
-        poll_once(all.as_mut(), &flag).is_pending(),
-        "'b' is still open"
-    );
-    flag.0.store(false, Ordering::SeqCst);
-    drop(b);
-    assert!(flag.0.load(Ordering::SeqCst));
-    assert!(poll_once(all.as_mut(), &flag).is_ready());
-}
-
-#[test]
-fn drained_on_another_thread_wakes_on_close() {
-    let tracker = Tracker::new();
-    let conn = tracker.register(server("x"));
-    let (tx, rx) = mpsc::channel();
-    let t = tracker.clone();
-    let waiter = std::thread::spawn(move || {
-        block_on(t.drained());
-        tx.send(()).unwrap();
-    });
-    assert!(
-        rx.recv_timeout(Duration::from_millis(100)).is_err(),
-        "pending while open"
-    );
-    drop(conn);
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("resolved after the close");
-    waiter.join().unwrap();
-}
-
-/// A hook that appends its name to a shared log for every event.
-struct Log(&'static str, Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, ev: &str) {
-        self.1.lock().unwrap().push(format!("{}:{ev}", self.0));
+    let default = Tracker::new();
+    for _ in 0..DEFAULT_HISTORY + 5 {
+        drop(default.register(server("x")));
     }
-}
-
-impl Hook for Log {
-    fn on_accept(&self, _: &conntrack_core::AcceptEvent<'_>) {
-        self.push("accept");
-    }
-    fn on_dial(&self, _: &conntrack_core::DialEvent<'_>) {
-        self.push("dial");
-    }
-    fn on_dns_start(&self, _: &conntrack_core::DnsStartEvent<'_>) {
-        self.push("dns_start");
-    }
-    fn on_connect_done(&self, _: &conntrack_core::ConnectDoneEvent<'_>) {
-        self.push("connect_done");
-    }
-    fn on_tls_handshake_done(&self, _: &conntrack_core::TlsHandshakeDoneEvent<'_>) {
-        self.push("tls_done");
-    }
-    fn on_close(&self, _: &CloseEvent<'_>) {
-        self.push("close");
-    }
-}
-
-#[test]
-fn hooks_run_in_the_documented_order() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let l = |name| Log(name, Arc::clone(&log));
-    let closure_log = Arc::clone(&log);
-    let tracker = Tracker::builder().hook(l("tracker1")).build();
-    let _handle = tracker.add_hook(l("tracker2"));
-    let config = DialerConfig::new()
-        .hook(l("config_hook"))
-        .on_dial(move |_| {
-            closure_log
-                .lock()
-                .unwrap()
-                .push("config_closure:dial".into());
-        });
-    let conn = trace::with(l("outer"), || {
-        trace::with(l("inner"), || {
-            let mut dial = tracker.dial(&config, "db:1");
-            dial.dns_start("db");
-            let attempt = dial.connect_start(addr(1));
-            dial.connect_done(&attempt, Ok(()));
-            dial.established(addr(2), addr(1))
-        })
-    });
-    conn.report_tls_handshake_done(
-        Ok(TlsInfo::new("1.3", "TLS_AES_128_GCM_SHA256")),
-        Duration::ZERO,
-    );
-    drop(conn);
-    let log = log.lock().unwrap().clone();
-    for ev in ["dns_start", "connect_done", "tls_done", "close"] {
-        let order: Vec<&str> = log
-            .iter()
-            .filter(|l| l.ends_with(&format!(":{ev}")))
-            .map(|l| l.split(':').next().unwrap())
-            .collect();
-        assert_eq!(
-            order,
-            ["inner", "outer", "config_hook", "tracker1", "tracker2"],
-            "{ev}"
-        );
-    }
-    let dial: Vec<&str> = log
-        .iter()
-        .filter(|l| l.ends_with(":dial"))
-        .map(|l| l.split(':').next().unwrap())
-        .collect();
-    assert_eq!(
-        dial,
-        [
-            "inner",
-            "outer",
-            "config_closure",
-            "config_hook",
-            "tracker1",
-            "tracker2"
-        ]
-    );
-}
-
-#[test]
-fn trace_scope_future_form_composes() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let l = |name| Log(name, Arc::clone(&log));
-    let tracker = Tracker::new();
-    let config = ListenerConfig::new();
-    let t = tracker.clone();
-    let inner = trace::scope(
-        l("inner"),
-        async move { t.accepted(&config, addr(1), addr(2)) },
-    );
-    let conn = block_on(trace::scope(l("outer"), inner));
-    assert_eq!(*log.lock().unwrap(), ["inner:accept", "outer:accept"]);
-    // Outside any scope, nothing is added.
-    drop(tracker.register(server("x")));
-    assert_eq!(log.lock().unwrap().len(), 2);
-    drop(conn);
-    assert_eq!(
-        log.lock().unwrap()[2..],
-        ["inner:close".to_string(), "outer:close".to_string()]
-    );
-}
-
-#[test]
-fn hook_handle_removes_on_drop_and_keep_keeps() {
-    let tracker = Tracker::new();
-    let removed = RecordingHook::new();
-    let kept = RecordingHook::new();
-    let h = tracker.add_hook(removed.clone());
-    tracker.add_hook(kept.clone()).keep();
-    drop(tracker.register(server("x")));
-    drop(h);
-    drop(tracker.register(server("x")));
-    assert_eq!(removed.names(), ["accept", "close"]);
-    assert_eq!(kept.names(), ["accept", "close", "accept", "close"]);
-}
-
-struct Panics;
-
-impl Hook for Panics {
-    fn on_accept(&self, _: &conntrack_core::AcceptEvent<'_>) {
-        panic!("hook panic in on_accept");
-    }
-    fn on_read(&self, _: &ReadEvent<'_>) {
-        panic!("hook panic in on_read");
-    }
-    fn on_close(&self, _: &CloseEvent<'_>) {
-        panic!("hook panic in on_close");
-    }
-    fn wants_io_events(&self) -> bool {
-        true
-    }
-}
-
-#[test]
-fn a_panicking_hook_leaves_the_tracker_consistent() {
-    let rec = RecordingHook::with_io();
-    let tracker = Tracker::builder().hook(Panics).hook(rec.clone()).build();
-    let conn = tracker.register(server("x"));
-    assert_eq!(tracker.len(), 1, "registered despite the panic");
-    conn.record_read(5);
-    assert_eq!(conn.info().read_bytes, 5);
-    drop(conn);
-    assert!(tracker.is_empty(), "removed despite the panic");
-    assert_eq!(
-        rec.names(),
-        ["accept", "read", "close"],
-        "the other hooks still ran"
-    );
-    assert_eq!(tracker.stats().hook_panics, 3);
-    // Later calls still work.
-    let again = tracker.register(server("x"));
-    assert_eq!(tracker.len(), 1);
-    // Dropping a connection while unwinding from a panic does not abort.
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let _conn = again;
-        panic!("the stream's owner panics");
-    }));
-    assert!(r.is_err());
-    assert!(tracker.is_empty());
-    assert_eq!(tracker.stats().hook_panics, 5);
-}
-
-#[test]
-fn per_io_hooks_are_opt_in_and_apply_to_open_connections() {
-    let plain = RecordingHook::new();
-    let tracker = Tracker::builder().hook(plain.clone()).build();
-    let conn = tracker.register(server("x"));
-    conn.record_read(1);
-    assert_eq!(
-        plain.names(),
-        ["accept"],
-        "no io events for a hook that did not ask"
-    );
-    let io = RecordingHook::with_io();
-    let handle = tracker.add_hook(io.clone());
-    conn.record_read(7);
-    conn.record_write(3);
-    let _ = conn.read_result(Err(io::Error::from(io::ErrorKind::ConnectionReset)));
-    let ev = io.events();
-    assert!(
-        matches!(
-            ev[0],
-            Recorded::Read {
-                n: 7,
-                error: None,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
-    assert!(
-        matches!(
-            ev[1],
-            Recorded::Write {
-                n: 3,
-                error: None,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
-    assert!(
-        matches!(&ev[2], Recorded::Read { n: 0, error: Some(e), .. } if e.kind == io::ErrorKind::ConnectionReset)
-    );
-    handle.remove();
-    conn.record_read(1);
-    assert_eq!(io.count("read"), 2, "removed hooks see nothing more");
-    let closures = Callbacks::new().on_write(|_| {});
-    let t2 = Tracker::new();
-    let c2 = t2.register(server("x").hook(closures));
-    c2.record_write(1);
+    assert_eq!(default.recently_closed().len(), DEFAULT_HISTORY);
 }
 
 #[test]
 fn close_reports_the_last_error() {
     let rec = RecordingHook::new();
     let tracker = Tracker::builder().hook(rec.clone()).build();
+
     let conn = tracker.register(server("x"));
     conn.record_error(&io::Error::from(io::ErrorKind::WouldBlock));
+    conn.record_error(&io::Error::from(io::ErrorKind::Interrupted));
     drop(conn);
-    assert!(
-        rec.events().last().unwrap().error().is_none(),
-        "WouldBlock is not a failure"
-    );
-    rec.clear();
+    assert!(rec.events().last().unwrap().error().is_none());
+
     let conn = tracker.register(server("x"));
-    conn.record_error(&io::Error::from_raw_os_error(104));
+    conn.record_write_error(&io::Error::other("first"));
+    conn.record_error(&io::Error::from_raw_os_error(104)); // ECONNRESET on Linux
     drop(conn);
     let last = rec.events().pop().unwrap();
-    assert_eq!(last.error().unwrap().kind, io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        last.error().unwrap().kind,
+        io::ErrorKind::ConnectionReset,
+        "the last one"
+    );
+    let history = tracker.recently_closed();
+    assert_eq!(
+        history[0].error.as_deref(),
+        Some(io::Error::from_raw_os_error(104).to_string().as_str())
+    );
+    assert_eq!(history[1].error, None);
 }
