@@ -4,29 +4,19 @@
 //! as "at least the plaintext" (`Harness::tls`).
 #![cfg(feature = "tls")]
 
-use std::io::{self, IoSlice};
-use std::sync::{Arc, OnceLock};
+mod support;
 
-use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
-use conntrack_testkit::{Conn, Harness};
+use std::io;
+use std::sync::Arc;
+
+use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
+use conntrack_testkit::Harness;
 use conntrack_tokio::tls::{TlsAcceptor, TlsConnector};
 use conntrack_tokio::{Dialer, Listener};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::runtime::{Handle, Runtime};
 
-/// One multi-thread runtime for the whole test binary; each blocking call enters it.
-fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    })
-}
+use support::{runtime, TokioConn};
 
 struct TokioTls {
     acceptor: TlsAcceptor,
@@ -59,15 +49,6 @@ impl TokioTls {
             connector: TlsConnector::from(Arc::new(client)),
         }
     }
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-struct TokioConn {
-    id: ConnectionId,
-    stream: Box<dyn Io>,
-    rt: Handle,
 }
 
 impl Harness for TokioTls {
@@ -116,70 +97,6 @@ impl Harness for TokioTls {
                 rt,
             },
         ))
-    }
-}
-
-impl Conn for TokioConn {
-    fn id(&self) -> ConnectionId {
-        self.id
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.rt.block_on(self.stream.write_all(buf))
-    }
-
-    fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
-        let s = &mut self.stream;
-        self.rt.block_on(async move {
-            let total: usize = bufs.iter().map(|b| b.len()).sum();
-            let mut done = 0;
-            let mut reported = 0;
-            while done < total {
-                // Rebuild the slices past what is already written.
-                let mut skip = done;
-                let mut slices = Vec::new();
-                for b in bufs {
-                    if skip >= b.len() {
-                        skip -= b.len();
-                        continue;
-                    }
-                    slices.push(IoSlice::new(&b[skip..]));
-                    skip = 0;
-                }
-                let n = s.write_vectored(&slices).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                done += n;
-                reported += n;
-            }
-            Ok(reported)
-        })
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.rt.block_on(self.stream.flush())
-    }
-
-    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.rt.block_on(self.stream.read_exact(buf)).map(drop)
-    }
-
-    fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        self.rt.block_on(self.stream.read_to_end(&mut v))?;
-        Ok(v)
-    }
-
-    fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>> {
-        let mut v = vec![0; max];
-        let n = self.rt.block_on(self.stream.read(&mut v))?;
-        v.truncate(n);
-        Ok(v)
-    }
-
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.rt.block_on(self.stream.shutdown())
     }
 }
 
