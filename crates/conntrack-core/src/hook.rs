@@ -2,7 +2,7 @@
 //! [`Callbacks`] (closures).
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -109,9 +109,15 @@ pub struct NoopHook;
 impl Hook for NoopHook {}
 
 /// Several hooks called in order, as one.
+///
+/// Each hook is treated as if installed on its own: a panic in one does not stop the ones
+/// after it (the first panic is re-raised once all have run, so the tracker still counts it),
+/// and only the hooks that want per-I/O events get [`on_read`](Hook::on_read) and
+/// [`on_write`](Hook::on_write).
 #[derive(Clone, Default)]
 pub struct Hooks {
-    hooks: Vec<Arc<dyn Hook>>,
+    /// Each hook with its [`wants_io_events`](Hook::wants_io_events), asked once when added.
+    hooks: Vec<(Arc<dyn Hook>, bool)>,
 }
 
 impl Hooks {
@@ -124,13 +130,31 @@ impl Hooks {
     /// Appends a hook; hooks run in the order they were pushed.
     #[must_use]
     pub fn with(mut self, hook: impl Hook) -> Self {
-        self.hooks.push(Arc::new(hook));
+        self.push(hook);
         self
     }
 
     /// Appends a hook.
     pub fn push(&mut self, hook: impl Hook) {
-        self.hooks.push(Arc::new(hook));
+        let io = hook.wants_io_events();
+        self.hooks.push((Arc::new(hook), io));
+    }
+
+    /// Calls `f` on every hook (only those that want per-I/O events if `io`), running the rest
+    /// when one panics and re-raising the first panic at the end.
+    fn each(&self, io: bool, f: &mut dyn FnMut(&dyn Hook)) {
+        let mut panic = None;
+        for (h, wants_io) in &self.hooks {
+            if io && !wants_io {
+                continue;
+            }
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&**h))) {
+                panic.get_or_insert(p);
+            }
+        }
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
     }
 
     /// How many hooks there are.
@@ -155,23 +179,24 @@ impl fmt::Debug for Hooks {
 }
 
 macro_rules! each_hook {
-    ($($method:ident: $ev:ident),* $(,)?) => {
+    ($($method:ident: $ev:ident, $io:literal),* $(,)?) => {
         $(fn $method(&self, ev: &$ev<'_>) {
-            for h in &self.hooks { h.$method(ev); }
+            self.each($io, &mut |h| h.$method(ev));
         })*
         fn wants_io_events(&self) -> bool {
-            self.hooks.iter().any(|h| h.wants_io_events())
+            self.hooks.iter().any(|(_, io)| *io)
         }
     };
 }
 
 impl Hook for Hooks {
     each_hook!(
-        on_accept: AcceptEvent, on_dial: DialEvent, on_dns_start: DnsStartEvent,
-        on_dns_done: DnsDoneEvent, on_connect_start: ConnectStartEvent,
-        on_connect_done: ConnectDoneEvent, on_tls_handshake_start: TlsHandshakeStartEvent,
-        on_tls_handshake_done: TlsHandshakeDoneEvent, on_read: ReadEvent,
-        on_write: WriteEvent, on_close: CloseEvent,
+        on_accept: AcceptEvent, false, on_dial: DialEvent, false,
+        on_dns_start: DnsStartEvent, false, on_dns_done: DnsDoneEvent, false,
+        on_connect_start: ConnectStartEvent, false, on_connect_done: ConnectDoneEvent, false,
+        on_tls_handshake_start: TlsHandshakeStartEvent, false,
+        on_tls_handshake_done: TlsHandshakeDoneEvent, false,
+        on_read: ReadEvent, true, on_write: WriteEvent, true, on_close: CloseEvent, false,
     );
 }
 
