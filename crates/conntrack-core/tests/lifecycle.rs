@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use common::{addr, client, server};
 use conntrack_core::{
-    Addr, ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordingHook, Registration,
-    Role, Timings, TlsInfo, Tracker, DEFAULT_HISTORY,
+    Addr, Connection, ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordingHook,
+    Registration, Role, Timings, TlsInfo, Tracker, DEFAULT_HISTORY,
 };
 
 fn close_events(rec: &RecordingHook) -> Vec<ConnectionInfo> {
@@ -286,7 +286,7 @@ fn ids_are_unique_and_increasing_across_trackers() {
         last = Some(c.id());
         keep.push(c);
     }
-    let all: HashSet<_> = keep.iter().map(|c| c.id()).collect();
+    let all: HashSet<_> = keep.iter().map(Connection::id).collect();
     assert_eq!(all.len(), 100, "unique");
     for t in [&t1, &t2] {
         let ids: Vec<_> = t.connections().iter().map(|c| c.id).collect();
