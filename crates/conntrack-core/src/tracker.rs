@@ -148,9 +148,16 @@ impl TrackerInner {
         if self.waiter_count.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        for w in waiters.values() {
-            w.wake_by_ref();
+        // Wake outside the lock: a waker may poll its task inline, and that poll takes the lock.
+        let wakers: Vec<Waker> = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for w in wakers {
+            w.wake();
         }
     }
 
