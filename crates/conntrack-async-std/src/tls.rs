@@ -7,8 +7,7 @@
 use std::io;
 use std::sync::Arc;
 
-use conntrack_core::TlsInfo;
-use conntrack_rustls::{Handshake, TlsConnectionInfo};
+use conntrack_rustls::Handshake;
 use futures_io::{AsyncRead, AsyncWrite};
 use rustls::pki_types::ServerName;
 
@@ -18,15 +17,6 @@ use crate::Tracked;
 pub type ServerTlsStream<S> = futures_rustls::server::TlsStream<Tracked<S>>;
 /// A futures-rustls client stream over a tracked stream.
 pub type ClientTlsStream<S> = futures_rustls::client::TlsStream<Tracked<S>>;
-
-fn finish(handshake: Handshake, info: Option<TlsInfo>) {
-    match info {
-        Some(info) => handshake.finish(Ok(info)),
-        None => handshake.finish(Err(&io::Error::other(
-            "TLS handshake done but still in progress",
-        ))),
-    }
-}
 
 /// Accepts TLS on tracked streams, reporting each handshake.
 #[derive(Clone)]
@@ -62,13 +52,10 @@ impl TlsAcceptor {
         let handshake = Handshake::start(stream.connection(), None);
         match self.inner.accept(stream).await {
             Ok(tls) => {
-                finish(handshake, tls.get_ref().1.tls_info(None));
+                handshake.complete(tls.get_ref().1);
                 Ok(tls)
             }
-            Err(e) => {
-                handshake.finish(Err(&e));
-                Err(e)
-            }
+            Err(e) => Err(handshake.fail(e)),
         }
     }
 }
@@ -110,21 +97,14 @@ impl TlsConnector {
         let handshake = Handshake::start(stream.connection(), Some(server_name));
         let name = match ServerName::try_from(server_name.to_owned()) {
             Ok(name) => name,
-            Err(e) => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, e);
-                handshake.finish(Err(&e));
-                return Err(e);
-            }
+            Err(e) => return Err(handshake.fail(io::Error::new(io::ErrorKind::InvalidInput, e))),
         };
         match self.inner.connect(name, stream).await {
             Ok(tls) => {
-                finish(handshake, tls.get_ref().1.tls_info(Some(server_name)));
+                handshake.complete(tls.get_ref().1);
                 Ok(tls)
             }
-            Err(e) => {
-                handshake.finish(Err(&e));
-                Err(e)
-            }
+            Err(e) => Err(handshake.fail(e)),
         }
     }
 }

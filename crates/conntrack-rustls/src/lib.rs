@@ -5,184 +5,184 @@
 //!
 //! - [`tls_info`] (and [`TlsConnectionInfo`]) builds a [`conntrack_core::TlsInfo`] from any
 //!   rustls connection: protocol `"1.2"`/`"1.3"`, the IANA cipher-suite name, ALPN, SNI,
-//!   whether the session was resumed, and the number of peer certificates.
-//! - [`Handshake`] times a handshake on a tracked [`Connection`] and reports it:
-//!   `on_tls_handshake_start`, then `on_tls_handshake_done` with the info or the error; on
-//!   success the connection's `tls` and `timings.tls_handshake` are set, on failure the failure
-//!   is counted and remembered as the connection's last error.
+//!   whether the session was resumed, and the peer certificate chain summary (length, leaf
+//!   subject and expiry, read by a small DER walk: no X.509 parser is pulled in).
+//! - [`Handshake`] times a handshake on a tracked [`Connection`](conntrack_core::Connection)
+//!   and reports it: `on_tls_handshake_start`, then `on_tls_handshake_done` with the info or
+//!   the error; on success the connection's `tls` and `timings.tls_handshake` are set, on
+//!   failure the failure is counted and remembered as the connection's last error. The error
+//!   itself is handed back unchanged.
 //!
 //! The crate forces no crypto provider: pick one (ring, aws-lc-rs) in your own rustls
-//! configuration.
+//! configuration. An adapter's handshake is this shape (here with rustls' blocking API):
 //!
 //! ```
 //! use conntrack_core::{Registration, Role, Tracker};
 //! use conntrack_rustls::Handshake;
 //! use std::io;
 //!
+//! fn drive(conn: &mut rustls::ClientConnection, io: &mut impl io::Read) -> io::Result<()> {
+//!     # let _ = (conn, io);
+//!     // conn.complete_io(io) until the handshake is done ...
+//!     Err(io::Error::new(io::ErrorKind::InvalidData, "received corrupt message"))
+//! }
+//!
+//! # fn run(mut tls: rustls::ClientConnection, mut socket: std::net::TcpStream) {
 //! let tracker = Tracker::new();
-//! let conn = tracker.register(Registration::new(Role::Client));
+//! let conn = tracker.register(Registration::new(Role::Client)); // an adapter's Tracked does this
 //! let handshake = Handshake::start(&conn, Some("localhost"));
-//! // ... drive the rustls handshake on the connection's stream ...
-//! let failed = io::Error::new(io::ErrorKind::InvalidData, "received corrupt message");
-//! handshake.finish(Err(&failed));
-//! assert_eq!(tracker.stats().total().tls_handshake_failed, 1);
+//! match drive(&mut tls, &mut socket) {
+//!     Ok(()) => handshake.complete(&tls),
+//!     Err(e) => {
+//!         let e = handshake.fail(e); // reported, counted, and returned unchanged
+//!         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+//!     }
+//! }
+//! # }
+//! # let _ = run;
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
-use std::io;
-use std::time::Instant;
+mod cert;
+mod handshake;
+mod info;
+mod names;
 
-use conntrack_core::{Connection, PeerCertificates, TlsInfo};
-use rustls::{CipherSuite, CommonState, HandshakeKind, ProtocolVersion};
-
-/// `"1.3"`, `"1.2"`, `"1.1"`, `"1.0"`, or rustls' own name for anything else.
-#[must_use]
-pub fn protocol_name(version: ProtocolVersion) -> String {
-    match version {
-        ProtocolVersion::TLSv1_3 => "1.3".into(),
-        ProtocolVersion::TLSv1_2 => "1.2".into(),
-        ProtocolVersion::TLSv1_1 => "1.1".into(),
-        ProtocolVersion::TLSv1_0 => "1.0".into(),
-        other => other
-            .as_str()
-            .map_or_else(|| format!("0x{:04X}", u16::from(other)), str::to_owned),
-    }
-}
-
-/// The IANA name of a cipher suite (`"TLS_AES_128_GCM_SHA256"`,
-/// `"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"`), or its code point as `0xXXXX` if rustls has no
-/// name for it.
-///
-/// rustls names TLS 1.3 suites `TLS13_*`; IANA names them `TLS_*`. TLS 1.2 names are the same.
-#[must_use]
-pub fn cipher_suite_name(suite: CipherSuite) -> String {
-    match suite.as_str() {
-        Some(name) => match name.strip_prefix("TLS13_") {
-            Some(rest) => format!("TLS_{rest}"),
-            None => name.to_owned(),
-        },
-        None => format!("0x{:04X}", u16::from(suite)),
-    }
-}
-
-/// What a finished handshake negotiated; `None` while the handshake is still running.
-///
-/// `server_name` is the SNI: a server reads it from its `ServerConnection`
-/// ([`TlsConnectionInfo`] does that), a client passes the name it asked for. The peer
-/// certificate summary holds the count only (no X.509 parser is pulled in for the subject and
-/// expiry).
-#[must_use]
-pub fn tls_info(state: &CommonState, server_name: Option<&str>) -> Option<TlsInfo> {
-    if state.is_handshaking() {
-        return None;
-    }
-    let version = state
-        .protocol_version()
-        .map_or_else(|| "unknown".into(), protocol_name);
-    let suite = state
-        .negotiated_cipher_suite()
-        .map_or_else(|| "unknown".into(), |s| cipher_suite_name(s.suite()));
-    let mut info = TlsInfo::new(version, suite)
-        .with_resumed(state.handshake_kind() == Some(HandshakeKind::Resumed));
-    if let Some(alpn) = state.alpn_protocol() {
-        info = info.with_alpn(alpn.to_vec());
-    }
-    if let Some(name) = server_name {
-        info = info.with_server_name(name);
-    }
-    if let Some(certs) = state.peer_certificates() {
-        info = info.with_peer_certificates(PeerCertificates::new(certs.len()));
-    }
-    Some(info)
-}
-
-/// [`tls_info`] for rustls' connection types.
-pub trait TlsConnectionInfo {
-    /// What the finished handshake negotiated. For a client, `server_name` is the name it
-    /// asked for; a server takes the SNI it received and ignores the argument.
-    fn tls_info(&self, server_name: Option<&str>) -> Option<TlsInfo>;
-}
-
-impl TlsConnectionInfo for rustls::ServerConnection {
-    fn tls_info(&self, _server_name: Option<&str>) -> Option<TlsInfo> {
-        tls_info(self, self.server_name())
-    }
-}
-
-impl TlsConnectionInfo for rustls::ClientConnection {
-    fn tls_info(&self, server_name: Option<&str>) -> Option<TlsInfo> {
-        tls_info(self, server_name)
-    }
-}
-
-/// A TLS handshake in progress on a tracked connection, from [`Handshake::start`].
-///
-/// It holds a handle to the connection, so the tracker entry stays until the outcome is
-/// reported even if the handshake future drops the stream on failure.
-#[derive(Debug)]
-#[must_use = "report the outcome with finish()"]
-pub struct Handshake {
-    conn: Connection,
-    started: Instant,
-}
-
-impl Handshake {
-    /// Fires `on_tls_handshake_start` and starts the clock.
-    pub fn start(conn: &Connection, server_name: Option<&str>) -> Self {
-        conn.report_tls_handshake_start(server_name);
-        Handshake {
-            conn: conn.clone(),
-            started: Instant::now(),
-        }
-    }
-
-    /// Reports the outcome (`on_tls_handshake_done`) with the elapsed time. The error is the
-    /// caller's to return, unchanged.
-    pub fn finish(self, result: Result<TlsInfo, &io::Error>) {
-        self.conn
-            .report_tls_handshake_done(result, self.started.elapsed());
-    }
-}
+pub use cert::peer_certificates;
+pub use handshake::Handshake;
+pub use info::{tls_info, TlsConnectionInfo};
+pub use names::{cipher_suite_name, protocol_name};
 
 #[cfg(test)]
 mod tests {
+    //! Both sides of a real handshake, driven in memory.
+    use std::sync::Arc;
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+
     use super::*;
 
-    #[test]
-    fn iana_names_for_every_suite_rustls_ring_offers() {
-        for suite in rustls::crypto::ring::ALL_CIPHER_SUITES {
-            let name = cipher_suite_name(suite.suite());
-            assert!(name.starts_with("TLS_"), "{name}");
-            assert!(!name.starts_with("TLS13_"), "{name}");
+    fn configs(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (ServerConfig, ClientConfig) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let key = KeyPair::generate().unwrap();
+        let leaf = leaf.signed_by(&key, &ca).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone(), ca.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        (server, client)
+    }
+
+    /// Shuttles records between the two until neither is handshaking (bounded).
+    fn handshake(server: &mut ServerConnection, client: &mut ClientConnection) {
+        for _ in 0..20 {
+            if !server.is_handshaking() && !client.is_handshaking() {
+                return;
+            }
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                server.read_tls(&mut rd).unwrap();
+            }
+            server.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
+            }
+            client.process_new_packets().unwrap();
         }
-        assert_eq!(
-            cipher_suite_name(CipherSuite::TLS13_AES_128_GCM_SHA256),
-            "TLS_AES_128_GCM_SHA256"
-        );
-        assert_eq!(
-            cipher_suite_name(CipherSuite::TLS13_AES_256_GCM_SHA384),
-            "TLS_AES_256_GCM_SHA384"
-        );
-        assert_eq!(
-            cipher_suite_name(CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
-            "TLS_CHACHA20_POLY1305_SHA256"
-        );
-        assert_eq!(
-            cipher_suite_name(CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
-            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
-        );
-        assert_eq!(
-            cipher_suite_name(CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
-            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
-        );
-        assert_eq!(cipher_suite_name(CipherSuite::Unknown(0xFAFA)), "0xFAFA");
+        panic!("handshake did not finish");
     }
 
     #[test]
-    fn protocol_names() {
-        assert_eq!(protocol_name(ProtocolVersion::TLSv1_3), "1.3");
-        assert_eq!(protocol_name(ProtocolVersion::TLSv1_2), "1.2");
-        assert_eq!(protocol_name(ProtocolVersion::Unknown(0x7F1C)), "0x7F1C");
+    fn both_sides_of_a_tls13_handshake() {
+        let (server, client) = configs(&[&rustls::version::TLS13]);
+        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        let mut c =
+            ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+        assert!(s.tls_info(None).is_none(), "not done yet");
+        handshake(&mut s, &mut c);
+        let si = s.tls_info(None).unwrap();
+        let ci = c.tls_info(Some("localhost")).unwrap();
+        assert_eq!(ci.protocol_version, "1.3");
+        assert!(ci.cipher_suite.starts_with("TLS_A") || ci.cipher_suite.starts_with("TLS_C"));
+        assert_eq!(ci.alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(ci.server_name.as_deref(), Some("localhost"));
+        assert!(!ci.resumed);
+        assert_eq!(
+            (
+                &si.protocol_version,
+                &si.cipher_suite,
+                &si.alpn,
+                &si.server_name
+            ),
+            (
+                &ci.protocol_version,
+                &ci.cipher_suite,
+                &ci.alpn,
+                &ci.server_name
+            )
+        );
+        let chain = ci.peer_certificates.clone().unwrap();
+        assert_eq!(chain.count, 2);
+        assert_eq!(chain.leaf_subject.as_deref(), Some("CN=localhost"));
+        assert!(chain.leaf_not_after.is_some());
+        assert!(
+            si.peer_certificates.is_none(),
+            "no client certificate asked for"
+        );
+        // The enum form agrees.
+        let any = rustls::Connection::from(c);
+        assert_eq!(any.tls_info(Some("localhost")), Some(ci));
+    }
+
+    #[test]
+    fn tls12_handshake() {
+        let (server, client) = configs(&[&rustls::version::TLS12]);
+        let mut s = ServerConnection::new(Arc::new(server)).unwrap();
+        let mut c =
+            ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+        handshake(&mut s, &mut c);
+        let info = tls_info(&s, s.server_name()).unwrap();
+        assert_eq!(info.protocol_version, "1.2");
+        assert!(
+            info.cipher_suite.starts_with("TLS_ECDHE_"),
+            "{}",
+            info.cipher_suite
+        );
+        assert_eq!(info.server_name.as_deref(), Some("localhost"));
     }
 }

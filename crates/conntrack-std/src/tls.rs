@@ -5,12 +5,12 @@
 //! reporting lives in `conntrack-rustls`; this file drives rustls' blocking handshake.
 
 use std::io::{self, Read, Write};
+use std::ops::DerefMut;
 use std::sync::Arc;
 
-use conntrack_core::TlsInfo;
 use conntrack_rustls::{Handshake, TlsConnectionInfo};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use rustls::{ClientConnection, ConnectionCommon, ServerConnection, StreamOwned};
 
 use crate::Tracked;
 
@@ -19,53 +19,28 @@ pub type ServerTlsStream<S> = StreamOwned<ServerConnection, Tracked<S>>;
 /// A rustls client stream over a tracked stream, handshake done.
 pub type ClientTlsStream<S> = StreamOwned<ClientConnection, Tracked<S>>;
 
-/// Drives `conn`'s handshake on `stream` and reports it; the error, if any, is returned as is.
-fn handshake<C, S>(
+/// Drives the handshake of a new rustls connection on `stream` to completion, reporting it;
+/// the error, if any, is returned as is.
+fn handshake<C, D, S>(
     report: Handshake,
     conn: Result<C, rustls::Error>,
     stream: &mut Tracked<S>,
-    info: impl FnOnce(&C) -> Option<TlsInfo>,
 ) -> io::Result<C>
 where
-    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<<C as TlsSide>::Data>> + TlsSide,
+    C: DerefMut<Target = ConnectionCommon<D>> + TlsConnectionInfo,
     S: Read + Write,
 {
-    let run = |conn: Result<C, rustls::Error>, stream: &mut Tracked<S>| -> io::Result<C> {
-        let mut conn = conn.map_err(io::Error::other)?;
-        while conn.is_handshaking() {
-            conn.complete_io(stream)?;
-        }
-        Ok(conn)
+    let mut conn = match conn {
+        Ok(conn) => conn,
+        Err(e) => return Err(report.fail(io::Error::other(e))),
     };
-    match run(conn, stream) {
-        Ok(conn) => {
-            match info(&conn) {
-                Some(i) => report.finish(Ok(i)),
-                None => report.finish(Err(&io::Error::other(
-                    "TLS handshake done but still in progress",
-                ))),
-            }
-            Ok(conn)
-        }
-        Err(e) => {
-            report.finish(Err(&e));
-            Err(e)
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(stream) {
+            return Err(report.fail(e));
         }
     }
-}
-
-/// The two rustls connection sides (their per-side data type).
-pub(crate) trait TlsSide {
-    /// rustls' side data.
-    type Data;
-}
-
-impl TlsSide for ServerConnection {
-    type Data = rustls::server::ServerConnectionData;
-}
-
-impl TlsSide for ClientConnection {
-    type Data = rustls::client::ClientConnectionData;
+    report.complete(&conn);
+    Ok(conn)
 }
 
 /// Accepts TLS on tracked blocking streams, reporting each handshake.
@@ -96,7 +71,6 @@ impl TlsAcceptor {
             report,
             ServerConnection::new(Arc::clone(&self.config)),
             &mut stream,
-            |c| c.tls_info(None),
         )?;
         Ok(StreamOwned::new(conn, stream))
     }
@@ -128,14 +102,10 @@ impl TlsConnector {
         let report = Handshake::start(stream.connection(), Some(server_name));
         let name = match ServerName::try_from(server_name.to_owned()) {
             Ok(name) => name,
-            Err(e) => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, e);
-                report.finish(Err(&e));
-                return Err(e);
-            }
+            Err(e) => return Err(report.fail(io::Error::new(io::ErrorKind::InvalidInput, e))),
         };
         let conn = ClientConnection::new(Arc::clone(&self.config), name);
-        let conn = handshake(report, conn, &mut stream, |c| c.tls_info(Some(server_name)))?;
+        let conn = handshake(report, conn, &mut stream)?;
         Ok(StreamOwned::new(conn, stream))
     }
 }

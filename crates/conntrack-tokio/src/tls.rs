@@ -31,7 +31,7 @@
 use std::io;
 use std::sync::Arc;
 
-use conntrack_rustls::{Handshake, TlsConnectionInfo};
+use conntrack_rustls::Handshake;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -78,24 +78,11 @@ impl TlsAcceptor {
         let handshake = Handshake::start(stream.connection(), None);
         match self.inner.accept(stream).await {
             Ok(tls) => {
-                finish(handshake, tls.get_ref().1.tls_info(None));
+                handshake.complete(tls.get_ref().1);
                 Ok(tls)
             }
-            Err(e) => {
-                handshake.finish(Err(&e));
-                Err(e)
-            }
+            Err(e) => Err(handshake.fail(e)),
         }
-    }
-}
-
-/// Reports a handshake that tokio-rustls says is complete.
-fn finish(handshake: Handshake, info: Option<conntrack_core::TlsInfo>) {
-    match info {
-        Some(info) => handshake.finish(Ok(info)),
-        None => handshake.finish(Err(&io::Error::other(
-            "TLS handshake done but still in progress",
-        ))),
     }
 }
 
@@ -138,21 +125,14 @@ impl TlsConnector {
         let handshake = Handshake::start(stream.connection(), Some(server_name));
         let name = match ServerName::try_from(server_name.to_owned()) {
             Ok(name) => name,
-            Err(e) => {
-                let e = io::Error::new(io::ErrorKind::InvalidInput, e);
-                handshake.finish(Err(&e));
-                return Err(e);
-            }
+            Err(e) => return Err(handshake.fail(io::Error::new(io::ErrorKind::InvalidInput, e))),
         };
         match self.inner.connect(name, stream).await {
             Ok(tls) => {
-                finish(handshake, tls.get_ref().1.tls_info(Some(server_name)));
+                handshake.complete(tls.get_ref().1);
                 Ok(tls)
             }
-            Err(e) => {
-                handshake.finish(Err(&e));
-                Err(e)
-            }
+            Err(e) => Err(handshake.fail(e)),
         }
     }
 }
