@@ -40,7 +40,10 @@
 //!
 //! # Feature flags
 //!
-//! None: the crate depends on `conntrack-core` only.
+//! - `tls`: [`tls::TlsAcceptor`] and [`tls::TlsConnector`] run rustls' blocking handshake on a
+//!   tracked stream and report it (`on_tls_handshake_start` / `_done`, the connection's `tls`
+//!   and `timings.tls_handshake`), handing back rustls' `StreamOwned`. No crypto provider is
+//!   forced. Without features the crate depends on `conntrack-core` only.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 

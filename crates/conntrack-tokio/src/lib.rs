@@ -37,6 +37,9 @@
 //!   [`ConnectionId`](conntrack_core::ConnectionId) of their connection.
 //! - `tonic`: `Tracked<T>` implements tonic's `Connected`; `Listener::incoming()` feeds
 //!   `Server::serve_with_incoming`.
+//! - `tls`: `tls::TlsAcceptor` and `tls::TlsConnector` (tokio-rustls) time and report each
+//!   handshake on a [`Tracked`] stream and set its `tls` details; `Dialer::connect_tls` dials
+//!   and handshakes in one call. No crypto provider is forced.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
