@@ -1,6 +1,6 @@
 //! TLS handshake tracing over futures-rustls on smol, on real loopback sockets: TLS 1.3 with
-//! ALPN and SNI shows the same info on both entries, a 1.2-only server shows "1.2", and a
-//! second connection resumes the session.
+//! ALPN and SNI shows the same info on both entries, a 1.2-only server shows "1.2", a second
+//! connection resumes the session, and a failed handshake is reported and counted.
 
 use std::sync::Arc;
 
@@ -145,5 +145,41 @@ fn tls12_only_server_shows_1_2() {
             c.cipher_suite
         );
         tracker.drained().await;
+    });
+}
+
+#[test]
+fn garbage_fails_the_handshake_and_is_counted() {
+    smol::block_on(async {
+        let tracker = Tracker::new();
+        let inner = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
+        let (server, _) = configs(rustls::DEFAULT_VERSIONS, b"h2");
+        let mut raw = smol::net::TcpStream::connect(addr).await.unwrap();
+        raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let err = TlsAcceptor::from(server)
+            .accept(tcp)
+            .await
+            .expect_err("not TLS");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(tracker.is_empty(), "the failed stream is gone");
+        assert_eq!(
+            tracker
+                .stats()
+                .get("in", conntrack_core::Role::Server)
+                .unwrap()
+                .tls_handshake_failed,
+            1
+        );
+        assert_eq!(
+            tracker.recently_closed()[0]
+                .error
+                .as_deref()
+                .map(|e| e.contains("corrupt message")),
+            Some(true),
+            "the close carries the handshake error"
+        );
     });
 }
