@@ -50,6 +50,10 @@
 //!
 //! - `serde`: `Serialize` for [`ConnectionInfo`], [`ClosedConnection`], [`Stats`] and their
 //!   parts.
+//! - `metrics`: [`metrics::MetricsHook`] and [`metrics::MetricsCollector`], export to the
+//!   `metrics` facade with OpenTelemetry-style names.
+//! - `tracing`: [`tracing::TracingHook`], a `tracing` span per connection and events for each
+//!   phase, with OpenTelemetry attribute names.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
@@ -60,11 +64,19 @@ mod dial;
 mod event;
 mod hook;
 mod info;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(any(feature = "metrics", feature = "tracing"))]
+mod otel;
 mod recording;
 mod registry;
 pub mod render;
 mod stats;
 pub mod trace;
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub mod tracing;
 mod tracker;
 
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};

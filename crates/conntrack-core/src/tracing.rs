@@ -1,0 +1,398 @@
+//! A [`Hook`] that reports to [`tracing`](https://docs.rs/tracing): one span per connection and
+//! an event for each phase, with OpenTelemetry attribute names.
+//!
+//! Everything is under the target `conntrack`.
+//!
+//! **The span** `conntrack.connection` (level DEBUG) opens when a connection is accepted or
+//! dialed and closes when it leaves the tracker. Its parent is the span current at accept or
+//! dial time (the accept loop's, or the request that dialed). Fields:
+//!
+//! | field | value |
+//! |---|---|
+//! | `conntrack.id` | the [`ConnectionId`](crate::ConnectionId) |
+//! | `conntrack.category` | the listener's or dialer's category |
+//! | `conntrack.role` | `server` (accepted) or `client` (dialed) |
+//! | `network.transport` | `tcp` or `unix` |
+//! | `network.peer.address`, `network.peer.port` | the peer (a Unix socket's path, no port) |
+//! | `network.local.address`, `network.local.port` | this side |
+//! | `server.address`, `server.port` | what a client dialed (`"example.com"`, `443`) |
+//! | `tls.protocol.version`, `tls.cipher`, `tls.next_protocol`, `tls.resumed` | set when a TLS handshake finishes (`tls.next_protocol` is the ALPN, `tls.cipher` the IANA suite name) |
+//! | `conntrack.read_bytes`, `conntrack.write_bytes`, `error.type` | set at close (`error.type` only when the connection closed with an I/O error) |
+//!
+//! **The events** (message, level, fields besides the span's):
+//!
+//! | message | level | fields |
+//! |---|---|---|
+//! | `connection accepted` | DEBUG | (in the span) |
+//! | `connection dialed` | DEBUG | `conntrack.duration` (whole dial, seconds), in the span |
+//! | `accept failed` | DEBUG | `conntrack.category`, `network.local.address`, `error.type`, `error.message` |
+//! | `dial failed` | DEBUG | `conntrack.category`, `server.address`, `conntrack.duration`, `error.type`, `error.message` |
+//! | `dns lookup started` | TRACE | `conntrack.category`, `dns.question.name` |
+//! | `dns lookup finished` | DEBUG | `conntrack.category`, `dns.question.name`, `dns.answers` (count), `conntrack.duration`, `error.type`¹, `error.message`¹ |
+//! | `connect started` | TRACE | `conntrack.category`, `network.transport`, `network.peer.address`, `network.peer.port` |
+//! | `connect finished` | DEBUG | the same, `conntrack.duration`, `error.type`¹, `error.message`¹ |
+//! | `tls handshake started` | TRACE | `tls.client.server_name`¹, in the span |
+//! | `tls handshake finished` | DEBUG | `conntrack.duration`, `error.type`¹, `error.message`¹, in the span |
+//! | `read`, `write` | TRACE | `conntrack.id`, `conntrack.bytes`, `error.type`¹; only with [`TracingHook::io_events`] |
+//! | `connection closed` | DEBUG | `conntrack.read_bytes`, `conntrack.write_bytes`, `conntrack.duration` (the connection's age), `error.type`¹, `error.message`¹, in the span |
+//!
+//! ¹ only when it applies. `error.type` is the [`io::ErrorKind`](std::io::ErrorKind) in snake
+//! case (`connection_refused`, ...), or `os_error_<errno>` for an OS error without a stable
+//! kind. Durations are `f64` seconds.
+//!
+//! ```
+//! use conntrack_core::tracing::TracingHook;
+//! use conntrack_core::Tracker;
+//!
+//! let tracker = Tracker::builder().hook(TracingHook::new()).build();
+//! # drop(tracker);
+//! ```
+//!
+//! When no subscriber wants the span (the level or target is filtered out), none is made or
+//! kept; the hook's cost is then a few atomic loads per connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ::tracing::field::{display as as_display, Empty};
+use ::tracing::{debug_span, Span};
+
+use crate::event::{
+    AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
+    DnsStartEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
+};
+use crate::hook::Hook;
+use crate::info::{Addr, ConnectionId, ConnectionInfo};
+use crate::otel::{error_type, transport};
+
+const SHARDS: usize = 16;
+
+type SpanMap = Mutex<HashMap<ConnectionId, Span>>;
+
+/// A [`Hook`] emitting a `tracing` span per connection and an event per phase; see the
+/// [module docs](self) for the fields.
+#[derive(Clone)]
+pub struct TracingHook {
+    spans: Arc<[SpanMap]>,
+    io_events: bool,
+}
+
+impl std::fmt::Debug for TracingHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingHook")
+            .field("io_events", &self.io_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TracingHook {
+    fn default() -> Self {
+        TracingHook::new()
+    }
+}
+
+impl TracingHook {
+    /// A hook without per-read/write events.
+    #[must_use]
+    pub fn new() -> Self {
+        TracingHook {
+            spans: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            io_events: false,
+        }
+    }
+
+    /// Also emit a TRACE event for every read and write. Off by default: it puts the hook on
+    /// the I/O path of every tracked connection.
+    #[must_use]
+    pub fn io_events(mut self, on: bool) -> Self {
+        self.io_events = on;
+        self
+    }
+
+    fn shard(&self, id: ConnectionId) -> &SpanMap {
+        // Ids are sequential, so the low bits spread evenly.
+        #[allow(clippy::cast_possible_truncation)]
+        &self.spans[(id.as_u64() as usize) % SHARDS]
+    }
+
+    fn open(&self, c: &ConnectionInfo) -> Span {
+        let peer = AddrParts::of(&c.remote_addr);
+        let local = AddrParts::of(&c.local_addr);
+        let (server_host, server_port) = c.target.as_deref().map_or((None, None), split_target);
+        let span = debug_span!(
+            target: "conntrack",
+            "conntrack.connection",
+            conntrack.id = c.id.as_u64(),
+            conntrack.category = &*c.category,
+            conntrack.role = c.role.as_str(),
+            network.transport = transport(&c.remote_addr).or_else(|| transport(&c.local_addr)),
+            network.peer.address = peer.address.as_ref().map(as_display),
+            network.peer.port = peer.port,
+            network.local.address = local.address.as_ref().map(as_display),
+            network.local.port = local.port,
+            server.address = server_host,
+            server.port = server_port,
+            tls.protocol.version = Empty,
+            tls.cipher = Empty,
+            tls.next_protocol = Empty,
+            tls.resumed = Empty,
+            conntrack.read_bytes = Empty,
+            conntrack.write_bytes = Empty,
+            error.type = Empty,
+        );
+        if !span.is_disabled() {
+            self.shard(c.id)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(c.id, span.clone());
+        }
+        span
+    }
+
+    fn span(&self, id: ConnectionId) -> Option<Span> {
+        self.shard(id)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    fn take(&self, id: ConnectionId) -> Option<Span> {
+        self.shard(id)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
+    }
+}
+
+/// An address as OpenTelemetry's `*.address` / `*.port` pair.
+struct AddrParts {
+    address: Option<String>,
+    port: Option<u16>,
+}
+
+impl AddrParts {
+    fn of(a: &Addr) -> Self {
+        match a {
+            Addr::Inet(sa) => AddrParts {
+                address: Some(sa.ip().to_string()),
+                port: Some(sa.port()),
+            },
+            Addr::Unix(Some(p)) => AddrParts {
+                address: Some(p.display().to_string()),
+                port: None,
+            },
+            Addr::Unix(None) | Addr::Unknown => AddrParts {
+                address: None,
+                port: None,
+            },
+        }
+    }
+}
+
+/// `"host:port"` (or `"[v6]:port"`) as (host, port); anything else is all host.
+fn split_target(t: &str) -> (Option<&str>, Option<u16>) {
+    if let Ok(sa) = t.parse::<SocketAddr>() {
+        // An address literal: its host part without brackets is not borrowable from `t` for
+        // IPv6, so report the text before the port separator, brackets stripped.
+        let host = t.rsplit_once(':').map_or(t, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return (Some(host), Some(sa.port()));
+    }
+    match t.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
+            Ok(port) => (Some(h), Some(port)),
+            Err(_) => (Some(t), None),
+        },
+        _ => (Some(t), None),
+    }
+}
+
+/// Emits an event inside `$span` (an `Option<Span>`) when there is one, else in the current
+/// context. Fields go in braces: the event macros cannot tell a dotted field name from the
+/// message otherwise.
+macro_rules! event_in {
+    ($mac:ident, $span:expr, { $($fields:tt)* }, $msg:literal) => {
+        match $span {
+            Some(ref s) => ::tracing::$mac!(target: "conntrack", parent: s, { $($fields)* }, $msg),
+            None => ::tracing::$mac!(target: "conntrack", { $($fields)* }, $msg),
+        }
+    };
+}
+
+impl Hook for TracingHook {
+    fn on_accept(&self, ev: &AcceptEvent<'_>) {
+        match (ev.connection, ev.error) {
+            (Some(c), _) => {
+                let span = Some(self.open(c));
+                event_in!(debug, span, {}, "connection accepted");
+            }
+            (None, e) => {
+                let et = e.map(error_type);
+                let local = AddrParts::of(ev.local_addr);
+                event_in!(debug, None::<Span>, {
+                    conntrack.category = ev.category,
+                    network.local.address = local.address,
+                    error.type = et.as_deref(),
+                    error.message = e.map(as_display),
+                }, "accept failed");
+            }
+        }
+    }
+
+    fn on_dial(&self, ev: &DialEvent<'_>) {
+        let secs = ev.duration.as_secs_f64();
+        match (ev.connection, ev.error) {
+            (Some(c), _) => {
+                let span = Some(self.open(c));
+                event_in!(
+                    debug,
+                    span,
+                    { conntrack.duration = secs },
+                    "connection dialed"
+                );
+            }
+            (None, e) => {
+                let et = e.map(error_type);
+                event_in!(debug, None::<Span>, {
+                    conntrack.category = ev.category,
+                    server.address = ev.target,
+                    conntrack.duration = secs,
+                    error.type = et.as_deref(),
+                    error.message = e.map(as_display),
+                }, "dial failed");
+            }
+        }
+    }
+
+    fn on_dns_start(&self, ev: &DnsStartEvent<'_>) {
+        event_in!(trace, None::<Span>, {
+            conntrack.category = ev.category,
+            dns.question.name = ev.host,
+        }, "dns lookup started");
+    }
+
+    fn on_dns_done(&self, ev: &DnsDoneEvent<'_>) {
+        let et = ev.error.map(error_type);
+        event_in!(debug, None::<Span>, {
+            conntrack.category = ev.category,
+            dns.question.name = ev.host,
+            dns.answers = ev.addrs.len(),
+            conntrack.duration = ev.duration.as_secs_f64(),
+            error.type = et.as_deref(),
+            error.message = ev.error.map(as_display),
+        }, "dns lookup finished");
+    }
+
+    fn on_connect_start(&self, ev: &ConnectStartEvent<'_>) {
+        let peer = AddrParts::of(ev.addr);
+        event_in!(trace, None::<Span>, {
+            conntrack.category = ev.category,
+            network.transport = transport(ev.addr),
+            network.peer.address = peer.address,
+            network.peer.port = peer.port,
+        }, "connect started");
+    }
+
+    fn on_connect_done(&self, ev: &ConnectDoneEvent<'_>) {
+        let peer = AddrParts::of(ev.addr);
+        let et = ev.error.map(error_type);
+        event_in!(debug, None::<Span>, {
+            conntrack.category = ev.category,
+            network.transport = transport(ev.addr),
+            network.peer.address = peer.address,
+            network.peer.port = peer.port,
+            conntrack.duration = ev.duration.as_secs_f64(),
+            error.type = et.as_deref(),
+            error.message = ev.error.map(as_display),
+        }, "connect finished");
+    }
+
+    fn on_tls_handshake_start(&self, ev: &TlsHandshakeStartEvent<'_>) {
+        let span = self.span(ev.connection.id);
+        event_in!(trace, span, {
+            tls.client.server_name = ev.server_name,
+        }, "tls handshake started");
+    }
+
+    fn on_tls_handshake_done(&self, ev: &TlsHandshakeDoneEvent<'_>) {
+        let span = self.span(ev.connection.id);
+        if let (Some(s), Some(tls)) = (&span, ev.tls) {
+            s.record("tls.protocol.version", tls.protocol_version.as_str());
+            s.record("tls.cipher", tls.cipher_suite.as_str());
+            if let Some(alpn) = &tls.alpn {
+                s.record("tls.next_protocol", &*String::from_utf8_lossy(alpn));
+            }
+            s.record("tls.resumed", tls.resumed);
+        }
+        let et = ev.error.map(error_type);
+        event_in!(debug, span, {
+            conntrack.duration = ev.duration.as_secs_f64(),
+            error.type = et.as_deref(),
+            error.message = ev.error.map(as_display),
+        }, "tls handshake finished");
+    }
+
+    fn on_read(&self, ev: &ReadEvent<'_>) {
+        let span = self.span(ev.id);
+        let et = ev.error.map(error_type);
+        event_in!(trace, span, {
+            conntrack.id = ev.id.as_u64(),
+            conntrack.bytes = ev.n,
+            error.type = et.as_deref(),
+        }, "read");
+    }
+
+    fn on_write(&self, ev: &WriteEvent<'_>) {
+        let span = self.span(ev.id);
+        let et = ev.error.map(error_type);
+        event_in!(trace, span, {
+            conntrack.id = ev.id.as_u64(),
+            conntrack.bytes = ev.n,
+            error.type = et.as_deref(),
+        }, "write");
+    }
+
+    fn on_close(&self, ev: &CloseEvent<'_>) {
+        let c = ev.connection;
+        let span = self.take(c.id);
+        let et = ev.error.map(error_type);
+        if let Some(s) = &span {
+            s.record("conntrack.read_bytes", c.read_bytes);
+            s.record("conntrack.write_bytes", c.write_bytes);
+            if let Some(et) = &et {
+                s.record("error.type", &**et);
+            }
+        }
+        event_in!(debug, span, {
+            conntrack.read_bytes = c.read_bytes,
+            conntrack.write_bytes = c.write_bytes,
+            conntrack.duration = c.established_for.as_secs_f64(),
+            error.type = et.as_deref(),
+            error.message = ev.error.map(as_display),
+        }, "connection closed");
+        // The span closes here, with its last clone.
+    }
+
+    fn wants_io_events(&self) -> bool {
+        self.io_events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn targets_split_into_host_and_port() {
+        assert_eq!(
+            split_target("example.com:443"),
+            (Some("example.com"), Some(443))
+        );
+        assert_eq!(split_target("127.0.0.1:80"), (Some("127.0.0.1"), Some(80)));
+        assert_eq!(split_target("[::1]:8080"), (Some("::1"), Some(8080)));
+        assert_eq!(split_target("/tmp/sock"), (Some("/tmp/sock"), None));
+        assert_eq!(split_target("::1"), (Some("::1"), None));
+    }
+}
