@@ -44,6 +44,8 @@
 //!   tracked stream and report it (`on_tls_handshake_start` / `_done`, the connection's `tls`
 //!   and `timings.tls_handshake`), handing back rustls' `StreamOwned`. No crypto provider is
 //!   forced. Without features the crate depends on `conntrack-core` only.
+//! - `metrics`, `tracing`, `serde`: turn on the same features of `conntrack-core`
+//!   (`conntrack_core::metrics`, `conntrack_core::tracing`, `Serialize` for the records).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 

@@ -40,6 +40,10 @@
 //! - `tls`: `tls::TlsAcceptor` and `tls::TlsConnector` (tokio-rustls) time and report each
 //!   handshake on a [`Tracked`] stream and set its `tls` details; `Dialer::connect_tls` dials
 //!   and handshakes in one call. No crypto provider is forced.
+//! - `metrics`, `tracing`, `serde`: turn on the same features of `conntrack-core`
+//!   (re-exported as [`conntrack_core`]): `conntrack_core::metrics` (a hook and a stats
+//!   collector for the `metrics` facade), `conntrack_core::tracing` (a span per connection),
+//!   `Serialize` for the records.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
