@@ -12,7 +12,8 @@
 //!   connections keep opening and closing (see the closed list at the end).
 //!
 //! The server also serves the debug page at `/debug/conntrack` (HTML; `?format=json`,
-//! `?format=text`) while it runs.
+//! `?format=text`) and Prometheus metrics at `/metrics` (conntrack-core's `metrics` feature
+//! through metrics-exporter-prometheus) while it runs.
 //!
 //! After `--seconds` (default 10) the clients stop, the server shuts down gracefully, the demo
 //! waits for `tracker.drained()` and prints the totals and the most recently closed connections.
@@ -26,12 +27,14 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, Path};
 use axum::routing::get;
 use axum::Router;
+use conntrack_core::metrics::{MetricsCollector, MetricsHook};
 use conntrack_core::{render, DialerConfig, ListenerConfig, Tracker};
 use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 type HttpClient = Client<Dialer, Empty<Bytes>>;
 
@@ -89,7 +92,12 @@ async fn client_loop(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = seconds_arg();
-    let tracker = Tracker::builder().history(32).build();
+    let prometheus = install_prometheus()?;
+    let tracker = Tracker::builder()
+        .history(32)
+        .hook(MetricsHook::new())
+        .build();
+    let collector = MetricsCollector::new(&tracker);
 
     // The server: axum on a tracked listener.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -97,7 +105,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
     let app = Router::new()
         .route("/data/{n}", get(data))
-        .nest("/debug/conntrack", debug_router(&tracker));
+        .nest("/debug/conntrack", debug_router(&tracker))
+        .route("/metrics", {
+            let (collector, prometheus) = (collector.clone(), prometheus.clone());
+            get(move || async move { scrape(&collector, &prometheus) })
+        });
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(
@@ -111,7 +123,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let base = format!("http://{addr}");
     println!("conntrack demo: server on {base}, running for {seconds}s");
-    println!("debug page: {base}/debug/conntrack (JSON: ?format=json, text: ?format=text)\n");
+    println!("debug page: {base}/debug/conntrack (JSON: ?format=json, text: ?format=text)");
+    println!("metrics:    {base}/metrics\n");
 
     // The clients: a keep-alive pool and a churning client, each on a tracked dialer.
     let stop = Arc::new(AtomicBool::new(false));
@@ -198,5 +211,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|c| c.info)
         .collect();
     print!("{}", render::text_table(&closed));
+
+    println!("\nfrom /metrics (excerpt):");
+    for line in scrape(&collector, &prometheus).lines().filter(|l| {
+        l.starts_with("conntrack_connections_opened_total")
+            || l.starts_with("conntrack_connection_duration_seconds_count")
+    }) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// A Prometheus recorder for the `metrics` facade, with OpenTelemetry-to-Prometheus naming
+/// (`_total`, unit suffixes) and histogram buckets for conntrack's durations.
+fn install_prometheus() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    use conntrack_core::metrics::{self, CONNECTION_BUCKETS, PHASE_BUCKETS};
+    let handle = PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .set_buckets(PHASE_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(metrics::CONNECTION_DURATION.to_owned()),
+            CONNECTION_BUCKETS,
+        )?
+        .install_recorder()?;
+    metrics::describe();
+    Ok(handle)
+}
+
+/// One scrape: the tracker's counts are set just before rendering.
+fn scrape(collector: &MetricsCollector, prometheus: &PrometheusHandle) -> String {
+    collector.collect();
+    prometheus.run_upkeep();
+    prometheus.render()
 }
