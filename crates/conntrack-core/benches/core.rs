@@ -55,6 +55,45 @@ fn register_close(b: Bencher<'_, '_>, history: usize) {
     });
 }
 
+/// What the ready exporters cost per connection: register + close with no hook, with
+/// `MetricsHook` recording into a real Prometheus recorder (the connection-duration
+/// histogram), with `TracingHook` under a `tracing_subscriber` registry at DEBUG (a span
+/// opened at accept and closed, two events), and with both. Connections come from
+/// `Tracker::accepted`, as a listener makes them, so `on_accept` fires.
+#[cfg(all(feature = "metrics", feature = "tracing"))]
+#[divan::bench(args = ["none", "metrics", "tracing", "both"], sample_size = 256)]
+fn accept_close_with_exporters(b: Bencher<'_, '_>, hooks: &str) {
+    use conntrack_core::metrics::MetricsHook;
+    use conntrack_core::tracing::TracingHook;
+    use conntrack_core::Addr;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::set_global_recorder(recorder).expect("recorder");
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::DEBUG),
+        )
+        .expect("subscriber");
+    });
+    let mut builder = Tracker::builder().history(0);
+    if hooks == "metrics" || hooks == "both" {
+        builder = builder.hook(MetricsHook::new());
+    }
+    if hooks == "tracing" || hooks == "both" {
+        builder = builder.hook(TracingHook::new());
+    }
+    let tracker = builder.build();
+    let config = ListenerConfig::new().category("bench");
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080));
+    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 10_000));
+    b.bench(|| {
+        let c = tracker.accepted(&config, Addr::Inet(listen), Addr::Inet(peer));
+        black_box(&c);
+        drop(c);
+    });
+}
+
 /// The memory one tracked connection holds while it is live: the `alloc` columns of this
 /// bench are the heap bytes per connection (entry, registry slot amortised).
 #[divan::bench]

@@ -9,6 +9,9 @@
 //! `PATH`. Without it the test is skipped with a note, except under `CI=true`, where it fails.
 #![cfg(all(feature = "axum", feature = "tls"))]
 
+#[path = "support/pki.rs"]
+mod pki;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
@@ -27,9 +30,6 @@ use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 /// `HOSTILE` as text in serialized HTML.
@@ -181,41 +181,6 @@ fn table_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn tls_configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "conntrack test CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone(), ca.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    // ALPN protocol ids are arbitrary bytes: the peers agree on markup.
-    server.alpn_protocols = vec![HOSTILE.as_bytes().to_vec()];
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![HOSTILE.as_bytes().to_vec()];
-    (Arc::new(server), Arc::new(client))
-}
-
 /// Whether a request is for the `src=x` of a hostile string.
 fn is_image_fetch(path: &str) -> bool {
     path.rsplit('/').next() == Some("x")
@@ -308,7 +273,8 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     let (hostile_server, raw_client) = (accepted.unwrap().0, raw_client.unwrap());
 
     // TLS between a tracked listener and a tracked dialer, negotiating markup as ALPN.
-    let (server_config, client_config) = tls_configs();
+    // ALPN protocol ids are arbitrary bytes: the peers agree on markup.
+    let (server_config, client_config) = pki::localhost_configs(&[HOSTILE.as_bytes()]);
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_addr = inner.local_addr().unwrap();
     let mut tls_listener = Listener::new(&tracker, inner, ListenerConfig::new().category("tls-in"));
