@@ -9,7 +9,7 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `conntrack.id` | the [`ConnectionId`](crate::ConnectionId) |
+//! | `conntrack.id` | the [`ConnectionId`] |
 //! | `conntrack.category` | the listener's or dialer's category |
 //! | `conntrack.role` | `server` (accepted) or `client` (dialed) |
 //! | `network.transport` | `tcp` or `unix` |
