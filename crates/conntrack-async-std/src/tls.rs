@@ -1,22 +1,170 @@
 //! TLS over tracked futures-io streams (feature `tls`): futures-rustls acceptor and connector
 //! wrappers that report the handshake to the tracker, on smol and async-std alike.
 //!
-//! Bytes are counted at the TCP level, below TLS (ciphertext). See `docs/tls.md`. All the
-//! reporting lives in `conntrack-rustls`; this file is the futures-rustls glue.
+//! Bytes are counted at the TCP level, below TLS (ciphertext). Errors the TLS layer raises
+//! itself (no `close_notify`, a corrupt record) are remembered on the connection by
+//! [`TlsStream`], so `on_close` carries them. See `docs/tls.md`. All the handshake reporting
+//! lives in `conntrack-rustls`; this file is the futures-rustls glue.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
 use conntrack_rustls::Handshake;
 use futures_io::{AsyncRead, AsyncWrite};
 use rustls::pki_types::ServerName;
 
 use crate::Tracked;
 
-/// A futures-rustls server stream over a tracked stream.
-pub type ServerTlsStream<S> = futures_rustls::server::TlsStream<Tracked<S>>;
-/// A futures-rustls client stream over a tracked stream.
-pub type ClientTlsStream<S> = futures_rustls::client::TlsStream<Tracked<S>>;
+/// A server TLS stream over a tracked stream, from [`TlsAcceptor::accept`].
+pub type ServerTlsStream<S> = TlsStream<futures_rustls::server::TlsStream<Tracked<S>>>;
+/// A client TLS stream over a tracked stream, from [`TlsConnector::connect`].
+pub type ClientTlsStream<S> = TlsStream<futures_rustls::client::TlsStream<Tracked<S>>>;
+
+/// A futures-rustls stream over a [`Tracked`] stream that remembers every error it returns on
+/// the tracked connection.
+///
+/// Socket errors are already seen by the tracked stream below; errors the TLS layer raises on
+/// its own are not: a peer that closes without `close_notify` (`UnexpectedEof`), a corrupt or
+/// unexpected record (`InvalidData`). This wrapper records them
+/// ([`Connection::record_error`]), so [`on_close`](conntrack_core::Hook::on_close) carries the
+/// error the application saw. (Per-I/O hooks keep seeing the socket-level reads and writes.)
+///
+/// [`get_ref`](Self::get_ref), [`get_mut`](Self::get_mut) and
+/// [`into_inner`](Self::into_inner) give the same `(Tracked<S>, rustls connection)` pair as
+/// futures-rustls; [`inner`](Self::inner) / [`into_tls`](Self::into_tls) the futures-rustls
+/// stream itself.
+#[derive(Debug)]
+pub struct TlsStream<T> {
+    inner: T,
+}
+
+impl<T> TlsStream<T> {
+    /// The futures-rustls stream.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// The futures-rustls stream, mutably. Errors returned through it directly are not
+    /// recorded.
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// The futures-rustls stream, unwrapped.
+    pub fn into_tls(self) -> T {
+        self.inner
+    }
+}
+
+/// Accessors and the I/O traits, the same for the server and the client stream.
+macro_rules! tls_stream {
+    ($side:ident, $conn:ty) => {
+        impl<S> TlsStream<futures_rustls::$side::TlsStream<Tracked<S>>> {
+            /// The tracked stream and the rustls connection.
+            pub fn get_ref(&self) -> (&Tracked<S>, &$conn) {
+                self.inner.get_ref()
+            }
+
+            /// The tracked stream and the rustls connection, mutably.
+            pub fn get_mut(&mut self) -> (&mut Tracked<S>, &mut $conn) {
+                self.inner.get_mut()
+            }
+
+            /// The tracked stream and the rustls connection, unwrapped.
+            pub fn into_inner(self) -> (Tracked<S>, $conn) {
+                self.inner.into_inner()
+            }
+
+            /// The tracked connection's handle.
+            pub fn connection(&self) -> &Connection {
+                self.inner.get_ref().0.connection()
+            }
+
+            /// The tracked connection's id.
+            pub fn id(&self) -> ConnectionId {
+                self.connection().id()
+            }
+
+            /// A snapshot of the tracked connection (TLS details included).
+            pub fn info(&self) -> ConnectionInfo {
+                self.connection().info()
+            }
+
+            fn seen<R>(&self, res: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+                if let Poll::Ready(Err(e)) = &res {
+                    self.connection().record_error(e);
+                }
+                res
+            }
+        }
+
+        impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead
+            for TlsStream<futures_rustls::$side::TlsStream<Tracked<S>>>
+        {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+                this.seen(res)
+            }
+
+            fn poll_read_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &mut [IoSliceMut<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_read_vectored(cx, bufs);
+                this.seen(res)
+            }
+        }
+
+        impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite
+            for TlsStream<futures_rustls::$side::TlsStream<Tracked<S>>>
+        {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+                this.seen(res)
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+                this.seen(res)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_flush(cx);
+                this.seen(res)
+            }
+
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_close(cx);
+                this.seen(res)
+            }
+        }
+    };
+}
+
+tls_stream!(server, rustls::ServerConnection);
+tls_stream!(client, rustls::ClientConnection);
 
 /// Accepts TLS on tracked streams, reporting each handshake.
 #[derive(Clone)]
@@ -53,7 +201,7 @@ impl TlsAcceptor {
         match self.inner.accept(stream).await {
             Ok(tls) => {
                 handshake.complete(tls.get_ref().1);
-                Ok(tls)
+                Ok(TlsStream { inner: tls })
             }
             Err(e) => Err(handshake.fail(e)),
         }
@@ -102,7 +250,7 @@ impl TlsConnector {
         match self.inner.connect(name, stream).await {
             Ok(tls) => {
                 handshake.complete(tls.get_ref().1);
-                Ok(tls)
+                Ok(TlsStream { inner: tls })
             }
             Err(e) => Err(handshake.fail(e)),
         }

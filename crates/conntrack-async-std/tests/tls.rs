@@ -183,3 +183,70 @@ fn garbage_fails_the_handshake_and_is_counted() {
         );
     });
 }
+
+/// The server's read error after the client's `misbehave`, and the error the server
+/// connection closed with: the TLS layer's own error, recorded by the TLS stream although the
+/// socket below saw none.
+fn server_error_after_handshake<F: std::future::Future<Output = ()>>(
+    misbehave: impl FnOnce(conntrack_async_std::tls::ClientTlsStream<smol::net::TcpStream>) -> F,
+) -> (std::io::Error, String) {
+    smol::block_on(async {
+        let tracker = Tracker::new();
+        let inner = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
+        let (server, client) = configs(rustls::DEFAULT_VERSIONS, b"h2");
+        // No session tickets after the handshake: a client dropping its stream with them
+        // unread would make its kernel send a reset instead of a FIN.
+        let mut server = (*server).clone();
+        server.send_tls13_tickets = 0;
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let server_side = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.expect("server handshake");
+            let mut buf = Vec::new();
+            tls.read_to_end(&mut buf).await.unwrap_err()
+            // `tls` drops here: the server connection closes.
+        };
+        let client_side = async {
+            let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
+            let tcp = dialer.connect(&addr.to_string()).await.unwrap();
+            let tls = TlsConnector::from(client)
+                .connect("localhost", tcp)
+                .await
+                .unwrap();
+            misbehave(tls).await;
+        };
+        let (err, ()) = futures_lite::future::zip(server_side, client_side).await;
+        assert!(tracker.is_empty());
+        let closed = tracker
+            .recently_closed()
+            .into_iter()
+            .find(|c| c.info.role == conntrack_core::Role::Server)
+            .expect("the server connection closed");
+        (
+            err,
+            closed.error.expect("closed with the TLS layer's error"),
+        )
+    })
+}
+
+#[test]
+fn tls_layer_errors_after_the_handshake_reach_on_close() {
+    // No close_notify: the client just drops its stream.
+    let (err, closed) = server_error_after_handshake(|tls| async move { drop(tls) });
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    assert_eq!(closed, err.to_string());
+
+    // A corrupt application-data record written under TLS.
+    let (err, closed) = server_error_after_handshake(|mut tls| async move {
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        record.extend([0x5a; 0x20]);
+        tls.get_mut().0.write_all(&record).await.unwrap();
+        // Until the server hangs up.
+        let mut buf = Vec::new();
+        let _ = tls.get_mut().0.read_to_end(&mut buf).await;
+    });
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    assert_eq!(closed, err.to_string());
+}

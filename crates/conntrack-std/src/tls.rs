@@ -1,23 +1,138 @@
 //! TLS over tracked blocking streams (feature `tls`): rustls' `StreamOwned` with the handshake
 //! driven to completion up front and reported to the tracker.
 //!
-//! Bytes are counted at the TCP level, below TLS (ciphertext). See `docs/tls.md`. All the
-//! reporting lives in `conntrack-rustls`; this file drives rustls' blocking handshake.
+//! Bytes are counted at the TCP level, below TLS (ciphertext). Errors the TLS layer raises
+//! itself (no `close_notify`, a corrupt record) are remembered on the connection by
+//! [`TlsStream`], so `on_close` carries them. See `docs/tls.md`. All the handshake reporting
+//! lives in `conntrack-rustls`; this file drives rustls' blocking handshake.
 
-use std::io::{self, Read, Write};
-use std::ops::DerefMut;
+use std::io::{self, BufRead, Read, Write};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
 use conntrack_rustls::{Handshake, TlsConnectionInfo};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, ConnectionCommon, ServerConnection, StreamOwned};
+use rustls::{ClientConnection, ConnectionCommon, ServerConnection, SideData, StreamOwned};
 
 use crate::Tracked;
 
 /// A rustls server stream over a tracked stream, handshake done.
-pub type ServerTlsStream<S> = StreamOwned<ServerConnection, Tracked<S>>;
+pub type ServerTlsStream<S> = TlsStream<ServerConnection, S>;
 /// A rustls client stream over a tracked stream, handshake done.
-pub type ClientTlsStream<S> = StreamOwned<ClientConnection, Tracked<S>>;
+pub type ClientTlsStream<S> = TlsStream<ClientConnection, S>;
+
+/// rustls' `StreamOwned` over a [`Tracked`] stream, remembering every error it returns on the
+/// tracked connection.
+///
+/// Socket errors are already seen by the tracked stream below; errors the TLS layer raises on
+/// its own are not: a peer that closes without `close_notify` (`UnexpectedEof`), a corrupt or
+/// unexpected record (`InvalidData`). This wrapper records them
+/// ([`Connection::record_error`]), so [`on_close`](conntrack_core::Hook::on_close) carries the
+/// error the application saw. (Per-I/O hooks keep seeing the socket-level reads and writes.)
+#[derive(Debug)]
+pub struct TlsStream<C, S: Read + Write> {
+    inner: StreamOwned<C, Tracked<S>>,
+}
+
+impl<C, S: Read + Write> TlsStream<C, S> {
+    /// The rustls connection (`StreamOwned::conn`), e.g. for `send_close_notify`.
+    pub fn tls(&self) -> &C {
+        &self.inner.conn
+    }
+
+    /// The rustls connection, mutably.
+    pub fn tls_mut(&mut self) -> &mut C {
+        &mut self.inner.conn
+    }
+
+    /// The tracked stream below TLS.
+    pub fn get_ref(&self) -> &Tracked<S> {
+        &self.inner.sock
+    }
+
+    /// The tracked stream below TLS, mutably.
+    pub fn get_mut(&mut self) -> &mut Tracked<S> {
+        &mut self.inner.sock
+    }
+
+    /// rustls' `StreamOwned`, unwrapped (its errors are then no longer recorded).
+    pub fn into_inner(self) -> StreamOwned<C, Tracked<S>> {
+        self.inner
+    }
+
+    /// The tracked connection's handle.
+    pub fn connection(&self) -> &Connection {
+        self.inner.sock.connection()
+    }
+
+    /// The tracked connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.connection().id()
+    }
+
+    /// A snapshot of the tracked connection (TLS details included).
+    pub fn info(&self) -> ConnectionInfo {
+        self.connection().info()
+    }
+
+    fn seen<R>(&self, res: io::Result<R>) -> io::Result<R> {
+        if let Err(e) = &res {
+            self.connection().record_error(e);
+        }
+        res
+    }
+}
+
+impl<C, S, D> Read for TlsStream<C, S>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let res = self.inner.read(buf);
+        self.seen(res)
+    }
+}
+
+impl<C, S, D> BufRead for TlsStream<C, S>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData + 'static,
+{
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        // The borrow of the buffer outlives the error check, so check first: an error from
+        // `fill_buf` is recorded, then the call is repeated to hand out the buffer.
+        if let Err(e) = self.inner.fill_buf() {
+            self.connection().record_error(&e);
+            return Err(e);
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+    }
+}
+
+impl<C, S, D> Write for TlsStream<C, S>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    S: Read + Write,
+    D: SideData,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let res = self.inner.write(buf);
+        self.seen(res)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let res = self.inner.flush();
+        self.seen(res)
+    }
+}
 
 /// Drives the handshake of a new rustls connection on `stream` to completion, reporting it;
 /// the error, if any, is returned as is.
@@ -72,7 +187,9 @@ impl TlsAcceptor {
             ServerConnection::new(Arc::clone(&self.config)),
             &mut stream,
         )?;
-        Ok(StreamOwned::new(conn, stream))
+        Ok(TlsStream {
+            inner: StreamOwned::new(conn, stream),
+        })
     }
 }
 
@@ -106,6 +223,8 @@ impl TlsConnector {
         };
         let conn = ClientConnection::new(Arc::clone(&self.config), name);
         let conn = handshake(report, conn, &mut stream)?;
-        Ok(StreamOwned::new(conn, stream))
+        Ok(TlsStream {
+            inner: StreamOwned::new(conn, stream),
+        })
     }
 }

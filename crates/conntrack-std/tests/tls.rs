@@ -57,7 +57,7 @@ fn exchange(
         let mut tls = acceptor.accept(tcp).expect("server handshake");
         let info = tls.get_ref().info().tls.expect("server entry has TLS info");
         tls.write_all(b"hello").unwrap();
-        tls.conn.send_close_notify();
+        tls.tls_mut().send_close_notify();
         tls.flush().unwrap();
         info
     });
@@ -147,5 +147,83 @@ fn garbage_fails_the_handshake_and_is_counted() {
     assert!(
         tracker.recently_closed()[0].error.is_some(),
         "the close carries the handshake error"
+    );
+}
+
+/// The server's read error after the client's `misbehave`, and the server connection's
+/// `on_close` error: the TLS layer's own error, recorded by the TLS stream although the
+/// socket below saw none.
+fn server_error_after_handshake(
+    misbehave: impl FnOnce(conntrack_std::tls::ClientTlsStream<std::net::TcpStream>),
+) -> (std::io::Error, conntrack_core::RecordedError) {
+    use conntrack_core::RecordingHook;
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let (server, client) = configs(&[&rustls::version::TLS13], b"h2");
+    // No session tickets after the handshake: a client dropping its stream with them unread
+    // would make its kernel send a reset instead of a FIN.
+    let mut server = (*server).clone();
+    server.send_tls13_tickets = 0;
+    let inner = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = inner.local_addr().unwrap().port();
+    let listener = Listener::new(
+        &tracker,
+        inner,
+        ListenerConfig::new().category("in").hook(rec.clone()),
+    );
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let srv = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = acceptor.accept(tcp).expect("server handshake");
+        let id = tls.id();
+        let mut buf = Vec::new();
+        (id, tls.read_to_end(&mut buf).unwrap_err())
+    });
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
+    let tcp = dialer.connect(&format!("127.0.0.1:{port}")).unwrap();
+    misbehave(
+        TlsConnector::from(client)
+            .connect("localhost", tcp)
+            .unwrap(),
+    );
+    let (id, err) = srv.join().unwrap();
+    let events = rec
+        .wait_for(
+            |ev| ev.iter().any(|e| e.name() == "close" && e.id() == Some(id)),
+            std::time::Duration::from_secs(10),
+        )
+        .expect("server close");
+    let on_close = events
+        .iter()
+        .find(|e| e.name() == "close" && e.id() == Some(id))
+        .and_then(|e| e.error().cloned())
+        .expect("on_close carries the TLS layer's error");
+    assert!(tracker.is_empty());
+    (err, on_close)
+}
+
+#[test]
+fn tls_layer_errors_after_the_handshake_reach_on_close() {
+    // No close_notify: the client just drops its stream.
+    let (err, on_close) = server_error_after_handshake(drop);
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    assert_eq!(
+        (on_close.kind, on_close.message),
+        (err.kind(), err.to_string())
+    );
+
+    // A corrupt application-data record written under TLS.
+    let (err, on_close) = server_error_after_handshake(|mut tls| {
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        record.extend([0x5a; 0x20]);
+        tls.get_mut().write_all(&record).unwrap();
+        // Until the server hangs up.
+        let mut buf = Vec::new();
+        let _ = tls.get_mut().read_to_end(&mut buf);
+    });
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    assert_eq!(
+        (on_close.kind, on_close.message),
+        (err.kind(), err.to_string())
     );
 }

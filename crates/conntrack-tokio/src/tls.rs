@@ -2,7 +2,10 @@
 //! report the handshake to the tracker.
 //!
 //! Bytes are counted at the TCP level, below TLS: a `Tracked<TcpStream>` under the TLS stream
-//! counts ciphertext, records and handshake included. See `docs/tls.md`.
+//! counts ciphertext, records and handshake included. Errors are seen at both levels: socket
+//! errors by the tracked stream, and errors the TLS layer raises itself (a peer closing without
+//! `close_notify`, a corrupt record) by [`TlsStream`], which remembers them on the connection
+//! so `on_close` carries them. See `docs/tls.md`.
 //!
 //! ```no_run
 //! # async fn run(server_config: std::sync::Arc<rustls::ServerConfig>) -> std::io::Result<()> {
@@ -28,20 +31,160 @@
 //! # let _ = run;
 //! ```
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
 use conntrack_rustls::Handshake;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::{Dialer, Tracked};
 
-/// A tokio-rustls server stream over a tracked stream.
-pub type ServerTlsStream<S> = tokio_rustls::server::TlsStream<Tracked<S>>;
-/// A tokio-rustls client stream over a tracked stream.
-pub type ClientTlsStream<S> = tokio_rustls::client::TlsStream<Tracked<S>>;
+/// A server TLS stream over a tracked stream, from [`TlsAcceptor::accept`].
+pub type ServerTlsStream<S> = TlsStream<tokio_rustls::server::TlsStream<Tracked<S>>>;
+/// A client TLS stream over a tracked stream, from [`TlsConnector::connect`].
+pub type ClientTlsStream<S> = TlsStream<tokio_rustls::client::TlsStream<Tracked<S>>>;
+
+/// A tokio-rustls stream over a [`Tracked`] stream that remembers every error it returns on the
+/// tracked connection.
+///
+/// Socket errors are already seen by the tracked stream below; errors the TLS layer raises on
+/// its own are not: a peer that closes without `close_notify` (`UnexpectedEof`), a corrupt or
+/// unexpected record (`InvalidData`). This wrapper records them
+/// ([`Connection::record_error`]), so [`on_close`](conntrack_core::Hook::on_close) carries the
+/// error the application saw. (Per-I/O hooks keep seeing the socket-level reads and writes.)
+///
+/// It reads and writes like the tokio-rustls stream it wraps; [`get_ref`](Self::get_ref),
+/// [`get_mut`](Self::get_mut) and [`into_inner`](Self::into_inner) give the same
+/// `(Tracked<S>, rustls connection)` pair as tokio-rustls, and [`inner`](Self::inner) /
+/// [`into_tls`](Self::into_tls) the tokio-rustls stream itself.
+#[derive(Debug)]
+pub struct TlsStream<T> {
+    inner: T,
+}
+
+impl<T> TlsStream<T> {
+    /// The tokio-rustls stream.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// The tokio-rustls stream, mutably. Errors returned through it directly are not
+    /// recorded.
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// The tokio-rustls stream, unwrapped.
+    pub fn into_tls(self) -> T {
+        self.inner
+    }
+}
+
+/// Accessors and the I/O traits, the same for the server and the client stream.
+macro_rules! tls_stream {
+    ($side:ident, $conn:ty) => {
+        impl<S> TlsStream<tokio_rustls::$side::TlsStream<Tracked<S>>> {
+            /// The tracked stream and the rustls connection.
+            pub fn get_ref(&self) -> (&Tracked<S>, &$conn) {
+                self.inner.get_ref()
+            }
+
+            /// The tracked stream and the rustls connection, mutably.
+            pub fn get_mut(&mut self) -> (&mut Tracked<S>, &mut $conn) {
+                self.inner.get_mut()
+            }
+
+            /// The tracked stream and the rustls connection, unwrapped.
+            pub fn into_inner(self) -> (Tracked<S>, $conn) {
+                self.inner.into_inner()
+            }
+
+            /// The tracked connection's handle.
+            pub fn connection(&self) -> &Connection {
+                self.inner.get_ref().0.connection()
+            }
+
+            /// The tracked connection's id.
+            pub fn id(&self) -> ConnectionId {
+                self.connection().id()
+            }
+
+            /// A snapshot of the tracked connection (TLS details included).
+            pub fn info(&self) -> ConnectionInfo {
+                self.connection().info()
+            }
+
+            fn seen<R>(&self, res: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+                if let Poll::Ready(Err(e)) = &res {
+                    self.connection().record_error(e);
+                }
+                res
+            }
+        }
+
+        impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead
+            for TlsStream<tokio_rustls::$side::TlsStream<Tracked<S>>>
+        {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+                this.seen(res)
+            }
+        }
+
+        impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite
+            for TlsStream<tokio_rustls::$side::TlsStream<Tracked<S>>>
+        {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+                this.seen(res)
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+                this.seen(res)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.inner.is_write_vectored()
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_flush(cx);
+                this.seen(res)
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                let res = Pin::new(&mut this.inner).poll_shutdown(cx);
+                this.seen(res)
+            }
+        }
+    };
+}
+
+tls_stream!(server, rustls::ServerConnection);
+tls_stream!(client, rustls::ClientConnection);
 
 /// Accepts TLS on tracked streams, reporting each handshake.
 #[derive(Clone)]
@@ -79,7 +222,7 @@ impl TlsAcceptor {
         match self.inner.accept(stream).await {
             Ok(tls) => {
                 handshake.complete(tls.get_ref().1);
-                Ok(tls)
+                Ok(TlsStream { inner: tls })
             }
             Err(e) => Err(handshake.fail(e)),
         }
@@ -130,7 +273,7 @@ impl TlsConnector {
         match self.inner.connect(name, stream).await {
             Ok(tls) => {
                 handshake.complete(tls.get_ref().1);
-                Ok(tls)
+                Ok(TlsStream { inner: tls })
             }
             Err(e) => Err(handshake.fail(e)),
         }

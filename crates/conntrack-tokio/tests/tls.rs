@@ -17,7 +17,7 @@ use conntrack_core::{
     ConnectionId, ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordedError,
     RecordingHook, Role, Tracker,
 };
-use conntrack_tokio::tls::{TlsAcceptor, TlsConnector};
+use conntrack_tokio::tls::{ClientTlsStream, TlsAcceptor, TlsConnector};
 use conntrack_tokio::{Dialer, Listener};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -520,4 +520,83 @@ async fn a_cancelled_handshake_is_reported_and_counted() {
     assert_eq!(tracker.stats().total().tls_handshake_failed, 1);
     assert_eq!(rec.count("tls_handshake_start"), 1);
     assert_eq!(rec.count("tls_handshake_done"), 1);
+}
+
+/// What the server's read sees after the client's `misbehave`, and the server connection's
+/// `on_close` error: the TLS layer's own error, recorded by the TLS stream wrapper although
+/// the socket below saw no error at all.
+async fn server_error_after_handshake(
+    misbehave: impl AsyncFnOnce(ClientTlsStream<tokio::net::TcpStream>),
+) -> (io::Error, RecordedError) {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let mut listener = Listener::new(
+        &tracker,
+        inner,
+        ListenerConfig::new().category("tls-in").hook(rec.clone()),
+    );
+    // No TLS 1.3 session tickets after the handshake: a client dropping its stream with them
+    // unread would make its kernel send a reset instead of a FIN.
+    let mut config = (*server_config(rustls::DEFAULT_VERSIONS, &[])).clone();
+    config.send_tls13_tickets = 0;
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let id = tls.id();
+        let mut buf = Vec::new();
+        let err = tls.read_to_end(&mut buf).await.unwrap_err();
+        (id, err)
+    });
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("tls-out"));
+    let connector = TlsConnector::from(client_config(&pki().ca, &[]));
+    let tls = dialer
+        .connect_tls(&addr.to_string(), &connector, Some("localhost"))
+        .await
+        .unwrap();
+    misbehave(tls).await;
+    let (id, err) = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
+    let closed = rec
+        .wait_for(
+            |ev| ev.iter().any(|e| e.name() == "close" && e.id() == Some(id)),
+            WAIT,
+        )
+        .expect("server close");
+    let on_close = closed
+        .iter()
+        .find(|e| e.name() == "close" && e.id() == Some(id))
+        .and_then(|e| e.error().cloned())
+        .expect("on_close carries the TLS layer's error");
+    tokio::time::timeout(WAIT, tracker.drained())
+        .await
+        .expect("nothing left tracked");
+    (err, on_close)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_closing_without_close_notify_reaches_on_close() {
+    // Dropping the stream closes TCP without sending close_notify.
+    let (err, on_close) = server_error_after_handshake(async |tls| drop(tls)).await;
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    assert_eq!(on_close.kind, io::ErrorKind::UnexpectedEof);
+    assert_eq!(on_close.message, err.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_reaches_on_close() {
+    let (err, on_close) = server_error_after_handshake(async |mut tls| {
+        // An application-data record whose ciphertext is garbage, written under TLS.
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        record.extend([0x5a; 0x20]);
+        tls.get_mut().0.write_all(&record).await.unwrap();
+        // Keep the connection open until the server has given up on it.
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tls.get_mut().0.read_to_end(&mut buf)).await;
+    })
+    .await;
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    assert_eq!(on_close.kind, io::ErrorKind::InvalidData);
+    assert_eq!(on_close.message, err.to_string());
 }
