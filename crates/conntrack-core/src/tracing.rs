@@ -50,6 +50,22 @@
 //!
 //! When no subscriber wants the span (the level or target is filtered out), none is made or
 //! kept; the hook's cost is then a few atomic loads per connection.
+//!
+//! The span is never entered by the hook. To put a connection's work inside it (so that, say,
+//! the request spans of a server's per-connection task become its children), keep a clone of
+//! the hook and instrument the task with [`TracingHook::span`]:
+//!
+//! ```
+//! use conntrack_core::tracing::TracingHook;
+//! use conntrack_core::Connection;
+//!
+//! fn serve(hook: &TracingHook, conn: &Connection) {
+//!     let span = hook.span(conn.id()).unwrap_or_else(tracing::Span::none);
+//!     let _inside = span.enter(); // for a future: `.instrument(span)`
+//!     // ... the connection's work ...
+//! }
+//! # let _ = serve;
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -150,7 +166,11 @@ impl TracingHook {
         span
     }
 
-    fn span(&self, id: ConnectionId) -> Option<Span> {
+    /// The span of a live connection, to run its work inside: e.g. a server's per-connection
+    /// task `.instrument(span)`ed, so the request spans it makes become the connection's
+    /// children. `None` once the connection closed, or when no subscriber wanted the span.
+    #[must_use]
+    pub fn span(&self, id: ConnectionId) -> Option<Span> {
         self.shard(id)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

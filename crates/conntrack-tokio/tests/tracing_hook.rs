@@ -19,7 +19,7 @@ use conntrack_tokio::{Dialer, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Instrument, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
@@ -120,24 +120,33 @@ struct Life {
     client_local: SocketAddr,
     client_id: u64,
     server_id: u64,
+    server_cid: conntrack_core::ConnectionId,
 }
 
 /// One TLS connection: the client sends "ping", the server answers "pong" and closes; both
 /// ends are dropped and the tracker drains.
-async fn one_connection(tracker: &Tracker) -> Life {
+async fn one_connection(tracker: &Tracker, hook: &TracingHook) -> Life {
     let (server_cfg, client_cfg) = pki::localhost_configs(&[b"h2"]);
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_addr = inner.local_addr().unwrap();
     let mut listener = Listener::new(tracker, inner, ListenerConfig::new().category("api"));
     let acceptor = TlsAcceptor::from(server_cfg);
+    let hook = hook.clone();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let server_id = tcp.id().as_u64();
-        let mut tls = acceptor.accept(tcp).await.unwrap();
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.unwrap();
-        tls.write_all(b"pong").await.unwrap();
-        tls.shutdown().await.unwrap();
+        let server_id = tcp.id();
+        // The server's work runs inside the connection's span.
+        let span = hook.span(tcp.id()).expect("a live connection has its span");
+        async move {
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.unwrap();
+            tracing::info!("served");
+            tls.write_all(b"pong").await.unwrap();
+            tls.shutdown().await.unwrap();
+        }
+        .instrument(span)
+        .await;
         server_id
     });
 
@@ -153,7 +162,7 @@ async fn one_connection(tracker: &Tracker) -> Life {
     tls.read_to_end(&mut got).await.unwrap();
     assert_eq!(got, b"pong");
     drop(tls);
-    let server_id = server.await.unwrap();
+    let server_cid = server.await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), tracker.drained())
         .await
         .expect("tracker drains");
@@ -161,7 +170,8 @@ async fn one_connection(tracker: &Tracker) -> Life {
         server_addr,
         client_local,
         client_id,
-        server_id,
+        server_id: server_cid.as_u64(),
+        server_cid,
     }
 }
 
@@ -175,16 +185,15 @@ fn field<'a>(f: &'a Fields, name: &str) -> &'a str {
 fn one_connection_life_is_a_span_with_otel_fields_and_an_event_per_phase() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let tracker = Tracker::builder()
-        .hook(TracingHook::new().io_events(true))
-        .build();
+    let hook = TracingHook::new().io_events(true);
+    let tracker = Tracker::builder().hook(hook.clone()).build();
     // A current-thread runtime keeps every hook call on this thread, under this subscriber.
     let life = tracing::subscriber::with_default(subscriber, || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(one_connection(&tracker))
+            .block_on(one_connection(&tracker, &hook))
     });
     let c = capture.0.lock().unwrap();
 
@@ -256,7 +265,10 @@ fn one_connection_life_is_a_span_with_otel_fields_and_an_event_per_phase() {
     );
 
     // Every event is under the `conntrack` target.
-    assert!(c.events.iter().all(|e| e.target == "conntrack"));
+    assert!(c
+        .events
+        .iter()
+        .all(|e| e.target == "conntrack" || e.message == "served"));
     let in_span = |span: u64| -> Vec<(&str, Level)> {
         c.events
             .iter()
@@ -269,9 +281,15 @@ fn one_connection_life_is_a_span_with_otel_fields_and_an_event_per_phase() {
         in_span(span)
             .into_iter()
             .map(|(m, _)| m)
-            .filter(|m| *m != "read" && *m != "write")
+            .filter(|m| *m != "read" && *m != "write" && *m != "served")
             .collect()
     };
+    // The server's own event, made inside `TracingHook::span`, belongs to the connection.
+    assert!(in_span(server_span).contains(&("served", Level::INFO)));
+    assert!(
+        hook.span(life.server_cid).is_none(),
+        "a closed connection has no span"
+    );
     assert_eq!(
         phases(client_span),
         [
