@@ -154,6 +154,54 @@ struct Rare {
     last_error: Option<io::Error>,
 }
 
+/// A connection's state at one instant, copied out of its entry: what the history keeps of a
+/// closed connection, turned into a [`ConnectionInfo`] only when it is read.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    id: u64,
+    class: u32,
+    role: Role,
+    local_addr: Addr,
+    remote_addr: Addr,
+    target: Option<Arc<str>>,
+    opened_nanos: u64,
+    /// When the snapshot was taken (for a closed connection: when it closed).
+    pub(crate) at_nanos: u64,
+    read: u64,
+    write: u64,
+    last_io_ms: u64,
+    timings: Timings,
+    tls: Option<Arc<TlsInfo>>,
+}
+
+impl Snapshot {
+    /// The index of the connection's (category, role) in the tracker's stat table.
+    pub(crate) fn class(&self) -> u32 {
+        self.class
+    }
+
+    /// The record, with `category` the name of the snapshot's class.
+    pub(crate) fn into_info(self, category: Arc<str>) -> ConnectionInfo {
+        ConnectionInfo {
+            id: ConnectionId(self.id),
+            category,
+            role: self.role,
+            local_addr: self.local_addr,
+            remote_addr: self.remote_addr,
+            target: self.target,
+            established_at: clock::system_time_at(self.opened_nanos),
+            established_for: Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos)),
+            read_bytes: self.read,
+            write_bytes: self.write,
+            idle_for: Duration::from_millis(
+                (self.at_nanos / 1_000_000).saturating_sub(self.last_io_ms),
+            ),
+            timings: self.timings,
+            tls: self.tls.map(|t| (*t).clone()),
+        }
+    }
+}
+
 /// The shared state of one connection. The registry holds one `Arc` to it and every
 /// [`Connection`] handle another; `handles` counts only the handles.
 pub(crate) struct Entry {
@@ -163,7 +211,7 @@ pub(crate) struct Entry {
     pub(crate) role: Role,
     pub(crate) local_addr: Addr,
     pub(crate) remote_addr: Addr,
-    pub(crate) target: Option<Arc<str>>,
+    target: Option<Arc<str>>,
     pub(crate) opened_nanos: u64,
     read: AtomicU64,
     write: AtomicU64,
@@ -258,21 +306,27 @@ impl Entry {
 
     /// The record as of `now_nanos` (one clock read serves a whole snapshot).
     pub(crate) fn info_at(&self, now_nanos: u64) -> ConnectionInfo {
-        let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
-        ConnectionInfo {
-            id: ConnectionId(self.id),
-            category: self.category(),
+        self.snapshot(now_nanos, self.tls())
+            .into_info(self.category())
+    }
+
+    /// The state as of `now_nanos`, with `tls` as read from the entry. Copies only: no string
+    /// is built and no shared reference count (such as the category's) is touched.
+    fn snapshot(&self, now_nanos: u64, tls: Option<Arc<TlsInfo>>) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            class: self.class,
             role: self.role,
             local_addr: self.local_addr.clone(),
             remote_addr: self.remote_addr.clone(),
             target: self.target.clone(),
-            established_at: clock::system_time_at(self.opened_nanos),
-            established_for: Duration::from_nanos(now_nanos.saturating_sub(self.opened_nanos)),
-            read_bytes: self.read_bytes(),
-            write_bytes: self.write_bytes(),
-            idle_for: Duration::from_millis((now_nanos / 1_000_000).saturating_sub(last_io_ms)),
+            opened_nanos: self.opened_nanos,
+            at_nanos: now_nanos,
+            read: self.read_bytes(),
+            write: self.write_bytes(),
+            last_io_ms: self.last_io_ms.load(Ordering::Relaxed),
             timings: self.timings(),
-            tls: self.tls().map(|t| (*t).clone()),
+            tls,
         }
     }
 
@@ -311,16 +365,25 @@ impl Entry {
         }
         let t = self.tracker();
         self.shard.remove(self.id);
-        let error = self.rare().last_error.take();
-        if t.needs_close_info(&self.chain) {
-            let info = self.info_at(clock::now_nanos());
-            self.fire(&mut |h| {
-                h.on_close(&CloseEvent {
-                    connection: &info,
-                    error: error.as_ref(),
+        let (error, tls) = {
+            let mut rare = self.rare();
+            (rare.last_error.take(), rare.tls.clone())
+        };
+        let hooks = t.has_hooks(&self.chain);
+        if hooks || t.keeps_history() {
+            // The history keeps this copy of the final state; the full record is built only
+            // if someone reads the history (or below, for the close hooks).
+            let snapshot = self.snapshot(clock::now_nanos(), tls);
+            if hooks {
+                let info = snapshot.clone().into_info(self.category());
+                self.fire(&mut |h| {
+                    h.on_close(&CloseEvent {
+                        connection: &info,
+                        error: error.as_ref(),
+                    });
                 });
-            });
-            t.push_history(info, error.as_ref());
+            }
+            t.push_history(snapshot, error);
         }
         // Totals move from "live" to "closed" after the hooks ran, so a drain future woken by
         // this close sees the close hooks done.

@@ -346,7 +346,8 @@ pub struct ConnectionInfo {
 pub struct ClosedConnection {
     /// The final record: bytes and age as they were at close.
     pub info: ConnectionInfo,
-    /// Wall-clock time of the close.
+    /// Wall-clock time of the close, on the clock of `info.established_at` (it is
+    /// `established_at + established_for`). For display only.
     #[cfg_attr(
         feature = "serde",
         serde(serialize_with = "crate::info::ser::system_time")

@@ -8,13 +8,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
 use crate::clock;
 use crate::config::{DialerConfig, ListenerConfig};
-use crate::connection::{Connection, Entry, Registration};
+use crate::connection::{Connection, Entry, Registration, Snapshot};
 use crate::dial::Dial;
 use crate::event::{AcceptEvent, DialEvent};
 use crate::hook::{Chain, Hook};
@@ -40,7 +39,8 @@ pub(crate) struct TrackerInner {
     pub(crate) stats: StatTable,
     hook_panics: AtomicU64,
     history_cap: usize,
-    history: Mutex<VecDeque<ClosedConnection>>,
+    /// Closed connections, newest first, as copied at close; records are built when read.
+    history: Mutex<VecDeque<(Snapshot, Option<io::Error>)>>,
     waiters: Mutex<HashMap<u64, Waker>>,
     waiter_count: AtomicUsize,
     next_waiter: AtomicU64,
@@ -78,8 +78,8 @@ impl TrackerInner {
         !chain.is_empty() || self.any_hooks.load(Ordering::Acquire)
     }
 
-    pub(crate) fn needs_close_info(&self, chain: &Chain) -> bool {
-        self.history_cap > 0 || self.has_hooks(chain)
+    pub(crate) fn keeps_history(&self) -> bool {
+        self.history_cap > 0
     }
 
     /// `chain` first, then the tracker's own hooks.
@@ -116,20 +116,21 @@ impl TrackerInner {
         self.any_hooks.store(any, Ordering::Release);
     }
 
-    pub(crate) fn push_history(&self, info: ConnectionInfo, error: Option<&io::Error>) {
+    /// Keeps a closed connection's final state and last error in the history.
+    pub(crate) fn push_history(&self, snapshot: Snapshot, error: Option<io::Error>) {
         if self.history_cap == 0 {
             return;
         }
-        let closed = ClosedConnection {
-            info,
-            closed_at: SystemTime::now(),
-            error: error.map(ToString::to_string),
-        };
         let mut h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        if h.len() == self.history_cap {
-            h.pop_back();
-        }
-        h.push_front(closed);
+        let evicted = if h.len() == self.history_cap {
+            h.pop_back()
+        } else {
+            None
+        };
+        h.push_front((snapshot, error));
+        drop(h);
+        // The evicted record's references are released outside the lock.
+        drop(evicted);
     }
 
     fn active(&self, category: Option<&str>) -> u64 {
@@ -352,7 +353,19 @@ impl Tracker {
             .history
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        h.iter().cloned().collect()
+        h.iter()
+            .map(|(snapshot, error)| {
+                let category = self
+                    .inner
+                    .stats
+                    .with(snapshot.class(), |c| Arc::clone(&c.category));
+                ClosedConnection {
+                    closed_at: clock::system_time_at(snapshot.at_nanos),
+                    info: snapshot.clone().into_info(category),
+                    error: error.as_ref().map(ToString::to_string),
+                }
+            })
+            .collect()
     }
 
     /// Installs a hook until the returned handle is dropped or

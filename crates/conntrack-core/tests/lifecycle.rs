@@ -567,6 +567,51 @@ fn history_is_bounded_and_newest_first() {
 }
 
 #[test]
+fn history_keeps_the_state_at_close() {
+    let tracker = Tracker::builder().history(4).build();
+    let conn = tracker.register(client("db").target("db.internal:5432"));
+    let later = conn.clone();
+    conn.record_read(7);
+    conn.set_timings(Timings::new().with_connect(Duration::from_millis(2)));
+    conn.set_tls(TlsInfo::new("1.3", "TLS_AES_128_GCM_SHA256"));
+    let live = conn.info();
+    conn.close();
+    // Recording on a closed handle changes nothing the history shows.
+    later.record_read(100);
+    later.set_timings(Timings::new().with_dns(Duration::from_millis(9)));
+    drop((conn, later));
+    let closed = tracker.recently_closed();
+    assert_eq!(closed.len(), 1);
+    let c = &closed[0];
+    assert_eq!(c.info.id, live.id);
+    assert_eq!(&*c.info.category, "db");
+    assert_eq!(c.info.role, Role::Client);
+    assert_eq!(c.info.local_addr, live.local_addr);
+    assert_eq!(c.info.remote_addr, live.remote_addr);
+    assert_eq!(c.info.target.as_deref(), Some("db.internal:5432"));
+    assert_eq!(c.info.read_bytes, 7);
+    assert_eq!(c.info.timings, live.timings);
+    assert!(c.info.tls.is_some());
+    assert_eq!(c.info.established_at, live.established_at);
+    assert!(c.info.established_for >= live.established_for);
+    assert_eq!(
+        c.closed_at,
+        c.info.established_at + c.info.established_for,
+        "closed_at and established_at are on one clock"
+    );
+    let again = &tracker.recently_closed()[0];
+    assert_eq!(
+        (
+            again.info.read_bytes,
+            again.info.established_for,
+            again.closed_at
+        ),
+        (c.info.read_bytes, c.info.established_for, c.closed_at),
+        "read twice, the same record"
+    );
+}
+
+#[test]
 fn close_reports_the_last_error() {
     let rec = RecordingHook::new();
     let tracker = Tracker::builder().hook(rec.clone()).build();
