@@ -104,6 +104,26 @@ impl StatTable {
         if let Some(id) = self.table.load().by_role[slot(role)].get(category) {
             return *id;
         }
+        self.add_class(category, role)
+    }
+
+    /// Counts a connection opened in a (category, role) and returns the class's index: one
+    /// table load for both, on the registration path.
+    pub(crate) fn open(&self, category: &str, role: Role) -> u32 {
+        {
+            let table = self.table.load();
+            if let Some(&id) = table.by_role[slot(role)].get(category) {
+                table.classes[id as usize].cell.opened.incr();
+                return id;
+            }
+        }
+        let id = self.add_class(category, role);
+        self.with(id, |c| c.cell.opened.incr());
+        id
+    }
+
+    #[cold]
+    fn add_class(&self, category: &str, role: Role) -> u32 {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.table.load_full();
         if let Some(id) = current.by_role[slot(role)].get(category) {

@@ -400,9 +400,9 @@ impl Tracker {
             reg.chain.prepend(&trace::current())
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let class = self.inner.stats.class_id(category, reg.role);
-        // SeqCst inside: pairs with the clock ticker's park check (`clock::connection_opened`).
-        self.inner.stats.with(class, |c| c.cell.opened.incr());
+        // Counts the open (SeqCst inside: pairs with the clock ticker's park check,
+        // `clock::connection_opened`).
+        let class = self.inner.stats.open(category, reg.role);
         let role = reg.role;
         let dial_started = reg.dial_started;
         let shard = self.registry.shard(id);
