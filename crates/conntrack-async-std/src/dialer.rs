@@ -75,7 +75,7 @@ pub(crate) async fn connect_addr<N: Net>(
     config: &DialerConfig,
     addr: SocketAddr,
 ) -> io::Result<Tracked<N::Tcp>> {
-    let dial = tracker.dial(config, addr.to_string());
+    let dial = tracker.dial_addr(config, addr);
     attempts::<N>(config, dial, &[addr]).await
 }
 

@@ -35,6 +35,9 @@ pub struct Registration {
     pub(crate) local_addr: Addr,
     pub(crate) remote_addr: Addr,
     pub(crate) target: Option<Arc<str>>,
+    /// The target is the remote address as text, made only when a record is built (set by
+    /// [`Dial`](crate::Dial) for a dial of one address).
+    pub(crate) target_is_remote: bool,
     pub(crate) timings: Timings,
     pub(crate) chain: Chain,
     /// The chain already holds the trace scope (set by [`Dial`](crate::Dial)).
@@ -53,6 +56,7 @@ impl Registration {
             local_addr: Addr::Unknown,
             remote_addr: Addr::Unknown,
             target: None,
+            target_is_remote: false,
             timings: Timings::new(),
             chain: Chain::default(),
             scoped: false,
@@ -99,6 +103,7 @@ impl Registration {
     #[must_use]
     pub fn target(mut self, target: impl Into<Arc<str>>) -> Self {
         self.target = Some(target.into());
+        self.target_is_remote = false;
         self
     }
 
@@ -164,6 +169,7 @@ pub(crate) struct Snapshot {
     local_addr: Addr,
     remote_addr: Addr,
     target: Option<Arc<str>>,
+    target_is_remote: bool,
     opened_nanos: u64,
     /// When the snapshot was taken (for a closed connection: when it closed).
     pub(crate) at_nanos: u64,
@@ -182,13 +188,18 @@ impl Snapshot {
 
     /// The record, with `category` the name of the snapshot's class.
     pub(crate) fn into_info(self, category: Arc<str>) -> ConnectionInfo {
+        let target = if self.target_is_remote {
+            Some(Arc::from(self.remote_addr.to_string()))
+        } else {
+            self.target
+        };
         ConnectionInfo {
             id: ConnectionId(self.id),
             category,
             role: self.role,
             local_addr: self.local_addr,
             remote_addr: self.remote_addr,
-            target: self.target,
+            target,
             established_at: clock::system_time_at(self.opened_nanos),
             established_for: Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos)),
             read_bytes: self.read,
@@ -212,6 +223,8 @@ pub(crate) struct Entry {
     pub(crate) local_addr: Addr,
     pub(crate) remote_addr: Addr,
     target: Option<Arc<str>>,
+    /// The target is `remote_addr` as text (see [`Registration`]).
+    target_is_remote: bool,
     pub(crate) opened_nanos: u64,
     read: AtomicU64,
     write: AtomicU64,
@@ -249,6 +262,7 @@ impl Entry {
             local_addr: reg.local_addr,
             remote_addr: reg.remote_addr,
             target: reg.target,
+            target_is_remote: reg.target_is_remote,
             opened_nanos,
             read: AtomicU64::new(0),
             write: AtomicU64::new(0),
@@ -320,6 +334,7 @@ impl Entry {
             local_addr: self.local_addr.clone(),
             remote_addr: self.remote_addr.clone(),
             target: self.target.clone(),
+            target_is_remote: self.target_is_remote,
             opened_nanos: self.opened_nanos,
             at_nanos: now_nanos,
             read: self.read_bytes(),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::clock;
@@ -47,10 +47,17 @@ pub struct Dial {
     tracker: Tracker,
     category: Arc<str>,
     chain: Chain,
-    target: Arc<str>,
+    target: Target,
     started: u64,
     dns_started: Option<u64>,
     timings: Timings,
+}
+
+/// What a dial is for: the text given, or one address whose text is made only when something
+/// reads it (an address dial that succeeds with no hook installed never formats it).
+enum Target {
+    Text(Arc<str>),
+    Addr(SocketAddr, OnceLock<Arc<str>>),
 }
 
 /// One connect attempt of a [`Dial`], from [`Dial::connect_start`].
@@ -70,6 +77,14 @@ impl ConnectAttempt {
 
 impl Dial {
     pub(crate) fn new(tracker: Tracker, config: &DialerConfig, target: Arc<str>) -> Self {
+        Dial::with_target(tracker, config, Target::Text(target))
+    }
+
+    pub(crate) fn new_addr(tracker: Tracker, config: &DialerConfig, addr: SocketAddr) -> Self {
+        Dial::with_target(tracker, config, Target::Addr(addr, OnceLock::new()))
+    }
+
+    fn with_target(tracker: Tracker, config: &DialerConfig, target: Target) -> Self {
         Dial {
             tracker,
             category: Arc::clone(config.category_name()),
@@ -84,7 +99,14 @@ impl Dial {
     /// What is being dialed.
     #[must_use]
     pub fn target(&self) -> &str {
-        &self.target
+        self.target_text()
+    }
+
+    fn target_text(&self) -> &Arc<str> {
+        match &self.target {
+            Target::Text(t) => t,
+            Target::Addr(a, text) => text.get_or_init(|| Arc::from(a.to_string())),
+        }
     }
 
     /// Name resolution of `host` starts (`on_dns_start`).
@@ -163,11 +185,23 @@ impl Dial {
     /// The dial succeeded: registers the connection (role client, the dial's target, category,
     /// hooks and timings) and fires `on_dial`.
     pub fn established(self, local: impl Into<Addr>, remote: impl Into<Addr>) -> Connection {
+        let remote = remote.into();
         let mut reg = Registration::new(Role::Client)
             .local_addr(local)
-            .remote_addr(remote)
-            .target(Arc::clone(&self.target))
             .timings(self.timings);
+        match &self.target {
+            // The target is the remote address: its text is made when a record is built, and
+            // is not made at all if nothing reads the connection (a hook would read it now).
+            Target::Addr(a, text)
+                if text.get().is_none()
+                    && remote == Addr::Inet(*a)
+                    && !self.tracker.inner.has_hooks(&self.chain) =>
+            {
+                reg.target_is_remote = true;
+            }
+            _ => reg.target = Some(Arc::clone(self.target_text())),
+        }
+        reg.remote_addr = remote;
         reg.chain = self.chain;
         reg.scoped = true;
         reg.dial_started = Some(self.started);
@@ -179,7 +213,7 @@ impl Dial {
     pub fn failed(self, error: &io::Error) {
         let ev = DialEvent {
             category: &self.category,
-            target: &self.target,
+            target: self.target_text(),
             connection: None,
             error: Some(error),
             duration: clock::since(self.started),
@@ -192,7 +226,7 @@ impl fmt::Debug for Dial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dial")
             .field("category", &self.category)
-            .field("target", &self.target)
+            .field("target", &self.target())
             .field("timings", &self.timings)
             .finish_non_exhaustive()
     }

@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -473,6 +474,14 @@ impl Tracker {
     /// [`trace`](crate::trace) scope. See [`Dial`].
     pub fn dial(&self, config: &DialerConfig, target: impl Into<Arc<str>>) -> Dial {
         Dial::new(self.clone(), config, target.into())
+    }
+
+    /// Starts reporting a dial of one address, `addr`, with `config`: the same as
+    /// [`dial`](Tracker::dial) with `addr.to_string()` as the target, except that the text is
+    /// made only when something reads it (a hook, a snapshot, the history), so a dial nobody
+    /// looks at does not format an address.
+    pub fn dial_addr(&self, config: &DialerConfig, addr: SocketAddr) -> Dial {
+        Dial::new_addr(self.clone(), config, addr)
     }
 
     pub(crate) fn dial_failed(&self, category: &Arc<str>, chain: &Chain, ev: &DialEvent<'_>) {

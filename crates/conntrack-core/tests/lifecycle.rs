@@ -612,6 +612,57 @@ fn history_keeps_the_state_at_close() {
 }
 
 #[test]
+fn an_address_dial_has_the_address_as_target() {
+    let rec = RecordingHook::new();
+    let target = addr(5432);
+    let text = target.to_string();
+    for hooked in [false, true] {
+        let tracker = if hooked {
+            Tracker::builder().hook(rec.clone()).build()
+        } else {
+            Tracker::new()
+        };
+        let config = DialerConfig::new().category("db");
+        let dial = tracker.dial_addr(&config, target);
+        let conn = dial.established(addr(40_000), target);
+        assert_eq!(
+            conn.info().target.as_deref(),
+            Some(text.as_str()),
+            "{hooked}"
+        );
+        drop(conn);
+        let closed = tracker.recently_closed();
+        assert_eq!(closed[0].info.target.as_deref(), Some(text.as_str()));
+
+        // Read before it is established, or established with another remote address.
+        let dial = tracker.dial_addr(&config, target);
+        assert_eq!(dial.target(), text);
+        assert!(format!("{dial:?}").contains(&text));
+        let conn = dial.established(addr(40_000), addr(6000));
+        assert_eq!(conn.info().target.as_deref(), Some(text.as_str()));
+        let dial = tracker.dial_addr(&config, target);
+        let conn2 = dial.established(addr(40_001), addr(6000));
+        assert_eq!(conn2.info().target.as_deref(), Some(text.as_str()));
+        assert_eq!(conn2.info().remote_addr, Addr::Inet(addr(6000)));
+        drop((conn, conn2));
+
+        tracker
+            .dial_addr(&config, target)
+            .failed(&io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(tracker.stats().get("db", Role::Client).unwrap().failed, 1);
+    }
+    let dials: Vec<_> = rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Recorded::Dial { target, .. } => Some(target),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dials, [text.clone(), text.clone(), text.clone(), text]);
+}
+
+#[test]
 fn close_reports_the_last_error() {
     let rec = RecordingHook::new();
     let tracker = Tracker::builder().hook(rec.clone()).build();

@@ -89,7 +89,7 @@ impl Dialer {
 
     /// Connects to `addr` (no name resolution); the entry's target is the address.
     pub fn connect_addr(&self, addr: SocketAddr) -> io::Result<Tracked<TcpStream>> {
-        let dial = self.tracker.dial(&self.config, addr.to_string());
+        let dial = self.tracker.dial_addr(&self.config, addr);
         self.attempts(dial, &[addr])
     }
 

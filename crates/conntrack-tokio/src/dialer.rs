@@ -179,7 +179,7 @@ impl Dialer {
     ///
     /// The connect error, or `TimedOut`; reported to `on_dial` and counted.
     pub async fn connect_addr(&self, addr: SocketAddr) -> io::Result<Tracked<TcpStream>> {
-        let dial = self.tracker.dial(&self.config, addr.to_string());
+        let dial = self.tracker.dial_addr(&self.config, addr);
         self.attempts(dial, vec![addr]).await
     }
 
