@@ -147,27 +147,27 @@ impl Dialer {
                 return Err(e);
             }
         };
-        let addrs = if let Ok(ip) = host.parse::<IpAddr>() {
-            vec![SocketAddr::new(ip, port)]
-        } else {
-            dial.dns_start(host);
-            let resolved = match self.resolver.resolve(host, port).await {
-                Ok(a) if a.is_empty() => Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{host}: name resolved to no addresses"),
-                )),
-                other => other,
-            };
-            match resolved {
-                Ok(a) => {
-                    dial.dns_done(host, Ok(&a));
-                    a
-                }
-                Err(e) => {
-                    dial.dns_done(host, Err(&e));
-                    dial.failed(&e);
-                    return Err(e);
-                }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            let res = self.connect_one(&mut dial, SocketAddr::new(ip, port)).await;
+            return finish(dial, res);
+        }
+        dial.dns_start(host);
+        let resolved = match self.resolver.resolve(host, port).await {
+            Ok(a) if a.is_empty() => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host}: name resolved to no addresses"),
+            )),
+            other => other,
+        };
+        let addrs = match resolved {
+            Ok(a) => {
+                dial.dns_done(host, Ok(&a));
+                a
+            }
+            Err(e) => {
+                dial.dns_done(host, Err(&e));
+                dial.failed(&e);
+                return Err(e);
             }
         };
         self.attempts(dial, addrs).await
@@ -179,8 +179,9 @@ impl Dialer {
     ///
     /// The connect error, or `TimedOut`; reported to `on_dial` and counted.
     pub async fn connect_addr(&self, addr: SocketAddr) -> io::Result<Tracked<TcpStream>> {
-        let dial = self.tracker.dial_addr(&self.config, addr);
-        self.attempts(dial, vec![addr]).await
+        let mut dial = self.tracker.dial_addr(&self.config, addr);
+        let res = self.connect_one(&mut dial, addr).await;
+        finish(dial, res)
     }
 
     /// Connects to a Unix socket at `path`.
@@ -225,30 +226,54 @@ impl Dialer {
         }
     }
 
+    /// Connects to the resolved addresses: a single address is simply connected to (there is
+    /// nothing to race), several go through Happy Eyeballs.
     async fn attempts(
         &self,
         mut dial: Dial,
         addrs: Vec<SocketAddr>,
     ) -> io::Result<Tracked<TcpStream>> {
-        let res = happy_eyeballs(
-            &mut dial,
-            interleave(addrs),
-            self.config.fallback_delay_value(),
-            self.config.connect_timeout_value(),
-        )
-        .await;
-        // The remote address is the winning attempt's: no getpeername needed.
-        match res.and_then(|(s, remote)| {
-            let local = s.local_addr()?;
-            Ok((s, local, remote))
-        }) {
-            Ok((stream, local, remote)) => {
-                Ok(Tracked::new(stream, dial.established(local, remote)))
-            }
-            Err(e) => {
-                dial.failed(&e);
-                Err(e)
-            }
+        let res = if let [addr] = addrs[..] {
+            self.connect_one(&mut dial, addr).await
+        } else {
+            happy_eyeballs(
+                &mut dial,
+                interleave(addrs),
+                self.config.fallback_delay_value(),
+                self.config.connect_timeout_value(),
+            )
+            .await
+        };
+        finish(dial, res)
+    }
+
+    /// The only connect attempt of a dial, reported as [`happy_eyeballs`] reports each attempt
+    /// (`connect_start`, then `connect_done` with success, the connect error, or `TimedOut`
+    /// when the connect timeout passes) but without its race machinery: no boxed attempt, no
+    /// attempt list, no timer unless a connect timeout is set.
+    async fn connect_one(
+        &self,
+        dial: &mut Dial,
+        addr: SocketAddr,
+    ) -> io::Result<(TcpStream, Addr)> {
+        let attempt = dial.connect_start(addr);
+        let res = self.timed(TcpStream::connect(addr)).await;
+        dial.connect_done(&attempt, res.as_ref().map(|_| ()));
+        res.map(|s| (s, Addr::Inet(addr)))
+    }
+}
+
+/// Registers the connection of a finished connect phase, or reports the dial's failure.
+fn finish(dial: Dial, res: io::Result<(TcpStream, Addr)>) -> io::Result<Tracked<TcpStream>> {
+    // The remote address is the winning attempt's: no getpeername needed.
+    match res.and_then(|(s, remote)| {
+        let local = s.local_addr()?;
+        Ok((s, local, remote))
+    }) {
+        Ok((stream, local, remote)) => Ok(Tracked::new(stream, dial.established(local, remote))),
+        Err(e) => {
+            dial.failed(&e);
+            Err(e)
         }
     }
 }
