@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conntrack_core::metrics::{
     describe, MetricsCollector, MetricsHook, CONNECTION_BUCKETS, CONNECTION_DURATION,
     CONNECT_DURATION, DNS_LOOKUP_DURATION, PHASE_BUCKETS, TLS_HANDSHAKE_DURATION,
 };
-use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
+use conntrack_core::{DialerConfig, ListenerConfig, RecordingHook, Tracker};
 use conntrack_tokio::tls::{TlsAcceptor, TlsConnector};
 use conntrack_tokio::{Dialer, Listener};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -55,19 +55,10 @@ fn install_exporter() -> SocketAddr {
     addr
 }
 
-/// `GET /metrics` over a plain TCP connection, retried while the exporter starts.
+/// `GET /metrics` over a plain TCP connection. The exporter's listener is bound by the time
+/// `install` returns, so the connection is queued even before its thread accepts.
 fn scrape(addr: SocketAddr) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match try_scrape(addr) {
-            Ok(body) => return body,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("scrape: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("scrape {addr}: {e}"),
-        }
-    }
+    try_scrape(addr).unwrap_or_else(|e| panic!("scrape {addr}: {e}"))
 }
 
 fn try_scrape(addr: SocketAddr) -> io::Result<String> {
@@ -135,6 +126,7 @@ fn key(name: &str, labels: &[(&str, &str)]) -> String {
 }
 
 const N: usize = 3;
+const WAIT: Duration = Duration::from_secs(10);
 
 /// The traffic: `N` plain connections dialed by name (category "upstream") to a listener
 /// (category "api"), each sending 5 bytes and getting 7 back, then closed; one more left
@@ -244,27 +236,27 @@ fn promtool() -> Option<std::path::PathBuf> {
 #[test]
 fn prometheus_scrape_shows_the_traffic_and_passes_promtool() {
     let exporter = install_exporter();
-    let tracker = Tracker::builder().hook(MetricsHook::new()).build();
+    let rec = RecordingHook::new();
+    let tracker = Tracker::builder()
+        .hook(MetricsHook::new())
+        .hook(rec.clone())
+        .build();
     let collector = MetricsCollector::new(&tracker);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let kept = rt.block_on(async {
-        let kept = traffic(&tracker).await;
-        // Everything but the kept connection leaves the tracker.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tracker.len() != 2 {
-            assert!(
-                Instant::now() < deadline,
-                "left: {:?}",
-                tracker.connections()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        kept
-    });
+    let kept = rt.block_on(traffic(&tracker));
+    // Everything but the kept connection (both ends) leaves the tracker: N plain and two TLS
+    // connections, each with two ends.
+    let closes = 2 * N + 4;
+    rec.wait_for(
+        |ev| ev.iter().filter(|e| e.name() == "close").count() == closes,
+        WAIT,
+    )
+    .unwrap_or_else(|_| panic!("left: {:?}", tracker.connections()));
+    assert_eq!(tracker.len(), 2);
     collector.collect();
     let body = scrape(exporter);
     let s = samples(&body);
