@@ -82,6 +82,18 @@ use crate::hook::Hook;
 use crate::info::{Addr, ConnectionId, ConnectionInfo};
 use crate::otel::{error_type, transport};
 
+/// Emits an event inside `$span` (an `Option<Span>`) when there is one, else in the current
+/// context. Fields go in braces: the event macros cannot tell a dotted field name from the
+/// message otherwise.
+macro_rules! event_in {
+    ($mac:ident, $span:expr, { $($fields:tt)* }, $($msg:tt)+) => {
+        match $span {
+            Some(ref s) => ::tracing::$mac!(target: "conntrack", parent: s, { $($fields)* }, $($msg)+),
+            None => ::tracing::$mac!(target: "conntrack", { $($fields)* }, $($msg)+),
+        }
+    };
+}
+
 const SHARDS: usize = 16;
 
 type SpanMap = Mutex<HashMap<ConnectionId, Span>>;
@@ -178,6 +190,17 @@ impl TracingHook {
             .cloned()
     }
 
+    /// The TRACE event of one read or write (`what`), in the connection's span.
+    fn io_event(&self, id: ConnectionId, n: usize, error: Option<&std::io::Error>, what: &str) {
+        let span = self.span(id);
+        let et = error.map(error_type);
+        event_in!(trace, span, {
+            conntrack.id = id.as_u64(),
+            conntrack.bytes = n,
+            error.type = et.as_deref(),
+        }, "{what}");
+    }
+
     fn take(&self, id: ConnectionId) -> Option<Span> {
         self.shard(id)
             .lock()
@@ -227,18 +250,6 @@ fn split_target(t: &str) -> (Option<&str>, Option<u16>) {
         },
         _ => (Some(t), None),
     }
-}
-
-/// Emits an event inside `$span` (an `Option<Span>`) when there is one, else in the current
-/// context. Fields go in braces: the event macros cannot tell a dotted field name from the
-/// message otherwise.
-macro_rules! event_in {
-    ($mac:ident, $span:expr, { $($fields:tt)* }, $msg:literal) => {
-        match $span {
-            Some(ref s) => ::tracing::$mac!(target: "conntrack", parent: s, { $($fields)* }, $msg),
-            None => ::tracing::$mac!(target: "conntrack", { $($fields)* }, $msg),
-        }
-    };
 }
 
 impl Hook for TracingHook {
@@ -355,23 +366,11 @@ impl Hook for TracingHook {
     }
 
     fn on_read(&self, ev: &ReadEvent<'_>) {
-        let span = self.span(ev.id);
-        let et = ev.error.map(error_type);
-        event_in!(trace, span, {
-            conntrack.id = ev.id.as_u64(),
-            conntrack.bytes = ev.n,
-            error.type = et.as_deref(),
-        }, "read");
+        self.io_event(ev.id, ev.n, ev.error, "read");
     }
 
     fn on_write(&self, ev: &WriteEvent<'_>) {
-        let span = self.span(ev.id);
-        let et = ev.error.map(error_type);
-        event_in!(trace, span, {
-            conntrack.id = ev.id.as_u64(),
-            conntrack.bytes = ev.n,
-            error.type = et.as_deref(),
-        }, "write");
+        self.io_event(ev.id, ev.n, ev.error, "write");
     }
 
     fn on_close(&self, ev: &CloseEvent<'_>) {
