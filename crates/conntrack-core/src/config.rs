@@ -5,11 +5,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::event::{
-    AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
-    DnsStartEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
-};
-use crate::hook::{Callbacks, Chain, Hook};
+use crate::event::*;
+use crate::hook::{for_each_event, if_true, Callbacks, Chain, Hook};
 
 /// The category, closures and hooks shared by every config.
 #[derive(Clone, Default)]
@@ -49,16 +46,37 @@ impl fmt::Debug for Common {
     }
 }
 
-macro_rules! callback_setters {
-    ($($(#[$doc:meta])* $method:ident: $ev:ident),* $(,)?) => {$(
+/// One closure setter of a config.
+macro_rules! setter {
+    ($(#[$doc:meta])* $method:ident $ev:ident) => {
         $(#[$doc])*
+        ///
+        /// Sets the closure for this event; it runs before the config's hooks.
         #[must_use]
         pub fn $method(mut self, f: impl Fn(&$ev<'_>) + Send + Sync + 'static) -> Self {
             let c = self.common.edit();
             c.callbacks = std::mem::take(&mut c.callbacks).$method(f);
             self
         }
-    )*};
+    };
+}
+
+/// The closure setters of [`ListenerConfig`]: the events of the list marked `listener=true`.
+macro_rules! listener_setters {
+    ($($(#[$doc:meta])* $method:ident($ev:ident) io=$io:tt listener=$l:tt dialer=$d:tt;)*) => {
+        impl ListenerConfig {
+            $(if_true!($l { setter!($(#[$doc])* $method $ev); });)*
+        }
+    };
+}
+
+/// The closure setters of [`DialerConfig`]: the events of the list marked `dialer=true`.
+macro_rules! dialer_setters {
+    ($($(#[$doc:meta])* $method:ident($ev:ident) io=$io:tt listener=$l:tt dialer=$d:tt;)*) => {
+        impl DialerConfig {
+            $(if_true!($d { setter!($(#[$doc])* $method $ev); });)*
+        }
+    };
 }
 
 macro_rules! common_setters {
@@ -118,20 +136,6 @@ impl ListenerConfig {
 
     common_setters!();
 
-    callback_setters!(
-        /// Called for each accepted connection, and for each failed accept (with the error).
-        on_accept: AcceptEvent,
-        /// Called after each read on an accepted connection (turns on per-I/O events).
-        on_read: ReadEvent,
-        /// Called after each write on an accepted connection (turns on per-I/O events).
-        on_write: WriteEvent,
-        /// Called once when an accepted connection goes.
-        on_close: CloseEvent,
-        /// Called when a TLS handshake starts on an accepted connection.
-        on_tls_handshake_start: TlsHandshakeStartEvent,
-        /// Called when a TLS handshake on an accepted connection finishes.
-        on_tls_handshake_done: TlsHandshakeDoneEvent,
-    );
 }
 
 /// The default delay before a Happy Eyeballs dialer starts the next address family's attempt.
@@ -207,26 +211,7 @@ impl DialerConfig {
         self.fallback_delay
     }
 
-    callback_setters!(
-        /// Called when a dial finishes, with the connection or the error.
-        on_dial: DialEvent,
-        /// Called when name resolution starts.
-        on_dns_start: DnsStartEvent,
-        /// Called when name resolution finishes.
-        on_dns_done: DnsDoneEvent,
-        /// Called when a connect attempt starts.
-        on_connect_start: ConnectStartEvent,
-        /// Called when a connect attempt finishes.
-        on_connect_done: ConnectDoneEvent,
-        /// Called when a TLS handshake starts on a dialed connection.
-        on_tls_handshake_start: TlsHandshakeStartEvent,
-        /// Called when a TLS handshake on a dialed connection finishes.
-        on_tls_handshake_done: TlsHandshakeDoneEvent,
-        /// Called after each read on a dialed connection (turns on per-I/O events).
-        on_read: ReadEvent,
-        /// Called after each write on a dialed connection (turns on per-I/O events).
-        on_write: WriteEvent,
-        /// Called once when a dialed connection goes.
-        on_close: CloseEvent,
-    );
 }
+
+for_each_event!(listener_setters);
+for_each_event!(dialer_setters);

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::event::{
     CloseEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
 };
 use crate::hook::{Chain, Hook};
-use crate::info::{Addr, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo};
+use crate::info::{Addr, ConnState, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo};
 use crate::registry::Shard;
 use crate::tracker::TrackerInner;
 
@@ -157,7 +157,20 @@ fn nanos_to_dur(n: u64) -> Option<Duration> {
 struct Rare {
     tls: Option<Arc<TlsInfo>>,
     last_error: Option<io::Error>,
+    /// An HTTP request watching this connection's I/O for its write/first-byte events.
+    watcher: Option<Arc<dyn IoWatch>>,
 }
+
+/// Something that wants to see a connection's completed reads and writes for a while (an HTTP
+/// request's "wrote headers" / "first response byte"), without a per-I/O hook.
+pub(crate) trait IoWatch: Send + Sync {
+    /// A read finished with `n` bytes, or failed.
+    fn read(&self, n: usize, error: Option<&io::Error>);
+    /// A write finished with `n` bytes, or failed.
+    fn write(&self, n: usize, error: Option<&io::Error>);
+}
+
+const NO_END: u64 = u64::MAX;
 
 /// A connection's state at one instant, copied out of its entry: what the history keeps of a
 /// closed connection, turned into a [`ConnectionInfo`] only when it is read.
@@ -178,6 +191,9 @@ pub(crate) struct Snapshot {
     last_io_ms: u64,
     timings: Timings,
     tls: Option<Arc<TlsInfo>>,
+    requests: u64,
+    in_flight: u32,
+    exchange_end_ms: u64,
 }
 
 impl Snapshot {
@@ -209,6 +225,14 @@ impl Snapshot {
             ),
             timings: self.timings,
             tls: self.tls.map(|t| (*t).clone()),
+            requests: self.requests,
+            in_flight: self.in_flight,
+            state: ConnState::of(self.requests, self.in_flight),
+            exchange_idle_for: (self.in_flight == 0 && self.exchange_end_ms != NO_END).then(|| {
+                Duration::from_millis(
+                    (self.at_nanos / 1_000_000).saturating_sub(self.exchange_end_ms),
+                )
+            }),
         }
     }
 }
@@ -244,6 +268,14 @@ pub(crate) struct Entry {
     pub(crate) chain: Chain,
     /// Whether `chain` wants per-I/O events, copied here so the hot path reads no other line.
     chain_io: bool,
+    /// Whether an [`IoWatch`] is installed (read on the hot path next to `chain_io`).
+    watched: AtomicBool,
+    /// Exchanges (requests) begun on this connection.
+    requests: AtomicU64,
+    /// Exchanges begun and not yet ended.
+    in_flight: AtomicU32,
+    /// When the last exchange ended (ms on the process clock), `NO_END` before any did.
+    exchange_end_ms: AtomicU64,
 }
 
 impl Entry {
@@ -276,6 +308,10 @@ impl Entry {
             class,
             chain_io: chain.wants_io(),
             chain,
+            watched: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            exchange_end_ms: AtomicU64::new(NO_END),
         }
     }
 
@@ -342,6 +378,9 @@ impl Entry {
             last_io_ms: self.last_io_ms.load(Ordering::Relaxed),
             timings: self.timings(),
             tls,
+            requests: self.requests.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            exchange_end_ms: self.exchange_end_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -355,8 +394,50 @@ impl Entry {
         self.tracker().fire(&self.chain, f);
     }
 
+    #[inline]
     fn wants_io(&self) -> bool {
-        self.chain_io || self.tracker().wants_io()
+        self.chain_io || self.watched.load(Ordering::Relaxed) || self.tracker().wants_io()
+    }
+
+    fn watcher(&self) -> Option<Arc<dyn IoWatch>> {
+        if self.watched.load(Ordering::Acquire) {
+            self.rare().watcher.clone()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn set_watcher(&self, w: Option<Arc<dyn IoWatch>>) {
+        let mut rare = self.rare();
+        self.watched.store(w.is_some(), Ordering::Release);
+        let old = std::mem::replace(&mut rare.watcher, w);
+        drop(rare);
+        drop(old);
+    }
+
+    pub(crate) fn begin_exchange(&self) -> ExchangeStart {
+        let before = self.requests.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let end = self.exchange_end_ms.load(Ordering::Relaxed);
+        let was_idle = before > 0 && in_flight == 0;
+        let idle_time = if was_idle && end != NO_END {
+            Duration::from_millis(clock::now_ms().saturating_sub(end))
+        } else {
+            Duration::ZERO
+        };
+        ExchangeStart {
+            reused: before > 0,
+            was_idle,
+            idle_time,
+        }
+    }
+
+    pub(crate) fn end_exchange(&self) {
+        self.exchange_end_ms
+            .store(clock::now_ms(), Ordering::Relaxed);
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     fn store_error(&self, err: &io::Error) {
@@ -556,11 +637,16 @@ impl Connection {
             n,
             error,
         };
-        e.fire(&mut |h| {
-            if h.wants_io_events() {
-                h.on_read(&ev);
-            }
-        });
+        if e.chain_io || e.tracker().wants_io() {
+            e.fire(&mut |h| {
+                if h.wants_io_events() {
+                    h.on_read(&ev);
+                }
+            });
+        }
+        if let Some(w) = e.watcher() {
+            w.read(n, error);
+        }
     }
 
     #[cold]
@@ -574,11 +660,16 @@ impl Connection {
             n,
             error,
         };
-        e.fire(&mut |h| {
-            if h.wants_io_events() {
-                h.on_write(&ev);
-            }
-        });
+        if e.chain_io || e.tracker().wants_io() {
+            e.fire(&mut |h| {
+                if h.wants_io_events() {
+                    h.on_write(&ev);
+                }
+            });
+        }
+        if let Some(w) = e.watcher() {
+            w.write(n, error);
+        }
     }
 
     /// Sets what TLS negotiated.
@@ -657,6 +748,29 @@ impl Connection {
         }
     }
 
+    /// Marks the start of an exchange (an HTTP request, an RPC, a database query...) on this
+    /// connection: [`ConnectionInfo::requests`] and [`in_flight`](ConnectionInfo::in_flight)
+    /// count it until [`end_exchange`](Connection::end_exchange). Returns whether the
+    /// connection was reused and how long it had been idle, as httptrace's `GotConnInfo`.
+    pub fn begin_exchange(&self) -> ExchangeStart {
+        self.entry.begin_exchange()
+    }
+
+    /// Marks the end of an exchange begun with [`begin_exchange`](Connection::begin_exchange).
+    pub fn end_exchange(&self) {
+        self.entry.end_exchange();
+    }
+
+    /// A reference to this connection that does not keep it in the tracker: the entry still
+    /// leaves with the last [`Connection`] handle. For code that observes a connection it does
+    /// not own (a request on a pooled connection).
+    #[must_use]
+    pub fn downgrade(&self) -> ConnectionRef {
+        ConnectionRef {
+            entry: Arc::clone(&self.entry),
+        }
+    }
+
     /// Removes the connection from the tracker and fires `on_close`, once. Later calls, and
     /// dropping the handles afterwards, do nothing more. Recording on a closed handle is
     /// harmless and no longer shows in the tracker.
@@ -688,6 +802,70 @@ impl fmt::Debug for Connection {
             .field("id", &self.entry.id)
             .field("class", &self.entry.class)
             .field("role", &self.entry.role)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// What [`Connection::begin_exchange`] found: httptrace's `GotConnInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExchangeStart {
+    /// The connection had carried an exchange before.
+    pub reused: bool,
+    /// No exchange was in flight (and one had been before).
+    pub was_idle: bool,
+    /// How long since the last exchange ended; zero unless `was_idle`.
+    pub idle_time: Duration,
+}
+
+/// A reference to a tracked connection that does not keep it in the tracker, from
+/// [`Connection::downgrade`] or [`Tracker::lookup`](crate::Tracker::lookup). It can read the
+/// connection and mark exchanges; once every [`Connection`] handle is gone the connection is
+/// closed and this reference only reads its final state.
+#[derive(Clone)]
+pub struct ConnectionRef {
+    pub(crate) entry: Arc<Entry>,
+}
+
+impl ConnectionRef {
+    pub(crate) fn from_entry(entry: Arc<Entry>) -> Self {
+        ConnectionRef { entry }
+    }
+
+    /// The connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnectionId {
+        ConnectionId(self.entry.id)
+    }
+
+    /// A snapshot of the connection.
+    #[must_use]
+    pub fn info(&self) -> ConnectionInfo {
+        self.entry.info()
+    }
+
+    /// Whether the connection has been closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.entry.closed.load(Ordering::Acquire)
+    }
+
+    /// See [`Connection::begin_exchange`].
+    pub fn begin_exchange(&self) -> ExchangeStart {
+        self.entry.begin_exchange()
+    }
+
+    /// See [`Connection::end_exchange`].
+    pub fn end_exchange(&self) {
+        self.entry.end_exchange();
+    }
+}
+
+impl fmt::Debug for ConnectionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionRef")
+            .field("id", &self.entry.id)
             .field("closed", &self.is_closed())
             .finish()
     }

@@ -138,6 +138,7 @@ impl Dial {
                 addrs,
                 error,
                 duration,
+                coalesced: false,
             });
         });
     }

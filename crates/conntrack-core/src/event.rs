@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::info::{Addr, ConnectionId, ConnectionInfo, Role, TlsInfo};
@@ -72,6 +73,9 @@ pub struct DnsDoneEvent<'a> {
     pub error: Option<&'a io::Error>,
     /// How long resolution took.
     pub duration: Duration,
+    /// Whether this dial shared a lookup already in flight for the same host instead of
+    /// making its own (Go: `DNSDoneInfo.Coalesced`).
+    pub coalesced: bool,
 }
 
 /// One connect attempt is starting.
@@ -175,5 +179,146 @@ pub struct CloseEvent<'a> {
     /// The final record: bytes, age and idle time as they were at close.
     pub connection: &'a ConnectionInfo,
     /// The last I/O error seen on the connection, if any.
+    pub error: Option<&'a io::Error>,
+}
+
+/// The HTTP request an HTTP event is about (method and URI as sent), shared by every event of
+/// one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestInfo {
+    /// A process-unique number for this request (in the order requests began).
+    pub id: u64,
+    /// The method, e.g. `"GET"`.
+    pub method: Arc<str>,
+    /// The URI, e.g. `"https://example.com/path"`.
+    pub uri: Arc<str>,
+}
+
+/// A request is about to get a connection for `host_port`, pooled or new. Fires even when an
+/// idle pooled connection exists.
+///
+/// httptrace: `GetConn`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct GetConnEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+    /// The `host:port` the request goes to.
+    pub host_port: &'a str,
+}
+
+/// A request got its connection.
+///
+/// httptrace: `GotConn` (`GotConnInfo`).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct GotConnEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+    /// The connection the request goes over.
+    pub connection: &'a ConnectionInfo,
+    /// Whether the connection had carried an exchange before (a pooled connection).
+    pub reused: bool,
+    /// Whether the connection was idle (no exchange in flight) when the request got it.
+    pub was_idle: bool,
+    /// How long it had been idle since its last exchange ended; zero unless `was_idle`.
+    pub idle_time: Duration,
+}
+
+/// A connection went back to the idle pool after a request, or could not (`error`).
+///
+/// httptrace: `PutIdleConn`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct PutIdleConnEvent<'a> {
+    /// The request that used the connection.
+    pub request: &'a RequestInfo,
+    /// The connection.
+    pub id: ConnectionId,
+    /// Why the connection did not go back to the pool; `None` when it did.
+    pub error: Option<&'a io::Error>,
+}
+
+/// The first byte of the response arrived.
+///
+/// httptrace: `GotFirstResponseByte`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct GotFirstResponseByteEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+    /// Time from the start of the request.
+    pub elapsed: Duration,
+}
+
+/// The server answered `100 Continue` to a request sent with `Expect: 100-continue`.
+///
+/// httptrace: `Got100Continue`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Got100ContinueEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+}
+
+/// An informational (1xx) response arrived before the final one: 100, 103 Early Hints, ...
+///
+/// httptrace: `Got1xxResponse`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Got1xxResponseEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+    /// The status code (100..=199).
+    pub status: u16,
+    /// The response's header fields, as name/value bytes.
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+}
+
+/// One request header field was written.
+///
+/// httptrace: `WroteHeaderField`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct WroteHeaderFieldEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+    /// The field name.
+    pub name: &'a [u8],
+    /// The field value.
+    pub value: &'a [u8],
+}
+
+/// The request's header block was written.
+///
+/// httptrace: `WroteHeaders`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct WroteHeadersEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+}
+
+/// The headers of a request with `Expect: 100-continue` were written; the body waits for the
+/// server's `100 Continue` (or a timeout).
+///
+/// httptrace: `Wait100Continue`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Wait100ContinueEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+}
+
+/// The whole request (headers and body) was written, or writing it failed.
+///
+/// httptrace: `WroteRequest`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct WroteRequestEvent<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+    /// The error that stopped the request from being written; `None` on success.
     pub error: Option<&'a io::Error>,
 }

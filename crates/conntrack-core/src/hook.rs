@@ -6,101 +6,148 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::event::{
-    AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
-    DnsStartEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
-};
+use crate::event::*;
 
-/// Observes the life of tracked connections.
+/// The one list of hook events. Every repetition over the events (the [`Hook`] trait's
+/// methods, its forwarding impls for `Arc`/`Box`, [`Hooks`], [`Callbacks`], the config
+/// setters, [`RecordingHook`](crate::RecordingHook)) is an expansion of this list: adding an
+/// event is its struct in `event.rs`, its owned form in `recording.rs`, and one line here.
 ///
-/// Every method has a no-op default, so a hook implements only what it needs. Methods take
-/// `&self` and may be called concurrently from many threads; a hook that keeps state uses
-/// atomics or a lock of its own.
-///
-/// # Per-I/O events
-///
-/// [`on_read`](Hook::on_read) and [`on_write`](Hook::on_write) are called only for hooks whose
-/// [`wants_io_events`](Hook::wants_io_events) returns `true`. While no such hook is installed
-/// for a connection, its reads and writes cost a few relaxed atomic operations and no dynamic
-/// call. Implement `wants_io_events` together with `on_read` / `on_write`.
-///
-/// # Panics
-///
-/// A panic in a hook is caught, counted in [`Stats::hook_panics`](crate::Stats::hook_panics),
-/// and the remaining hooks still run; the tracker is never left half-updated.
-///
-/// # Example
-///
-/// ```
-/// use conntrack_core::{CloseEvent, Hook, Tracker};
-///
-/// struct LogClose;
-/// impl Hook for LogClose {
-///     fn on_close(&self, ev: &CloseEvent<'_>) {
-///         println!("closed {} after {:?}", ev.connection.id, ev.connection.established_for);
-///     }
-/// }
-///
-/// let tracker = Tracker::builder().hook(LogClose).build();
-/// # drop(tracker);
-/// ```
-pub trait Hook: Send + Sync + 'static {
-    /// A connection was accepted, or accepting failed (`ev.error`).
-    fn on_accept(&self, _ev: &AcceptEvent<'_>) {}
-    /// A dial finished, with a connection or an error.
-    fn on_dial(&self, _ev: &DialEvent<'_>) {}
-    /// Name resolution is starting.
-    fn on_dns_start(&self, _ev: &DnsStartEvent<'_>) {}
-    /// Name resolution finished.
-    fn on_dns_done(&self, _ev: &DnsDoneEvent<'_>) {}
-    /// One connect attempt is starting.
-    fn on_connect_start(&self, _ev: &ConnectStartEvent<'_>) {}
-    /// One connect attempt finished.
-    fn on_connect_done(&self, _ev: &ConnectDoneEvent<'_>) {}
-    /// A TLS handshake is starting.
-    fn on_tls_handshake_start(&self, _ev: &TlsHandshakeStartEvent<'_>) {}
-    /// A TLS handshake finished.
-    fn on_tls_handshake_done(&self, _ev: &TlsHandshakeDoneEvent<'_>) {}
-    /// A read finished. Called only if [`wants_io_events`](Hook::wants_io_events) is `true`.
-    fn on_read(&self, _ev: &ReadEvent<'_>) {}
-    /// A write finished. Called only if [`wants_io_events`](Hook::wants_io_events) is `true`.
-    fn on_write(&self, _ev: &WriteEvent<'_>) {}
-    /// A connection left the tracker. Called exactly once per connection.
-    fn on_close(&self, _ev: &CloseEvent<'_>) {}
-    /// Whether this hook wants [`on_read`](Hook::on_read) and [`on_write`](Hook::on_write).
-    ///
-    /// Asked once, when the hook is installed. Defaults to `false`.
-    fn wants_io_events(&self) -> bool {
-        false
-    }
-}
-
-macro_rules! forward_hook {
-    ($($method:ident: $ev:ident),* $(,)?) => {
-        $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
-        fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
+/// Each line: doc, method, event struct, whether it is a per-I/O event, and whether
+/// [`ListenerConfig`](crate::ListenerConfig) / [`DialerConfig`](crate::DialerConfig) get a
+/// closure setter for it.
+macro_rules! for_each_event {
+    ($m:ident) => {
+        $m! {
+            /// A connection was accepted, or accepting failed (`ev.error`).
+            on_accept(AcceptEvent) io=false listener=true dialer=false;
+            /// A dial finished, with a connection or an error.
+            on_dial(DialEvent) io=false listener=false dialer=true;
+            /// Name resolution is starting.
+            on_dns_start(DnsStartEvent) io=false listener=false dialer=true;
+            /// Name resolution finished.
+            on_dns_done(DnsDoneEvent) io=false listener=false dialer=true;
+            /// One connect attempt is starting.
+            on_connect_start(ConnectStartEvent) io=false listener=false dialer=true;
+            /// One connect attempt finished.
+            on_connect_done(ConnectDoneEvent) io=false listener=false dialer=true;
+            /// A TLS handshake is starting.
+            on_tls_handshake_start(TlsHandshakeStartEvent) io=false listener=true dialer=true;
+            /// A TLS handshake finished.
+            on_tls_handshake_done(TlsHandshakeDoneEvent) io=false listener=true dialer=true;
+            /// A read finished. Called only if [`wants_io_events`](Hook::wants_io_events) is `true`.
+            on_read(ReadEvent) io=true listener=true dialer=true;
+            /// A write finished. Called only if [`wants_io_events`](Hook::wants_io_events) is `true`.
+            on_write(WriteEvent) io=true listener=true dialer=true;
+            /// A connection left the tracker. Called exactly once per connection.
+            on_close(CloseEvent) io=false listener=true dialer=true;
+            /// An HTTP request is about to get a connection (pooled or new).
+            on_get_conn(GetConnEvent) io=false listener=false dialer=true;
+            /// An HTTP request got its connection.
+            on_got_conn(GotConnEvent) io=false listener=false dialer=true;
+            /// A connection went back to the idle pool after a request, or could not.
+            on_put_idle_conn(PutIdleConnEvent) io=false listener=false dialer=true;
+            /// The first byte of an HTTP response arrived.
+            on_got_first_response_byte(GotFirstResponseByteEvent) io=false listener=false dialer=true;
+            /// The server answered `100 Continue`.
+            on_got_100_continue(Got100ContinueEvent) io=false listener=false dialer=true;
+            /// An informational (1xx) response arrived.
+            on_got_1xx_response(Got1xxResponseEvent) io=false listener=false dialer=true;
+            /// One request header field was written.
+            on_wrote_header_field(WroteHeaderFieldEvent) io=false listener=false dialer=true;
+            /// The request's header block was written.
+            on_wrote_headers(WroteHeadersEvent) io=false listener=false dialer=true;
+            /// The request waits for `100 Continue` before sending its body.
+            on_wait_100_continue(Wait100ContinueEvent) io=false listener=false dialer=true;
+            /// The whole request was written, or writing it failed.
+            on_wrote_request(WroteRequestEvent) io=false listener=false dialer=true;
+        }
     };
 }
+pub(crate) use for_each_event;
 
-impl<H: Hook + ?Sized> Hook for Arc<H> {
-    forward_hook!(
-        on_accept: AcceptEvent, on_dial: DialEvent, on_dns_start: DnsStartEvent,
-        on_dns_done: DnsDoneEvent, on_connect_start: ConnectStartEvent,
-        on_connect_done: ConnectDoneEvent, on_tls_handshake_start: TlsHandshakeStartEvent,
-        on_tls_handshake_done: TlsHandshakeDoneEvent, on_read: ReadEvent,
-        on_write: WriteEvent, on_close: CloseEvent,
-    );
+/// Expands its body only for `true` (used to pick events by the flags of the list).
+macro_rules! if_true {
+    (true { $($t:tt)* }) => { $($t)* };
+    (false { $($t:tt)* }) => {};
 }
+pub(crate) use if_true;
 
-impl<H: Hook + ?Sized> Hook for Box<H> {
-    forward_hook!(
-        on_accept: AcceptEvent, on_dial: DialEvent, on_dns_start: DnsStartEvent,
-        on_dns_done: DnsDoneEvent, on_connect_start: ConnectStartEvent,
-        on_connect_done: ConnectDoneEvent, on_tls_handshake_start: TlsHandshakeStartEvent,
-        on_tls_handshake_done: TlsHandshakeDoneEvent, on_read: ReadEvent,
-        on_write: WriteEvent, on_close: CloseEvent,
-    );
+macro_rules! hook_trait {
+    ($($(#[$doc:meta])* $method:ident($ev:ident) io=$io:tt listener=$l:tt dialer=$d:tt;)*) => {
+        /// Observes the life of tracked connections.
+        ///
+        /// Every method has a no-op default, so a hook implements only what it needs. Methods
+        /// take `&self` and may be called concurrently from many threads; a hook that keeps
+        /// state uses atomics or a lock of its own.
+        ///
+        /// # Per-I/O events
+        ///
+        /// [`on_read`](Hook::on_read) and [`on_write`](Hook::on_write) are called only for hooks
+        /// whose [`wants_io_events`](Hook::wants_io_events) returns `true`. While no such hook
+        /// is installed for a connection, its reads and writes cost a few relaxed atomic
+        /// operations and no dynamic call. Implement `wants_io_events` together with `on_read`
+        /// / `on_write`.
+        ///
+        /// # HTTP request events
+        ///
+        /// `on_get_conn` to `on_wrote_request` are Go httptrace's `ClientTrace` hooks for one
+        /// HTTP request, fired by an HTTP client integration through a
+        /// [`RequestTrace`](crate::RequestTrace) (see `docs/http-trace.md`).
+        ///
+        /// # Panics
+        ///
+        /// A panic in a hook is caught, counted in
+        /// [`Stats::hook_panics`](crate::Stats::hook_panics), and the remaining hooks still
+        /// run; the tracker is never left half-updated.
+        ///
+        /// # Example
+        ///
+        /// ```
+        /// use conntrack_core::{CloseEvent, Hook, Tracker};
+        ///
+        /// struct LogClose;
+        /// impl Hook for LogClose {
+        ///     fn on_close(&self, ev: &CloseEvent<'_>) {
+        ///         println!("closed {} after {:?}", ev.connection.id, ev.connection.established_for);
+        ///     }
+        /// }
+        ///
+        /// let tracker = Tracker::builder().hook(LogClose).build();
+        /// # drop(tracker);
+        /// ```
+        pub trait Hook: Send + Sync + 'static {
+            $($(#[$doc])* fn $method(&self, _ev: &$ev<'_>) {})*
+            /// Whether this hook wants [`on_read`](Hook::on_read) and
+            /// [`on_write`](Hook::on_write).
+            ///
+            /// Asked once, when the hook is installed. Defaults to `false`.
+            fn wants_io_events(&self) -> bool {
+                false
+            }
+        }
+
+        impl<H: Hook + ?Sized> Hook for Arc<H> {
+            $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
+            fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
+        }
+
+        impl<H: Hook + ?Sized> Hook for Box<H> {
+            $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
+            fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
+        }
+
+        impl Hook for Hooks {
+            $(fn $method(&self, ev: &$ev<'_>) {
+                self.each($io, &mut |h| h.$method(ev));
+            })*
+            fn wants_io_events(&self) -> bool {
+                self.hooks.iter().any(|(_, io)| *io)
+            }
+        }
+    };
 }
+for_each_event!(hook_trait);
 
 /// A hook that does nothing.
 #[derive(Debug, Clone, Copy, Default)]
@@ -178,30 +225,8 @@ impl fmt::Debug for Hooks {
     }
 }
 
-macro_rules! each_hook {
-    ($($method:ident: $ev:ident, $io:literal),* $(,)?) => {
-        $(fn $method(&self, ev: &$ev<'_>) {
-            self.each($io, &mut |h| h.$method(ev));
-        })*
-        fn wants_io_events(&self) -> bool {
-            self.hooks.iter().any(|(_, io)| *io)
-        }
-    };
-}
-
-impl Hook for Hooks {
-    each_hook!(
-        on_accept: AcceptEvent, false, on_dial: DialEvent, false,
-        on_dns_start: DnsStartEvent, false, on_dns_done: DnsDoneEvent, false,
-        on_connect_start: ConnectStartEvent, false, on_connect_done: ConnectDoneEvent, false,
-        on_tls_handshake_start: TlsHandshakeStartEvent, false,
-        on_tls_handshake_done: TlsHandshakeDoneEvent, false,
-        on_read: ReadEvent, true, on_write: WriteEvent, true, on_close: CloseEvent, false,
-    );
-}
-
 macro_rules! callbacks {
-    ($($(#[$doc:meta])* $method:ident: $ev:ident),* $(,)?) => {
+    ($($(#[$doc:meta])* $method:ident($ev:ident) io=$io:tt listener=$l:tt dialer=$d:tt;)*) => {
         /// A hook made of closures, one optional closure per event.
         ///
         /// [`ListenerConfig`](crate::ListenerConfig) and [`DialerConfig`](crate::DialerConfig)
@@ -231,6 +256,8 @@ macro_rules! callbacks {
 
             $(
                 $(#[$doc])*
+                ///
+                /// Sets the closure for this event.
                 #[must_use]
                 pub fn $method(mut self, f: impl Fn(&$ev<'_>) + Send + Sync + 'static) -> Self {
                     self.$method = Some(Arc::new(f));
@@ -264,30 +291,7 @@ macro_rules! callbacks {
     };
 }
 
-callbacks!(
-    /// Called when a connection is accepted or accepting fails.
-    on_accept: AcceptEvent,
-    /// Called when a dial finishes.
-    on_dial: DialEvent,
-    /// Called when name resolution starts.
-    on_dns_start: DnsStartEvent,
-    /// Called when name resolution finishes.
-    on_dns_done: DnsDoneEvent,
-    /// Called when a connect attempt starts.
-    on_connect_start: ConnectStartEvent,
-    /// Called when a connect attempt finishes.
-    on_connect_done: ConnectDoneEvent,
-    /// Called when a TLS handshake starts.
-    on_tls_handshake_start: TlsHandshakeStartEvent,
-    /// Called when a TLS handshake finishes.
-    on_tls_handshake_done: TlsHandshakeDoneEvent,
-    /// Called after each read (turns on per-I/O events).
-    on_read: ReadEvent,
-    /// Called after each write (turns on per-I/O events).
-    on_write: WriteEvent,
-    /// Called once when a connection leaves the tracker.
-    on_close: CloseEvent,
-);
+for_each_event!(callbacks);
 
 /// An immutable, ordered list of hooks with its per-I/O flag computed once. The empty chain
 /// (the common case: no scope, no config hooks) is `None` and costs no allocation to make or

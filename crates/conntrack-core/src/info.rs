@@ -337,6 +337,67 @@ pub struct ConnectionInfo {
     pub timings: Timings,
     /// What TLS negotiated, once a handshake finished.
     pub tls: Option<TlsInfo>,
+    /// Exchanges (HTTP requests, RPCs, ...) begun on the connection, as marked by
+    /// [`Connection::begin_exchange`](crate::Connection::begin_exchange).
+    pub requests: u64,
+    /// Exchanges begun and not yet ended.
+    pub in_flight: u32,
+    /// New, active or idle, derived from `requests` and `in_flight` (Go: `http.ConnState`).
+    pub state: ConnState,
+    /// Time since the last exchange ended, while none is in flight; `None` before the first
+    /// exchange ended and while one is in flight.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::opt_secs")
+    )]
+    pub exchange_idle_for: Option<Duration>,
+}
+
+/// A connection's exchange state, derived from its request counts (Go: `http.ConnState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// No exchange has begun on the connection yet.
+    New,
+    /// At least one exchange is in flight.
+    Active,
+    /// Exchanges have been made, none is in flight.
+    Idle,
+}
+
+impl ConnState {
+    /// The state of a connection with `requests` begun and `in_flight` not yet ended.
+    #[must_use]
+    pub const fn of(requests: u64, in_flight: u32) -> Self {
+        if in_flight > 0 {
+            ConnState::Active
+        } else if requests == 0 {
+            ConnState::New
+        } else {
+            ConnState::Idle
+        }
+    }
+
+    /// `"new"`, `"active"` or `"idle"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnState::New => "new",
+            ConnState::Active => "active",
+            ConnState::Idle => "idle",
+        }
+    }
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// A connection that has gone, kept in the tracker's bounded history.

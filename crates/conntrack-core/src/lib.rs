@@ -71,6 +71,7 @@ pub mod metrics;
 mod otel;
 mod recording;
 mod registry;
+mod request;
 pub mod render;
 mod stats;
 pub mod trace;
@@ -80,16 +81,20 @@ pub mod tracing;
 mod tracker;
 
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
-pub use connection::{Connection, Registration};
+pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration};
 pub use dial::{ConnectAttempt, Dial};
 pub use event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
-    DnsStartEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
+    DnsStartEvent, GetConnEvent, Got100ContinueEvent, Got1xxResponseEvent,
+    GotConnEvent, GotFirstResponseByteEvent, PutIdleConnEvent, ReadEvent, RequestInfo,
+    TlsHandshakeDoneEvent, TlsHandshakeStartEvent, Wait100ContinueEvent, WriteEvent,
+    WroteHeaderFieldEvent, WroteHeadersEvent, WroteRequestEvent,
 };
 pub use hook::{Callbacks, Hook, Hooks, NoopHook};
 pub use info::{
-    Addr, ClosedConnection, ConnectionId, ConnectionInfo, PeerCertificates, Role, Timings, TlsInfo,
+    Addr, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates, Role, Timings, TlsInfo,
 };
+pub use request::RequestTrace;
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use render::Snapshot;
 pub use stats::{CategoryStats, Stats};

@@ -9,11 +9,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::event::{
-    AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
-    DnsStartEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
-};
-use crate::hook::Hook;
+use crate::event::*;
+use crate::hook::{for_each_event, Hook};
 use crate::info::{Addr, ConnectionId, ConnectionInfo, TlsInfo};
 
 /// An owned copy of an I/O error: its kind and text.
@@ -60,6 +57,7 @@ pub enum Recorded {
         addrs: Vec<SocketAddr>,
         error: Option<RecordedError>,
         duration: Duration,
+        coalesced: bool,
     },
     ConnectStart {
         addr: Addr,
@@ -93,6 +91,49 @@ pub enum Recorded {
         connection: ConnectionInfo,
         error: Option<RecordedError>,
     },
+    GetConn {
+        request: RequestInfo,
+        host_port: String,
+    },
+    GotConn {
+        request: RequestInfo,
+        connection: ConnectionInfo,
+        reused: bool,
+        was_idle: bool,
+        idle_time: Duration,
+    },
+    PutIdleConn {
+        request: RequestInfo,
+        id: ConnectionId,
+        error: Option<RecordedError>,
+    },
+    GotFirstResponseByte {
+        request: RequestInfo,
+        elapsed: Duration,
+    },
+    Got100Continue {
+        request: RequestInfo,
+    },
+    Got1xxResponse {
+        request: RequestInfo,
+        status: u16,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    WroteHeaderField {
+        request: RequestInfo,
+        name: Vec<u8>,
+        value: Vec<u8>,
+    },
+    WroteHeaders {
+        request: RequestInfo,
+    },
+    Wait100Continue {
+        request: RequestInfo,
+    },
+    WroteRequest {
+        request: RequestInfo,
+        error: Option<RecordedError>,
+    },
 }
 
 impl Recorded {
@@ -113,6 +154,16 @@ impl Recorded {
             Recorded::Read { .. } => "read",
             Recorded::Write { .. } => "write",
             Recorded::Close { .. } => "close",
+            Recorded::GetConn { .. } => "get_conn",
+            Recorded::GotConn { .. } => "got_conn",
+            Recorded::PutIdleConn { .. } => "put_idle_conn",
+            Recorded::GotFirstResponseByte { .. } => "got_first_response_byte",
+            Recorded::Got100Continue { .. } => "got_100_continue",
+            Recorded::Got1xxResponse { .. } => "got_1xx_response",
+            Recorded::WroteHeaderField { .. } => "wrote_header_field",
+            Recorded::WroteHeaders { .. } => "wrote_headers",
+            Recorded::Wait100Continue { .. } => "wait_100_continue",
+            Recorded::WroteRequest { .. } => "wrote_request",
         }
     }
 
@@ -127,10 +178,28 @@ impl Recorded {
             | Recorded::TlsHandshakeDone { error, .. }
             | Recorded::Read { error, .. }
             | Recorded::Write { error, .. }
-            | Recorded::Close { error, .. } => error.as_ref(),
-            Recorded::DnsStart { .. }
-            | Recorded::ConnectStart { .. }
-            | Recorded::TlsHandshakeStart { .. } => None,
+            | Recorded::Close { error, .. }
+            | Recorded::PutIdleConn { error, .. }
+            | Recorded::WroteRequest { error, .. } => error.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP request an HTTP event is about.
+    #[must_use]
+    pub fn request(&self) -> Option<&RequestInfo> {
+        match self {
+            Recorded::GetConn { request, .. }
+            | Recorded::GotConn { request, .. }
+            | Recorded::PutIdleConn { request, .. }
+            | Recorded::GotFirstResponseByte { request, .. }
+            | Recorded::Got100Continue { request }
+            | Recorded::Got1xxResponse { request, .. }
+            | Recorded::WroteHeaderField { request, .. }
+            | Recorded::WroteHeaders { request }
+            | Recorded::Wait100Continue { request }
+            | Recorded::WroteRequest { request, .. } => Some(request),
+            _ => None,
         }
     }
 
@@ -145,7 +214,10 @@ impl Recorded {
             | Recorded::TlsHandshakeDone { id, .. }
             | Recorded::Read { id, .. }
             | Recorded::Write { id, .. } => Some(*id),
-            Recorded::Close { connection, .. } => Some(connection.id),
+            Recorded::Close { connection, .. } | Recorded::GotConn { connection, .. } => {
+                Some(connection.id)
+            }
+            Recorded::PutIdleConn { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -338,83 +410,213 @@ fn owned_addrs(a: &[SocketAddr]) -> Vec<SocketAddr> {
     a.to_vec()
 }
 
-impl Hook for RecordingHook {
-    fn on_accept(&self, ev: &AcceptEvent<'_>) {
-        self.push(Recorded::Accept {
+impl From<&AcceptEvent<'_>> for Recorded {
+    fn from(ev: &AcceptEvent<'_>) -> Self {
+        Recorded::Accept {
             category: ev.category.to_owned(),
             connection: ev.connection.cloned(),
             error: RecordedError::from(ev.error),
-        });
+        }
     }
-    fn on_dial(&self, ev: &DialEvent<'_>) {
-        self.push(Recorded::Dial {
+}
+
+impl From<&DialEvent<'_>> for Recorded {
+    fn from(ev: &DialEvent<'_>) -> Self {
+        Recorded::Dial {
             category: ev.category.to_owned(),
             target: ev.target.to_owned(),
             connection: ev.connection.cloned(),
             error: RecordedError::from(ev.error),
             duration: ev.duration,
-        });
+        }
     }
-    fn on_dns_start(&self, ev: &DnsStartEvent<'_>) {
-        self.push(Recorded::DnsStart {
+}
+
+impl From<&DnsStartEvent<'_>> for Recorded {
+    fn from(ev: &DnsStartEvent<'_>) -> Self {
+        Recorded::DnsStart {
             host: ev.host.to_owned(),
-        });
+        }
     }
-    fn on_dns_done(&self, ev: &DnsDoneEvent<'_>) {
-        self.push(Recorded::DnsDone {
+}
+
+impl From<&DnsDoneEvent<'_>> for Recorded {
+    fn from(ev: &DnsDoneEvent<'_>) -> Self {
+        Recorded::DnsDone {
             host: ev.host.to_owned(),
             addrs: owned_addrs(ev.addrs),
             error: RecordedError::from(ev.error),
             duration: ev.duration,
-        });
+            coalesced: ev.coalesced,
+        }
     }
-    fn on_connect_start(&self, ev: &ConnectStartEvent<'_>) {
-        self.push(Recorded::ConnectStart {
+}
+
+impl From<&ConnectStartEvent<'_>> for Recorded {
+    fn from(ev: &ConnectStartEvent<'_>) -> Self {
+        Recorded::ConnectStart {
             addr: ev.addr.clone(),
-        });
+        }
     }
-    fn on_connect_done(&self, ev: &ConnectDoneEvent<'_>) {
-        self.push(Recorded::ConnectDone {
+}
+
+impl From<&ConnectDoneEvent<'_>> for Recorded {
+    fn from(ev: &ConnectDoneEvent<'_>) -> Self {
+        Recorded::ConnectDone {
             addr: ev.addr.clone(),
             error: RecordedError::from(ev.error),
             duration: ev.duration,
-        });
+        }
     }
-    fn on_tls_handshake_start(&self, ev: &TlsHandshakeStartEvent<'_>) {
-        self.push(Recorded::TlsHandshakeStart {
+}
+
+impl From<&TlsHandshakeStartEvent<'_>> for Recorded {
+    fn from(ev: &TlsHandshakeStartEvent<'_>) -> Self {
+        Recorded::TlsHandshakeStart {
             id: ev.connection.id,
             server_name: ev.server_name.map(str::to_owned),
-        });
+        }
     }
-    fn on_tls_handshake_done(&self, ev: &TlsHandshakeDoneEvent<'_>) {
-        self.push(Recorded::TlsHandshakeDone {
+}
+
+impl From<&TlsHandshakeDoneEvent<'_>> for Recorded {
+    fn from(ev: &TlsHandshakeDoneEvent<'_>) -> Self {
+        Recorded::TlsHandshakeDone {
             id: ev.connection.id,
             tls: ev.tls.cloned(),
             error: RecordedError::from(ev.error),
             duration: ev.duration,
-        });
-    }
-    fn on_read(&self, ev: &ReadEvent<'_>) {
-        self.push(Recorded::Read {
-            id: ev.id,
-            n: ev.n,
-            error: RecordedError::from(ev.error),
-        });
-    }
-    fn on_write(&self, ev: &WriteEvent<'_>) {
-        self.push(Recorded::Write {
-            id: ev.id,
-            n: ev.n,
-            error: RecordedError::from(ev.error),
-        });
-    }
-    fn on_close(&self, ev: &CloseEvent<'_>) {
-        self.push(Recorded::Close {
-            connection: ev.connection.clone(),
-            error: RecordedError::from(ev.error),
-        });
-    }
-    fn wants_io_events(&self) -> bool {
-        self.inner.io
+        }
     }
 }
+
+impl From<&ReadEvent<'_>> for Recorded {
+    fn from(ev: &ReadEvent<'_>) -> Self {
+        Recorded::Read {
+            id: ev.id,
+            n: ev.n,
+            error: RecordedError::from(ev.error),
+        }
+    }
+}
+
+impl From<&WriteEvent<'_>> for Recorded {
+    fn from(ev: &WriteEvent<'_>) -> Self {
+        Recorded::Write {
+            id: ev.id,
+            n: ev.n,
+            error: RecordedError::from(ev.error),
+        }
+    }
+}
+
+impl From<&CloseEvent<'_>> for Recorded {
+    fn from(ev: &CloseEvent<'_>) -> Self {
+        Recorded::Close {
+            connection: ev.connection.clone(),
+            error: RecordedError::from(ev.error),
+        }
+    }
+}
+
+impl From<&GetConnEvent<'_>> for Recorded {
+    fn from(ev: &GetConnEvent<'_>) -> Self {
+        Recorded::GetConn {
+            request: ev.request.clone(),
+            host_port: ev.host_port.to_owned(),
+        }
+    }
+}
+impl From<&GotConnEvent<'_>> for Recorded {
+    fn from(ev: &GotConnEvent<'_>) -> Self {
+        Recorded::GotConn {
+            request: ev.request.clone(),
+            connection: ev.connection.clone(),
+            reused: ev.reused,
+            was_idle: ev.was_idle,
+            idle_time: ev.idle_time,
+        }
+    }
+}
+impl From<&PutIdleConnEvent<'_>> for Recorded {
+    fn from(ev: &PutIdleConnEvent<'_>) -> Self {
+        Recorded::PutIdleConn {
+            request: ev.request.clone(),
+            id: ev.id,
+            error: RecordedError::from(ev.error),
+        }
+    }
+}
+impl From<&GotFirstResponseByteEvent<'_>> for Recorded {
+    fn from(ev: &GotFirstResponseByteEvent<'_>) -> Self {
+        Recorded::GotFirstResponseByte {
+            request: ev.request.clone(),
+            elapsed: ev.elapsed,
+        }
+    }
+}
+impl From<&Got100ContinueEvent<'_>> for Recorded {
+    fn from(ev: &Got100ContinueEvent<'_>) -> Self {
+        Recorded::Got100Continue {
+            request: ev.request.clone(),
+        }
+    }
+}
+impl From<&Got1xxResponseEvent<'_>> for Recorded {
+    fn from(ev: &Got1xxResponseEvent<'_>) -> Self {
+        Recorded::Got1xxResponse {
+            request: ev.request.clone(),
+            status: ev.status,
+            headers: ev
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                .collect(),
+        }
+    }
+}
+impl From<&WroteHeaderFieldEvent<'_>> for Recorded {
+    fn from(ev: &WroteHeaderFieldEvent<'_>) -> Self {
+        Recorded::WroteHeaderField {
+            request: ev.request.clone(),
+            name: ev.name.to_vec(),
+            value: ev.value.to_vec(),
+        }
+    }
+}
+impl From<&WroteHeadersEvent<'_>> for Recorded {
+    fn from(ev: &WroteHeadersEvent<'_>) -> Self {
+        Recorded::WroteHeaders {
+            request: ev.request.clone(),
+        }
+    }
+}
+impl From<&Wait100ContinueEvent<'_>> for Recorded {
+    fn from(ev: &Wait100ContinueEvent<'_>) -> Self {
+        Recorded::Wait100Continue {
+            request: ev.request.clone(),
+        }
+    }
+}
+impl From<&WroteRequestEvent<'_>> for Recorded {
+    fn from(ev: &WroteRequestEvent<'_>) -> Self {
+        Recorded::WroteRequest {
+            request: ev.request.clone(),
+            error: RecordedError::from(ev.error),
+        }
+    }
+}
+
+macro_rules! recording_hook {
+    ($($(#[$doc:meta])* $method:ident($ev:ident) io=$io:tt listener=$l:tt dialer=$d:tt;)*) => {
+        impl Hook for RecordingHook {
+            $(fn $method(&self, ev: &$ev<'_>) {
+                self.push(Recorded::from(ev));
+            })*
+            fn wants_io_events(&self) -> bool {
+                self.inner.io
+            }
+        }
+    };
+}
+for_each_event!(recording_hook);

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock;
 use crate::config::{DialerConfig, ListenerConfig};
-use crate::connection::{Connection, Entry, Registration, Snapshot};
+use crate::connection::{Connection, ConnectionRef, Entry, Registration, Snapshot};
 use crate::dial::Dial;
 use crate::event::{AcceptEvent, DialEvent};
 use crate::hook::{Chain, Hook};
@@ -294,6 +294,13 @@ impl Tracker {
         let now = clock::now_nanos();
         let entries = self.registry.collect_sorted();
         out.extend(entries.iter().map(|(_, e)| e.info_at(now)));
+    }
+
+    /// A reference to one live connection, for marking exchanges on it or reading it without
+    /// keeping it in the tracker (see [`ConnectionRef`]).
+    #[must_use]
+    pub fn lookup(&self, id: ConnectionId) -> Option<ConnectionRef> {
+        self.registry.get(id.0).map(ConnectionRef::from_entry)
     }
 
     /// One live connection.

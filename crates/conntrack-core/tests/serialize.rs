@@ -41,12 +41,16 @@ fn connection_info_serializes_with_the_documented_keys() {
             "category",
             "established_at",
             "established_for",
+            "exchange_idle_for",
             "id",
             "idle_for",
+            "in_flight",
             "local_addr",
             "read_bytes",
             "remote_addr",
+            "requests",
             "role",
+            "state",
             "target",
             "timings",
             "tls",
@@ -56,6 +60,9 @@ fn connection_info_serializes_with_the_documented_keys() {
     assert_eq!(v["id"], conn.id().as_u64());
     assert_eq!(v["category"], "api");
     assert_eq!(v["role"], "server");
+    assert_eq!(v["state"], "new");
+    assert_eq!(v["requests"], 0);
+    assert_eq!(v["exchange_idle_for"], serde_json::Value::Null);
     assert_eq!(v["local_addr"], "127.0.0.1:80");
     assert_eq!(v["remote_addr"], "127.0.0.1:50000");
     assert_eq!(v["target"], Value::Null);

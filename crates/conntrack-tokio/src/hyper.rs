@@ -28,6 +28,14 @@
 //! To keep hyper-util's own `HttpConnector` (its DNS cache, socket options), wrap it in
 //! [`TrackedConnector`] instead: connections are tracked and carry their id, but only the
 //! dial as a whole is reported (no DNS or per-attempt events).
+//!
+//! # `https://` is never sent in plain text
+//!
+//! [`Dialer`] and [`TrackedConnector`] are plain TCP connectors: they refuse every URI whose
+//! scheme is not `http` with an `InvalidInput` error before anything is dialed, as hyper-util's
+//! own `HttpConnector` does by default (`enforce_http`). For `https://`, either put a TLS layer
+//! on top and hand it the plain connector wrapped in [`ForTlsLayer`] (which lets `https://`
+//! through to the layer that encrypts), or use a tracked HTTPS connector that does both.
 
 use std::future::Future;
 use std::io;
@@ -54,8 +62,63 @@ impl<T: Connection> Connection for Tracked<T> {
     }
 }
 
+/// Refuses a URI that a plain TCP connector must not carry: anything but `http://`.
+fn require_http(uri: &Uri) -> Result<(), BoxError> {
+    match uri.scheme_str() {
+        Some("http") => Ok(()),
+        Some(scheme) => Err(Box::new(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to send a {scheme}:// request over a plain TCP connector ({uri}): \
+                 use a TLS connector, or wrap this one in ForTlsLayer under a TLS layer"
+            ),
+        ))),
+        None => Err(Box::new(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no scheme in {uri}"),
+        ))),
+    }
+}
+
+/// A plain connector ([`Dialer`] or [`TrackedConnector`]) that lets `https://` URIs through,
+/// for use only as the inner connector of a TLS layer (for example hyper-rustls'
+/// `HttpsConnectorBuilder::wrap_connector`), which encrypts the connection it gets.
+///
+/// The plain connectors themselves refuse every scheme but `http` (see the
+/// [module docs](self)); this wrapper is the explicit opt-out, the counterpart of hyper-util's
+/// `HttpConnector::enforce_http(false)`. Never give it to a client directly: it would send an
+/// `https://` request unencrypted.
+#[derive(Debug, Clone)]
+pub struct ForTlsLayer<C>(pub C);
+
+mod sealed {
+    /// Connecting a URI without the scheme check (the check lives in the public `Service`
+    /// impls). Sealed: only this crate's plain connectors implement it.
+    pub trait ConnectUri {
+        fn connect_uri(&mut self, uri: http::Uri) -> super::Connecting;
+    }
+}
+use sealed::ConnectUri;
+
+impl<C> tower_service::Service<Uri> for ForTlsLayer<C>
+where
+    C: ConnectUri + tower_service::Service<Uri, Error = BoxError>,
+{
+    type Response = TokioIo<Tracked<TcpStream>>;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.0.connect_uri(uri)
+    }
+}
+
 /// `"host:port"` of a URI, with the scheme's default port.
-fn target_of(uri: &Uri) -> io::Result<String> {
+pub(crate) fn target_of(uri: &Uri) -> io::Result<String> {
     let host = uri
         .host()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
@@ -83,6 +146,15 @@ impl tower_service::Service<Uri> for Dialer {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        if let Err(e) = require_http(&uri) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.connect_uri(uri)
+    }
+}
+
+impl ConnectUri for Dialer {
+    fn connect_uri(&mut self, uri: Uri) -> Connecting {
         let dialer = self.clone();
         Box::pin(async move {
             let target = target_of(&uri)?;
@@ -131,9 +203,12 @@ pub struct TrackedConnector<C = HttpConnector> {
 }
 
 impl TrackedConnector {
-    /// Wraps a new `HttpConnector` (with `enforce_http(false)`, so a TLS layer can go on top).
+    /// Wraps a new `HttpConnector`. The connector refuses `https://` (see the
+    /// [module docs](self)); under a TLS layer, wrap it in [`ForTlsLayer`].
     pub fn new(tracker: &Tracker, config: DialerConfig) -> Self {
         let mut http = HttpConnector::new();
+        // The scheme is checked by this connector's own `Service` impl (`ForTlsLayer` skips
+        // that check), so the inner connector must not check it a second time.
         http.enforce_http(false);
         TrackedConnector::wrap(http, tracker, config)
     }
@@ -165,6 +240,20 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        if let Err(e) = require_http(&uri) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.connect_uri(uri)
+    }
+}
+
+impl<C> ConnectUri for TrackedConnector<C>
+where
+    C: tower_service::Service<Uri, Response = TokioIo<TcpStream>> + Send,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    fn connect_uri(&mut self, uri: Uri) -> Connecting {
         let target = target_of(&uri).unwrap_or_else(|_| uri.to_string());
         let dial = self.tracker.dial(&self.config, target);
         let connecting = self.inner.call(uri);

@@ -1,0 +1,376 @@
+//! [`RequestTrace`]: reporting one HTTP request's phases (httptrace's `ClientTrace` events)
+//! from an HTTP client integration.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::clock;
+use crate::connection::{ConnectionRef, ExchangeStart, IoWatch};
+use crate::event::{
+    GetConnEvent, Got100ContinueEvent, Got1xxResponseEvent, GotConnEvent,
+    GotFirstResponseByteEvent, PutIdleConnEvent, RequestInfo, Wait100ContinueEvent,
+    WroteHeaderFieldEvent, WroteHeadersEvent, WroteRequestEvent,
+};
+use crate::hook::{Chain, Hook};
+use crate::trace;
+use crate::tracker::{Tracker, TrackerInner};
+
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// One HTTP request being traced, from [`Tracker::request`].
+///
+/// An HTTP client integration (conntrack-tokio's `TracedClient`, or your own) reports each
+/// phase of a request through it; the events go to the hooks of the [`trace`] scope that was
+/// current when the request began, then to any hook given to
+/// [`Tracker::request_with_hook`], then to the tracker's hooks. Every method fires its event
+/// at most once and is cheap when no hook is installed.
+///
+/// Once the request has its connection ([`got_conn`](RequestTrace::got_conn)), the
+/// connection counts it as an exchange (`requests`, `in_flight`, `state` in
+/// [`ConnectionInfo`](crate::ConnectionInfo)) until [`finish`](RequestTrace::finish), or until
+/// the last clone of the trace drops.
+///
+/// With `watch_io`, `got_conn` also watches the connection's I/O for the request: the first
+/// write that completes fires `on_wrote_header_field` for each stored field and then
+/// `on_wrote_headers`; the first write completing after [`body_done`](RequestTrace::body_done)
+/// fires `on_wrote_request` (as does a failed write, with its error); the first read fires
+/// `on_got_first_response_byte` (after `on_wrote_request` if the body was done). That fits a
+/// connection carrying one request at a time (HTTP/1); a multiplexed one (HTTP/2) reports
+/// those phases itself with [`wrote_headers`](RequestTrace::wrote_headers),
+/// [`wrote_request`](RequestTrace::wrote_request) and
+/// [`got_first_response_byte`](RequestTrace::got_first_response_byte).
+///
+/// ```
+/// use conntrack_core::{Registration, RecordingHook, Role, Tracker};
+///
+/// let rec = RecordingHook::new();
+/// let tracker = Tracker::builder().hook(rec.clone()).build();
+/// let conn = tracker.register(Registration::new(Role::Client));
+/// let req = tracker.request("GET", "http://example.com/");
+/// req.get_conn("example.com:80");
+/// let got = req.got_conn(conn.downgrade(), false);
+/// assert!(!got.reused);
+/// req.wrote_headers();
+/// req.wrote_request(None);
+/// req.got_first_response_byte();
+/// req.put_idle_conn(None);
+/// req.finish();
+/// assert_eq!(conn.info().requests, 1);
+/// assert_eq!(
+///     &rec.names()[1..],
+///     ["get_conn", "got_conn", "wrote_headers", "wrote_request", "got_first_response_byte", "put_idle_conn"]
+/// );
+/// ```
+#[derive(Clone)]
+pub struct RequestTrace {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tracker: Arc<TrackerInner>,
+    chain: Chain,
+    info: RequestInfo,
+    started: u64,
+    conn: Mutex<Option<ConnectionRef>>,
+    fields: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    wrote_headers: AtomicBool,
+    body_done: AtomicBool,
+    wrote_request: AtomicBool,
+    first_byte: AtomicBool,
+    put_idle: AtomicBool,
+    got_100: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl Tracker {
+    /// Starts tracing an HTTP request, capturing the current [`trace`] scope's hooks.
+    pub fn request(&self, method: &str, uri: &str) -> RequestTrace {
+        RequestTrace::new(self, method, uri, trace::current())
+    }
+
+    /// [`request`](Tracker::request), with `hook` called after the scope's hooks (an HTTP
+    /// client's own hooks).
+    pub fn request_with_hook(&self, method: &str, uri: &str, hook: Arc<dyn Hook>) -> RequestTrace {
+        let chain = Chain::new(vec![hook]).prepend(&trace::current());
+        RequestTrace::new(self, method, uri, chain)
+    }
+}
+
+impl RequestTrace {
+    fn new(tracker: &Tracker, method: &str, uri: &str, chain: Chain) -> Self {
+        RequestTrace {
+            inner: Arc::new(Inner {
+                tracker: Arc::clone(&tracker.inner),
+                chain,
+                info: RequestInfo {
+                    id: NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
+                    method: Arc::from(method),
+                    uri: Arc::from(uri),
+                },
+                started: clock::now_nanos(),
+                conn: Mutex::new(None),
+                fields: Mutex::new(Vec::new()),
+                wrote_headers: AtomicBool::new(false),
+                body_done: AtomicBool::new(false),
+                wrote_request: AtomicBool::new(false),
+                first_byte: AtomicBool::new(false),
+                put_idle: AtomicBool::new(false),
+                got_100: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The request's method, URI and id.
+    #[must_use]
+    pub fn info(&self) -> &RequestInfo {
+        &self.inner.info
+    }
+
+    /// Whether any hook would see this request's events (to skip building them).
+    #[must_use]
+    pub fn has_hooks(&self) -> bool {
+        self.inner.tracker.has_hooks(&self.inner.chain)
+    }
+
+    /// Time since the request began.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        clock::since(self.inner.started)
+    }
+
+    /// The connection the request got, once it has one.
+    #[must_use]
+    pub fn connection(&self) -> Option<ConnectionRef> {
+        lock(&self.inner.conn).clone()
+    }
+
+    /// The request is about to get a connection to `host_port` (`on_get_conn`).
+    pub fn get_conn(&self, host_port: &str) {
+        let request = &self.inner.info;
+        self.inner
+            .fire(&mut |h| h.on_get_conn(&GetConnEvent { request, host_port }));
+    }
+
+    /// The request got `conn` (`on_got_conn`): begins an exchange on it and reports whether it
+    /// was reused and how long it had been idle. With `watch_io`, the connection's I/O drives
+    /// the write and first-byte events (see the type's docs).
+    pub fn got_conn(&self, conn: ConnectionRef, watch_io: bool) -> ExchangeStart {
+        let start = conn.begin_exchange();
+        if self.has_hooks() {
+            let info = conn.info();
+            let request = &self.inner.info;
+            self.inner.fire(&mut |h| {
+                h.on_got_conn(&GotConnEvent {
+                    request,
+                    connection: &info,
+                    reused: start.reused,
+                    was_idle: start.was_idle,
+                    idle_time: start.idle_time,
+                });
+            });
+            if watch_io {
+                let watch: Arc<dyn IoWatch> = Arc::new(Watch(Arc::downgrade(&self.inner)));
+                conn.entry.set_watcher(Some(watch));
+            }
+        }
+        let old = lock(&self.inner.conn).replace(conn);
+        if let Some(old) = old {
+            // A second connection for one request: the first one's exchange is over.
+            old.entry.set_watcher(None);
+            old.end_exchange();
+        }
+        start
+    }
+
+    /// Keeps the request's header fields, reported one by one (`on_wrote_header_field`) just
+    /// before `on_wrote_headers`. Cheap to skip when [`has_hooks`](RequestTrace::has_hooks)
+    /// is `false`.
+    pub fn set_header_fields(&self, fields: Vec<(Vec<u8>, Vec<u8>)>) {
+        *lock(&self.inner.fields) = fields;
+    }
+
+    /// The request's headers were written (`on_wrote_header_field` for each stored field,
+    /// then `on_wrote_headers`). Once only.
+    pub fn wrote_headers(&self) {
+        self.inner.wrote_headers();
+    }
+
+    /// The request body has been handed over completely (its last frame was read). The next
+    /// completed write on a watched connection (or the first response byte) reports
+    /// `on_wrote_request`.
+    pub fn body_done(&self) {
+        self.inner.body_done.store(true, Ordering::Release);
+    }
+
+    /// The request waits for `100 Continue` before sending its body (`on_wait_100_continue`).
+    pub fn wait_100_continue(&self) {
+        let request = &self.inner.info;
+        self.inner
+            .fire(&mut |h| h.on_wait_100_continue(&Wait100ContinueEvent { request }));
+    }
+
+    /// An informational response arrived (`on_got_1xx_response`, and `on_got_100_continue`
+    /// first for a 100).
+    pub fn got_1xx_response(&self, status: u16, headers: &[(&[u8], &[u8])]) {
+        let request = &self.inner.info;
+        if status == 100 && !self.inner.got_100.swap(true, Ordering::AcqRel) {
+            self.inner
+                .fire(&mut |h| h.on_got_100_continue(&Got100ContinueEvent { request }));
+        }
+        self.inner.fire(&mut |h| {
+            h.on_got_1xx_response(&Got1xxResponseEvent {
+                request,
+                status,
+                headers,
+            });
+        });
+    }
+
+    /// The whole request was written, or writing it failed (`on_wrote_request`). Once only.
+    pub fn wrote_request(&self, error: Option<&io::Error>) {
+        self.inner.wrote_request(error);
+    }
+
+    /// The first response byte arrived (`on_got_first_response_byte`). Once only.
+    pub fn got_first_response_byte(&self) {
+        self.inner.first_byte();
+    }
+
+    /// The connection went back to the idle pool (`error` `None`), or could not
+    /// (`on_put_idle_conn`). Once only, and only once the request has a connection.
+    pub fn put_idle_conn(&self, error: Option<&io::Error>) {
+        let Some(conn) = self.connection() else {
+            return;
+        };
+        if self.inner.put_idle.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let request = &self.inner.info;
+        let id = conn.id();
+        self.inner.fire(&mut |h| {
+            h.on_put_idle_conn(&PutIdleConnEvent { request, id, error });
+        });
+    }
+
+    /// The request is over: ends its exchange on the connection and stops watching its I/O.
+    /// Also done when the last clone drops.
+    pub fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
+        if self.tracker.has_hooks(&self.chain) {
+            self.tracker.fire(&self.chain, f);
+        }
+    }
+
+    fn wrote_headers(&self) {
+        if self.wrote_headers.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let request = &self.info;
+        let fields = std::mem::take(&mut *lock(&self.fields));
+        for (name, value) in &fields {
+            self.fire(&mut |h| {
+                h.on_wrote_header_field(&WroteHeaderFieldEvent {
+                    request,
+                    name,
+                    value,
+                });
+            });
+        }
+        self.fire(&mut |h| h.on_wrote_headers(&WroteHeadersEvent { request }));
+    }
+
+    fn wrote_request(&self, error: Option<&io::Error>) {
+        if self.wrote_request.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let request = &self.info;
+        self.fire(&mut |h| h.on_wrote_request(&WroteRequestEvent { request, error }));
+    }
+
+    fn first_byte(&self) {
+        if self.first_byte.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let request = &self.info;
+        let elapsed = clock::since(self.started);
+        self.fire(&mut |h| {
+            h.on_got_first_response_byte(&GotFirstResponseByteEvent { request, elapsed });
+        });
+    }
+
+    fn finish(&self) {
+        if self.finished.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(conn) = lock(&self.conn).as_ref() {
+            conn.entry.set_watcher(None);
+            conn.end_exchange();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The I/O watch a request installs on its connection; weak, so the connection does not keep
+/// the request alive.
+struct Watch(Weak<Inner>);
+
+impl IoWatch for Watch {
+    fn write(&self, n: usize, error: Option<&io::Error>) {
+        let Some(req) = self.0.upgrade() else { return };
+        if let Some(e) = error {
+            req.wrote_request(Some(e));
+            return;
+        }
+        if n == 0 {
+            return;
+        }
+        req.wrote_headers();
+        if req.body_done.load(Ordering::Acquire) {
+            req.wrote_request(None);
+        }
+    }
+
+    fn read(&self, n: usize, error: Option<&io::Error>) {
+        let Some(req) = self.0.upgrade() else { return };
+        if n == 0 || error.is_some() {
+            return;
+        }
+        if req.body_done.load(Ordering::Acquire) {
+            req.wrote_headers();
+            req.wrote_request(None);
+        }
+        req.first_byte();
+        // Nothing more to watch for this request.
+        let conn = lock(&req.conn).clone();
+        if let Some(conn) = conn {
+            conn.entry.set_watcher(None);
+        }
+    }
+}
+
+impl fmt::Debug for RequestTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestTrace")
+            .field("request", &self.inner.info)
+            .field("connection", &*lock(&self.inner.conn))
+            .finish_non_exhaustive()
+    }
+}
