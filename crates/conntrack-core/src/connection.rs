@@ -12,7 +12,7 @@ use crate::config::{DialerConfig, ListenerConfig};
 use crate::event::{
     CloseEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
 };
-use crate::hook::{Chain, Hook};
+use crate::hook::{Chain, Hook, WeakChain};
 use crate::info::{Addr, ConnState, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo};
 use crate::registry::Shard;
 use crate::tracker::TrackerInner;
@@ -40,7 +40,10 @@ pub struct Registration {
     pub(crate) target_is_remote: bool,
     pub(crate) timings: Timings,
     pub(crate) chain: Chain,
-    /// The chain already holds the trace scope (set by [`Dial`](crate::Dial)).
+    /// The trace scope's hooks, when `scoped` (set by [`Dial`](crate::Dial), which captured
+    /// the scope when the dial began); otherwise the scope current at registration is used.
+    pub(crate) scope: Chain,
+    /// `scope` holds the trace scope already.
     pub(crate) scoped: bool,
     /// When the dial started (nanos on the process clock), for `DialEvent::duration`.
     pub(crate) dial_started: Option<u64>,
@@ -59,6 +62,7 @@ impl Registration {
             target_is_remote: false,
             timings: Timings::new(),
             chain: Chain::default(),
+            scope: Chain::default(),
             scoped: false,
             dial_started: None,
         }
@@ -264,8 +268,10 @@ pub(crate) struct Entry {
     closed: AtomicBool,
     /// The index of this connection's (category, role) in the tracker's stat table.
     pub(crate) class: u32,
-    /// Trace scope hooks, then config hooks, then per-registration hooks.
+    /// Config hooks, then per-registration hooks.
     pub(crate) chain: Chain,
+    /// The hooks of the trace scope the connection was made in, while that scope lives.
+    scope: WeakChain,
     /// Whether `chain` wants per-I/O events, copied here so the hot path reads no other line.
     chain_io: bool,
     /// Whether an [`IoWatch`] is installed (read on the hot path next to `chain_io`).
@@ -284,6 +290,7 @@ impl Entry {
         shard: Arc<Shard>,
         reg: Registration,
         chain: Chain,
+        scope: &Chain,
         class: u32,
     ) -> Self {
         let opened_nanos = clock::now_nanos();
@@ -306,8 +313,9 @@ impl Entry {
             handles: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
             class,
-            chain_io: chain.wants_io(),
+            chain_io: chain.wants_io() || scope.wants_io(),
             chain,
+            scope: scope.downgrade(),
             watched: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
@@ -388,10 +396,20 @@ impl Entry {
         self.info_at(clock::now_nanos())
     }
 
-    /// Calls every hook for this connection: its own chain (scope, config, registration), then
-    /// the tracker's.
+    /// Calls every hook for this connection: the trace scope's (while it lives), its own chain
+    /// (config, registration), then the tracker's.
     pub(crate) fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
-        self.tracker().fire(&self.chain, f);
+        if self.scope.is_empty() {
+            self.tracker().fire(&self.chain, f);
+        } else {
+            self.tracker()
+                .fire_scoped(&self.scope.upgrade(), &self.chain, f);
+        }
+    }
+
+    /// Whether any hook may want this connection's events.
+    pub(crate) fn has_hooks(&self) -> bool {
+        !self.scope.is_empty() || self.tracker().has_hooks(&self.chain)
     }
 
     #[inline]
@@ -465,7 +483,7 @@ impl Entry {
             let mut rare = self.rare();
             (rare.last_error.take(), rare.tls.clone())
         };
-        let hooks = t.has_hooks(&self.chain);
+        let hooks = self.has_hooks();
         if hooks || t.keeps_history() {
             // The history keeps this copy of the final state; the full record is built only
             // if someone reads the history (or below, for the close hooks).
@@ -694,7 +712,7 @@ impl Connection {
     /// Reports that a TLS handshake is starting on this connection (`on_tls_handshake_start`).
     pub fn report_tls_handshake_start(&self, server_name: Option<&str>) {
         let e = &*self.entry;
-        if e.tracker().has_hooks(&e.chain) {
+        if e.has_hooks() {
             let info = e.info();
             e.fire(&mut |h| {
                 h.on_tls_handshake_start(&TlsHandshakeStartEvent {
@@ -730,7 +748,7 @@ impl Connection {
                 Some(err)
             }
         };
-        if e.tracker().has_hooks(&e.chain) {
+        if e.has_hooks() {
             let info = e.info();
             let tls = e.tls();
             e.fire(&mut |h| {

@@ -46,7 +46,12 @@ use crate::tracker::Tracker;
 pub struct Dial {
     tracker: Tracker,
     category: Arc<str>,
+    /// The trace scope, then the config's hooks: what the dial's own events go to.
     chain: Chain,
+    /// The trace scope captured when the dial began (held strongly until the dial ends).
+    scope: Chain,
+    /// The config's hooks, for the connection.
+    config_chain: Chain,
     target: Target,
     started: u64,
     dns_started: Option<u64>,
@@ -85,10 +90,13 @@ impl Dial {
     }
 
     fn with_target(tracker: Tracker, config: &DialerConfig, target: Target) -> Self {
+        let scope = trace::current();
         Dial {
             tracker,
             category: Arc::clone(config.category_name()),
-            chain: config.chain().prepend(&trace::current()),
+            chain: config.chain().prepend(&scope),
+            config_chain: config.chain().clone(),
+            scope,
             target,
             started: clock::now_nanos(),
             dns_started: None,
@@ -203,7 +211,8 @@ impl Dial {
             _ => reg.target = Some(Arc::clone(self.target_text())),
         }
         reg.remote_addr = remote;
-        reg.chain = self.chain;
+        reg.chain = self.config_chain;
+        reg.scope = self.scope;
         reg.scoped = true;
         reg.dial_started = Some(self.started);
         self.tracker.register_as(&self.category, reg)

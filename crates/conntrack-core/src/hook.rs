@@ -357,6 +357,32 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// A reference that does not keep the hooks alive (a connection's trace scope).
+    pub(crate) fn downgrade(&self) -> WeakChain {
+        WeakChain(self.inner.as_ref().map(Arc::downgrade))
+    }
+}
+
+/// A [`Chain`] held weakly: a connection made inside a [`trace`](crate::trace) scope reports
+/// to the scope's hooks only while the scope (the traced future or closure, or a request
+/// that captured it) is alive.
+#[derive(Clone, Default)]
+pub(crate) struct WeakChain(Option<std::sync::Weak<ChainInner>>);
+
+impl WeakChain {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The hooks, if the scope is still alive (else the empty chain).
+    pub(crate) fn upgrade(&self) -> Chain {
+        Chain {
+            inner: self.0.as_ref().and_then(std::sync::Weak::upgrade),
+        }
+    }
+}
+
 impl fmt::Debug for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chain")

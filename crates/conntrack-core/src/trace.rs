@@ -5,8 +5,12 @@
 //! Scopes nest: an inner scope's hooks run first, then the enclosing scope's, then the
 //! listener's or dialer's config, then the tracker's.
 //!
-//! The hooks stay attached to a connection made inside the scope for the connection's whole
-//! life (so its TLS handshake and close reach them too), even after the scope has ended.
+//! A connection made inside a scope reports its own later events (TLS handshake, reads and
+//! writes for per-I/O hooks, close) to the scope's hooks **while the scope lives**: until the
+//! traced future completes or is dropped, or the closure returns. After that the connection
+//! reports only to its config's and the tracker's hooks. This is httptrace's per-request
+//! contract: a pooled connection dialed for one request does not keep calling that request's
+//! hooks when it later serves other requests (`docs/hooks.md`).
 //!
 //! ```
 //! use conntrack_core::{trace, Callbacks, DialerConfig, Tracker};

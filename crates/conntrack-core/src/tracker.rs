@@ -89,6 +89,12 @@ impl TrackerInner {
         self.hooks.load().call(&self.hook_panics, f);
     }
 
+    /// `scope`, then `chain`, then the tracker's own hooks.
+    pub(crate) fn fire_scoped(&self, scope: &Chain, chain: &Chain, f: &mut dyn FnMut(&dyn Hook)) {
+        scope.call(&self.hook_panics, f);
+        self.fire(chain, f);
+    }
+
     fn add_hook(&self, hook: Arc<dyn Hook>) -> u64 {
         let key = self.next_hook_key.fetch_add(1, Ordering::Relaxed);
         let mut list = self
@@ -401,12 +407,13 @@ impl Tracker {
 
     /// `register`, with the category given by reference so that the shared category string of
     /// a config is not cloned (a contended reference count) for every connection.
-    pub(crate) fn register_as(&self, category: &str, reg: Registration) -> Connection {
-        let chain = if reg.scoped {
-            reg.chain.clone()
+    pub(crate) fn register_as(&self, category: &str, mut reg: Registration) -> Connection {
+        let scope = if reg.scoped {
+            std::mem::take(&mut reg.scope)
         } else {
-            reg.chain.prepend(&trace::current())
+            trace::current()
         };
+        let chain = std::mem::take(&mut reg.chain);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         // Counts the open (SeqCst inside: pairs with the clock ticker's park check,
         // `clock::connection_opened`).
@@ -414,10 +421,10 @@ impl Tracker {
         let role = reg.role;
         let dial_started = reg.dial_started;
         let shard = self.registry.shard(id);
-        let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, class));
+        let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, &scope, class));
         shard.insert(id, Arc::clone(&entry));
         clock::connection_opened();
-        if self.inner.has_hooks(&entry.chain) {
+        if entry.has_hooks() {
             let info = entry.info();
             match role {
                 Role::Server => entry.fire(&mut |h| {

@@ -72,13 +72,20 @@ fn listener_events_run_hooks_in_the_documented_order() {
     let (t, cfg, l) = (tracker.clone(), config.clone(), lines.clone());
     let conn = block_on(trace::scope(Log::new("outer", &lines), async move {
         trace::with(Log::new("inner", &l), || {
-            t.accepted(&cfg, addr(80), addr(50_000))
+            let conn = t.accepted(&cfg, addr(80), addr(50_000));
+            // Scope hooks see the connection's events while the scope lives.
+            conn.report_tls_handshake_start(None);
+            conn.report_tls_handshake_done(Ok(tls13()), Duration::from_millis(1));
+            conn
         })
     }));
-    // Scope hooks stay with the connection after the scope has ended.
-    conn.report_tls_handshake_start(None);
-    conn.report_tls_handshake_done(Ok(tls13()), Duration::from_millis(1));
+    // The scope has ended: the close reaches only the config's and the tracker's hooks.
     drop(conn);
+    assert_eq!(
+        order_of(&lines, "close"),
+        expected(&["config_closure", "config_hook1", "config_hook2"]),
+        "close after the scope ended"
+    );
 
     let want = expected(&[
         "inner",
@@ -87,12 +94,7 @@ fn listener_events_run_hooks_in_the_documented_order() {
         "config_hook1",
         "config_hook2",
     ]);
-    for ev in [
-        "accept",
-        "tls_handshake_start",
-        "tls_handshake_done",
-        "close",
-    ] {
+    for ev in ["accept", "tls_handshake_start", "tls_handshake_done"] {
         assert_eq!(order_of(&lines, ev), want, "{ev}");
     }
 
@@ -138,11 +140,12 @@ fn dialer_events_run_hooks_in_the_documented_order() {
             );
             let ok = dial.connect_start(targets[1]);
             dial.connect_done(&ok, Ok(()));
-            dial.established(addr(40_000), targets[1])
+            let conn = dial.established(addr(40_000), targets[1]);
+            conn.report_tls_handshake_start(Some("db.internal"));
+            conn.report_tls_handshake_done(Ok(tls13()), Duration::from_millis(1));
+            conn
         }))
     });
-    conn.report_tls_handshake_start(Some("db.internal"));
-    conn.report_tls_handshake_done(Ok(tls13()), Duration::from_millis(1));
     let info = conn.info();
     assert_eq!(info.target.as_deref(), Some("db.internal:5432"));
     assert!(info.timings.dns.is_some() && info.timings.connect.is_some());
@@ -162,10 +165,14 @@ fn dialer_events_run_hooks_in_the_documented_order() {
         "dial",
         "tls_handshake_start",
         "tls_handshake_done",
-        "close",
     ] {
         assert_eq!(order_of(&lines, ev), want, "{ev}");
     }
+    assert_eq!(
+        order_of(&lines, "close"),
+        expected(&["config_closure", "config_hook1", "config_hook2"]),
+        "the scopes had ended when the connection closed"
+    );
     for ev in ["connect_start", "connect_done"] {
         assert_eq!(order_of(&lines, ev), twice, "{ev}: once per attempt");
     }
@@ -194,14 +201,14 @@ fn a_registration_hook_runs_after_the_config_and_before_the_tracker() {
     let config = ListenerConfig::new()
         .on_accept(logged!(lines, "accept"))
         .hook(Log::new("config_hook", &lines));
-    let conn = trace::with(Log::new("scope", &lines), || {
-        tracker.register(
+    trace::with(Log::new("scope", &lines), || {
+        let conn = tracker.register(
             Registration::server(addr(80), addr(50_000))
                 .hook(Log::new("registration", &lines))
                 .listener_config(&config),
-        )
+        );
+        drop(conn);
     });
-    drop(conn);
     let want = expected(&["scope", "config_closure", "config_hook", "registration"]);
     assert_eq!(order_of(&lines, "accept"), want);
     assert_eq!(
@@ -440,12 +447,21 @@ fn config_and_scope_io_hooks_apply_to_their_own_connections_only() {
             let l = lines.clone();
             move |_| l.lock().unwrap().push("scope:write".into())
         }),
-        || tracker.register(server("x")),
+        || {
+            let scoped = tracker.register(server("x"));
+            for c in [&with_config, &plain, &scoped] {
+                c.record_read(1);
+                c.record_write(1);
+            }
+            scoped
+        },
     );
-    for c in [&with_config, &plain, &scoped] {
-        c.record_read(1);
-        c.record_write(1);
-    }
+    assert_eq!(
+        *lines.lock().unwrap(),
+        ["config_closure:read", "scope:write"]
+    );
+    // Once the scope has ended, its hook sees nothing more.
+    scoped.record_write(1);
     assert_eq!(
         *lines.lock().unwrap(),
         ["config_closure:read", "scope:write"]
