@@ -25,9 +25,14 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             &[],
         )?;
     }
+    // Tests that need an outside tool log here when they skip its check (never under CI=true,
+    // where a missing tool fails the test); the list is printed at the end.
+    let skip_log = std::env::temp_dir().join(format!("conntrack-skipped-{}.tsv", std::process::id()));
+    let _ = std::fs::remove_file(&skip_log);
+    let skip_log_str = skip_log.display().to_string();
     cargo(
         &["test", "--workspace", "--all-features", "--no-fail-fast"],
-        &[],
+        &[("CONNTRACK_SKIP_LOG", skip_log_str.as_str())],
     )?;
     if !has("--no-doc") {
         cargo(
@@ -50,6 +55,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         &[],
     )?;
     eprintln!("\nxtask ci: all checks passed");
+    report_skipped(&skip_log);
     Ok(())
 }
 
@@ -88,5 +94,29 @@ fn core_has_no_runtime() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("conntrack-core depends on a runtime: {found:?}"))
+    }
+}
+
+/// Prints which tests skipped a check for want of an outside tool, and how to install it.
+fn report_skipped(log: &std::path::Path) {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return;
+    };
+    let _ = std::fs::remove_file(log);
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("\nxtask ci: NOT everything was checked: these tests skipped for want of a tool");
+    for line in lines {
+        let mut parts = line.splitn(3, '\t');
+        let (test, tool, install) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        eprintln!("  {test}: needs {tool} (install: {install})");
     }
 }

@@ -206,7 +206,12 @@ pub struct PeerCertificates {
     pub count: usize,
     /// The leaf certificate's subject, if it was cheap to read.
     pub leaf_subject: Option<String>,
-    /// The leaf certificate's expiry, if it was cheap to read.
+    /// The leaf certificate's expiry, if it was cheap to read. (JSON: unix seconds as a
+    /// number, like every other time.)
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::opt_system_time")
+    )]
     pub leaf_not_after: Option<SystemTime>,
 }
 
@@ -432,6 +437,17 @@ pub(crate) mod ser {
     pub(crate) fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[allow(clippy::ref_option)]
+    pub(crate) fn opt_system_time<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => system_time(t, s),
             None => s.serialize_none(),
         }
     }

@@ -43,6 +43,11 @@
 //! `error_type`); the exporter renders histograms as summaries unless it is given buckets,
 //! for which [`PHASE_BUCKETS`] and [`CONNECTION_BUCKETS`] are ready.
 //!
+//! Import this module under another name (`use conntrack_core::metrics as conntrack_metrics;`)
+//! or import its items only: a plain `use conntrack_core::metrics;` shadows the `metrics` crate
+//! in that file, and the service's own `metrics::counter!(..)` then fails with a misleading
+//! "could not find `counter` in `metrics`".
+//!
 //! ```
 //! use conntrack_core::metrics::{describe, MetricsCollector, MetricsHook};
 //! use conntrack_core::Tracker;

@@ -300,14 +300,22 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The live connections as an aligned text table, one row per connection: id, category, role,
-/// local and remote address, age, bytes read and written, idle time, and the TLS version and
-/// ALPN when any connection has TLS.
+/// local and remote address, the dialed target when any connection has one, age, bytes read
+/// and written, idle time, the exchange count and state (new, active, idle) when any connection
+/// has carried an exchange, and the TLS version and ALPN when any connection has TLS.
 #[must_use]
 pub fn text_table(connections: &[ConnectionInfo]) -> String {
     let tls = connections.iter().any(|c| c.tls.is_some());
-    let mut header = vec![
-        "ID", "CATEGORY", "ROLE", "LOCAL", "REMOTE", "AGE", "READ", "WRITTEN", "IDLE",
-    ];
+    let target = connections.iter().any(|c| c.target.is_some());
+    let requests = connections.iter().any(|c| c.requests > 0);
+    let mut header = vec!["ID", "CATEGORY", "ROLE", "LOCAL", "REMOTE"];
+    if target {
+        header.push("TARGET");
+    }
+    header.extend(["AGE", "READ", "WRITTEN", "IDLE"]);
+    if requests {
+        header.extend(["REQS", "STATE"]);
+    }
     if tls {
         header.push("TLS");
     }
@@ -324,11 +332,19 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
                 c.role.to_string(),
                 c.local_addr.to_string(),
                 c.remote_addr.to_string(),
+            ];
+            if target {
+                row.push(c.target.as_deref().unwrap_or("-").to_string());
+            }
+            row.extend([
                 duration(c.established_for),
                 bytes(c.read_bytes),
                 bytes(c.write_bytes),
                 duration(c.idle_for),
-            ];
+            ]);
+            if requests {
+                row.extend([c.requests.to_string(), c.state.to_string()]);
+            }
             if tls {
                 row.push(c.tls.as_ref().map_or_else(
                     || "-".into(),

@@ -78,3 +78,32 @@ pub trait Conn: Send + 'static {
         })
     }
 }
+
+/// A test found that an outside tool it needs (`tool`: Chromium, promtool, `ss`) is missing.
+///
+/// Under CI (`CI=true`) that is a failure: this panics with `install`, the way to get the
+/// tool. Elsewhere the test may skip the check: this prints a note and, when the
+/// `CONNTRACK_SKIP_LOG` variable names a file (`cargo xtask ci` sets it), appends one line to
+/// it, so the run ends with a list of what was skipped and how to install it instead of
+/// counting the skipped check as passed silently.
+///
+/// # Panics
+///
+/// Under `CI=true`.
+pub fn tool_missing(test: &str, tool: &str, install: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {tool} is required under CI ({install})"
+    );
+    eprintln!("NOTE: {tool} not found: {test} skipped its check ({install})");
+    if let Some(path) = std::env::var_os("CONNTRACK_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{test}\t{tool}\t{install}");
+        }
+    }
+}
