@@ -27,7 +27,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     }
     // Tests that need an outside tool log here when they skip its check (never under CI=true,
     // where a missing tool fails the test); the list is printed at the end.
-    let skip_log = std::env::temp_dir().join(format!("conntrack-skipped-{}.tsv", std::process::id()));
+    let skip_log =
+        std::env::temp_dir().join(format!("conntrack-skipped-{}.tsv", std::process::id()));
     let _ = std::fs::remove_file(&skip_log);
     let skip_log_str = skip_log.display().to_string();
     cargo(
