@@ -216,7 +216,9 @@ impl TlsConnector {
         server_name: &str,
         mut stream: Tracked<S>,
     ) -> io::Result<ClientTlsStream<S>> {
-        let report = Handshake::start(stream.connection(), Some(server_name));
+        // The SNI as sent: none when the config turns SNI off.
+        let sni = self.config.enable_sni.then_some(server_name);
+        let report = Handshake::start(stream.connection(), sni);
         let name = match ServerName::try_from(server_name.to_owned()) {
             Ok(name) => name,
             Err(e) => return Err(report.fail(io::Error::new(io::ErrorKind::InvalidInput, e))),
