@@ -100,14 +100,14 @@ fn seen<R>(
         Ok(r) => ok(r),
         Err(e) => {
             let timed_out;
-            let e = if e.kind() == io::ErrorKind::WouldBlock
-                && !nonblocking.load(Ordering::Relaxed)
+            let e = if e.kind() == io::ErrorKind::WouldBlock && !nonblocking.load(Ordering::Relaxed)
             {
                 let what = match dir {
                     Dir::Read => "read",
                     Dir::Write => "write",
                 };
-                timed_out = io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out ({e})"));
+                timed_out =
+                    io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out ({e})"));
                 &timed_out
             } else {
                 e
@@ -132,11 +132,15 @@ fn read_vectored(
     mut r: impl Read,
     bufs: &mut [IoSliceMut<'_>],
 ) -> io::Result<usize> {
-    seen(conn, nb, Dir::Read, r.read_vectored(bufs), |n| conn.record_read(*n))
+    seen(conn, nb, Dir::Read, r.read_vectored(bufs), |n| {
+        conn.record_read(*n);
+    })
 }
 
 fn write(conn: &Connection, nb: &AtomicBool, mut w: impl Write, buf: &[u8]) -> io::Result<usize> {
-    seen(conn, nb, Dir::Write, w.write(buf), |n| conn.record_write(*n))
+    seen(conn, nb, Dir::Write, w.write(buf), |n| {
+        conn.record_write(*n);
+    })
 }
 
 fn write_vectored(
@@ -145,7 +149,9 @@ fn write_vectored(
     mut w: impl Write,
     bufs: &[IoSlice<'_>],
 ) -> io::Result<usize> {
-    seen(conn, nb, Dir::Write, w.write_vectored(bufs), |n| conn.record_write(*n))
+    seen(conn, nb, Dir::Write, w.write_vectored(bufs), |n| {
+        conn.record_write(*n);
+    })
 }
 
 fn flush(conn: &Connection, nb: &AtomicBool, mut w: impl Write) -> io::Result<()> {

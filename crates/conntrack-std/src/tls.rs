@@ -227,7 +227,10 @@ where
         Err(e) => return Err(report.fail(io::Error::other(e))),
     };
     let saved = match timeout {
-        Some(_) => match (stream.get_ref().read_timeout(), stream.get_ref().write_timeout()) {
+        Some(_) => match (
+            stream.get_ref().read_timeout(),
+            stream.get_ref().write_timeout(),
+        ) {
             (Ok(r), Ok(w)) => Some((r, w)),
             (Err(e), _) | (_, Err(e)) => return Err(report.fail(e)),
         },
@@ -251,7 +254,12 @@ where
             report.complete(&conn);
             Ok(conn)
         }
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             let over = deadline.is_some_and(|d| Instant::now() >= d);
             Err(report.fail(handshake_timed_out(timeout.filter(|_| over), &e)))
         }

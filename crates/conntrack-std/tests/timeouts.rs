@@ -49,7 +49,10 @@ fn a_read_timeout_closes_with_timed_out() {
         let err = stream.read(&mut [0; 16]).expect_err("nothing to read");
         // The caller sees the socket's own error: WouldBlock on Unix, TimedOut on Windows.
         assert!(
-            matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
             "{err:?}"
         );
         drop(stream);

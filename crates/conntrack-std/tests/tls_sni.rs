@@ -48,7 +48,9 @@ fn connect(ip: &str, server_name: &str, enable_sni: bool) -> (ConnectionInfo, Co
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
     let srv = thread::spawn(move || {
         let (tcp, _) = listener.accept().unwrap();
-        let mut tls = TlsAcceptor::from(server).accept(tcp).expect("server handshake");
+        let mut tls = TlsAcceptor::from(server)
+            .accept(tcp)
+            .expect("server handshake");
         let info = tls.info();
         tls.write_all(b"hello").unwrap();
         tls.tls_mut().send_close_notify();

@@ -9,9 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use conntrack_core::metrics::MetricsHook;
-use conntrack_core::{
-    DialerConfig, ListenerConfig, Recorded, RecordingHook, Role, Tracker,
-};
+use conntrack_core::{DialerConfig, ListenerConfig, Recorded, RecordingHook, Role, Tracker};
 use conntrack_std::tls::{TlsAcceptor, TlsConnector, DEFAULT_HANDSHAKE_TIMEOUT};
 use conntrack_std::{Dialer, Listener};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -82,7 +80,10 @@ fn assert_reported(tracker: &Tracker, rec: &RecordingHook, metrics: &PrometheusH
     let (hs, close, message) = failure_and_close(rec);
     assert_eq!(hs, io::ErrorKind::TimedOut);
     assert_eq!(close, io::ErrorKind::TimedOut);
-    assert_eq!(message, format!("TLS handshake did not finish within {DEADLINE:?}"));
+    assert_eq!(
+        message,
+        format!("TLS handshake did not finish within {DEADLINE:?}")
+    );
     let history = tracker.recently_closed();
     assert_eq!(history[0].error.as_deref(), Some(&*message));
     assert_eq!(tracker.stats().total().tls_handshake_failed, 1);

@@ -1,39 +1,4 @@
-//! The debug page as an axum router (feature `axum`): HTML by default, JSON with
-//! `?format=json` or `Accept: application/json`, the plain-text table with `?format=text`.
-//!
-//! The page shows peer addresses, internal dial targets and error texts, with no
-//! authentication. So by default it answers only requests from loopback peers (and Unix
-//! sockets); any other peer, a request whose peer address is unknown, and a request relayed
-//! by a proxy (one carrying `Forwarded` or `X-Forwarded-For`) get `403 Forbidden` with a
-//! one-line reason. The peer address comes from axum's connect info, so serve the app with
-//! `into_make_service_with_connect_info::<TrackedConnectInfo>()` (on a tracked [`Listener`])
-//! or `::<SocketAddr>()` (on tokio's). Better still, serve the page on an internal port of its
-//! own, apart from the public app, as below. [`DebugPage::allow_any_peer`] opts out of the
-//! check, for a port that something else already protects.
-//!
-//! ```no_run
-//! # async fn run() -> std::io::Result<()> {
-//! use conntrack_core::{ListenerConfig, Tracker};
-//! use conntrack_tokio::{debug_router, Listener, TrackedConnectInfo};
-//!
-//! let tracker = Tracker::new();
-//! // An internal port, on loopback, for the debug page alone.
-//! let inner = tokio::net::TcpListener::bind("127.0.0.1:6060").await?;
-//! let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("debug"));
-//! let app = axum::Router::new().nest("/debug/conntrack", debug_router(&tracker));
-//! axum::serve(listener, app.into_make_service_with_connect_info::<TrackedConnectInfo>()).await
-//! # }
-//! # let _ = run;
-//! ```
-//!
-//! The page lists at most [`Page::DEFAULT_LIMIT`] live connections (and as many closed
-//! ones), newest first, and says "Showing N of M" when it leaves some out; the summary and
-//! the JSON `total_connections` cover all of them. `?limit=N` shows more (or fewer) and
-//! `?sort=newest|oldest|bytes|idle` picks which. The snapshot is taken and rendered on
-//! tokio's blocking pool (`spawn_blocking`), so a page of a large tracker does not hold up
-//! the async workers. Responses carry `Cache-Control: no-store` and `Vary: Accept`.
-//!
-//! [`Listener`]: crate::Listener
+//! The debug page as an axum router (feature `axum`); see [`DebugPage`].
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -47,7 +12,45 @@ use conntrack_core::{Addr, Tracker};
 
 use crate::TrackedConnectInfo;
 
-/// The debug page's router, configured: which peers it answers and how much it shows.
+/// The debug page as an axum router (feature `axum`): HTML by default, JSON with
+/// `?format=json` or an `Accept` header preferring `application/json` (by q-value), the
+/// plain-text table with `?format=text`.
+///
+/// The page shows peer addresses, internal dial targets and error texts, with no
+/// authentication. So by default it answers only requests from loopback peers (and Unix
+/// sockets); any other peer, a request whose peer address is unknown, and a request relayed
+/// by a proxy (one carrying `Forwarded` or `X-Forwarded-For`) get `403 Forbidden` with a
+/// one-line reason. The peer address comes from axum's connect info, so serve the app with
+/// `into_make_service_with_connect_info::<TrackedConnectInfo>()` (on a tracked [`Listener`])
+/// or `::<SocketAddr>()` (on tokio's). Better still, serve the page on an internal port of its
+/// own, apart from the public app, as below. [`DebugPage::allow_any_peer`] opts out of the
+/// check, for a port that something else already protects.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use conntrack_core::{ListenerConfig, Tracker};
+/// use conntrack_tokio::{debug_router, Listener, TrackedConnectInfo};
+///
+/// let tracker = Tracker::new();
+/// // An internal port, on loopback, for the debug page alone.
+/// let inner = tokio::net::TcpListener::bind("127.0.0.1:6060").await?;
+/// let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("debug"));
+/// let app = axum::Router::new().nest("/debug/conntrack", debug_router(&tracker));
+/// axum::serve(listener, app.into_make_service_with_connect_info::<TrackedConnectInfo>()).await
+/// # }
+/// # let _ = run;
+/// ```
+///
+/// The page lists at most [`Page::DEFAULT_LIMIT`] live connections (and as many closed
+/// ones), newest first, and says "Showing N of M" when it leaves some out; the summary and
+/// the JSON `total_connections` cover all of them. `?limit=N` shows more (or fewer) and
+/// `?sort=newest|oldest|bytes|idle` picks which. The snapshot is taken and rendered on
+/// tokio's blocking pool (`spawn_blocking`), so a page of a large tracker does not hold up
+/// the async workers. Responses carry `Cache-Control: no-store` and `Vary: Accept`.
+///
+/// [`Listener`]: crate::Listener
+///
+/// `DebugPage` configures the router: which peers it answers and how much it shows.
 /// [`debug_router`] is `DebugPage::new(tracker).router()`.
 ///
 /// ```
@@ -123,9 +126,7 @@ impl DebugPage {
             }
         }
         let query = Query::parse(req.uri().query().unwrap_or(""));
-        let format = query
-            .format
-            .unwrap_or_else(|| negotiate(req.headers()));
+        let format = query.format.unwrap_or_else(|| negotiate(req.headers()));
         let mut page = self.page;
         if let Some(limit) = query.limit {
             page = page.limit(limit);
@@ -160,7 +161,7 @@ impl DebugPage {
 }
 
 /// A router serving `tracker`'s debug page at its root, to loopback peers only; nest it
-/// wherever you like. See [`DebugPage`] for the options and the [module docs](self) for how
+/// wherever you like. See [`DebugPage`] for the options and for how
 /// to serve it.
 pub fn debug_router(tracker: &Tracker) -> Router {
     DebugPage::new(tracker).router()
@@ -201,7 +202,9 @@ fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         // `::ffff:127.0.0.1` is loopback too.
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -325,7 +328,11 @@ fn media_range(s: &str) -> Option<(&str, &str, f32)> {
     for param in parts {
         if let Some((k, v)) = param.split_once('=') {
             if k.trim().eq_ignore_ascii_case("q") {
-                q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q))?;
+                q = v
+                    .trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))?;
             }
         }
     }
@@ -348,7 +355,10 @@ mod tests {
         assert_eq!(accept("application/json"), Format::Json);
         assert_eq!(accept("application/json;q=0"), Format::Html);
         assert_eq!(accept("application/json; q=0.0, */*"), Format::Html);
-        assert_eq!(accept("text/html;q=0.5, application/json;q=0.9"), Format::Json);
+        assert_eq!(
+            accept("text/html;q=0.5, application/json;q=0.9"),
+            Format::Json
+        );
         assert_eq!(accept("application/*"), Format::Json);
         assert_eq!(accept("text/plain"), Format::Text);
         assert_eq!(accept("*/*"), Format::Html);

@@ -67,7 +67,11 @@ async fn fetch(
 async fn serve(server_tracker: &Tracker, router: axum::Router) -> SocketAddr {
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let listener = Listener::new(server_tracker, inner, ListenerConfig::new().category("debug"));
+    let listener = Listener::new(
+        server_tracker,
+        inner,
+        ListenerConfig::new().category("debug"),
+    );
     let app = axum::Router::new().nest("/debug/conntrack", router);
     tokio::spawn(
         axum::serve(
@@ -93,7 +97,11 @@ async fn serves_html_json_and_text() {
 
     let page = fetch(&client, addr, "", &[]).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.content_type.starts_with("text/html"), "{}", page.content_type);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
     assert_eq!(page.cache_control, "no-store");
     assert_eq!(page.vary, "Accept");
     let html = page.body;
@@ -124,12 +132,20 @@ async fn serves_html_json_and_text() {
     // q=0 means "not acceptable": not JSON.
     for accept in ["application/json;q=0", "*/*, application/json; q=0"] {
         let res = fetch(&client, addr, "", &[("accept", accept)]).await;
-        assert!(res.content_type.starts_with("text/html"), "{accept}: {}", res.content_type);
+        assert!(
+            res.content_type.starts_with("text/html"),
+            "{accept}: {}",
+            res.content_type
+        );
     }
 
     for q in ["?format=text", "?format=Text"] {
         let res = fetch(&client, addr, q, &[]).await;
-        assert!(res.content_type.starts_with("text/plain"), "{}", res.content_type);
+        assert!(
+            res.content_type.starts_with("text/plain"),
+            "{}",
+            res.content_type
+        );
         assert!(res.body.starts_with("ID") && res.body.contains("CATEGORY"));
     }
 }
@@ -142,10 +158,17 @@ async fn only_loopback_peers_by_default() {
     // A loopback peer over a real socket is served (above); a request relayed by a proxy is
     // not, although the proxy's own connection is from loopback.
     let addr = serve(&tracker, debug_router(&tracker)).await;
-    for header in [("x-forwarded-for", "192.0.2.7"), ("forwarded", "for=192.0.2.7")] {
+    for header in [
+        ("x-forwarded-for", "192.0.2.7"),
+        ("forwarded", "for=192.0.2.7"),
+    ] {
         let res = fetch(&client, addr, "", &[header]).await;
         assert_eq!(res.status, 403, "{header:?}");
-        assert!(res.body.contains("proxy") && res.body.lines().count() == 1, "{}", res.body);
+        assert!(
+            res.body.contains("proxy") && res.body.lines().count() == 1,
+            "{}",
+            res.body
+        );
         assert_eq!(res.cache_control, "no-store");
     }
 
@@ -156,7 +179,11 @@ async fn only_loopback_peers_by_default() {
     tokio::spawn(axum::serve(inner, app).into_future());
     let res = fetch(&client, bare, "", &[]).await;
     assert_eq!(res.status, 403);
-    assert!(res.body.contains("into_make_service_with_connect_info"), "{}", res.body);
+    assert!(
+        res.body.contains("into_make_service_with_connect_info"),
+        "{}",
+        res.body
+    );
 
     // axum's own `SocketAddr` connect info works as well as the tracked one.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -181,13 +208,20 @@ async fn only_loopback_peers_by_default() {
             .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
         req
     };
-    for peer in ["192.0.2.1:40000", "[2001:db8::1]:40000", "[::ffff:192.0.2.1]:1"] {
+    for peer in [
+        "192.0.2.1:40000",
+        "[2001:db8::1]:40000",
+        "[::ffff:192.0.2.1]:1",
+    ] {
         let res = debug_router(&tracker).oneshot(request(peer)).await.unwrap();
         assert_eq!(res.status(), 403, "{peer}");
         assert_eq!(res.headers()["cache-control"], "no-store");
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let body = String::from_utf8(body.to_vec()).unwrap();
-        assert!(body.contains("loopback") && body.lines().count() == 1, "{body}");
+        assert!(
+            body.contains("loopback") && body.lines().count() == 1,
+            "{body}"
+        );
     }
     for peer in ["127.0.0.1:40000", "[::1]:40000", "[::ffff:127.0.0.1]:1"] {
         let res = debug_router(&tracker).oneshot(request(peer)).await.unwrap();
@@ -223,17 +257,24 @@ async fn a_large_tracker_gives_a_bounded_page_with_exact_totals() {
     assert_eq!(page.status, 200);
     assert!(page.body.len() < MIB, "HTML is {} bytes", page.body.len());
     assert!(
-        page.body.contains(&format!("Showing 1000 of {LIVE} live connections (newest first)")),
+        page.body.contains(&format!(
+            "Showing 1000 of {LIVE} live connections (newest first)"
+        )),
         "no paging note"
     );
     // The newest connection is listed, the oldest is not.
     let newest = conns.last().unwrap().id().as_u64();
     let oldest = conns[0].id().as_u64();
-    assert!(page.body.contains(&format!("data-v=\"{newest}\">{newest}</td>")));
-    assert!(!page.body.contains(&format!("data-v=\"{oldest}\">{oldest}</td>")));
+    assert!(page
+        .body
+        .contains(&format!("data-v=\"{newest}\">{newest}</td>")));
+    assert!(!page
+        .body
+        .contains(&format!("data-v=\"{oldest}\">{oldest}</td>")));
     // The summary covers every connection.
     assert!(
-        page.body.contains(&format!("<td class=\"n\" data-v=\"{LIVE}\">{LIVE}</td>")),
+        page.body
+            .contains(&format!("<td class=\"n\" data-v=\"{LIVE}\">{LIVE}</td>")),
         "summary active count"
     );
 

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conntrack_core::{ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordingHook, Tracker};
+use conntrack_core::{
+    ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordingHook, Tracker,
+};
 use conntrack_tokio::tls::{TlsAcceptor, TlsConnector};
 use conntrack_tokio::{Dialer, Listener};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -65,7 +67,10 @@ async fn connect(
         tls.shutdown().await.unwrap();
         info
     });
-    let dialer = Dialer::new(&tracker, DialerConfig::new().category("out").hook(rec.clone()));
+    let dialer = Dialer::new(
+        &tracker,
+        DialerConfig::new().category("out").hook(rec.clone()),
+    );
     let tcp = dialer.connect(&addr.to_string()).await.unwrap();
     let mut tls = TlsConnector::from(client)
         .connect(server_name, tcp)
