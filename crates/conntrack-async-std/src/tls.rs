@@ -212,6 +212,8 @@ impl TlsAcceptor {
 #[derive(Clone)]
 pub struct TlsConnector {
     inner: futures_rustls::TlsConnector,
+    /// `ClientConfig::enable_sni`: whether a server name goes out as SNI.
+    sends_sni: bool,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -223,6 +225,7 @@ impl std::fmt::Debug for TlsConnector {
 impl From<Arc<rustls::ClientConfig>> for TlsConnector {
     fn from(config: Arc<rustls::ClientConfig>) -> Self {
         TlsConnector {
+            sends_sni: config.enable_sni,
             inner: config.into(),
         }
     }
@@ -242,7 +245,9 @@ impl TlsConnector {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let handshake = Handshake::start(stream.connection(), Some(server_name));
+        // The SNI as sent: none when the config turns SNI off.
+        let sni = self.sends_sni.then_some(server_name);
+        let handshake = Handshake::start(stream.connection(), sni);
         let name = match ServerName::try_from(server_name.to_owned()) {
             Ok(name) => name,
             Err(e) => return Err(handshake.fail(io::Error::new(io::ErrorKind::InvalidInput, e))),

@@ -51,6 +51,11 @@
 //! When no subscriber wants the span (the level or target is filtered out), none is made or
 //! kept; the hook's cost is then a few atomic loads per connection.
 //!
+//! A span lives exactly as long as its connection is tracked by the hook: it closes when the
+//! connection does, or, if the hook is taken out of the tracker first (its
+//! [`HookHandle`](crate::HookHandle) dropped while connections are live), when the hook is
+//! dropped. The hook keeps one entry per open span and nothing after.
+//!
 //! The span is never entered by the hook. To put a connection's work inside it (so that, say,
 //! the request spans of a server's per-connection task become its children), keep a clone of
 //! the hook and instrument the task with [`TracingHook::span`]:
@@ -69,6 +74,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ::tracing::field::{display as as_display, Empty};
@@ -96,14 +102,63 @@ macro_rules! event_in {
 
 const SHARDS: usize = 16;
 
-type SpanMap = Mutex<HashMap<ConnectionId, Span>>;
+/// The open spans by connection, each with the [`TracingHook::instance`] that opened it.
+type SpanMap = Mutex<HashMap<ConnectionId, (u64, Span)>>;
+
+/// Numbers every `TracingHook` value, clones included.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 /// A [`Hook`] emitting a `tracing` span per connection and an event per phase; see the
 /// [module docs](self) for the fields.
-#[derive(Clone)]
+///
+/// Clones share the spans (so a clone kept aside can look them up with
+/// [`span`](TracingHook::span)), but each span belongs to the value that opened it: the one
+/// installed in the tracker. When that value is dropped — its [`HookHandle`](crate::HookHandle)
+/// removed or dropped while connections are still live, so their `on_close` will never reach
+/// it — the spans it opened are closed then and there, and `span` no longer finds them.
 pub struct TracingHook {
     spans: Arc<[SpanMap]>,
     io_events: bool,
+    /// This value's number, marking the spans it opens.
+    instance: u64,
+    /// Whether this value opened any span (so that dropping a clone that never did, such as
+    /// the one an application keeps for `span`, costs nothing).
+    opened: AtomicBool,
+}
+
+impl Clone for TracingHook {
+    fn clone(&self) -> Self {
+        TracingHook {
+            spans: Arc::clone(&self.spans),
+            io_events: self.io_events,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            opened: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for TracingHook {
+    fn drop(&mut self) {
+        if !*self.opened.get_mut() {
+            return;
+        }
+        // Spans are closed outside the lock: closing one calls into the subscriber.
+        let mut orphans = Vec::new();
+        for shard in self.spans.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, (owner, span)| {
+                    if *owner == self.instance {
+                        orphans.push(std::mem::replace(span, Span::none()));
+                        false
+                    } else {
+                        true
+                    }
+                });
+        }
+        drop(orphans);
+    }
 }
 
 impl std::fmt::Debug for TracingHook {
@@ -127,6 +182,8 @@ impl TracingHook {
         TracingHook {
             spans: (0..SHARDS).map(|_| Mutex::default()).collect(),
             io_events: false,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            opened: AtomicBool::new(false),
         }
     }
 
@@ -170,24 +227,26 @@ impl TracingHook {
             error.type = Empty,
         );
         if !span.is_disabled() {
+            self.opened.store(true, Ordering::Relaxed);
             self.shard(c.id)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(c.id, span.clone());
+                .insert(c.id, (self.instance, span.clone()));
         }
         span
     }
 
     /// The span of a live connection, to run its work inside: e.g. a server's per-connection
     /// task `.instrument(span)`ed, so the request spans it makes become the connection's
-    /// children. `None` once the connection closed, or when no subscriber wanted the span.
+    /// children. `None` once the connection closed, once the hook that opened the span was
+    /// removed from the tracker, or when no subscriber wanted the span.
     #[must_use]
     pub fn span(&self, id: ConnectionId) -> Option<Span> {
         self.shard(id)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
-            .cloned()
+            .map(|(_, span)| span.clone())
     }
 
     /// The TRACE event of one read or write (`what`), in the connection's span.
@@ -206,6 +265,7 @@ impl TracingHook {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id)
+            .map(|(_, span)| span)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use conntrack_core::render::{self, HtmlOptions, Snapshot};
+use conntrack_core::render::{self, HtmlOptions, Order, Page, Snapshot};
 use conntrack_core::{ListenerConfig, Registration, Role, TlsInfo, Tracker};
 
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
@@ -114,4 +114,54 @@ fn json_round_trips_with_the_documented_schema() {
         .any(|s| s["category"] == "gone" && s["closed"] == 1));
     assert_eq!(v["recently_closed"][0]["info"]["category"], "gone");
     assert!(v["recently_closed"][0]["closed_at"].is_f64());
+}
+
+#[test]
+fn a_page_keeps_the_first_connections_in_its_order_and_every_total() {
+    let tracker = Tracker::builder().history(10).build();
+    let a: SocketAddr = "127.0.0.1:443".parse().unwrap();
+    let conns: Vec<_> = (0..20u16)
+        .map(|i| {
+            let c = tracker.register(
+                Registration::server(a, SocketAddr::from(([127, 0, 0, 1], 1024 + i)))
+                    .category("api"),
+            );
+            // Bytes peak in the middle, so no order coincides with another.
+            c.record_read(100 - usize::from(i.abs_diff(10)));
+            c
+        })
+        .collect();
+    for _ in 0..5 {
+        drop(tracker.register(Registration::new(Role::Client).category("gone")));
+    }
+    let ids = |s: &Snapshot| s.connections.iter().map(|c| c.id).collect::<Vec<_>>();
+    let all: Vec<_> = conns.iter().map(conntrack_core::Connection::id).collect();
+
+    let page = Snapshot::page(&tracker, &Page::new().limit(3));
+    assert_eq!(page.order, Order::Newest);
+    assert_eq!(ids(&page), [all[19], all[18], all[17]]);
+    assert_eq!((page.total_connections, page.connections.len()), (20, 3));
+    assert_eq!(
+        (page.total_recently_closed, page.recently_closed.len()),
+        (5, 3)
+    );
+    let api = page.stats.get("api", Role::Server).unwrap();
+    assert_eq!((api.active, api.opened), (20, 20));
+
+    let oldest = Snapshot::page(&tracker, &Page::new().limit(2).order(Order::Oldest));
+    assert_eq!(ids(&oldest), [all[0], all[1]]);
+    let bytes = Snapshot::page(&tracker, &Page::new().limit(3).order(Order::Bytes));
+    assert_eq!(ids(&bytes), [all[10], all[9], all[11]]);
+    let none = Snapshot::page(&tracker, &Page::new().limit(0));
+    assert!(none.connections.is_empty() && none.total_connections == 20);
+    let everything = Snapshot::page(&tracker, &Page::new().limit(100).order(Order::Oldest));
+    assert_eq!(ids(&everything), all);
+    assert_eq!(Order::parse("BYTES"), Some(Order::Bytes));
+    assert_eq!(Order::parse("largest"), None);
+
+    let html = render::html(&page, &HtmlOptions::default());
+    assert!(html.contains("Showing 3 of 20 live connections (newest first)"));
+    assert!(html.contains("Showing 3 of 5 closed connections in the history (newest first)"));
+    let html = render::html(&Snapshot::of(&tracker), &HtmlOptions::default());
+    assert!(html.contains(">20 live connections<"));
 }

@@ -28,14 +28,23 @@ pub struct Handshake {
 }
 
 impl Handshake {
-    /// Fires `on_tls_handshake_start` and starts the clock. `server_name` is the name a client
-    /// asks for (SNI); a server passes `None` and reads the SNI from its connection later.
+    /// Fires `on_tls_handshake_start` and starts the clock. A client passes the server name it
+    /// verifies the certificate against, or `None` when it sends no SNI
+    /// (`ClientConfig::enable_sni` off); a server passes `None` and reads the SNI from its
+    /// connection later.
+    ///
+    /// Both the start event and the connection's [`TlsInfo::server_name`] report the SNI as
+    /// sent on the wire, normalised as the server reads it ([`sni`](crate::sni)): lowercase,
+    /// no trailing dot, and none for an IP address, so a connection's two entries agree. (The
+    /// caller's own spelling is not kept: it is the caller's to keep, and what was dialed is
+    /// the connection's `target`.)
     pub fn start(conn: &Connection, server_name: Option<&str>) -> Self {
-        conn.report_tls_handshake_start(server_name);
+        let server_name = server_name.and_then(crate::sni);
+        conn.report_tls_handshake_start(server_name.as_deref());
         Handshake {
             conn: conn.clone(),
             started: Instant::now(),
-            server_name: server_name.map(str::to_owned),
+            server_name,
             reported: false,
         }
     }

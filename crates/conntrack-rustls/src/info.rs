@@ -9,7 +9,8 @@ use crate::names::{cipher_suite_name, protocol_name};
 /// What a finished handshake negotiated; `None` while the handshake is still running.
 ///
 /// `server_name` is the SNI: a server reads it from its `ServerConnection`
-/// ([`TlsConnectionInfo`] does that), a client passes the name it asked for. The peer
+/// ([`TlsConnectionInfo`] does that), a client passes what it sent ([`sni`](crate::sni) of the
+/// name it asked for; `None` for an IP address or with SNI turned off). The peer
 /// certificate summary is the chain length and the leaf's subject and expiry (see
 /// [`peer_certificates`](crate::peer_certificates)); a server that does not ask for client
 /// certificates has none.
@@ -52,8 +53,10 @@ impl TlsConnectionInfo for rustls::ServerConnection {
 }
 
 impl TlsConnectionInfo for rustls::ClientConnection {
+    /// The client's `server_name` is reported as its SNI ([`sni`](crate::sni)): lowercase,
+    /// no trailing dot, none for an IP address.
     fn tls_info(&self, server_name: Option<&str>) -> Option<TlsInfo> {
-        tls_info(self, server_name)
+        tls_info(self, server_name.and_then(crate::sni).as_deref())
     }
 }
 

@@ -52,7 +52,7 @@ mod names;
 pub use cert::peer_certificates;
 pub use handshake::Handshake;
 pub use info::{tls_info, TlsConnectionInfo};
-pub use names::{cipher_suite_name, protocol_name};
+pub use names::{cipher_suite_name, protocol_name, sni};
 
 #[cfg(test)]
 mod tests {

@@ -33,9 +33,38 @@ pub fn cipher_suite_name(suite: CipherSuite) -> String {
     }
 }
 
+/// The SNI a client sends for `server_name`, as the server reads it: a DNS name lowercased and
+/// without its trailing dot (`"LocalHost."` gives `"localhost"`); `None` for an IP address
+/// literal, for which no SNI is sent, or for a string that is not a valid server name.
+///
+/// rustls drops the trailing dot on the wire and a rustls server lowercases what it receives
+/// (DNS names are case-insensitive), so this is what `server_name` reads on both entries of a
+/// connection. [`Handshake::start`](crate::Handshake::start) applies it to a client's name.
+#[must_use]
+pub fn sni(server_name: &str) -> Option<String> {
+    match rustls::pki_types::ServerName::try_from(server_name) {
+        Ok(rustls::pki_types::ServerName::DnsName(name)) => {
+            let name = name.as_ref();
+            Some(name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase())
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sni_is_the_normalised_dns_name() {
+        assert_eq!(sni("localhost").as_deref(), Some("localhost"));
+        assert_eq!(sni("localhost.").as_deref(), Some("localhost"));
+        assert_eq!(sni("LocalHost").as_deref(), Some("localhost"));
+        assert_eq!(sni("Example.COM.").as_deref(), Some("example.com"));
+        assert_eq!(sni("127.0.0.1"), None);
+        assert_eq!(sni("::1"), None);
+        assert_eq!(sni("not a name"), None);
+    }
 
     /// Every TLS 1.3 suite rustls 0.23 knows, with its IANA name and code point (RFC 8446
     /// B.4 and RFC 9150).

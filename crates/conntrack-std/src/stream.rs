@@ -2,6 +2,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
 
@@ -14,16 +15,32 @@ use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
 ///
 /// Like `&TcpStream`, `&Tracked<TcpStream>` (and `&Tracked<UnixStream>`) is `Read` and `Write`,
 /// so one thread can read while another writes through a shared reference.
+///
+/// **Timeouts.** The stream is taken to be blocking, as `std::net` sockets are. A blocking
+/// read or write that returns `WouldBlock` has hit the socket's read or write timeout
+/// (`set_read_timeout`: Unix reports the expiry as `WouldBlock`, Windows as `TimedOut`), so
+/// it is recorded on the connection as a `TimedOut` error ("read timed out"), which `on_close`,
+/// the history and the metrics' `error.type` (`timed_out`) then carry; the caller still gets
+/// the error unchanged. A socket switched to non-blocking mode should be switched with
+/// [`Tracked::set_nonblocking`], after which `WouldBlock` is the usual "try again" and is not
+/// recorded.
 #[derive(Debug)]
 pub struct Tracked<T> {
     inner: T,
     conn: Connection,
+    /// Set by `set_nonblocking`: a `WouldBlock` is then no timeout.
+    nonblocking: AtomicBool,
 }
 
 impl<T> Tracked<T> {
-    /// Wraps `inner`, counting its I/O on `conn`.
+    /// Wraps `inner`, counting its I/O on `conn`. `inner` is taken to be in blocking mode
+    /// (see [Timeouts](Tracked#timeouts)).
     pub fn new(inner: T, conn: Connection) -> Self {
-        Tracked { inner, conn }
+        Tracked {
+            inner,
+            conn,
+            nonblocking: AtomicBool::new(false),
+        }
     }
 
     /// The connection's tracker id.
@@ -63,56 +80,105 @@ impl<T> Tracked<T> {
     }
 }
 
-/// `Read` through anything that reads (`T` or `&T`), counted on `conn`.
-fn read(conn: &Connection, mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    conn.read_result(r.read(buf))
+/// Which way an I/O call went, for the timeout's message.
+#[derive(Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
 }
 
-fn read_vectored(
+/// Records an I/O result on the connection and returns it unchanged. On a blocking socket a
+/// `WouldBlock` is the expiry of its timeout: it is recorded as `TimedOut`.
+fn seen<R>(
     conn: &Connection,
-    mut r: impl Read,
-    bufs: &mut [IoSliceMut<'_>],
-) -> io::Result<usize> {
-    conn.read_result(r.read_vectored(bufs))
-}
-
-fn write(conn: &Connection, mut w: impl Write, buf: &[u8]) -> io::Result<usize> {
-    conn.write_result(w.write(buf))
-}
-
-fn write_vectored(conn: &Connection, mut w: impl Write, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    conn.write_result(w.write_vectored(bufs))
-}
-
-fn flush(conn: &Connection, mut w: impl Write) -> io::Result<()> {
-    let res = w.flush();
-    if let Err(e) = &res {
-        conn.record_write_error(e);
+    nonblocking: &AtomicBool,
+    dir: Dir,
+    res: io::Result<R>,
+    ok: impl FnOnce(&R),
+) -> io::Result<R> {
+    match &res {
+        Ok(r) => ok(r),
+        Err(e) => {
+            let timed_out;
+            let e = if e.kind() == io::ErrorKind::WouldBlock && !nonblocking.load(Ordering::Relaxed)
+            {
+                let what = match dir {
+                    Dir::Read => "read",
+                    Dir::Write => "write",
+                };
+                timed_out =
+                    io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out ({e})"));
+                &timed_out
+            } else {
+                e
+            };
+            match dir {
+                Dir::Read => conn.record_read_error(e),
+                Dir::Write => conn.record_write_error(e),
+            }
+        }
     }
     res
 }
 
+/// `Read` through anything that reads (`T` or `&T`), counted on `conn`.
+fn read(conn: &Connection, nb: &AtomicBool, mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    seen(conn, nb, Dir::Read, r.read(buf), |n| conn.record_read(*n))
+}
+
+fn read_vectored(
+    conn: &Connection,
+    nb: &AtomicBool,
+    mut r: impl Read,
+    bufs: &mut [IoSliceMut<'_>],
+) -> io::Result<usize> {
+    seen(conn, nb, Dir::Read, r.read_vectored(bufs), |n| {
+        conn.record_read(*n);
+    })
+}
+
+fn write(conn: &Connection, nb: &AtomicBool, mut w: impl Write, buf: &[u8]) -> io::Result<usize> {
+    seen(conn, nb, Dir::Write, w.write(buf), |n| {
+        conn.record_write(*n);
+    })
+}
+
+fn write_vectored(
+    conn: &Connection,
+    nb: &AtomicBool,
+    mut w: impl Write,
+    bufs: &[IoSlice<'_>],
+) -> io::Result<usize> {
+    seen(conn, nb, Dir::Write, w.write_vectored(bufs), |n| {
+        conn.record_write(*n);
+    })
+}
+
+fn flush(conn: &Connection, nb: &AtomicBool, mut w: impl Write) -> io::Result<()> {
+    seen(conn, nb, Dir::Write, w.flush(), |()| {})
+}
+
 impl<T: Read> Read for Tracked<T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        read(&self.conn, &mut self.inner, buf)
+        read(&self.conn, &self.nonblocking, &mut self.inner, buf)
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        read_vectored(&self.conn, &mut self.inner, bufs)
+        read_vectored(&self.conn, &self.nonblocking, &mut self.inner, bufs)
     }
 }
 
 impl<T: Write> Write for Tracked<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        write(&self.conn, &mut self.inner, buf)
+        write(&self.conn, &self.nonblocking, &mut self.inner, buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        write_vectored(&self.conn, &mut self.inner, bufs)
+        write_vectored(&self.conn, &self.nonblocking, &mut self.inner, bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        flush(&self.conn, &mut self.inner)
+        flush(&self.conn, &self.nonblocking, &mut self.inner)
     }
 }
 
@@ -121,25 +187,25 @@ macro_rules! socket_impls {
     ($stream:ty, $addr:ty) => {
         impl Read for &Tracked<$stream> {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                read(&self.conn, &self.inner, buf)
+                read(&self.conn, &self.nonblocking, &self.inner, buf)
             }
 
             fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-                read_vectored(&self.conn, &self.inner, bufs)
+                read_vectored(&self.conn, &self.nonblocking, &self.inner, bufs)
             }
         }
 
         impl Write for &Tracked<$stream> {
             fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                write(&self.conn, &self.inner, buf)
+                write(&self.conn, &self.nonblocking, &self.inner, buf)
             }
 
             fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-                write_vectored(&self.conn, &self.inner, bufs)
+                write_vectored(&self.conn, &self.nonblocking, &self.inner, bufs)
             }
 
             fn flush(&mut self) -> io::Result<()> {
-                flush(&self.conn, &self.inner)
+                flush(&self.conn, &self.nonblocking, &self.inner)
             }
         }
 
@@ -151,7 +217,19 @@ macro_rules! socket_impls {
                 Ok(Tracked {
                     inner: self.inner.try_clone()?,
                     conn: self.conn.clone(),
+                    nonblocking: AtomicBool::new(self.nonblocking.load(Ordering::Relaxed)),
                 })
+            }
+
+            /// Moves the socket into or out of non-blocking mode, as the socket's own
+            /// `set_nonblocking`, and tells the tracking: in blocking mode a `WouldBlock` is
+            /// the expiry of the socket's timeout, recorded as `TimedOut`; in non-blocking mode
+            /// it is not recorded. (Another handle from [`try_clone`](Self::try_clone) shares
+            /// the socket's mode but keeps its own notion of it: switch through each.)
+            pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+                self.inner.set_nonblocking(nonblocking)?;
+                self.nonblocking.store(nonblocking, Ordering::Relaxed);
+                Ok(())
             }
 
             /// Shuts down the read half, the write half or both. A failure is remembered for

@@ -280,15 +280,20 @@ where
     }
 }
 
-/// What the hooks see of a connector's error: the kind of the first `io::Error` in its source
-/// chain (hyper-util's `ConnectError` wraps the socket's), and the whole chain as the message.
-/// The caller still gets the connector's error itself.
+/// What the hooks see of a connector's error: the first `io::Error` in its source chain
+/// (hyper-util's `ConnectError` wraps the socket's). An OS error is passed on as that OS error
+/// (`EMFILE` stays `raw_os_error() == Some(24)`, `error.type` `os_error_24`), since its code is
+/// what identifies it and cannot be carried by a rebuilt error; any other keeps its kind, with
+/// the whole chain as the message. The caller still gets the connector's error itself.
 fn io_error_for_hooks(e: &(dyn std::error::Error + 'static)) -> io::Error {
     let mut kind = io::ErrorKind::Other;
     let mut message = e.to_string();
     let mut source = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return io::Error::from_raw_os_error(code);
+            }
             kind = io.kind();
             break;
         }
@@ -303,4 +308,41 @@ fn io_error_for_hooks(e: &(dyn std::error::Error + 'static)) -> io::Error {
 /// The id of the connection a response came over, if the client's connector is tracked.
 pub fn connection_id<B>(response: &http::Response<B>) -> Option<ConnectionId> {
     response.extensions().get::<ConnectionId>().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::io_error_for_hooks;
+    use std::io;
+
+    /// An error wrapping another, as hyper-util's `ConnectError` does.
+    #[derive(Debug)]
+    struct Wrapper(io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("tcp connect error")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn os_errors_keep_their_code() {
+        let e = Wrapper(io::Error::from_raw_os_error(24));
+        let seen = io_error_for_hooks(&e);
+        assert_eq!(seen.raw_os_error(), Some(24));
+    }
+
+    #[test]
+    fn other_errors_keep_kind_and_chain() {
+        let e = Wrapper(io::Error::new(io::ErrorKind::TimedOut, "slow"));
+        let seen = io_error_for_hooks(&e);
+        assert_eq!(seen.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(seen.to_string(), "tcp connect error: slow");
+    }
 }

@@ -30,8 +30,8 @@
 //! # Feature flags
 //!
 //! - `axum`: [`Listener`] implements `axum::serve::Listener`; `TrackedConnectInfo` is the
-//!   connect info for `into_make_service_with_connect_info`; `debug_router` serves the
-//!   debug page (HTML, JSON, text).
+//!   connect info for `into_make_service_with_connect_info`; `debug_router` (or
+//!   `DebugPage`) serves the debug page (HTML, JSON, text) to loopback peers.
 //! - `hyper`: [`Dialer`] is a hyper-util client connector (`tower::Service<Uri>`),
 //!   `TrackedConnector` wraps hyper-util's `HttpConnector`, and responses carry the
 //!   [`ConnectionId`](conntrack_core::ConnectionId) of their connection.
@@ -69,7 +69,7 @@ pub use stream::Tracked;
 #[cfg(feature = "axum")]
 pub use crate::axum::TrackedConnectInfo;
 #[cfg(feature = "axum")]
-pub use crate::debug_page::debug_router;
+pub use crate::debug_page::{debug_router, DebugPage};
 #[cfg(feature = "hyper")]
 pub use crate::hyper::TrackedConnector;
 #[cfg(feature = "tonic")]

@@ -265,7 +265,9 @@ impl TlsConnector {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let handshake = Handshake::start(stream.connection(), Some(server_name));
+        // The SNI as sent: none when the config turns SNI off.
+        let sni = self.inner.config().enable_sni.then_some(server_name);
+        let handshake = Handshake::start(stream.connection(), sni);
         let name = match ServerName::try_from(server_name.to_owned()) {
             Ok(name) => name,
             Err(e) => return Err(handshake.fail(io::Error::new(io::ErrorKind::InvalidInput, e))),

@@ -358,7 +358,10 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
         page_conns.iter().any(|id| shown.contains(id)),
         "the connection the page came on is listed: {page_conns:?} in {shown:?}"
     );
-    assert!(dom.contains(&format!("<p>{} live connections</p>", rows.len())));
+    assert!(dom.contains(&format!(
+        "<p id=\"shown\">{} live connections</p>",
+        rows.len()
+    )));
     let by_id: BTreeMap<u64, &Vec<String>> = ids.iter().copied().zip(&rows).collect();
     let extra: BTreeSet<u64> = shown.difference(&held).copied().collect();
     for id in &extra {

@@ -1,0 +1,88 @@
+//! The SNI shows the same on both entries of a TLS connection over rustls' blocking streams:
+//! the client entry reports the name as sent (lowercase, no trailing dot, none for an IP
+//! address or with SNI turned off), which is what the server entry reads.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread;
+
+use conntrack_core::{ConnectionInfo, DialerConfig, ListenerConfig, Tracker};
+use conntrack_std::tls::{TlsAcceptor, TlsConnector};
+use conntrack_std::{Dialer, Listener};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+fn configs(enable_sni: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(names).unwrap();
+    let der: CertificateDer<'static> = cert.der().clone();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
+        )
+        .unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(der).unwrap();
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.enable_sni = enable_sni;
+    (Arc::new(server), Arc::new(client))
+}
+
+/// One connection to `ip` asking for `server_name`: the (server, client) entries, both live.
+fn connect(ip: &str, server_name: &str, enable_sni: bool) -> (ConnectionInfo, ConnectionInfo) {
+    let (server, client) = configs(enable_sni);
+    let tracker = Tracker::new();
+    let inner = TcpListener::bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
+    let srv = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = TlsAcceptor::from(server)
+            .accept(tcp)
+            .expect("server handshake");
+        let info = tls.info();
+        tls.write_all(b"hello").unwrap();
+        tls.tls_mut().send_close_notify();
+        tls.flush().unwrap();
+        info
+    });
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
+    let tcp = dialer.connect(&addr.to_string()).unwrap();
+    let mut tls = TlsConnector::from(client)
+        .connect(server_name, tcp)
+        .expect("client handshake");
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, b"hello");
+    (srv.join().unwrap(), tls.info())
+}
+
+#[test]
+fn sni_is_the_same_on_both_entries() {
+    for (ip, asked, enable_sni, expected) in [
+        ("127.0.0.1", "localhost", true, Some("localhost")),
+        ("127.0.0.1", "localhost.", true, Some("localhost")),
+        ("127.0.0.1", "LocalHost", true, Some("localhost")),
+        ("127.0.0.1", "127.0.0.1", true, None),
+        ("::1", "::1", true, None),
+        ("127.0.0.1", "localhost", false, None),
+    ] {
+        let (server, client) = connect(ip, asked, enable_sni);
+        let case = format!("{asked:?} (SNI {})", if enable_sni { "on" } else { "off" });
+        let server_sni = server.tls.expect("server TLS").server_name;
+        let client_sni = client.tls.expect("client TLS").server_name;
+        assert_eq!(server_sni.as_deref(), expected, "server entry, {case}");
+        assert_eq!(client_sni.as_deref(), expected, "client entry, {case}");
+    }
+}
