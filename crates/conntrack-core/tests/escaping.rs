@@ -317,9 +317,7 @@ fn check_json(snapshot: &Snapshot) {
 /// One sample line of the Prometheus text format: `name{k="v",...} value`, label values with
 /// only the `\\`, `\"` and `\n` escapes. Returns the name and the labels, unescaped.
 fn parse_sample(line: &str) -> (String, Vec<(String, String)>) {
-    let name_end = line
-        .find(['{', ' '])
-        .expect("name then labels or value");
+    let name_end = line.find(['{', ' ']).expect("name then labels or value");
     let name = &line[..name_end];
     assert!(
         name.chars()
