@@ -73,6 +73,7 @@ mod recording;
 mod registry;
 pub mod render;
 mod stats;
+mod sync;
 pub mod trace;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
