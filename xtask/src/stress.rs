@@ -1,8 +1,8 @@
 //! `cargo xtask stress [PAIRS [CHURN]]`: the bounded load runs at full size, in release mode, on
 //! every runtime: 9,000 concurrent tracked pairs (18,000 tracker entries) with traffic, then
-//! 100,000 connections churned with faults mixed in, on tokio (its own task-per-connection
-//! tests), std, smol and async-std (the shared scenarios of `conntrack_testkit::load`). The test
-//! suite runs the same scenarios at small sizes.
+//! 100,000 connections churned with faults mixed in: the shared scenarios of
+//! `conntrack_testkit::load` on tokio, std, smol and async-std, and tokio's own
+//! task-per-connection versions. The test suite runs the same scenarios at small sizes.
 
 use crate::cargo;
 
@@ -30,6 +30,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let runs = [
         ("conntrack-tokio", "stress"),
         ("conntrack-tokio", "churn_faults"),
+        ("conntrack-tokio", "load"),
         ("conntrack-std", "load"),
         ("conntrack-async-std", "load"),
     ];
