@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: the checks CI runs, in the order that fails fastest.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cargo;
@@ -35,6 +36,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         &["test", "--workspace", "--all-features", "--no-fail-fast"],
         &[("CONNTRACK_SKIP_LOG", skip_log_str.as_str())],
     )?;
+    loom()?;
     if !has("--no-doc") {
         cargo(
             &["doc", "--no-deps", "--workspace", "--all-features"],
@@ -58,6 +60,22 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     eprintln!("\nxtask ci: all checks passed");
     report_skipped(&skip_log);
     Ok(())
+}
+
+/// The loom models of the registry, drain and hook-list races (`crates/conntrack-core/tests/
+/// loom.rs`): core built with `--cfg loom`, in a target directory of its own so that the
+/// changed flags do not rebuild the main one.
+fn loom() -> Result<(), String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let dir = target.join("loom");
+    let dir = dir.to_str().ok_or("the target directory is not UTF-8")?;
+    cargo(
+        &["test", "-p", "conntrack-core", "--test", "loom"],
+        &[("RUSTFLAGS", "--cfg loom"), ("CARGO_TARGET_DIR", dir)],
+    )
 }
 
 /// `cargo tree -p conntrack-core -e normal` (all features) names no async runtime.

@@ -3,7 +3,8 @@
 //! - `ci`: everything CI checks: formatting, clippy (all targets, all features, warnings
 //!   denied), the whole test suite, rustdoc with warnings denied, and a short run of the demo.
 //! - `bench`: every benchmark of the workspace; the figures go to `docs/benchmarks.md`.
-//! - `stress`: the bounded load run at full size (5,000 concurrent connections).
+//! - `stress`: the bounded load runs at full size on every runtime (9,000 concurrent pairs,
+//!   100,000 churned connections).
 
 mod bench;
 mod ci;
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
         Some("stress") => stress::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] | bench [--quick] [FILTER] | stress [CONNS]>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] | bench [--quick] [FILTER] | stress [PAIRS [CHURN]]>"
             );
             return ExitCode::from(2);
         }

@@ -1,7 +1,8 @@
-//! `cargo xtask stress [CONNS [CHURN]]`: the bounded load runs at full size, in release mode:
-//! 5,000 concurrent connections (10,000 tracker entries) with traffic, then 100,000
-//! connections churned with faults mixed in. The test suite runs the same scenarios with 500
-//! and 2,000.
+//! `cargo xtask stress [PAIRS [CHURN]]`: the bounded load runs at full size, in release mode, on
+//! every runtime: 9,000 concurrent tracked pairs (18,000 tracker entries) with traffic, then
+//! 100,000 connections churned with faults mixed in: the shared scenarios of
+//! `conntrack_testkit::load` on tokio, std, smol and async-std, and tokio's own
+//! task-per-connection versions. The test suite runs the same scenarios at small sizes.
 
 use crate::cargo;
 
@@ -13,27 +14,40 @@ fn count(arg: Option<&String>, default: &'static str) -> Result<String, String> 
 }
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let conns = count(args.first(), "5000")?;
+    let pairs = count(args.first(), "9000")?;
     let churn = count(args.get(1), "100000")?;
-    // Each concurrent connection takes two descriptors (client and server side) here.
+    // Each concurrent pair takes two descriptors (client and server side).
     eprintln!(
-        "stress: {conns} concurrent connections need about {} descriptors (see `ulimit -n`)",
-        2 * conns.parse::<u32>().unwrap_or(0) + 64
+        "stress: {pairs} concurrent pairs need about {} descriptors (see `ulimit -n`)",
+        2 * pairs.parse::<u32>().unwrap_or(0) + 64
     );
-    let release = [
-        "test",
-        "--release",
-        "-p",
-        "conntrack-tokio",
-        "--all-features",
-        "--test",
+    let env = [
+        ("CONNTRACK_STRESS_CONNS", pairs.as_str()),
+        ("CONNTRACK_CHURN_CONNS", churn.as_str()),
     ];
-    cargo(
-        &[&release[..], &["stress", "--", "--nocapture"]].concat(),
-        &[("CONNTRACK_STRESS_CONNS", &conns)],
-    )?;
-    cargo(
-        &[&release[..], &["churn_faults", "--", "--nocapture"]].concat(),
-        &[("CONNTRACK_CHURN_CONNS", &churn)],
-    )
+    // One test binary at a time and one test at a time inside it, so that only one run holds
+    // its descriptors at once.
+    let runs = [
+        ("conntrack-tokio", "stress"),
+        ("conntrack-tokio", "churn_faults"),
+        ("conntrack-tokio", "load"),
+        ("conntrack-std", "load"),
+        ("conntrack-async-std", "load"),
+    ];
+    for (krate, test) in runs {
+        let args = [
+            "test",
+            "--release",
+            "-p",
+            krate,
+            "--all-features",
+            "--test",
+            test,
+            "--",
+            "--nocapture",
+            "--test-threads=1",
+        ];
+        cargo(&args, &env)?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The [`Hook`] trait and the ready-made hooks: [`NoopHook`], [`Hooks`] (several in order) and
 //! [`Callbacks`] (closures).
 
+use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,9 +159,13 @@ impl Hook for NoopHook {}
 /// Several hooks called in order, as one.
 ///
 /// Each hook is treated as if installed on its own: a panic in one does not stop the ones
-/// after it (the first panic is re-raised once all have run, so the tracker still counts it),
-/// and only the hooks that want per-I/O events get [`on_read`](Hook::on_read) and
+/// after it, and only the hooks that want per-I/O events get [`on_read`](Hook::on_read) and
 /// [`on_write`](Hook::on_write).
+///
+/// Panics are re-raised once all hooks have run, so the tracker counts them in
+/// [`Stats::hook_panics`](crate::Stats::hook_panics), one per panicking hook (nested `Hooks`
+/// included). When one hook panicked, its own payload is re-raised; when several did, the
+/// payload is an opaque value that carries their number, for the tracker to count.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// Each hook with its [`wants_io_events`](Hook::wants_io_events), asked once when added.
@@ -188,19 +193,24 @@ impl Hooks {
     }
 
     /// Calls `f` on every hook (only those that want per-I/O events if `io`), running the rest
-    /// when one panics and re-raising the first panic at the end.
+    /// when one panics. At the end it re-raises the only panic as it was, or, when several hooks
+    /// panicked, a [`PanicCount`] so that each one is counted.
     fn each(&self, io: bool, f: &mut dyn FnMut(&dyn Hook)) {
-        let mut panic = None;
+        let mut first = None;
+        let mut count = 0;
         for (h, wants_io) in &self.hooks {
             if io && !wants_io {
                 continue;
             }
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&**h))) {
-                panic.get_or_insert(p);
+                count += panics_in(&*p);
+                first.get_or_insert(p);
             }
         }
-        if let Some(p) = panic {
-            resume_unwind(p);
+        match first {
+            Some(p) if count == 1 => resume_unwind(p),
+            Some(_) => resume_unwind(Box::new(PanicCount(count))),
+            None => {}
         }
     }
 
@@ -293,6 +303,16 @@ macro_rules! callbacks {
 
 for_each_event!(callbacks);
 
+/// The payload [`Hooks`] re-raises when more than one of its hooks panicked during one event:
+/// how many did, so that [`Stats::hook_panics`](crate::Stats::hook_panics) counts each.
+#[derive(Debug)]
+struct PanicCount(u64);
+
+/// How many hook panics a caught payload stands for.
+fn panics_in(payload: &(dyn Any + Send)) -> u64 {
+    payload.downcast_ref::<PanicCount>().map_or(1, |c| c.0)
+}
+
 /// An immutable, ordered list of hooks with its per-I/O flag computed once. The empty chain
 /// (the common case: no scope, no config hooks) is `None` and costs no allocation to make or
 /// clone; a non-empty one is one thin pointer, which keeps every tracked connection small.
@@ -350,8 +370,8 @@ impl Chain {
     /// others or unwind through the tracker.
     pub(crate) fn call(&self, panics: &AtomicU64, f: &mut dyn FnMut(&dyn Hook)) {
         for h in self.hooks() {
-            if catch_unwind(AssertUnwindSafe(|| f(&**h))).is_err() {
-                panics.fetch_add(1, Ordering::Relaxed);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&**h))) {
+                panics.fetch_add(panics_in(&*p), Ordering::Relaxed);
             }
         }
     }

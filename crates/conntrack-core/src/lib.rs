@@ -74,6 +74,7 @@ mod registry;
 pub mod render;
 mod request;
 mod stats;
+mod sync;
 pub mod trace;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 
 use crate::connection::Entry;
+use crate::sync::{Mutex, MutexGuard};
 use crate::tracker::TrackerInner;
 
 const SHARDS: usize = 64;

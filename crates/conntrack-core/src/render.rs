@@ -15,6 +15,7 @@
 //! print!("{table}{}", render::text_stats(&tracker.stats()));
 //! ```
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -242,6 +243,86 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// Escapes text for a line-oriented output (a text table, a log line): control characters
+/// (C0, DEL and C1, including newline, carriage return, tab and the ANSI escape), the Unicode
+/// line and paragraph separators, and the bidirectional-text controls become Rust-style
+/// escapes (`\n`, `\r`, `\t`, `\u{1b}`, `\u{202e}`), and a backslash becomes `\\`, so
+/// the result is one line that shows every character a peer chose and cannot colour a
+/// terminal, move its cursor, reorder what is displayed or pass for a second row. Text with
+/// nothing to escape is returned as it is, without allocating.
+///
+/// The text table ([`text_table`], [`text_stats`]) and the `tracing` hook's fields use it for
+/// every string a user or peer controls: categories, addresses (a Unix socket's path is
+/// chosen by the peer that binds it), dial targets, SNI, ALPN, error texts.
+///
+/// ```
+/// use conntrack_core::render::escape_text;
+///
+/// assert_eq!(escape_text("x\n999 admin \x1b[31mFORGED"), "x\\n999 admin \\u{1b}[31mFORGED");
+/// assert_eq!(escape_text("/run/app.sock"), "/run/app.sock");
+/// ```
+#[must_use]
+pub fn escape_text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_text_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        push_text_char(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+fn needs_text_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn push_text_char(out: &mut String, c: char) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if needs_text_escape(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
+}
+
+/// One cell of a text table: [`escape_text`], plus the spaces that would read as a gap
+/// between columns (two in a row, or one at either end) written as `\u{20}`, and `-` for an
+/// empty cell, so that splitting a row at runs of two or more spaces gives back its cells.
+fn table_cell(text: &str) -> Cow<'_, str> {
+    if text.is_empty() {
+        return Cow::Borrowed("-");
+    }
+    let gap = text.starts_with(' ') || text.ends_with(' ') || text.contains("  ");
+    if !gap {
+        return escape_text(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    // Whether the last character written is a raw space; true at the start, where a space
+    // would read as part of the gap before the cell.
+    let mut after_space = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ' ' && (after_space || chars.peek().is_none()) {
+            out.push_str("\\u{20}");
+            after_space = false;
+        } else {
+            push_text_char(&mut out, c);
+            after_space = c == ' ';
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Options for [`html`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -459,8 +540,12 @@ pub fn duration(d: Duration) -> String {
 }
 
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| table_cell(cell)).collect())
+        .collect();
     let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -478,8 +563,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
+    for row in &rows {
+        line(&mut row.iter().map(AsRef::as_ref));
     }
     out
 }
@@ -488,6 +573,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// local and remote address, the dialed target when any connection has one, age, bytes read
 /// and written, idle time, the exchange count and state (new, active, idle) when any connection
 /// has carried an exchange, and the TLS version and ALPN when any connection has TLS.
+///
+/// Every cell is escaped with [`escape_text`] (and a space that would read as a column gap is
+/// written `\u{20}`), so a peer-chosen string (a Unix socket path holding a newline, an ANSI
+/// escape) can neither forge a row nor colour the terminal: the table has exactly one line per
+/// connection after its header, and its cells are separated by runs of two or more spaces.
 #[must_use]
 pub fn text_table(connections: &[ConnectionInfo]) -> String {
     let tls = connections.iter().any(|c| c.tls.is_some());
@@ -545,7 +635,8 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
     table(&header, &rows)
 }
 
-/// One line per (category, role): active, opened, closed, failed, bytes.
+/// One line per (category, role): active, opened, closed, failed, bytes. Escaped as
+/// [`text_table`] is.
 #[must_use]
 pub fn text_stats(stats: &Stats) -> String {
     let rows: Vec<Vec<String>> = stats
@@ -598,6 +689,20 @@ mod tests {
             escape_html("<img src=x onerror=alert(1)> & \"q\" 'a'"),
             "&lt;img src=x onerror=alert(1)&gt; &amp; &quot;q&quot; &#39;a&#39;"
         );
+    }
+
+    #[test]
+    fn escapes_text() {
+        assert_eq!(escape_text("plain text"), "plain text");
+        assert!(matches!(escape_text("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_text("a\nb\r\t\\\x1b[31m\u{7f}\u{85}\u{202e}\u{2028}é"),
+            "a\\nb\\r\\t\\\\\\u{1b}[31m\\u{7f}\\u{85}\\u{202e}\\u{2028}é"
+        );
+        assert_eq!(table_cell(""), "-");
+        assert_eq!(table_cell("1.5 KiB"), "1.5 KiB");
+        assert_eq!(table_cell(" a  b "), "\\u{20}a \\u{20}b\\u{20}");
+        assert_eq!(table_cell("a \n"), "a \\n");
     }
 
     #[test]

@@ -40,6 +40,10 @@
 //! case (`connection_refused`, ...), or `os_error_<errno>` for an OS error without a stable
 //! kind. Durations are `f64` seconds.
 //!
+//! Every text field a user or peer controls (category, addresses, `server.address`, DNS name,
+//! SNI, ALPN, TLS names, error messages) goes through [`render::escape_text`]: a Unix socket
+//! path holding a newline or an ANSI escape cannot forge a log line or colour a terminal.
+//!
 //! ```
 //! use conntrack_core::tracing::TracingHook;
 //! use conntrack_core::Tracker;
@@ -87,6 +91,7 @@ use crate::event::{
 use crate::hook::Hook;
 use crate::info::{Addr, ConnectionId, ConnectionInfo};
 use crate::otel::{error_type, transport};
+use crate::render::{self, escape_text};
 
 /// Emits an event inside `$span` (an `Option<Span>`) when there is one, else in the current
 /// context. Fields go in braces: the event macros cannot tell a dotted field name from the
@@ -209,14 +214,14 @@ impl TracingHook {
             target: "conntrack",
             "conntrack.connection",
             conntrack.id = c.id.as_u64(),
-            conntrack.category = &*c.category,
+            conntrack.category = &*escape_text(&c.category),
             conntrack.role = c.role.as_str(),
             network.transport = transport(&c.remote_addr).or_else(|| transport(&c.local_addr)),
             network.peer.address = peer.address.as_ref().map(as_display),
             network.peer.port = peer.port,
             network.local.address = local.address.as_ref().map(as_display),
             network.local.port = local.port,
-            server.address = server_host,
+            server.address = server_host.map(escape_text).as_deref(),
             server.port = server_port,
             tls.protocol.version = Empty,
             tls.cipher = Empty,
@@ -269,6 +274,12 @@ impl TracingHook {
     }
 }
 
+/// An error's text as a field value, escaped: I/O error messages can carry peer-chosen text
+/// (a TLS alert, a name that did not resolve).
+fn message(e: Option<&std::io::Error>) -> Option<String> {
+    e.map(|e| render::escape_text(&e.to_string()).into_owned())
+}
+
 /// An address as OpenTelemetry's `*.address` / `*.port` pair.
 struct AddrParts {
     address: Option<String>,
@@ -283,7 +294,7 @@ impl AddrParts {
                 port: Some(sa.port()),
             },
             Addr::Unix(Some(p)) => AddrParts {
-                address: Some(p.display().to_string()),
+                address: Some(escape_text(&p.display().to_string()).into_owned()),
                 port: None,
             },
             Addr::Unix(None) | Addr::Unknown => AddrParts {
@@ -323,10 +334,10 @@ impl Hook for TracingHook {
                 let et = e.map(error_type);
                 let local = AddrParts::of(ev.local_addr);
                 event_in!(debug, None::<Span>, {
-                    conntrack.category = ev.category,
+                    conntrack.category = &*escape_text(ev.category),
                     network.local.address = local.address,
                     error.type = et.as_deref(),
-                    error.message = e.map(as_display),
+                    error.message = message(e).as_deref(),
                 }, "accept failed");
             }
         }
@@ -347,11 +358,11 @@ impl Hook for TracingHook {
             (None, e) => {
                 let et = e.map(error_type);
                 event_in!(debug, None::<Span>, {
-                    conntrack.category = ev.category,
-                    server.address = ev.target,
+                    conntrack.category = &*escape_text(ev.category),
+                    server.address = &*escape_text(ev.target),
                     conntrack.duration = secs,
                     error.type = et.as_deref(),
-                    error.message = e.map(as_display),
+                    error.message = message(e).as_deref(),
                 }, "dial failed");
             }
         }
@@ -359,27 +370,27 @@ impl Hook for TracingHook {
 
     fn on_dns_start(&self, ev: &DnsStartEvent<'_>) {
         event_in!(trace, None::<Span>, {
-            conntrack.category = ev.category,
-            dns.question.name = ev.host,
+            conntrack.category = &*escape_text(ev.category),
+            dns.question.name = &*escape_text(ev.host),
         }, "dns lookup started");
     }
 
     fn on_dns_done(&self, ev: &DnsDoneEvent<'_>) {
         let et = ev.error.map(error_type);
         event_in!(debug, None::<Span>, {
-            conntrack.category = ev.category,
-            dns.question.name = ev.host,
+            conntrack.category = &*escape_text(ev.category),
+            dns.question.name = &*escape_text(ev.host),
             dns.answers = ev.addrs.len(),
             conntrack.duration = ev.duration.as_secs_f64(),
             error.type = et.as_deref(),
-            error.message = ev.error.map(as_display),
+            error.message = message(ev.error).as_deref(),
         }, "dns lookup finished");
     }
 
     fn on_connect_start(&self, ev: &ConnectStartEvent<'_>) {
         let peer = AddrParts::of(ev.addr);
         event_in!(trace, None::<Span>, {
-            conntrack.category = ev.category,
+            conntrack.category = &*escape_text(ev.category),
             network.transport = transport(ev.addr),
             network.peer.address = peer.address,
             network.peer.port = peer.port,
@@ -390,30 +401,30 @@ impl Hook for TracingHook {
         let peer = AddrParts::of(ev.addr);
         let et = ev.error.map(error_type);
         event_in!(debug, None::<Span>, {
-            conntrack.category = ev.category,
+            conntrack.category = &*escape_text(ev.category),
             network.transport = transport(ev.addr),
             network.peer.address = peer.address,
             network.peer.port = peer.port,
             conntrack.duration = ev.duration.as_secs_f64(),
             error.type = et.as_deref(),
-            error.message = ev.error.map(as_display),
+            error.message = message(ev.error).as_deref(),
         }, "connect finished");
     }
 
     fn on_tls_handshake_start(&self, ev: &TlsHandshakeStartEvent<'_>) {
         let span = self.span(ev.connection.id);
         event_in!(trace, span, {
-            tls.client.server_name = ev.server_name,
+            tls.client.server_name = ev.server_name.map(escape_text).as_deref(),
         }, "tls handshake started");
     }
 
     fn on_tls_handshake_done(&self, ev: &TlsHandshakeDoneEvent<'_>) {
         let span = self.span(ev.connection.id);
         if let (Some(s), Some(tls)) = (&span, ev.tls) {
-            s.record("tls.protocol.version", tls.protocol_version.as_str());
-            s.record("tls.cipher", tls.cipher_suite.as_str());
-            if let Some(alpn) = &tls.alpn {
-                s.record("tls.next_protocol", &*String::from_utf8_lossy(alpn));
+            s.record("tls.protocol.version", &*escape_text(&tls.protocol_version));
+            s.record("tls.cipher", &*escape_text(&tls.cipher_suite));
+            if let Some(alpn) = tls.alpn_str() {
+                s.record("tls.next_protocol", &*escape_text(&alpn));
             }
             s.record("tls.resumed", tls.resumed);
         }
@@ -421,7 +432,7 @@ impl Hook for TracingHook {
         event_in!(debug, span, {
             conntrack.duration = ev.duration.as_secs_f64(),
             error.type = et.as_deref(),
-            error.message = ev.error.map(as_display),
+            error.message = message(ev.error).as_deref(),
         }, "tls handshake finished");
     }
 
@@ -449,7 +460,7 @@ impl Hook for TracingHook {
             conntrack.write_bytes = c.write_bytes,
             conntrack.duration = c.established_for.as_secs_f64(),
             error.type = et.as_deref(),
-            error.message = ev.error.map(as_display),
+            error.message = message(ev.error).as_deref(),
         }, "connection closed");
         // The span closes here, with its last clone.
     }

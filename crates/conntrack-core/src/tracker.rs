@@ -6,8 +6,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
@@ -21,6 +21,7 @@ use crate::hook::{Chain, Hook};
 use crate::info::{Addr, ClosedConnection, ConnectionId, ConnectionInfo, Role};
 use crate::registry::Registry;
 use crate::stats::{CategoryStats, StatTable, Stats};
+use crate::sync::{AtomicBool, Mutex};
 use crate::trace;
 
 /// Ids come from one process-wide counter: unique across trackers, never reused.

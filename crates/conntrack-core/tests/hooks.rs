@@ -348,7 +348,63 @@ fn a_panicking_hook_inside_hooks_does_not_silence_the_others() {
     drop(tracker.register(server("x")));
     assert!(tracker.is_empty());
     assert_eq!(rec.names(), ["accept", "close"]);
-    assert!(tracker.stats().hook_panics >= 2);
+    assert_eq!(tracker.stats().hook_panics, 2, "accept and close");
+}
+
+#[test]
+fn each_panicking_hook_inside_hooks_is_counted() {
+    let rec = RecordingHook::new();
+    let nested = Hooks::new().with(Panics).with(Panics);
+    let tracker = Tracker::builder()
+        .hook(
+            Hooks::new()
+                .with(Panics)
+                .with(rec.clone())
+                .with(Panics)
+                .with(nested),
+        )
+        .build();
+    drop(tracker.register(server("x")));
+    assert!(tracker.is_empty());
+    assert_eq!(rec.names(), ["accept", "close"]);
+    assert_eq!(
+        tracker.stats().hook_panics,
+        8,
+        "four panicking hooks (two nested), on accept and on close"
+    );
+
+    // A group with one panicking hook re-raises that hook's own panic.
+    let seen = Lines::default();
+    let tracker = Tracker::builder()
+        .hook(Catcher(Hooks::new().with(Panics), Lines::clone(&seen)))
+        .build();
+    drop(tracker.register(server("y")));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["hook panic in on_accept", "hook panic in on_close"]
+    );
+    assert_eq!(tracker.stats().hook_panics, 0, "caught before the tracker");
+}
+
+/// Calls its hook's `on_accept` and `on_close`, catching a panic and logging its message.
+struct Catcher(Hooks, Lines);
+
+impl Catcher {
+    fn run(&self, f: impl FnOnce()) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+            let msg = p.downcast_ref::<&str>().map_or("?", |s| s);
+            self.1.lock().unwrap().push(msg.to_owned());
+        }
+    }
+}
+
+impl Hook for Catcher {
+    fn on_accept(&self, ev: &AcceptEvent<'_>) {
+        self.run(|| self.0.on_accept(ev));
+    }
+    fn on_close(&self, ev: &CloseEvent<'_>) {
+        self.run(|| self.0.on_close(ev));
+    }
 }
 
 // 11. Per-I/O hooks are opt-in.

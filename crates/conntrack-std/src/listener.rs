@@ -122,19 +122,25 @@ impl<L: Accept> Listener<L> {
     ///
     /// A failed accept is counted, reported to `on_accept` with the error, and returned
     /// unchanged; the listener keeps working. On a non-blocking listener `WouldBlock` is
-    /// returned as it is, without being counted as a failure.
+    /// returned as it is, without being counted as a failure. An accept interrupted by a
+    /// signal (`Interrupted`) is retried, as std's own `read_exact` and `write_all` retry
+    /// theirs; it is neither counted nor reported.
     pub fn accept(&self) -> io::Result<Accepted<L>> {
-        match self.inner.accept() {
-            Ok((stream, peer)) => {
-                let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
-                let conn = self.tracker.accepted(&self.config, local, remote);
-                Ok((Tracked::new(stream, conn), peer))
-            }
-            // A non-blocking listener with nothing to accept has not failed.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
-            Err(e) => {
-                self.tracker.accept_failed(&self.config, &self.local, &e);
-                Err(e)
+        loop {
+            match self.inner.accept() {
+                Ok((stream, peer)) => {
+                    let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
+                    let conn = self.tracker.accepted(&self.config, local, remote);
+                    return Ok((Tracked::new(stream, conn), peer));
+                }
+                // A signal arrived while blocked: nothing failed, wait again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A non-blocking listener with nothing to accept has not failed.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                Err(e) => {
+                    self.tracker.accept_failed(&self.config, &self.local, &e);
+                    return Err(e);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod conformance;
+pub mod load;
 
 use std::io;
 use std::time::Duration;

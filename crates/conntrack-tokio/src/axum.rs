@@ -21,29 +21,19 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use conntrack_core::{Addr, ConnectionId};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::listener::{is_connection_error, ACCEPT_ERROR_PAUSE};
 use crate::{Accept, Listener, Tracked};
 
-/// axum's `Listener::accept` cannot fail, so errors are retried here, after being counted and
-/// reported to the hooks by [`Listener::poll_accept`]. As axum does for its own listeners:
-/// per-connection errors are retried at once; anything else (like `EMFILE`) after a pause so
-/// the accept loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
+// axum's `Listener::accept` cannot fail, so errors are retried here, after being counted and
+// reported to the hooks by `Listener::poll_accept`. As axum does for its own listeners:
+// per-connection errors are retried at once; anything else (like `EMFILE`) after a pause so
+// the accept loop does not spin.
 
 impl<L> axum::serve::Listener for Listener<L>
 where

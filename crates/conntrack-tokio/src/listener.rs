@@ -114,6 +114,25 @@ impl Accept for tokio::net::UnixListener {
     }
 }
 
+/// How long the server integrations (axum, tonic) wait after an accept error that is not about
+/// one connection (like `EMFILE`) before accepting again, so the accept loop does not spin.
+/// axum pauses its own listeners for one second; a tenth of that resumes serving sooner once
+/// descriptors free up and still keeps the loop at ten tries a second.
+#[cfg(any(feature = "axum", feature = "tonic"))]
+pub(crate) const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether an accept error concerns only the connection being accepted (the next accept may
+/// well succeed at once), as axum and hyper classify them.
+#[cfg(any(feature = "axum", feature = "tonic"))]
+pub(crate) fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
 /// What [`Listener::accept`] yields: the tracked stream and the peer address.
 pub type Accepted<L> = (Tracked<<L as Accept>::Stream>, <L as Accept>::PeerAddr);
 

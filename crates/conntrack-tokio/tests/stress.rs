@@ -5,7 +5,7 @@
 //! tracker ends empty.
 //!
 //! The test runs 500 connections (1,000 entries); `cargo xtask stress` runs the same code with
-//! `CONNTRACK_STRESS_CONNS=5000` in release mode.
+//! `CONNTRACK_STRESS_CONNS=9000` in release mode.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

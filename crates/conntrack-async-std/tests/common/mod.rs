@@ -40,7 +40,7 @@ impl<R> AsyncHarness<R> {
     }
 }
 
-pub(crate) struct AsyncConn<R: Runtime>(Tracked<R::Stream>);
+pub(crate) struct AsyncConn<R: Runtime>(pub(crate) Tracked<R::Stream>);
 
 impl<R: Runtime> Harness for AsyncHarness<R> {
     type Conn = AsyncConn<R>;
