@@ -229,6 +229,17 @@ async fn prometheus_scrapes_and_answers_with_the_known_traffic() {
     // The three churn connections' server ends close too (client and server sides: 6 closes).
     rec.until(|ev| ev.iter().filter(|e| e.name() == "close").count() == 6)
         .await;
+    // A close moves its totals right after its hooks ran: wait for the last one to land.
+    let settled = Instant::now();
+    while tracker
+        .stats()
+        .get("api", conntrack_core::Role::Server)
+        .map_or(0, |c| c.active)
+        != 2
+    {
+        assert!(settled.elapsed() < Duration::from_secs(10), "server ends did not close");
+        tokio::task::yield_now().await;
+    }
     MetricsCollector::new(&tracker).collect();
 
     let Some(prometheus) = start_prometheus(exporter) else {
