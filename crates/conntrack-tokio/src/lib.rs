@@ -62,7 +62,7 @@ pub mod tls;
 mod tonic;
 
 pub use conntrack_core;
-pub use dialer::{BoxFuture, Dialer, Resolve, SystemResolver};
+pub use dialer::{dns, Dialer};
 pub use listener::{Accept, Accepted, Listener};
 pub use stream::Tracked;
 
