@@ -3,6 +3,7 @@
 //! an accepted stream share one entry.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use conntrack_core::{Addr, DialerConfig, ListenerConfig, RecordingHook, Role, Tracker};
@@ -13,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// A TCP listener whose first accept fails (as EMFILE would).
 struct FailsOnce {
     inner: TcpListener,
-    failed: bool,
+    failed: AtomicBool,
 }
 
 impl Accept for FailsOnce {
@@ -21,14 +22,13 @@ impl Accept for FailsOnce {
     type PeerAddr = std::net::SocketAddr;
 
     fn poll_accept(
-        &mut self,
+        &self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(TcpStream, Self::PeerAddr)>> {
-        if !self.failed {
-            self.failed = true;
+        if !self.failed.swap(true, Ordering::Relaxed) {
             return Poll::Ready(Err(io::Error::from_raw_os_error(24))); // EMFILE
         }
-        Accept::poll_accept(&mut self.inner, cx)
+        Accept::poll_accept(&self.inner, cx)
     }
 
     fn listen_addr(&self) -> Addr {
@@ -51,11 +51,11 @@ async fn failed_accept_is_reported_counted_and_returned() {
     let rec = RecordingHook::new();
     let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(
+    let listener = Listener::new(
         &tracker,
         FailsOnce {
             inner,
-            failed: false,
+            failed: AtomicBool::new(false),
         },
         ListenerConfig::new().category("api").hook(rec.clone()),
     );
@@ -120,7 +120,7 @@ async fn unix_listener_and_connect_unix_round_trip() {
     let server_rec = RecordingHook::new();
     let client_rec = RecordingHook::new();
     let inner = tokio::net::UnixListener::bind(&path).unwrap();
-    let mut listener = Listener::new(
+    let listener = Listener::new(
         &tracker,
         inner,
         ListenerConfig::new()
@@ -199,7 +199,7 @@ async fn split_halves_share_one_entry() {
     let rec = RecordingHook::new();
     let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().hook(rec.clone()));
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().hook(rec.clone()));
     let dialer = Dialer::new(&tracker, DialerConfig::new());
     let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect_addr(addr));
     let (server, _) = accepted.unwrap();
