@@ -25,6 +25,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             &[],
         )?;
     }
+    if !has("--no-features") {
+        crate::features::run(&[])?;
+    }
     cargo(
         &["test", "--workspace", "--all-features", "--no-fail-fast"],
         &[],

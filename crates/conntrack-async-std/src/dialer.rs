@@ -5,7 +5,7 @@
 //! system resolver.
 
 /// The public `Dialer` of one runtime.
-#[allow(unused_macros)] // used only with a runtime feature
+#[cfg(any(feature = "smol", feature = "async-std"))] // only a runtime feature uses it
 macro_rules! dialer {
     ($rt:expr, $rt_ty:ty, $resolver:expr, $tcp:ty, $unix:ty, $runtime:literal) => {
         #[doc = concat!("Makes tracked outbound connections on ", $runtime, ".")]

@@ -17,10 +17,8 @@ pub trait Accept {
 
     /// Polls for the next connection. It takes `&self`, as tokio's own listeners do, so a
     /// [`Listener`] can be shared by tasks (in an `Arc`) and accept from all of them.
-    fn poll_accept(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>>;
+    fn poll_accept(&self, cx: &mut Context<'_>)
+        -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>>;
 
     /// The listener's own address, for reporting failed accepts.
     fn listen_addr(&self) -> Addr;

@@ -264,8 +264,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     // A listener whose category is markup, with one connection from an untracked client.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hostile_addr = inner.local_addr().unwrap();
-    let hostile_listener =
-        Listener::new(&tracker, inner, ListenerConfig::new().category(HOSTILE));
+    let hostile_listener = Listener::new(&tracker, inner, ListenerConfig::new().category(HOSTILE));
     let (accepted, raw_client) = tokio::join!(
         hostile_listener.accept(),
         tokio::net::TcpStream::connect(hostile_addr)

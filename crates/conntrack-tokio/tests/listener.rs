@@ -21,10 +21,7 @@ impl Accept for FailsOnce {
     type Stream = TcpStream;
     type PeerAddr = std::net::SocketAddr;
 
-    fn poll_accept(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(TcpStream, Self::PeerAddr)>> {
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, Self::PeerAddr)>> {
         if !self.failed.swap(true, Ordering::Relaxed) {
             return Poll::Ready(Err(io::Error::from_raw_os_error(24))); // EMFILE
         }
