@@ -464,6 +464,16 @@ impl<R: Runtime> Dialer<R> {
                     }
                     return Ok((stream, winner.addr().clone()));
                 }
+                // An attempt that failed once the connect timeout has passed (a blocking
+                // connect bounded by the time left ends with its own timeout) is the timeout,
+                // reported as such for every attempt still running, in the order they started.
+                Step::Done(_, Err(_)) if timeout.is_some_and(|t| started.elapsed() >= t) => {
+                    let e = timed_out(timeout.unwrap_or_default());
+                    for (attempt, _) in running.drain(..) {
+                        dial.connect_done(&attempt, Err(&e));
+                    }
+                    return Err(e);
+                }
                 Step::Done(i, Err(e)) => {
                     let (attempt, _) = running.remove(i);
                     dial.connect_done(&attempt, Err(&e));

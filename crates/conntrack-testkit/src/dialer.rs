@@ -474,6 +474,8 @@ pub fn dual_stack_interleaving<H: DialHarness>(h: &H) {
 /// one, unchanged.
 pub fn every_attempt_failing<H: DialHarness>(h: &H) {
     let (tracker, rec, config) = setup();
+    // Each refusal hands over to the next address, long before a fallback delay could.
+    let config = config.fallback_delay(EVENT_TIMEOUT);
     let (dead6, dead4) = (dead_addr("::1"), dead_addr("127.0.0.1"));
     let err = h
         .dial(resolving(
