@@ -67,7 +67,7 @@ async fn main() -> Result<(), Error> {
                 );
             }
         });
-    let mut listener = Listener::new(&tracker, inner, config);
+    let listener = Listener::new(&tracker, inner, config);
     let acceptor = TlsAcceptor::from(Arc::new(server));
     let app = Router::new().route("/", get(|| async { "hello over TLS" }));
     tokio::spawn(async move {

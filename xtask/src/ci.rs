@@ -26,6 +26,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             &[],
         )?;
     }
+    if !has("--no-features") {
+        crate::features::run(&[])?;
+    }
     // Tests that need an outside tool log here when they skip its check (never under CI=true,
     // where a missing tool fails the test); the list is printed at the end.
     let skip_log =

@@ -2,12 +2,15 @@
 //!
 //! - `ci`: everything CI checks: formatting, clippy (all targets, all features, warnings
 //!   denied), the whole test suite, rustdoc with warnings denied, and a short run of the demo.
+//! - `features`: every library crate checked with no features and with each feature alone
+//!   (also part of `ci`).
 //! - `bench`: every benchmark of the workspace; the figures go to `docs/benchmarks.md`.
 //! - `stress`: the bounded load runs at full size on every runtime (9,000 concurrent pairs,
 //!   100,000 churned connections).
 
 mod bench;
 mod ci;
+mod features;
 mod stress;
 
 use std::process::{Command, ExitCode};
@@ -16,11 +19,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
+        Some("features") => features::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] | bench [--quick] [FILTER] | stress [PAIRS [CHURN]]>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]]>"
             );
             return ExitCode::from(2);
         }

@@ -4,10 +4,9 @@
 //! async-std is discontinued upstream, which recommends smol instead (see the
 //! [`smol`](crate::smol) module); this module keeps existing async-std programs tracked.
 //!
-//! Name resolution uses async-std's `ToSocketAddrs`; the connect timeout is
-//! `async_std::io::timeout` around each attempt. `Tracked<async_std::net::TcpStream>` (and the
-//! Unix stream) is `Clone`, and clones share one tracker entry, which goes when the last clone
-//! is dropped.
+//! Name resolution uses async-std's `ToSocketAddrs` ([`SystemResolver`]); timers are
+//! `async_std::task::sleep`. `Tracked<async_std::net::TcpStream>` (and the Unix stream) is
+//! `Clone`, and clones share one tracker entry, which goes when the last clone is dropped.
 //!
 //! ```
 //! use async_std::io::{ReadExt, WriteExt};
@@ -37,7 +36,6 @@
 //! }
 //! ```
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,49 +43,50 @@ use std::time::Duration;
 use ::async_std::net::{TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use ::async_std::os::unix::net::UnixStream;
+use conntrack_core::dialer::Runtime;
+use conntrack_core::dns::{BoxFuture, Resolve};
 use conntrack_core::Addr;
 
-use crate::dialer::Net;
-
+/// async-std's part of a dial: connect, sleep.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct AsyncStd;
 
-impl Net for AsyncStd {
-    type Tcp = TcpStream;
-    #[cfg(unix)]
-    type Unix = UnixStream;
+impl Runtime for AsyncStd {
+    type Stream = TcpStream;
 
-    async fn resolve(target: &str) -> io::Result<Vec<SocketAddr>> {
-        Ok(target.to_socket_addrs().await?.collect())
+    async fn connect(&self, addr: SocketAddr, _: Option<Duration>) -> io::Result<TcpStream> {
+        TcpStream::connect(addr).await
     }
 
-    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        TcpStream::connect(addr)
+    async fn sleep(&self, duration: Duration) {
+        ::async_std::task::sleep(duration).await;
     }
 
-    fn timeout<T: Send>(
-        limit: Duration,
-        f: impl Future<Output = io::Result<T>> + Send,
-    ) -> impl Future<Output = io::Result<T>> + Send {
-        ::async_std::io::timeout(limit, f)
-    }
-
-    fn local_addr(s: &TcpStream) -> Addr {
-        s.local_addr().map_or(Addr::Unknown, Addr::Inet)
-    }
-
-    #[cfg(unix)]
-    fn connect_unix(path: &std::path::Path) -> impl Future<Output = io::Result<UnixStream>> + Send {
-        UnixStream::connect(path)
-    }
-
-    #[cfg(unix)]
-    fn unix_local_addr(s: &UnixStream) -> Addr {
-        s.local_addr()
-            .map_or(Addr::Unknown, |a| crate::listener::unix_addr(&a))
+    fn local_addr(&self, stream: &TcpStream) -> Addr {
+        stream.local_addr().map_or(Addr::Unknown, Addr::Inet)
     }
 }
 
-dialer!(AsyncStd, TcpStream, UnixStream, "async-std");
+/// The default resolver of async-std's [`Dialer`]: the system's, through async-std's
+/// `ToSocketAddrs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        let host = host.to_owned();
+        Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
+    }
+}
+
+dialer!(
+    AsyncStd,
+    AsyncStd,
+    SystemResolver,
+    TcpStream,
+    UnixStream,
+    "async-std"
+);
 tcp_accept!(::async_std::net::TcpListener, TcpStream);
 unix_accept!(::async_std::os::unix::net::UnixListener, UnixStream);
 socket_impls!(TcpStream, SocketAddr);

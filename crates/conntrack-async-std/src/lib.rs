@@ -27,5 +27,12 @@ pub mod smol;
 pub mod tls;
 
 pub use conntrack_core;
+
+/// Name resolution for the runtimes' dialers: the [`Resolve`](dns::Resolve) trait of
+/// `conntrack-core`. Each runtime's system resolver is in its module
+/// (`smol::SystemResolver`, `async_std::SystemResolver`).
+pub mod dns {
+    pub use conntrack_core::dns::{BoxFuture, Resolve};
+}
 pub use listener::{Accept, Accepted, Listener};
 pub use stream::Tracked;

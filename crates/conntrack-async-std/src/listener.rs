@@ -33,13 +33,13 @@ pub trait Accept {
 }
 
 #[cfg(unix)]
-#[allow(dead_code)] // used only with a runtime feature
+#[cfg(any(feature = "smol", feature = "async-std"))] // only a runtime feature uses it
 pub(crate) fn unix_addr(a: &std::os::unix::net::SocketAddr) -> Addr {
     Addr::Unix(a.as_pathname().map(std::sync::Arc::from))
 }
 
 /// [`Accept`] for a runtime's `TcpListener`.
-#[allow(unused_macros)] // used only with a runtime feature
+#[cfg(any(feature = "smol", feature = "async-std"))] // only a runtime feature uses it
 macro_rules! tcp_accept {
     ($listener:ty, $stream:ty) => {
         impl $crate::Accept for $listener {
@@ -73,7 +73,7 @@ macro_rules! tcp_accept {
 }
 
 /// [`Accept`] for a runtime's `UnixListener`.
-#[allow(unused_macros)] // used only with a runtime feature
+#[cfg(any(feature = "smol", feature = "async-std"))] // only a runtime feature uses it
 macro_rules! unix_accept {
     ($listener:ty, $stream:ty) => {
         #[cfg(unix)]

@@ -1,9 +1,9 @@
 //! smol: [`Dialer`], and [`Accept`](crate::Accept) for `smol::net::TcpListener` and
 //! `smol::net::unix::UnixListener` (async-net), so [`Listener`](crate::Listener) wraps them.
 //!
-//! Name resolution uses `smol::net::resolve`; the connect timeout races each attempt against
-//! a `smol::Timer`. `Tracked<smol::net::TcpStream>` (and the Unix stream) is `Clone`, and
-//! clones share one tracker entry, which goes when the last clone is dropped.
+//! Name resolution uses `smol::net::resolve` ([`SystemResolver`]); timers are `smol::Timer`s.
+//! `Tracked<smol::net::TcpStream>` (and the Unix stream) is `Clone`, and clones share one
+//! tracker entry, which goes when the last clone is dropped.
 //!
 //! ```
 //! use conntrack_async_std::{smol::Dialer, Listener};
@@ -33,62 +33,49 @@
 //! }
 //! ```
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ::smol::future::FutureExt;
 #[cfg(unix)]
 use ::smol::net::unix::UnixStream;
 use ::smol::net::TcpStream;
+use conntrack_core::dialer::Runtime;
+use conntrack_core::dns::{BoxFuture, Resolve};
 use conntrack_core::Addr;
 
-use crate::dialer::Net;
-
+/// smol's part of a dial: connect, sleep.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Smol;
 
-impl Net for Smol {
-    type Tcp = TcpStream;
-    #[cfg(unix)]
-    type Unix = UnixStream;
+impl Runtime for Smol {
+    type Stream = TcpStream;
 
-    fn resolve(target: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
-        ::smol::net::resolve(target)
+    async fn connect(&self, addr: SocketAddr, _: Option<Duration>) -> io::Result<TcpStream> {
+        TcpStream::connect(addr).await
     }
 
-    fn connect(addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        TcpStream::connect(addr)
+    async fn sleep(&self, duration: Duration) {
+        ::smol::Timer::after(duration).await;
     }
 
-    async fn timeout<T: Send>(
-        limit: Duration,
-        f: impl Future<Output = io::Result<T>> + Send,
-    ) -> io::Result<T> {
-        f.or(async {
-            ::smol::Timer::after(limit).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-        })
-        .await
-    }
-
-    fn local_addr(s: &TcpStream) -> Addr {
-        s.local_addr().map_or(Addr::Unknown, Addr::Inet)
-    }
-
-    #[cfg(unix)]
-    fn connect_unix(path: &std::path::Path) -> impl Future<Output = io::Result<UnixStream>> + Send {
-        UnixStream::connect(path)
-    }
-
-    #[cfg(unix)]
-    fn unix_local_addr(s: &UnixStream) -> Addr {
-        s.local_addr()
-            .map_or(Addr::Unknown, |a| crate::listener::unix_addr(&a))
+    fn local_addr(&self, stream: &TcpStream) -> Addr {
+        stream.local_addr().map_or(Addr::Unknown, Addr::Inet)
     }
 }
 
-dialer!(Smol, TcpStream, UnixStream, "smol");
+/// The default resolver of smol's [`Dialer`]: the system's, through `smol::net::resolve`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        let host = host.to_owned();
+        Box::pin(async move { ::smol::net::resolve((host.as_str(), port)).await })
+    }
+}
+
+dialer!(Smol, Smol, SystemResolver, TcpStream, UnixStream, "smol");
 tcp_accept!(::smol::net::TcpListener, TcpStream);
 unix_accept!(::smol::net::unix::UnixListener, UnixStream);
 socket_impls!(TcpStream, SocketAddr);

@@ -135,7 +135,7 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
 }
 
 /// `Clone` (sharing the entry) and the socket methods, for a runtime's cloneable socket type.
-#[allow(unused_macros)] // used only with a runtime feature
+#[cfg(any(feature = "smol", feature = "async-std"))] // only a runtime feature uses it
 macro_rules! socket_impls {
     ($stream:ty, $addr:ty) => {
         /// A clone shares this connection's tracker entry: I/O on any clone is counted on the

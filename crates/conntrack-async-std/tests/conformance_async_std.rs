@@ -1,10 +1,11 @@
-//! The shared conformance suite on async-std.
+//! The shared conformance suites (connections and dialer) on async-std.
 
 mod common;
 
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
 use common::{AsyncHarness, Runtime};
@@ -38,6 +39,13 @@ impl Runtime for AsyncStd {
     fn shutdown(s: &Tracked<TcpStream>, how: Shutdown) -> io::Result<()> {
         s.shutdown(how)
     }
+
+    common::dial_with!(Dialer);
+
+    async fn sleep(d: Duration) {
+        async_std::task::sleep(d).await;
+    }
 }
 
 conntrack_testkit::conformance_tests!(AsyncHarness::<AsyncStd>::new());
+conntrack_testkit::dialer_conformance_tests!(AsyncHarness::<AsyncStd>::new());

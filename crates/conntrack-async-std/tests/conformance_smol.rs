@@ -1,10 +1,11 @@
-//! The shared conformance suite on smol.
+//! The shared conformance suites (connections and dialer) on smol.
 
 mod common;
 
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::time::Duration;
 
 use common::{AsyncHarness, Runtime};
 use conntrack_async_std::{smol::Dialer, Listener, Tracked};
@@ -38,6 +39,13 @@ impl Runtime for Smol {
     fn shutdown(s: &Tracked<TcpStream>, how: Shutdown) -> io::Result<()> {
         s.shutdown(how)
     }
+
+    common::dial_with!(Dialer);
+
+    async fn sleep(d: Duration) {
+        smol::Timer::after(d).await;
+    }
 }
 
 conntrack_testkit::conformance_tests!(AsyncHarness::<Smol>::new());
+conntrack_testkit::dialer_conformance_tests!(AsyncHarness::<Smol>::new());

@@ -137,8 +137,10 @@ impl ListenerConfig {
     common_setters!();
 }
 
-/// The default delay before a Happy Eyeballs dialer starts the next address family's attempt.
-pub const DEFAULT_FALLBACK_DELAY: Duration = Duration::from_millis(300);
+/// The default delay before a Happy Eyeballs dialer starts the next address's attempt while the
+/// previous one is still pending: 250 ms, the "Connection Attempt Delay" RFC 8305 §5
+/// recommends (Go's dialer uses 300 ms).
+pub const DEFAULT_FALLBACK_DELAY: Duration = Duration::from_millis(250);
 
 /// How a dialer labels, times and reports the connections it makes (Go: `DialerConfig`).
 ///
@@ -191,7 +193,7 @@ impl DialerConfig {
     }
 
     /// The Happy Eyeballs delay (RFC 8305) before starting an attempt to the next address while
-    /// the previous one is still pending. Default [`DEFAULT_FALLBACK_DELAY`] (300 ms).
+    /// the previous one is still pending. Default [`DEFAULT_FALLBACK_DELAY`] (250 ms).
     #[must_use]
     pub fn fallback_delay(mut self, delay: Duration) -> Self {
         self.fallback_delay = delay;

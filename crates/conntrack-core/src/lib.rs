@@ -57,10 +57,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod blocking;
 mod clock;
 mod config;
 mod connection;
 mod dial;
+pub mod dialer;
+pub mod dns;
 mod event;
 mod hook;
 mod info;

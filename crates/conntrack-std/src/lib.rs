@@ -56,6 +56,6 @@ mod stream;
 pub mod tls;
 
 pub use conntrack_core;
-pub use dialer::Dialer;
+pub use dialer::{dns, Dialer};
 pub use listener::{Accept, Accepted, Incoming, Listener};
 pub use stream::Tracked;

@@ -40,28 +40,35 @@ pub struct TlsStream<C, S: Read + Write> {
 }
 
 impl<C, S: Read + Write> TlsStream<C, S> {
-    /// The rustls connection (`StreamOwned::conn`), e.g. for `send_close_notify`.
-    pub fn tls(&self) -> &C {
-        &self.inner.conn
+    /// The tracked stream and the rustls connection (e.g. for `send_close_notify`), as the
+    /// async adapters' TLS streams give them.
+    pub fn get_ref(&self) -> (&Tracked<S>, &C) {
+        (&self.inner.sock, &self.inner.conn)
     }
 
-    /// The rustls connection, mutably.
-    pub fn tls_mut(&mut self) -> &mut C {
-        &mut self.inner.conn
+    /// The tracked stream and the rustls connection, mutably. I/O through them directly is
+    /// not recorded by this wrapper.
+    pub fn get_mut(&mut self) -> (&mut Tracked<S>, &mut C) {
+        (&mut self.inner.sock, &mut self.inner.conn)
     }
 
-    /// The tracked stream below TLS.
-    pub fn get_ref(&self) -> &Tracked<S> {
-        &self.inner.sock
+    /// The tracked stream and the rustls connection, unwrapped.
+    pub fn into_inner(self) -> (Tracked<S>, C) {
+        (self.inner.sock, self.inner.conn)
     }
 
-    /// The tracked stream below TLS, mutably.
-    pub fn get_mut(&mut self) -> &mut Tracked<S> {
-        &mut self.inner.sock
+    /// rustls' `StreamOwned`.
+    pub fn inner(&self) -> &StreamOwned<C, Tracked<S>> {
+        &self.inner
+    }
+
+    /// rustls' `StreamOwned`, mutably. Errors returned through it directly are not recorded.
+    pub fn inner_mut(&mut self) -> &mut StreamOwned<C, Tracked<S>> {
+        &mut self.inner
     }
 
     /// rustls' `StreamOwned`, unwrapped (its errors are then no longer recorded).
-    pub fn into_inner(self) -> StreamOwned<C, Tracked<S>> {
+    pub fn into_tls(self) -> StreamOwned<C, Tracked<S>> {
         self.inner
     }
 

@@ -1,10 +1,12 @@
-//! The shared conformance suite on blocking std sockets and threads.
+//! The shared conformance suites (connections and dialer) on blocking std sockets and
+//! threads.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 
-use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
+use conntrack_core::{trace, ConnectionId, DialerConfig, ListenerConfig, RecordingHook, Tracker};
 use conntrack_std::{Dialer, Listener, Tracked};
+use conntrack_testkit::dialer::{fixed_resolver, DialHarness, DialRequest, DialTarget, Dialed};
 use conntrack_testkit::{Conn, Harness};
 
 struct Std;
@@ -85,3 +87,36 @@ impl Conn for StdConn {
 }
 
 conntrack_testkit::conformance_tests!(Std);
+
+impl DialHarness for Std {
+    fn name(&self) -> &'static str {
+        "std"
+    }
+
+    fn dial(&self, req: DialRequest) -> io::Result<Dialed> {
+        let mut dialer = Dialer::new(&req.tracker, req.config);
+        if let Some(addrs) = req.addrs {
+            dialer = dialer.with_resolver(fixed_resolver(addrs));
+        }
+        let target = req.target;
+        let connect = move || match &target {
+            DialTarget::Name(t) => dialer.connect(t),
+            DialTarget::Addr(a) => dialer.connect_addr(*a),
+        };
+        let stream = match req.scope {
+            Some(hook) => trace::with(hook, connect),
+            None => connect(),
+        }?;
+        Ok(Dialed {
+            id: stream.id(),
+            stream: Box::new(stream),
+        })
+    }
+
+    /// A blocking dial cannot be dropped in flight.
+    fn dial_then_drop(&self, _: DialRequest, _: RecordingHook) -> Option<bool> {
+        None
+    }
+}
+
+conntrack_testkit::dialer_conformance_tests!(Std);

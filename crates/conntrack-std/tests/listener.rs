@@ -1,102 +1,138 @@
-//! The std listener's handling of accept results that are not failures.
+//! Listener and stream behaviour of the std adapter on loopback: cloned handles share one
+//! entry, `incoming`, a failed accept, and a Unix listener with the dialer's `connect_unix`.
+//! (Dial behaviour is the testkit's dialer suite, in `conformance_std.rs`.)
 
-use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 
-use conntrack_core::{Addr, ListenerConfig, RecordingHook, Role, Tracker};
-use conntrack_std::{Accept, Listener};
+use conntrack_core::{Addr, DialerConfig, ListenerConfig, RecordingHook, Role, Tracker};
+use conntrack_std::{Accept, Dialer, Listener};
+use conntrack_testkit::EVENT_TIMEOUT;
 
-/// A TCP listener whose first `interrupts` accepts fail with `Interrupted`, as a blocking
-/// `accept(2)` does when a signal handler runs (on a handler installed without `SA_RESTART`).
-struct Interrupting {
-    inner: TcpListener,
-    interrupts: AtomicU32,
+#[test]
+fn try_clone_shares_one_entry() {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ListenerConfig::new().hook(rec.clone()),
+    );
+    let d = Dialer::new(&tracker, DialerConfig::new());
+    let mut client = d.connect_addr(l.get_ref().local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    let clone = server.try_clone().unwrap();
+    assert_eq!(clone.id(), server.id());
+    assert_eq!(tracker.len(), 2);
+
+    // Reads through `&Tracked` on one handle, writes on the other, one entry.
+    client.write_all(b"abc").unwrap();
+    let mut buf = [0; 3];
+    (&server).read_exact(&mut buf).unwrap();
+    (&clone).write_all(b"de").unwrap();
+    client.read_exact(&mut buf[..2]).unwrap();
+    let info = tracker.get(server.id()).unwrap();
+    assert_eq!((info.read_bytes, info.write_bytes), (3, 2));
+
+    drop(server);
+    assert_eq!(tracker.len(), 2, "the clone keeps the entry");
+    drop(clone);
+    rec.wait_for(|ev| ev.iter().any(|e| e.name() == "close"), EVENT_TIMEOUT)
+        .expect("close after the last clone");
+    assert_eq!(rec.count("close"), 1);
+    assert_eq!(tracker.len(), 1);
 }
 
-impl Accept for Interrupting {
+#[test]
+fn incoming_yields_tracked_streams() {
+    let tracker = Tracker::new();
+    let l = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ListenerConfig::new().category("in"),
+    );
+    let addr = l.get_ref().local_addr().unwrap();
+    let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let accepted: Vec<_> = l.incoming().take(3).collect::<io::Result<_>>().unwrap();
+    assert_eq!(tracker.len(), 3);
+    assert!(accepted.iter().all(|s| s.info().role == Role::Server));
+    drop(accepted);
+    drop(clients);
+    assert!(tracker.is_empty());
+}
+
+/// A listener whose accept always fails, to check the error path of [`Listener`].
+struct Failing;
+
+impl Accept for Failing {
     type Stream = TcpStream;
     type PeerAddr = SocketAddr;
 
     fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let left = self.interrupts.load(Ordering::Relaxed);
-        if left > 0 {
-            self.interrupts.store(left - 1, Ordering::Relaxed);
-            return Err(io::ErrorKind::Interrupted.into());
-        }
-        self.inner.accept()
+        Err(io::Error::from_raw_os_error(24)) // EMFILE
     }
 
     fn listen_addr(&self) -> Addr {
-        Accept::listen_addr(&self.inner)
+        Addr::Unknown
     }
 
-    fn stream_addrs(&self, listen: &Addr, stream: &TcpStream, peer: &SocketAddr) -> (Addr, Addr) {
-        self.inner.stream_addrs(listen, stream, peer)
+    fn stream_addrs(&self, _: &Addr, _: &TcpStream, _: &SocketAddr) -> (Addr, Addr) {
+        (Addr::Unknown, Addr::Unknown)
     }
 }
 
 #[test]
-fn an_interrupted_accept_is_retried_and_not_counted() {
+fn accept_error_reported_and_returned_unchanged() {
+    let tracker = Tracker::new();
     let rec = RecordingHook::new();
-    let tracker = Tracker::builder().hook(rec.clone()).build();
-    let inner = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = inner.local_addr().unwrap();
-    let listener = Listener::new(
+    let l = Listener::new(
         &tracker,
-        Interrupting {
-            inner,
-            interrupts: AtomicU32::new(3),
-        },
-        ListenerConfig::new().category("intr"),
+        Failing,
+        ListenerConfig::new().category("in").hook(rec.clone()),
     );
-    // The connect completes in the listen backlog, before the accept.
-    let client = TcpStream::connect(addr).unwrap();
-    let (server, peer) = listener.accept().expect("interrupts are retried");
-    assert_eq!(peer, client.local_addr().unwrap());
-    assert_eq!(listener.get_ref().interrupts.load(Ordering::Relaxed), 0);
-
-    let stats = tracker.stats();
-    let s = stats.get("intr", Role::Server).unwrap();
-    assert_eq!((s.opened, s.failed, s.active), (1, 0, 1));
-    assert_eq!(rec.names(), ["accept"], "no failed accept reported");
-    assert!(rec.events()[0].error().is_none());
-    drop(server);
-    assert!(tracker.is_empty());
-}
-
-#[test]
-fn another_accept_error_is_counted_and_returned_unchanged() {
-    struct Failing(TcpListener);
-    impl Accept for Failing {
-        type Stream = TcpStream;
-        type PeerAddr = SocketAddr;
-        fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-            Err(io::Error::from_raw_os_error(24)) // EMFILE
-        }
-        fn listen_addr(&self) -> Addr {
-            Accept::listen_addr(&self.0)
-        }
-        fn stream_addrs(&self, l: &Addr, s: &TcpStream, p: &SocketAddr) -> (Addr, Addr) {
-            self.0.stream_addrs(l, s, p)
-        }
-    }
-
-    let rec = RecordingHook::new();
-    let tracker = Tracker::builder().hook(rec.clone()).build();
-    let listener = Listener::new(
-        &tracker,
-        Failing(TcpListener::bind("127.0.0.1:0").unwrap()),
-        ListenerConfig::new().category("fail"),
-    );
-    let err = listener.accept().map(|_| ()).unwrap_err();
+    let err = l.accept().expect_err("fails");
     assert_eq!(err.raw_os_error(), Some(24));
-    let stats = tracker.stats();
-    let s = stats.get("fail", Role::Server).unwrap();
-    assert_eq!((s.opened, s.failed), (0, 1));
     assert_eq!(rec.names(), ["accept"]);
-    assert_eq!(
-        rec.events()[0].error().unwrap().message,
-        io::Error::from_raw_os_error(24).to_string()
+    assert_eq!(rec.events()[0].error().unwrap().message, err.to_string());
+    assert_eq!(tracker.stats().get("in", Role::Server).unwrap().failed, 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn unix_listener_and_dialer() {
+    use std::os::unix::net::UnixListener;
+
+    let dir = std::env::temp_dir().join(format!("conntrack-std-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("unix.sock");
+    let _ = std::fs::remove_file(&path);
+    let tracker = Tracker::new();
+    let l = Listener::new(
+        &tracker,
+        UnixListener::bind(&path).unwrap(),
+        ListenerConfig::new().category("uds-in"),
     );
+    let d = Dialer::new(&tracker, DialerConfig::new().category("uds-out"));
+    let mut client = d.connect_unix(&path).unwrap();
+    let (mut server, _) = l.accept().unwrap();
+    client.write_all(b"hi").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut got = String::new();
+    server.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hi");
+
+    let s = server.info();
+    let c = client.info();
+    assert_eq!(s.local_addr, Addr::unix(&path));
+    assert_eq!(c.remote_addr, Addr::unix(&path));
+    assert_eq!(
+        c.target.as_deref(),
+        Some(path.display().to_string().as_str())
+    );
+    assert_eq!((s.read_bytes, c.write_bytes), (2, 2));
+    let clone = server.try_clone().unwrap();
+    assert_eq!(clone.id(), server.id());
+    drop((server, client, clone));
+    assert!(tracker.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -55,9 +55,14 @@ fn exchange(
     let srv = thread::spawn(move || {
         let (tcp, _) = listener.accept().unwrap();
         let mut tls = acceptor.accept(tcp).expect("server handshake");
-        let info = tls.get_ref().info().tls.expect("server entry has TLS info");
+        let info = tls
+            .get_ref()
+            .0
+            .info()
+            .tls
+            .expect("server entry has TLS info");
         tls.write_all(b"hello").unwrap();
-        tls.tls_mut().send_close_notify();
+        tls.get_mut().1.send_close_notify();
         tls.flush().unwrap();
         info
     });
@@ -67,7 +72,7 @@ fn exchange(
     let mut buf = Vec::new();
     tls.read_to_end(&mut buf).unwrap(); // also receives TLS 1.3 session tickets
     assert_eq!(buf, b"hello");
-    let info = tls.get_ref().info();
+    let info = tls.get_ref().0.info();
     assert!(info.timings.tls_handshake.is_some());
     (
         srv.join().unwrap(),
@@ -216,10 +221,10 @@ fn tls_layer_errors_after_the_handshake_reach_on_close() {
     let (err, on_close) = server_error_after_handshake(|mut tls| {
         let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
         record.extend([0x5a; 0x20]);
-        tls.get_mut().write_all(&record).unwrap();
+        tls.get_mut().0.write_all(&record).unwrap();
         // Until the server hangs up.
         let mut buf = Vec::new();
-        let _ = tls.get_mut().read_to_end(&mut buf);
+        let _ = tls.get_mut().0.read_to_end(&mut buf);
     });
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     assert_eq!(

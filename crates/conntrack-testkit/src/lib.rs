@@ -5,9 +5,14 @@
 //! runtime (an async adapter blocks on its runtime inside each call) and runs every scenario
 //! as its own test, so tokio, async-std, smol and std are held to the same assertions on real
 //! loopback sockets.
+//!
+//! The [`dialer`] module does the same for the adapters' dialers: one suite of dial scenarios
+//! (resolution, interleaving, Happy Eyeballs, timeouts, cancellation, hook order, errors) run
+//! on every runtime through the small [`DialHarness`](dialer::DialHarness) interface.
 
 pub mod bench;
 pub mod conformance;
+pub mod dialer;
 pub mod load;
 
 use std::io;

@@ -29,7 +29,7 @@ async fn pair(tracker: Option<&Tracker>) -> (Stream, Stream) {
             (Box::new(s.unwrap().0), Box::new(c.unwrap()))
         }
         Some(t) => {
-            let mut l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
+            let l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
             let d = Dialer::new(t, DialerConfig::new().category("bench-out"));
             let (c, s) = tokio::join!(d.connect_addr(addr), l.accept());
             (Box::new(s.unwrap().0), Box::new(c.unwrap()))
@@ -99,7 +99,7 @@ async fn churn(tracker: Option<&Tracker>, n: usize) -> Duration {
             server.await.unwrap();
         }
         Some(t) => {
-            let mut l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
+            let l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
             let d = Dialer::new(t, DialerConfig::new().category("bench-out"));
             let server = tokio::spawn(async move {
                 for _ in 0..n {

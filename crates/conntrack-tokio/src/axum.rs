@@ -46,7 +46,9 @@ where
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match poll_fn(|cx| self.poll_accept(cx)).await {
+            // Holding `&mut self` (not `&self`) keeps the future `Send` without `L: Sync`.
+            let this = &mut *self;
+            match poll_fn(move |cx| this.poll_accept(cx)).await {
                 Ok(accepted) => return accepted,
                 Err(e) if is_connection_error(&e) => {}
                 Err(_) => tokio::time::sleep(ACCEPT_ERROR_PAUSE).await,

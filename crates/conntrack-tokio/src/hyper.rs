@@ -187,7 +187,7 @@ impl ConnectUri for Dialer {
 /// let tracker = Tracker::new();
 /// let mut http = HttpConnector::new();
 /// http.set_connect_timeout(Some(Duration::from_secs(2)));
-/// let connector = TrackedConnector::wrap(http, &tracker, DialerConfig::new().category("upstream"));
+/// let connector = TrackedConnector::wrap(&tracker, http, DialerConfig::new().category("upstream"));
 /// let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
 /// let res = client.get("http://127.0.0.1:3000/".parse()?).await?;
 /// println!("{:?}", connection_id(&res).and_then(|id| tracker.get(id)));
@@ -210,13 +210,13 @@ impl TrackedConnector {
         // The scheme is checked by this connector's own `Service` impl (`ForTlsLayer` skips
         // that check), so the inner connector must not check it a second time.
         http.enforce_http(false);
-        TrackedConnector::wrap(http, tracker, config)
+        TrackedConnector::wrap(tracker, http, config)
     }
 }
 
 impl<C> TrackedConnector<C> {
     /// Wraps `inner`.
-    pub fn wrap(inner: C, tracker: &Tracker, config: DialerConfig) -> Self {
+    pub fn wrap(tracker: &Tracker, inner: C, config: DialerConfig) -> Self {
         TrackedConnector {
             inner,
             tracker: tracker.clone(),

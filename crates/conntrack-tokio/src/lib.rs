@@ -14,7 +14,7 @@
 //! let tracker = Tracker::new();
 //! let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = inner.local_addr()?;
-//! let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+//! let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
 //! let dialer = Dialer::new(&tracker, DialerConfig::new().category("client"));
 //! let target = addr.to_string();
 //! let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect(&target));
@@ -62,7 +62,7 @@ pub mod tls;
 mod tonic;
 
 pub use conntrack_core;
-pub use dialer::{BoxFuture, Dialer, Resolve, SystemResolver};
+pub use dialer::{dns, Dialer};
 pub use listener::{Accept, Accepted, Listener};
 pub use stream::Tracked;
 

@@ -15,11 +15,10 @@ pub trait Accept {
     /// The peer address `accept` returns with the stream.
     type PeerAddr;
 
-    /// Polls for the next connection.
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>>;
+    /// Polls for the next connection. It takes `&self`, as tokio's own listeners do, so a
+    /// [`Listener`] can be shared by tasks (in an `Arc`) and accept from all of them.
+    fn poll_accept(&self, cx: &mut Context<'_>)
+        -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>>;
 
     /// The listener's own address, for reporting failed accepts.
     fn listen_addr(&self) -> Addr;
@@ -52,7 +51,7 @@ impl Accept for tokio::net::TcpListener {
     type PeerAddr = std::net::SocketAddr;
 
     fn poll_accept(
-        &mut self,
+        &self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>> {
         tokio::net::TcpListener::poll_accept(self, cx)
@@ -90,7 +89,7 @@ impl Accept for tokio::net::UnixListener {
     type PeerAddr = tokio::net::unix::SocketAddr;
 
     fn poll_accept(
-        &mut self,
+        &self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Self::Stream, Self::PeerAddr)>> {
         tokio::net::UnixListener::poll_accept(self, cx)
@@ -145,7 +144,7 @@ pub type Accepted<L> = (Tracked<<L as Accept>::Stream>, <L as Accept>::PeerAddr)
 ///
 /// let tracker = Tracker::new();
 /// let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+/// let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
 /// loop {
 ///     let (stream, peer) = listener.accept().await?;
 ///     // serve `stream`; its entry leaves the tracker when it is dropped
@@ -178,12 +177,12 @@ impl<L: Accept> Listener<L> {
     ///
     /// A failed accept is counted, reported to `on_accept` with the error, and returned
     /// unchanged; the listener keeps working.
-    pub async fn accept(&mut self) -> io::Result<Accepted<L>> {
+    pub async fn accept(&self) -> io::Result<Accepted<L>> {
         poll_fn(|cx| self.poll_accept(cx)).await
     }
 
     /// The polling form of [`accept`](Listener::accept).
-    pub fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
         match self.inner.poll_accept(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok((stream, peer))) => {

@@ -14,7 +14,7 @@
 //!
 //! let tracker = Tracker::new();
 //! let inner = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
-//! let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("https"));
+//! let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("https"));
 //! let acceptor = TlsAcceptor::from(server_config);
 //! loop {
 //!     let (tcp, _peer) = listener.accept().await?;

@@ -263,8 +263,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     // A listener whose category is markup, with one connection from an untracked client.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hostile_addr = inner.local_addr().unwrap();
-    let mut hostile_listener =
-        Listener::new(&tracker, inner, ListenerConfig::new().category(HOSTILE));
+    let hostile_listener = Listener::new(&tracker, inner, ListenerConfig::new().category(HOSTILE));
     let (accepted, raw_client) = tokio::join!(
         hostile_listener.accept(),
         tokio::net::TcpStream::connect(hostile_addr)
@@ -276,7 +275,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     let (server_config, client_config) = pki::localhost_configs(&[HOSTILE.as_bytes()]);
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_addr = inner.local_addr().unwrap();
-    let mut tls_listener = Listener::new(&tracker, inner, ListenerConfig::new().category("tls-in"));
+    let tls_listener = Listener::new(&tracker, inner, ListenerConfig::new().category("tls-in"));
     let acceptor = TlsAcceptor::from(server_config);
     let connector = TlsConnector::from(client_config);
     let tls_dialer = Dialer::new(&tracker, DialerConfig::new().category("tls-out"));

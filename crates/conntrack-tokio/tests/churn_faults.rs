@@ -142,7 +142,7 @@ async fn churn_with_faults_leaks_nothing() {
     let tracker = Tracker::builder().hook(Arc::clone(&ledger)).build();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
 
     let server = tokio::spawn(async move {
         let mut tasks = std::collections::VecDeque::new();

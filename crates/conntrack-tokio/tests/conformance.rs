@@ -1,10 +1,12 @@
-//! The shared conformance suite on tokio, over real loopback sockets.
+//! The shared conformance suites (connections and dialer) on tokio, over real loopback
+//! sockets.
 
 mod support;
 
 use std::io;
 
-use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
+use conntrack_core::{trace, DialerConfig, ListenerConfig, RecordingHook, Tracker};
+use conntrack_testkit::dialer::{fixed_resolver, DialHarness, DialRequest, DialTarget, Dialed};
 use conntrack_testkit::Harness;
 use conntrack_tokio::{Dialer, Listener};
 use tokio::net::TcpListener;
@@ -31,7 +33,7 @@ impl Harness for Tokio {
         let (server, client) = rt.block_on(async move {
             let inner = TcpListener::bind("127.0.0.1:0").await?;
             let port = inner.local_addr()?.port();
-            let mut listener = Listener::new(&tracker, inner, listener);
+            let listener = Listener::new(&tracker, inner, listener);
             let dialer = Dialer::new(&tracker, dialer);
             let target = format!("127.0.0.1:{port}");
             let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect(&target));
@@ -53,3 +55,56 @@ impl Harness for Tokio {
 }
 
 conntrack_testkit::conformance_tests!(Tokio);
+
+impl DialHarness for Tokio {
+    fn name(&self) -> &'static str {
+        "tokio"
+    }
+
+    fn dial(&self, req: DialRequest) -> io::Result<Dialed> {
+        runtime().block_on(async move {
+            let dial = dial(req);
+            tokio::time::timeout(conntrack_testkit::EVENT_TIMEOUT, dial)
+                .await
+                .expect("the dial finishes")
+        })
+    }
+
+    fn dial_then_drop(&self, req: DialRequest, started: RecordingHook) -> Option<bool> {
+        let race = async move {
+            tokio::select! {
+                biased;
+                _ = dial(req) => false,
+                _ = started.until(|ev| ev.iter().any(|e| e.name() == "connect_start")) => true,
+            }
+        };
+        Some(runtime().block_on(async move {
+            tokio::time::timeout(conntrack_testkit::EVENT_TIMEOUT, race)
+                .await
+                .expect("the dial starts connecting")
+        }))
+    }
+}
+
+async fn dial(req: DialRequest) -> io::Result<Dialed> {
+    let mut dialer = Dialer::new(&req.tracker, req.config);
+    if let Some(addrs) = req.addrs {
+        dialer = dialer.with_resolver(fixed_resolver(addrs));
+    }
+    let connecting = async {
+        match &req.target {
+            DialTarget::Name(t) => dialer.connect(t).await,
+            DialTarget::Addr(a) => dialer.connect_addr(*a).await,
+        }
+    };
+    let stream = match req.scope {
+        Some(hook) => trace::scope(hook, connecting).await,
+        None => connecting.await,
+    }?;
+    Ok(Dialed {
+        id: stream.id(),
+        stream: Box::new(stream),
+    })
+}
+
+conntrack_testkit::dialer_conformance_tests!(Tokio);

@@ -168,7 +168,7 @@ impl Harness for TokioTls {
         let (server, client) = rt.block_on(async move {
             let inner = TcpListener::bind("127.0.0.1:0").await?;
             let port = inner.local_addr()?.port();
-            let mut listener = Listener::new(&tracker, inner, listener);
+            let listener = Listener::new(&tracker, inner, listener);
             let dialer = Dialer::new(&tracker, dialer);
             let target = format!("127.0.0.1:{port}");
             let (accepted, dialed) = tokio::join!(

@@ -1,7 +1,9 @@
 //! Listener behaviour: a Unix listener with the dialer's `connect_unix`; a failed accept is
-//! counted, reported and returned unchanged, and the listener keeps serving.
+//! counted, reported and returned unchanged, and the listener keeps serving; split halves of
+//! an accepted stream share one entry.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use conntrack_core::{Addr, DialerConfig, ListenerConfig, RecordingHook, Role, Tracker};
@@ -12,22 +14,18 @@ use tokio::net::{TcpListener, TcpStream};
 /// A TCP listener whose first accept fails (as EMFILE would).
 struct FailsOnce {
     inner: TcpListener,
-    failed: bool,
+    failed: AtomicBool,
 }
 
 impl Accept for FailsOnce {
     type Stream = TcpStream;
     type PeerAddr = std::net::SocketAddr;
 
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(TcpStream, Self::PeerAddr)>> {
-        if !self.failed {
-            self.failed = true;
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, Self::PeerAddr)>> {
+        if !self.failed.swap(true, Ordering::Relaxed) {
             return Poll::Ready(Err(io::Error::from_raw_os_error(24))); // EMFILE
         }
-        Accept::poll_accept(&mut self.inner, cx)
+        Accept::poll_accept(&self.inner, cx)
     }
 
     fn listen_addr(&self) -> Addr {
@@ -50,11 +48,11 @@ async fn failed_accept_is_reported_counted_and_returned() {
     let rec = RecordingHook::new();
     let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(
+    let listener = Listener::new(
         &tracker,
         FailsOnce {
             inner,
-            failed: false,
+            failed: AtomicBool::new(false),
         },
         ListenerConfig::new().category("api").hook(rec.clone()),
     );
@@ -119,7 +117,7 @@ async fn unix_listener_and_connect_unix_round_trip() {
     let server_rec = RecordingHook::new();
     let client_rec = RecordingHook::new();
     let inner = tokio::net::UnixListener::bind(&path).unwrap();
-    let mut listener = Listener::new(
+    let listener = Listener::new(
         &tracker,
         inner,
         ListenerConfig::new()
@@ -190,4 +188,33 @@ async fn unix_listener_and_connect_unix_round_trip() {
     assert!(tracker.is_empty());
     assert_eq!(client_rec.count("close"), 1);
     assert_eq!(server_rec.count("close"), 1);
+}
+
+#[tokio::test]
+async fn split_halves_share_one_entry() {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().hook(rec.clone()));
+    let dialer = Dialer::new(&tracker, DialerConfig::new());
+    let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect_addr(addr));
+    let (server, _) = accepted.unwrap();
+    let mut client = dialed.unwrap();
+    let id = server.id();
+    let (mut r, mut w) = server.into_split();
+    w.write_all(b"hello").await.unwrap();
+    let mut buf = [0; 5];
+    client.read_exact(&mut buf).await.unwrap();
+    client.write_all(b"hi").await.unwrap();
+    let mut buf = [0; 2];
+    r.read_exact(&mut buf).await.unwrap();
+    let info = tracker.get(id).unwrap();
+    assert_eq!((info.read_bytes, info.write_bytes), (2, 5));
+    drop(w);
+    assert!(tracker.get(id).is_some(), "one half still holds the entry");
+    assert_eq!(rec.count("close"), 0);
+    drop(r);
+    assert!(tracker.get(id).is_none());
+    assert_eq!(rec.count("close"), 1);
 }

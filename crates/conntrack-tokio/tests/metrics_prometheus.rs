@@ -135,7 +135,7 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn traffic(tracker: &Tracker) -> Vec<conntrack_tokio::Tracked<tokio::net::TcpStream>> {
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(tracker, inner, ListenerConfig::new().category("api"));
+    let listener = Listener::new(tracker, inner, ListenerConfig::new().category("api"));
     tokio::spawn(async move {
         for _ in 0..=N {
             let (mut s, _) = listener.accept().await.unwrap();
@@ -170,7 +170,7 @@ async fn traffic(tracker: &Tracker) -> Vec<conntrack_tokio::Tracked<tokio::net::
     let (server_cfg, client_cfg) = pki::localhost_configs(&[b"h2"]);
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(tracker, inner, ListenerConfig::new().category("tls-in"));
+    let listener = Listener::new(tracker, inner, ListenerConfig::new().category("tls-in"));
     let acceptor = TlsAcceptor::from(server_cfg);
     let server = tokio::spawn(async move {
         let mut results = Vec::new();

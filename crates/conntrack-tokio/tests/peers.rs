@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 async fn pair(tracker: &Tracker) -> (Tracked<TcpStream>, Tracked<TcpStream>) {
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(tracker, inner, ListenerConfig::new().category("in"));
+    let listener = Listener::new(tracker, inner, ListenerConfig::new().category("in"));
     let dialer = Dialer::new(tracker, DialerConfig::new().category("out"));
     let (a, d) = tokio::join!(listener.accept(), dialer.connect_addr(addr));
     (a.unwrap().0, d.unwrap())

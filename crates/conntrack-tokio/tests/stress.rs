@@ -67,7 +67,7 @@ async fn many_concurrent_connections_are_tracked_exactly() {
     let tracker = Tracker::builder().hook(Arc::clone(&ledger)).build();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("stress-in"));
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("stress-in"));
 
     // Server: echo every byte back until the client closes.
     let server = tokio::spawn(async move {

@@ -108,7 +108,7 @@ async fn serve(
 ) -> std::net::SocketAddr {
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(
+    let listener = Listener::new(
         tracker,
         inner,
         ListenerConfig::new().category("tls-in").hook(rec.clone()),
@@ -532,7 +532,7 @@ async fn server_error_after_handshake(
     let rec = RecordingHook::new();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(
+    let listener = Listener::new(
         &tracker,
         inner,
         ListenerConfig::new().category("tls-in").hook(rec.clone()),

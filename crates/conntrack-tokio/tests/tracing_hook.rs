@@ -129,7 +129,7 @@ async fn one_connection(tracker: &Tracker, hook: &TracingHook) -> Life {
     let (server_cfg, client_cfg) = pki::localhost_configs(&[b"h2"]);
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(tracker, inner, ListenerConfig::new().category("api"));
+    let listener = Listener::new(tracker, inner, ListenerConfig::new().category("api"));
     let acceptor = TlsAcceptor::from(server_cfg);
     let hook = hook.clone();
     let server = tokio::spawn(async move {

@@ -1,5 +1,5 @@
-//! The conformance harness for a futures-io runtime: each blocking `Conn` call blocks on the
-//! runtime's `block_on`.
+//! The conformance harnesses (connections and dialer) for a futures-io runtime: each blocking
+//! call blocks on the runtime's `block_on`.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -7,8 +7,13 @@ use std::marker::PhantomData;
 use std::net::Shutdown;
 
 use conntrack_async_std::Tracked;
-use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
-use conntrack_testkit::{Conn, Harness};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use conntrack_core::{trace, ConnectionId, DialerConfig, ListenerConfig, RecordingHook, Tracker};
+use conntrack_testkit::dialer::{DialHarness, DialRequest, DialTarget, Dialed};
+use conntrack_testkit::{Conn, Harness, EVENT_TIMEOUT};
+use futures_lite::future::FutureExt;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A tracked `(server, client)` pair.
@@ -30,6 +35,89 @@ pub(crate) trait Runtime: Send + 'static {
     ) -> impl Future<Output = io::Result<Pair<Self::Stream>>>;
 
     fn shutdown(s: &Tracked<Self::Stream>, how: Shutdown) -> io::Result<()>;
+
+    /// Dials `target` with the runtime's tracked dialer (see [`dial_with`]).
+    fn dial(
+        tracker: &Tracker,
+        config: DialerConfig,
+        addrs: Option<Vec<SocketAddr>>,
+        target: &DialTarget,
+    ) -> impl Future<Output = io::Result<Tracked<Self::Stream>>>;
+
+    /// The runtime's timer.
+    fn sleep(d: Duration) -> impl Future<Output = ()>;
+}
+
+/// The body of [`Runtime::dial`] for a runtime's `Dialer` type: resolving names to `addrs` when
+/// given, `connect` for a name and `connect_addr` for an address.
+macro_rules! dial_with {
+    ($dialer:ty) => {
+        async fn dial(
+            tracker: &conntrack_core::Tracker,
+            config: conntrack_core::DialerConfig,
+            addrs: Option<Vec<std::net::SocketAddr>>,
+            target: &conntrack_testkit::dialer::DialTarget,
+        ) -> std::io::Result<conntrack_async_std::Tracked<Self::Stream>> {
+            let mut dialer = <$dialer>::new(tracker, config);
+            if let Some(addrs) = addrs {
+                dialer = dialer.with_resolver(conntrack_testkit::dialer::fixed_resolver(addrs));
+            }
+            match target {
+                conntrack_testkit::dialer::DialTarget::Name(t) => dialer.connect(t).await,
+                conntrack_testkit::dialer::DialTarget::Addr(a) => dialer.connect_addr(*a).await,
+            }
+        }
+    };
+}
+pub(crate) use dial_with;
+
+/// Fails the test if `f` has not finished within the event timeout.
+async fn bounded<R: Runtime, T>(what: &str, f: impl Future<Output = T>) -> T {
+    f.or(async {
+        R::sleep(EVENT_TIMEOUT).await;
+        panic!("{}: {what} timed out", R::NAME)
+    })
+    .await
+}
+
+impl<R: Runtime> DialHarness for AsyncHarness<R> {
+    fn name(&self) -> &'static str {
+        R::NAME
+    }
+
+    fn dial(&self, req: DialRequest) -> io::Result<Dialed> {
+        R::block_on(bounded::<R, _>("the dial", async move {
+            let connecting = R::dial(&req.tracker, req.config, req.addrs, &req.target);
+            let stream = match req.scope {
+                Some(hook) => trace::scope(hook, connecting).await,
+                None => connecting.await,
+            }?;
+            Ok(Dialed {
+                id: stream.id(),
+                stream: Box::new(stream),
+            })
+        }))
+    }
+
+    fn dial_then_drop(&self, req: DialRequest, started: RecordingHook) -> Option<bool> {
+        let dial = async move {
+            // `or` polls the dial first; once it is pending with its attempt started, the
+            // second future completes and the dial future is dropped.
+            let dialing = R::dial(&req.tracker, req.config, req.addrs, &req.target);
+            async {
+                let _ = dialing.await;
+                false
+            }
+            .or(async {
+                started
+                    .until(|ev| ev.iter().any(|e| e.name() == "connect_start"))
+                    .await;
+                true
+            })
+            .await
+        };
+        Some(R::block_on(bounded::<R, _>("the dial's start", dial)))
+    }
 }
 
 pub(crate) struct AsyncHarness<R>(PhantomData<R>);

@@ -1,0 +1,204 @@
+//! Listener and stream behaviour on smol and on async-std, on loopback (every scenario runs
+//! once per runtime): clones share one entry, a Unix listener with the dialer's `connect_unix`,
+//! a failed accept, vectored reads. (Dial behaviour is the testkit's dialer suite, in the
+//! `conformance_*.rs` files.)
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use conntrack_async_std::{Accept, Listener};
+use conntrack_core::{Addr, DialerConfig, ListenerConfig, RecordingHook, Role, Tracker};
+use conntrack_testkit::EVENT_TIMEOUT;
+use futures_lite::future::FutureExt;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Fails the test if `f` has not finished within the event timeout.
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    f.or(async {
+        smol::Timer::after(EVENT_TIMEOUT).await;
+        panic!("timed out")
+    })
+    .await
+}
+
+#[cfg(unix)]
+async fn smol_unix_bind(path: &std::path::Path) -> io::Result<smol::net::unix::UnixListener> {
+    smol::net::unix::UnixListener::bind(path)
+}
+
+macro_rules! runtime_tests {
+    ($m:ident, $block_on:path, $rt:ident, $tcp_listener:ty, $unix_bind:path) => {
+        mod $m {
+            use super::*;
+            use conntrack_async_std::$rt::Dialer;
+
+            #[test]
+            fn clone_shares_one_entry() {
+                $block_on(bounded(async {
+                    let tracker = Tracker::new();
+                    let rec = RecordingHook::new();
+                    let l = Listener::new(
+                        &tracker,
+                        <$tcp_listener>::bind("127.0.0.1:0").await.unwrap(),
+                        ListenerConfig::new().hook(rec.clone()),
+                    );
+                    let addr = l.get_ref().local_addr().unwrap();
+                    let mut client = Dialer::new(&tracker, DialerConfig::new())
+                        .connect_addr(addr)
+                        .await
+                        .unwrap();
+                    let (mut server, _) = l.accept().await.unwrap();
+                    let mut clone = server.clone();
+                    assert_eq!(clone.id(), server.id());
+
+                    client.write_all(b"abc").await.unwrap();
+                    let mut buf = [0; 3];
+                    server.read_exact(&mut buf).await.unwrap();
+                    clone.write_all(b"de").await.unwrap();
+                    client.read_exact(&mut buf[..2]).await.unwrap();
+                    let info = tracker.get(server.id()).unwrap();
+                    assert_eq!((info.read_bytes, info.write_bytes), (3, 2));
+
+                    drop(server);
+                    assert_eq!(tracker.len(), 2, "the clone keeps the entry");
+                    assert_eq!(rec.count("close"), 0);
+                    drop(clone);
+                    rec.until(|ev| ev.iter().any(|e| e.name() == "close")).await;
+                    assert_eq!(rec.count("close"), 1);
+                    assert_eq!(tracker.len(), 1);
+                }));
+            }
+
+            #[cfg(unix)]
+            #[test]
+            fn unix_listener_and_dialer() {
+                let dir = std::env::temp_dir().join(format!(
+                    "conntrack-{}-{}",
+                    stringify!($m),
+                    std::process::id()
+                ));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("unix.sock");
+                let _ = std::fs::remove_file(&path);
+                $block_on(bounded(async {
+                    let tracker = Tracker::new();
+                    let l = Listener::new(
+                        &tracker,
+                        $unix_bind(&path).await.unwrap(),
+                        ListenerConfig::new().category("uds-in"),
+                    );
+                    let d = Dialer::new(&tracker, DialerConfig::new().category("uds-out"));
+                    let mut client = d.connect_unix(&path).await.unwrap();
+                    let (mut server, _) = l.accept().await.unwrap();
+                    client.write_all(b"hi").await.unwrap();
+                    client.shutdown(std::net::Shutdown::Write).unwrap();
+                    let mut got = String::new();
+                    server.read_to_string(&mut got).await.unwrap();
+                    assert_eq!(got, "hi");
+
+                    let (s, c) = (server.info(), client.info());
+                    assert_eq!(s.local_addr, Addr::unix(&path));
+                    assert_eq!(c.remote_addr, Addr::unix(&path));
+                    assert_eq!((s.read_bytes, c.write_bytes), (2, 2));
+                    let clone = server.clone();
+                    drop((server, client, clone));
+                    assert!(tracker.is_empty());
+                }));
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+        }
+    };
+}
+
+runtime_tests!(
+    on_smol,
+    smol::block_on,
+    smol,
+    smol::net::TcpListener,
+    smol_unix_bind
+);
+runtime_tests!(
+    on_async_std,
+    async_std::task::block_on,
+    async_std,
+    async_std::net::TcpListener,
+    async_std::os::unix::net::UnixListener::bind
+);
+
+/// A listener whose accept always fails, to check the error path of [`Listener`].
+struct Failing;
+
+impl Accept for Failing {
+    type Stream = smol::net::TcpStream;
+    type PeerAddr = SocketAddr;
+
+    async fn accept(&self) -> io::Result<(smol::net::TcpStream, SocketAddr)> {
+        Err(io::Error::from_raw_os_error(24)) // EMFILE
+    }
+
+    fn listen_addr(&self) -> Addr {
+        Addr::Unknown
+    }
+
+    fn stream_addrs(&self, _: &Addr, _: &smol::net::TcpStream, _: &SocketAddr) -> (Addr, Addr) {
+        (Addr::Unknown, Addr::Unknown)
+    }
+}
+
+#[test]
+fn accept_error_reported_and_returned_unchanged() {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = Listener::new(
+        &tracker,
+        Failing,
+        ListenerConfig::new().category("in").hook(rec.clone()),
+    );
+    let err = smol::block_on(l.accept()).expect_err("fails");
+    assert_eq!(err.raw_os_error(), Some(24));
+    assert_eq!(rec.names(), ["accept"]);
+    assert_eq!(rec.events()[0].error().unwrap().message, err.to_string());
+    assert_eq!(tracker.stats().get("in", Role::Server).unwrap().failed, 1);
+}
+
+/// `Tracked` forwards vectored reads to the inner stream (the futures-io default would fill
+/// only the first buffer) and counts what they returned.
+#[test]
+fn vectored_read_forwarded() {
+    struct Twice;
+    impl futures_lite::io::AsyncRead for Twice {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            unreachable!("vectored reads must not fall back to poll_read")
+        }
+
+        fn poll_read_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &mut [io::IoSliceMut<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut n = 0;
+            for b in bufs.iter_mut() {
+                b.fill(1);
+                n += b.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+    let tracker = Tracker::new();
+    let conn = tracker.register(conntrack_core::Registration::new(Role::Client));
+    let mut t = conntrack_async_std::Tracked::new(Twice, conn);
+    let (mut a, mut b) = ([0u8; 3], [0u8; 4]);
+    let n = smol::block_on(
+        t.read_vectored(&mut [io::IoSliceMut::new(&mut a), io::IoSliceMut::new(&mut b)]),
+    )
+    .unwrap();
+    assert_eq!(n, 7);
+    assert_eq!(t.info().read_bytes, 7);
+}
