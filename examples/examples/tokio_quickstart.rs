@@ -11,7 +11,7 @@ async fn main() -> std::io::Result<()> {
     // Inbound: wrap the listener; every accepted stream is tracked until it is dropped.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = inner.local_addr()?;
-    let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
     tokio::spawn(async move {
         while let Ok((stream, _peer)) = listener.accept().await {
             tokio::spawn(async move {

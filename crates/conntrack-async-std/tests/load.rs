@@ -20,7 +20,7 @@ use futures_lite::future::poll_once;
 
 /// Binds a listener and makes a dialer for one runtime, and runs the load scenarios on them.
 macro_rules! load_runtime {
-    ($mod:ident, $rt:ident, $name:literal, $net:path, $dialer:path, $block_on:path) => {
+    ($mod:ident, $rt:ident, $name:literal, $net:path, $dialer:path, $block_on:path, $sleep:path) => {
         mod $mod {
             use super::*;
             use $net::{TcpListener, TcpStream};
@@ -45,6 +45,12 @@ macro_rules! load_runtime {
 
                 fn shutdown(s: &Tracked<TcpStream>, how: Shutdown) -> io::Result<()> {
                     s.shutdown(how)
+                }
+
+                common::dial_with!($dialer);
+
+                async fn sleep(d: std::time::Duration) {
+                    let _ = $sleep(d).await;
                 }
             }
 
@@ -138,7 +144,8 @@ load_runtime!(
     "smol",
     smol::net,
     conntrack_async_std::smol::Dialer,
-    smol::block_on
+    smol::block_on,
+    smol::Timer::after
 );
 
 #[cfg(feature = "async-std")]
@@ -148,7 +155,8 @@ load_runtime!(
     "async-std",
     async_std::net,
     conntrack_async_std::async_std::Dialer,
-    async_std::task::block_on
+    async_std::task::block_on,
+    async_std::task::sleep
 );
 
 #[cfg(feature = "smol")]

@@ -53,7 +53,7 @@ fn connect(ip: &str, server_name: &str, enable_sni: bool) -> (ConnectionInfo, Co
             .expect("server handshake");
         let info = tls.info();
         tls.write_all(b"hello").unwrap();
-        tls.tls_mut().send_close_notify();
+        tls.get_mut().1.send_close_notify();
         tls.flush().unwrap();
         info
     });

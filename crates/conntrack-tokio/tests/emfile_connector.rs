@@ -56,7 +56,7 @@ fn child() {
                 s.lock().unwrap().push(e.raw_os_error());
             }
         });
-        let connector = TrackedConnector::wrap(HttpConnector::new(), &tracker, config);
+        let connector = TrackedConnector::wrap(&tracker, HttpConnector::new(), config);
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
 

@@ -111,7 +111,7 @@ async fn wrapped_http_connector_refuses_https() {
     let mut http = HttpConnector::new();
     // Even an inner connector that would let https through is covered by the wrapper's check.
     http.enforce_http(false);
-    refuses_https(TrackedConnector::wrap(http, &tracker, DialerConfig::new())).await;
+    refuses_https(TrackedConnector::wrap(&tracker, http, DialerConfig::new())).await;
 }
 
 /// `ForTlsLayer` is the explicit opt-out for a TLS layer's inner connector: it dials an

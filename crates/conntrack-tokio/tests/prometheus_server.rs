@@ -196,7 +196,6 @@ async fn prometheus_scrapes_and_answers_with_the_known_traffic() {
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("api"));
     tokio::spawn(async move {
-        let mut listener = listener;
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut buf = [0u8; 64];
@@ -237,7 +236,10 @@ async fn prometheus_scrapes_and_answers_with_the_known_traffic() {
         .map_or(0, |c| c.active)
         != 2
     {
-        assert!(settled.elapsed() < Duration::from_secs(10), "server ends did not close");
+        assert!(
+            settled.elapsed() < Duration::from_secs(10),
+            "server ends did not close"
+        );
         tokio::task::yield_now().await;
     }
     MetricsCollector::new(&tracker).collect();

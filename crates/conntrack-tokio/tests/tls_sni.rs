@@ -57,7 +57,7 @@ async fn connect(
         .await
         .unwrap();
     let addr = inner.local_addr().unwrap();
-    let mut listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
     let acceptor = TlsAcceptor::from(server);
     let srv = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
