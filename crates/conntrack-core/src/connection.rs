@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::clock;
+use crate::clock::{self, Now};
 use crate::config::{DialerConfig, ListenerConfig};
 use crate::event::{
     CloseEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
@@ -152,6 +152,9 @@ fn nanos_to_dur(n: u64) -> Option<Duration> {
     (n != NO_TIME).then(|| Duration::from_nanos(n))
 }
 
+/// `last_io_ms` of a connection that has made no I/O yet: its idle time is its age.
+const NO_IO: u64 = u64::MAX;
+
 /// The rarely written parts of an entry.
 #[derive(Default)]
 struct Rare {
@@ -175,7 +178,7 @@ pub(crate) struct Snapshot {
     pub(crate) at_nanos: u64,
     read: u64,
     write: u64,
-    last_io_ms: u64,
+    idle_ms: u64,
     timings: Timings,
     tls: Option<Arc<TlsInfo>>,
 }
@@ -186,13 +189,16 @@ impl Snapshot {
         self.class
     }
 
-    /// The record, with `category` the name of the snapshot's class.
-    pub(crate) fn into_info(self, category: Arc<str>) -> ConnectionInfo {
+    /// The record, with `category` the name of the snapshot's class. `now` is when the record
+    /// is built (at or after the snapshot): `established_at` is its wall clock minus the
+    /// connection's age, so wall-clock times are those of the clock as it reads now.
+    pub(crate) fn into_info(self, category: Arc<str>, now: &Now) -> ConnectionInfo {
         let target = if self.target_is_remote {
             Some(Arc::from(self.remote_addr.to_string()))
         } else {
             self.target
         };
+        let established_for = Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos));
         ConnectionInfo {
             id: ConnectionId(self.id),
             category,
@@ -200,15 +206,14 @@ impl Snapshot {
             local_addr: self.local_addr,
             remote_addr: self.remote_addr,
             target,
-            established_at: clock::system_time_at(self.opened_nanos),
-            established_for: Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos)),
+            established_at: now.wall_at(self.opened_nanos),
+            established_for,
             read_bytes: self.read,
             write_bytes: self.write,
-            idle_for: Duration::from_millis(
-                (self.at_nanos / 1_000_000).saturating_sub(self.last_io_ms),
-            ),
+            // The coarse clock lags the precise one by up to a tick: never more than the age.
+            idle_for: Duration::from_millis(self.idle_ms).min(established_for),
             timings: self.timings,
-            tls: self.tls.map(|t| (*t).clone()),
+            tls: self.tls,
         }
     }
 }
@@ -266,7 +271,7 @@ impl Entry {
             opened_nanos,
             read: AtomicU64::new(0),
             write: AtomicU64::new(0),
-            last_io_ms: AtomicU64::new(opened_nanos / 1_000_000),
+            last_io_ms: AtomicU64::new(NO_IO),
             dns: AtomicU64::new(dur_to_nanos(reg.timings.dns)),
             connect: AtomicU64::new(dur_to_nanos(reg.timings.connect)),
             tls_handshake: AtomicU64::new(dur_to_nanos(reg.timings.tls_handshake)),
@@ -302,6 +307,11 @@ impl Entry {
         self.rare().tls = Some(Arc::new(tls));
     }
 
+    /// Whether the close has begun (its bytes are then in, or on their way to, the totals).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn read_bytes(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
     }
@@ -318,15 +328,21 @@ impl Entry {
         }
     }
 
-    /// The record as of `now_nanos` (one clock read serves a whole snapshot).
-    pub(crate) fn info_at(&self, now_nanos: u64) -> ConnectionInfo {
-        self.snapshot(now_nanos, self.tls())
-            .into_info(self.category())
+    /// The record as of `now` (one clock read serves a whole snapshot).
+    pub(crate) fn info_at(&self, now: &Now) -> ConnectionInfo {
+        self.snapshot(now.nanos, now.coarse_ms, self.tls())
+            .into_info(self.category(), now)
     }
 
-    /// The state as of `now_nanos`, with `tls` as read from the entry. Copies only: no string
+    /// The state as of `now`, with `tls` as read from the entry. Copies only: no string
     /// is built and no shared reference count (such as the category's) is touched.
-    fn snapshot(&self, now_nanos: u64, tls: Option<Arc<TlsInfo>>) -> Snapshot {
+    fn snapshot(&self, now_nanos: u64, now_coarse_ms: u64, tls: Option<Arc<TlsInfo>>) -> Snapshot {
+        let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
+        let idle_ms = if last_io_ms == NO_IO {
+            u64::MAX
+        } else {
+            now_coarse_ms.saturating_sub(last_io_ms)
+        };
         Snapshot {
             id: self.id,
             class: self.class,
@@ -339,14 +355,14 @@ impl Entry {
             at_nanos: now_nanos,
             read: self.read_bytes(),
             write: self.write_bytes(),
-            last_io_ms: self.last_io_ms.load(Ordering::Relaxed),
+            idle_ms,
             timings: self.timings(),
             tls,
         }
     }
 
     pub(crate) fn info(&self) -> ConnectionInfo {
-        self.info_at(clock::now_nanos())
+        self.info_at(&Now::read())
     }
 
     /// Calls every hook for this connection: its own chain (scope, config, registration), then
@@ -374,11 +390,29 @@ impl Entry {
     }
 
     /// Removes the entry and reports the close, once; later calls do nothing.
+    ///
+    /// Order, for [`Tracker::stats`](crate::Tracker::stats): the `closed` flag is set first
+    /// (a `stats()` walking the live entries skips this one from then on), then the bytes
+    /// are added to the closed totals (Release, paired with the Acquire load in `stats()`:
+    /// a reader that sees them in the totals sees the flag too, so it never counts them
+    /// twice), then the entry leaves the registry and the hooks run; the close is counted
+    /// last, so a drain future woken by it sees the close hooks done, and `active` counts the
+    /// connection until then.
     fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         let t = self.tracker();
+        // (Zero adds are skipped: a contended read-modify-write costs even when it adds 0.)
+        let (read, write) = (self.read_bytes(), self.write_bytes());
+        t.stats.with(self.class, |c| {
+            if read > 0 {
+                c.cell.closed_read.fetch_add(read, Ordering::Release);
+            }
+            if write > 0 {
+                c.cell.closed_write.fetch_add(write, Ordering::Release);
+            }
+        });
         self.shard.remove(self.id);
         let (error, tls) = {
             let mut rare = self.rare();
@@ -388,9 +422,13 @@ impl Entry {
         if hooks || t.keeps_history() {
             // The history keeps this copy of the final state; the full record is built only
             // if someone reads the history (or below, for the close hooks).
-            let snapshot = self.snapshot(clock::now_nanos(), tls);
+            let mut snapshot = self.snapshot(clock::now_nanos(), clock::coarse_ms(), tls);
+            // The bytes the totals got, even if a handle recorded more since.
+            snapshot.read = read;
+            snapshot.write = write;
             if hooks {
-                let info = snapshot.clone().into_info(self.category());
+                let now = Now::read_at(snapshot.at_nanos);
+                let info = snapshot.clone().into_info(self.category(), &now);
                 self.fire(&mut |h| {
                     h.on_close(&CloseEvent {
                         connection: &info,
@@ -400,19 +438,7 @@ impl Entry {
             }
             t.push_history(snapshot, error);
         }
-        // Totals move from "live" to "closed" after the hooks ran, so a drain future woken by
-        // this close sees the close hooks done.
-        // (Zero adds are skipped: a contended read-modify-write costs even when it adds 0.)
-        let (read, write) = (self.read_bytes(), self.write_bytes());
-        t.stats.with(self.class, |c| {
-            if read > 0 {
-                c.cell.closed_read.fetch_add(read, Ordering::Relaxed);
-            }
-            if write > 0 {
-                c.cell.closed_write.fetch_add(write, Ordering::Relaxed);
-            }
-            c.cell.closed.incr();
-        });
+        t.stats.with(self.class, |c| c.cell.closed.incr());
         t.wake_drain_waiters();
     }
 }
