@@ -8,13 +8,17 @@
 //!   through the vDSO (no system call; it advances once per kernel tick, 1 to 10 ms, which is
 //!   the resolution of `idle_for`). Elsewhere, where no such clock exists, it is the precise
 //!   clock.
-//! - Wall-clock times (`established_at`, `closed_at`) are not kept at all: a record is given
-//!   the wall clock read when it is built, minus the age measured on the monotonic clock (see
-//!   [`Now`]). A wall-clock step (NTP at boot, `date -s`) is therefore reflected by the next
-//!   record built, and no record ever shows a connection starting after the snapshot listing it.
+//! - Wall-clock times (`established_at`, `closed_at`) are not kept per connection: a record
+//!   is given the wall clock as it reads when the record is built, minus the age measured on
+//!   the monotonic clock (see [`Now`]). No record ever shows a connection starting after the
+//!   snapshot listing it. The wall clock itself is read at most once a second ([`wall_at`]):
+//!   records built within a second of each other take the wall time from the last reading plus
+//!   the monotonic time since, so a step of the system clock (NTP at boot, `date -s`) shows in
+//!   every record built from one second after it on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
@@ -46,6 +50,37 @@ pub(crate) fn coarse_ms() -> u64 {
     now_nanos() / 1_000_000
 }
 
+/// How long a reading of the wall clock is used for.
+const WALL_REFRESH_NANOS: u64 = 1_000_000_000;
+
+/// The last reading of the wall clock, as the offset from the monotonic base (wall-clock
+/// nanoseconds since the Unix epoch minus [`now_nanos`], both at the reading), and when it was
+/// taken ([`now_nanos`]; `u64::MAX`: never). The two are separate atomics: a reader that sees
+/// one from one reading and one from another still gets a valid offset, the newer or the older.
+static WALL_OFFSET: AtomicU64 = AtomicU64::new(0);
+static WALL_TAKEN: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The wall clock at monotonic time `nanos` (just read from [`now_nanos`]): from the last
+/// reading of the wall clock if it is under a second old, else from a new reading.
+pub(crate) fn wall_at(nanos: u64) -> SystemTime {
+    let taken = WALL_TAKEN.load(Ordering::Acquire);
+    let offset = if taken != u64::MAX && nanos.wrapping_sub(taken) < WALL_REFRESH_NANOS {
+        WALL_OFFSET.load(Ordering::Relaxed)
+    } else {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // The monotonic time of this reading: `nanos` may be older than the wall reading by
+        // a preemption, which would show as a wall time slightly early; read it again.
+        let mono = now_nanos();
+        let offset = wall.saturating_sub(mono);
+        WALL_OFFSET.store(offset, Ordering::Relaxed);
+        WALL_TAKEN.store(mono, Ordering::Release);
+        offset
+    };
+    UNIX_EPOCH + Duration::from_nanos(offset.saturating_add(nanos))
+}
+
 /// Duration since a monotonic offset.
 pub(crate) fn since(nanos: u64) -> Duration {
     Duration::from_nanos(now_nanos().saturating_sub(nanos))
@@ -65,20 +100,21 @@ pub(crate) struct Now {
 
 impl Now {
     pub(crate) fn read() -> Self {
+        let nanos = now_nanos();
         Now {
-            nanos: now_nanos(),
+            nanos,
             coarse_ms: coarse_ms(),
-            wall: SystemTime::now(),
+            wall: wall_at(nanos),
         }
     }
 
-    /// The clocks for records of state taken at `nanos` (the precise clock just read): the
-    /// coarse clock is not needed, the wall clock is read.
+    /// The clocks for records of state taken at `nanos` (the precise clock just read, by a
+    /// registration or a close): the coarse clock is not needed.
     pub(crate) fn read_at(nanos: u64) -> Self {
         Now {
             nanos,
             coarse_ms: 0,
-            wall: SystemTime::now(),
+            wall: wall_at(nanos),
         }
     }
 

@@ -422,7 +422,8 @@ impl Tracker {
         let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, class));
         shard.insert(id, Arc::clone(&entry));
         if self.inner.has_hooks(&entry.chain) {
-            let info = entry.info();
+            // The record as of the registration (no clock read: the entry's own time).
+            let info = entry.info_at(&Now::read_at(entry.opened_nanos));
             match role {
                 Role::Server => entry.fire(&mut |h| {
                     h.on_accept(&AcceptEvent {
