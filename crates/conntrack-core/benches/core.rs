@@ -59,13 +59,14 @@ fn register_close(b: Bencher<'_, '_>, history: usize) {
     });
 }
 
-/// What the ready exporters cost per connection: register + close with no hook, with
-/// `MetricsHook` recording into a real Prometheus recorder (the connection-duration
+/// What the ready exporters cost per connection: register + close with no hook, with a hook
+/// that does nothing (`NoopHook`: what building the accept and close records costs, which any
+/// hook pays), with `MetricsHook` recording into a real Prometheus recorder (the connection-duration
 /// histogram), with `TracingHook` under a `tracing_subscriber` registry at DEBUG (a span
 /// opened at accept and closed, two events), and with both. Connections come from
 /// `Tracker::accepted`, as a listener makes them, so `on_accept` fires.
 #[cfg(all(feature = "metrics", feature = "tracing"))]
-#[divan::bench(args = ["none", "metrics", "tracing", "both"], sample_size = 256)]
+#[divan::bench(args = ["none", "noop", "metrics", "tracing", "both"], sample_size = 256)]
 fn accept_close_with_exporters(b: Bencher<'_, '_>, hooks: &str) {
     use conntrack_core::metrics::MetricsHook;
     use conntrack_core::tracing::TracingHook;
@@ -81,6 +82,9 @@ fn accept_close_with_exporters(b: Bencher<'_, '_>, hooks: &str) {
         .expect("subscriber");
     });
     let mut builder = Tracker::builder().history(0);
+    if hooks == "noop" {
+        builder = builder.hook(conntrack_core::NoopHook);
+    }
     if hooks == "metrics" || hooks == "both" {
         builder = builder.hook(MetricsHook::new());
     }
