@@ -29,9 +29,21 @@ struct Raw;
 struct Tracked(Tracker);
 
 fn bind() -> (TcpListener, SocketAddr) {
-    let l = smol::block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let l = TcpListener::try_from(backlog_listener()).unwrap();
     let addr = l.local_addr().unwrap();
     (l, addr)
+}
+
+/// A loopback listener with a backlog of 4,096 (the kernel caps it at `net.core.somaxconn`):
+/// the churn client connects without waiting for the server to accept, and when the accept
+/// queue is full the kernel drops the SYN and that connect waits a whole second for the
+/// retransmission, which swamps the round. `nstat`'s `ListenOverflows` stays 0 with this.
+fn backlog_listener() -> std::net::TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(4096).unwrap();
+    s.into()
 }
 
 impl Mode for Raw {
