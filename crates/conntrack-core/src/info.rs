@@ -318,10 +318,12 @@ pub struct ConnectionInfo {
     /// What was dialed, as given to the dialer (e.g. `"example.com:443"`).
     pub target: Option<Arc<str>>,
     /// Wall-clock time the connection was registered. For display only: it is the wall clock
-    /// read when this record was built minus [`established_for`](Self::established_for), so it
-    /// follows any step of the system clock made since (NTP at boot, `date -s`) and is never
-    /// later than the snapshot that lists it; two records of one connection built at different
-    /// times may differ by as much as the wall clock was stepped in between.
+    /// as it reads when this record is built minus [`established_for`](Self::established_for),
+    /// so it follows a step of the system clock made after registration (NTP at boot,
+    /// `date -s`) and is never later than the snapshot that lists it; two records of one
+    /// connection built at different times may differ by as much as the wall clock was stepped
+    /// in between. (The system clock is read at most once a second; records built within that
+    /// second add the monotonic time since the reading.)
     #[cfg_attr(
         feature = "serde",
         serde(serialize_with = "crate::info::ser::system_time")
