@@ -14,6 +14,10 @@ use divan::{AllocProfiler, Bencher};
 static ALLOC: AllocProfiler = AllocProfiler::system();
 
 fn main() {
+    println!(
+        "size_of::<ConnectionInfo>() = {} bytes",
+        std::mem::size_of::<conntrack_core::ConnectionInfo>()
+    );
     divan::main();
 }
 
@@ -55,13 +59,14 @@ fn register_close(b: Bencher<'_, '_>, history: usize) {
     });
 }
 
-/// What the ready exporters cost per connection: register + close with no hook, with
-/// `MetricsHook` recording into a real Prometheus recorder (the connection-duration
+/// What the ready exporters cost per connection: register + close with no hook, with a hook
+/// that does nothing (`NoopHook`: what building the accept and close records costs, which any
+/// hook pays), with `MetricsHook` recording into a real Prometheus recorder (the connection-duration
 /// histogram), with `TracingHook` under a `tracing_subscriber` registry at DEBUG (a span
 /// opened at accept and closed, two events), and with both. Connections come from
 /// `Tracker::accepted`, as a listener makes them, so `on_accept` fires.
 #[cfg(all(feature = "metrics", feature = "tracing"))]
-#[divan::bench(args = ["none", "metrics", "tracing", "both"], sample_size = 256)]
+#[divan::bench(args = ["none", "noop", "metrics", "tracing", "both"], sample_size = 256)]
 fn accept_close_with_exporters(b: Bencher<'_, '_>, hooks: &str) {
     use conntrack_core::metrics::MetricsHook;
     use conntrack_core::tracing::TracingHook;
@@ -77,6 +82,9 @@ fn accept_close_with_exporters(b: Bencher<'_, '_>, hooks: &str) {
         .expect("subscriber");
     });
     let mut builder = Tracker::builder().history(0);
+    if hooks == "noop" {
+        builder = builder.hook(conntrack_core::NoopHook);
+    }
     if hooks == "metrics" || hooks == "both" {
         builder = builder.hook(MetricsHook::new());
     }
@@ -152,6 +160,90 @@ fn stats(b: Bencher<'_, '_>, n: usize) {
     let conns: Vec<Connection> = (0..n)
         .map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap())))
         .collect();
+    b.bench(|| black_box(tracker.stats()));
+    drop(conns);
+}
+
+/// A tracker holding `live` open connections and `categories` categories (one connection was
+/// opened and closed in each), and the registration the flat-cost benches use (category
+/// `"bench"`, which exists too).
+fn loaded(live: usize, categories: usize) -> (Tracker, Vec<Connection>) {
+    let tracker = Tracker::builder().history(0).build();
+    for i in 1..categories {
+        drop(
+            tracker.register(
+                Registration::new(conntrack_core::Role::Server).category(format!("c{i}")),
+            ),
+        );
+    }
+    let conns = (0..live)
+        .map(|i| tracker.register(reg(u16::try_from(i % 60_000).unwrap())))
+        .collect();
+    (tracker, conns)
+}
+
+/// Flat cost: register + close with 10 and with 10,000 other connections live (the ratio of
+/// the two lines is the flat-cost figure in docs/benchmarks.md).
+#[divan::bench(args = [10, 10_000], sample_size = 256)]
+fn flat_register_close_live(b: Bencher<'_, '_>, live: usize) {
+    let (tracker, conns) = loaded(live, 1);
+    b.bench(|| {
+        let c = tracker.register(reg(1));
+        black_box(&c);
+        drop(c);
+    });
+    drop(conns);
+}
+
+/// Flat cost: register + close in one category of 1 and of 10,000.
+#[divan::bench(args = [1, 10_000], sample_size = 256)]
+fn flat_register_close_categories(b: Bencher<'_, '_>, categories: usize) {
+    let (tracker, conns) = loaded(0, categories);
+    b.bench(|| {
+        let c = tracker.register(reg(1));
+        black_box(&c);
+        drop(c);
+    });
+    drop(conns);
+}
+
+/// Flat cost: `record_read` with 10 and with 10,000 connections live.
+#[divan::bench(args = [10, 10_000])]
+fn flat_record_read_live(b: Bencher<'_, '_>, live: usize) {
+    let (tracker, conns) = loaded(live, 1);
+    let conn = tracker.register(reg(1));
+    b.bench(|| conn.record_read(black_box(1500)));
+    drop(conns);
+}
+
+/// Flat cost: `record_read` with 1 and with 10,000 categories.
+#[divan::bench(args = [1, 10_000])]
+fn flat_record_read_categories(b: Bencher<'_, '_>, categories: usize) {
+    let (tracker, _conns) = loaded(0, categories);
+    let conn = tracker.register(reg(1));
+    b.bench(|| conn.record_read(black_box(1500)));
+}
+
+/// Adding a category: registering (and closing) a connection in a category never seen, in a
+/// tracker that already has 10 or 10,000 (each sample adds new ones).
+#[divan::bench(args = [10, 10_000], sample_size = 64)]
+fn flat_new_category(b: Bencher<'_, '_>, categories: usize) {
+    let (tracker, _conns) = loaded(0, categories);
+    let mut next = 0u64;
+    b.with_inputs(|| {
+        next += 1;
+        format!("new{next}")
+    })
+    .bench_local_values(|name| {
+        drop(tracker.register(Registration::new(conntrack_core::Role::Server).category(name)));
+    });
+}
+
+/// `stats()` with 10 and with 10,000 connections live (one category): it adds the live
+/// connections' bytes, so it grows with them (see docs/benchmarks.md).
+#[divan::bench(args = [10, 10_000], sample_count = 50)]
+fn flat_stats_live(b: Bencher<'_, '_>, live: usize) {
+    let (tracker, conns) = loaded(live, 1);
     b.bench(|| black_box(tracker.stats()));
     drop(conns);
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::clock;
+use crate::clock::{self, Now};
 use crate::config::{DialerConfig, ListenerConfig};
 use crate::event::{
     CloseEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
@@ -156,6 +156,9 @@ fn nanos_to_dur(n: u64) -> Option<Duration> {
     (n != NO_TIME).then(|| Duration::from_nanos(n))
 }
 
+/// `last_io_ms` of a connection that has made no I/O yet: its idle time is its age.
+const NO_IO: u64 = u64::MAX;
+
 /// The rarely written parts of an entry.
 #[derive(Default)]
 struct Rare {
@@ -192,7 +195,7 @@ pub(crate) struct Snapshot {
     pub(crate) at_nanos: u64,
     read: u64,
     write: u64,
-    last_io_ms: u64,
+    idle_ms: u64,
     timings: Timings,
     tls: Option<Arc<TlsInfo>>,
     requests: u64,
@@ -206,13 +209,16 @@ impl Snapshot {
         self.class
     }
 
-    /// The record, with `category` the name of the snapshot's class.
-    pub(crate) fn into_info(self, category: Arc<str>) -> ConnectionInfo {
+    /// The record, with `category` the name of the snapshot's class. `now` is when the record
+    /// is built (at or after the snapshot): `established_at` is its wall clock minus the
+    /// connection's age, so wall-clock times are those of the clock as it reads now.
+    pub(crate) fn into_info(self, category: Arc<str>, now: &Now) -> ConnectionInfo {
         let target = if self.target_is_remote {
             Some(Arc::from(self.remote_addr.to_string()))
         } else {
             self.target
         };
+        let established_for = Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos));
         ConnectionInfo {
             id: ConnectionId(self.id),
             category,
@@ -220,15 +226,14 @@ impl Snapshot {
             local_addr: self.local_addr,
             remote_addr: self.remote_addr,
             target,
-            established_at: clock::system_time_at(self.opened_nanos),
-            established_for: Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos)),
+            established_at: now.wall_at(self.opened_nanos),
+            established_for,
             read_bytes: self.read,
             write_bytes: self.write,
-            idle_for: Duration::from_millis(
-                (self.at_nanos / 1_000_000).saturating_sub(self.last_io_ms),
-            ),
+            // The coarse clock lags the precise one by up to a tick: never more than the age.
+            idle_for: Duration::from_millis(self.idle_ms).min(established_for),
             timings: self.timings,
-            tls: self.tls.map(|t| (*t).clone()),
+            tls: self.tls,
             requests: self.requests,
             in_flight: self.in_flight,
             state: ConnState::of(self.requests, self.in_flight),
@@ -305,7 +310,7 @@ impl Entry {
             opened_nanos,
             read: AtomicU64::new(0),
             write: AtomicU64::new(0),
-            last_io_ms: AtomicU64::new(opened_nanos / 1_000_000),
+            last_io_ms: AtomicU64::new(NO_IO),
             dns: AtomicU64::new(dur_to_nanos(reg.timings.dns)),
             connect: AtomicU64::new(dur_to_nanos(reg.timings.connect)),
             tls_handshake: AtomicU64::new(dur_to_nanos(reg.timings.tls_handshake)),
@@ -346,6 +351,11 @@ impl Entry {
         self.rare().tls = Some(Arc::new(tls));
     }
 
+    /// Whether the close has begun (its bytes are then in, or on their way to, the totals).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn read_bytes(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
     }
@@ -362,15 +372,21 @@ impl Entry {
         }
     }
 
-    /// The record as of `now_nanos` (one clock read serves a whole snapshot).
-    pub(crate) fn info_at(&self, now_nanos: u64) -> ConnectionInfo {
-        self.snapshot(now_nanos, self.tls())
-            .into_info(self.category())
+    /// The record as of `now` (one clock read serves a whole snapshot).
+    pub(crate) fn info_at(&self, now: &Now) -> ConnectionInfo {
+        self.snapshot(now.nanos, now.coarse_ms, self.tls())
+            .into_info(self.category(), now)
     }
 
-    /// The state as of `now_nanos`, with `tls` as read from the entry. Copies only: no string
+    /// The state as of `now`, with `tls` as read from the entry. Copies only: no string
     /// is built and no shared reference count (such as the category's) is touched.
-    fn snapshot(&self, now_nanos: u64, tls: Option<Arc<TlsInfo>>) -> Snapshot {
+    fn snapshot(&self, now_nanos: u64, now_coarse_ms: u64, tls: Option<Arc<TlsInfo>>) -> Snapshot {
+        let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
+        let idle_ms = if last_io_ms == NO_IO {
+            u64::MAX
+        } else {
+            now_coarse_ms.saturating_sub(last_io_ms)
+        };
         Snapshot {
             id: self.id,
             class: self.class,
@@ -383,7 +399,7 @@ impl Entry {
             at_nanos: now_nanos,
             read: self.read_bytes(),
             write: self.write_bytes(),
-            last_io_ms: self.last_io_ms.load(Ordering::Relaxed),
+            idle_ms,
             timings: self.timings(),
             tls,
             requests: self.requests.load(Ordering::Relaxed),
@@ -393,7 +409,7 @@ impl Entry {
     }
 
     pub(crate) fn info(&self) -> ConnectionInfo {
-        self.info_at(clock::now_nanos())
+        self.info_at(&Now::read())
     }
 
     /// Calls every hook for this connection: the trace scope's (while it lives), its own chain
@@ -439,7 +455,7 @@ impl Entry {
         let end = self.exchange_end_ms.load(Ordering::Relaxed);
         let was_idle = before > 0 && in_flight == 0;
         let idle_time = if was_idle && end != NO_END {
-            Duration::from_millis(clock::now_ms().saturating_sub(end))
+            Duration::from_millis((clock::now_nanos() / 1_000_000).saturating_sub(end))
         } else {
             Duration::ZERO
         };
@@ -452,7 +468,7 @@ impl Entry {
 
     pub(crate) fn end_exchange(&self) {
         self.exchange_end_ms
-            .store(clock::now_ms(), Ordering::Relaxed);
+            .store(clock::now_nanos() / 1_000_000, Ordering::Relaxed);
         let _ = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
@@ -473,11 +489,29 @@ impl Entry {
     }
 
     /// Removes the entry and reports the close, once; later calls do nothing.
+    ///
+    /// Order, for [`Tracker::stats`](crate::Tracker::stats): the `closed` flag is set first
+    /// (a `stats()` walking the live entries skips this one from then on), then the bytes
+    /// are added to the closed totals (Release, paired with the Acquire load in `stats()`:
+    /// a reader that sees them in the totals sees the flag too, so it never counts them
+    /// twice), then the entry leaves the registry and the hooks run; the close is counted
+    /// last, so a drain future woken by it sees the close hooks done, and `active` counts the
+    /// connection until then.
     fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         let t = self.tracker();
+        // (Zero adds are skipped: a contended read-modify-write costs even when it adds 0.)
+        let (read, write) = (self.read_bytes(), self.write_bytes());
+        t.stats.with(self.class, |c| {
+            if read > 0 {
+                c.cell.closed_read.fetch_add(read, Ordering::Release);
+            }
+            if write > 0 {
+                c.cell.closed_write.fetch_add(write, Ordering::Release);
+            }
+        });
         self.shard.remove(self.id);
         let (error, tls) = {
             let mut rare = self.rare();
@@ -487,9 +521,13 @@ impl Entry {
         if hooks || t.keeps_history() {
             // The history keeps this copy of the final state; the full record is built only
             // if someone reads the history (or below, for the close hooks).
-            let snapshot = self.snapshot(clock::now_nanos(), tls);
+            let mut snapshot = self.snapshot(clock::now_nanos(), clock::coarse_ms(), tls);
+            // The bytes the totals got, even if a handle recorded more since.
+            snapshot.read = read;
+            snapshot.write = write;
             if hooks {
-                let info = snapshot.clone().into_info(self.category());
+                let now = Now::read_at(snapshot.at_nanos);
+                let info = snapshot.clone().into_info(self.category(), &now);
                 self.fire(&mut |h| {
                     h.on_close(&CloseEvent {
                         connection: &info,
@@ -499,19 +537,7 @@ impl Entry {
             }
             t.push_history(snapshot, error);
         }
-        // Totals move from "live" to "closed" after the hooks ran, so a drain future woken by
-        // this close sees the close hooks done.
-        // (Zero adds are skipped: a contended read-modify-write costs even when it adds 0.)
-        let (read, write) = (self.read_bytes(), self.write_bytes());
-        t.stats.with(self.class, |c| {
-            if read > 0 {
-                c.cell.closed_read.fetch_add(read, Ordering::Relaxed);
-            }
-            if write > 0 {
-                c.cell.closed_write.fetch_add(write, Ordering::Relaxed);
-            }
-            c.cell.closed.incr();
-        });
+        t.stats.with(self.class, |c| c.cell.closed.incr());
         t.wake_drain_waiters();
     }
 }
@@ -578,9 +604,9 @@ impl Connection {
 
     /// Counts `n` bytes read.
     ///
-    /// The hot path: with no per-I/O hook installed this is three relaxed atomic operations
-    /// on this connection's own counters plus one relaxed load of a coarse clock and one of the
-    /// tracker's "any per-I/O hook?" flag. It never allocates, locks or makes a dynamic call
+    /// The hot path: with no per-I/O hook installed this is two relaxed atomic operations on
+    /// this connection's own counters, one read of the kernel's coarse monotonic clock (through
+    /// the vDSO on Linux: no system call) and relaxed loads of the "any per-I/O hook?" flags. It never allocates, locks or makes a dynamic call
     /// (the `bench` suite's `record_read` cases and the `hot_path` test hold it to that).
     #[inline]
     pub fn record_read(&self, n: usize) {

@@ -322,7 +322,13 @@ pub struct ConnectionInfo {
     pub remote_addr: Addr,
     /// What was dialed, as given to the dialer (e.g. `"example.com:443"`).
     pub target: Option<Arc<str>>,
-    /// Wall-clock time the connection was registered. For display only.
+    /// Wall-clock time the connection was registered. For display only: it is the wall clock
+    /// as it reads when this record is built minus [`established_for`](Self::established_for),
+    /// so it follows a step of the system clock made after registration (NTP at boot,
+    /// `date -s`) and is never later than the snapshot that lists it; two records of one
+    /// connection built at different times may differ by as much as the wall clock was stepped
+    /// in between. (The system clock is read at most once a second; records built within that
+    /// second add the monotonic time since the reading.)
     #[cfg_attr(
         feature = "serde",
         serde(serialize_with = "crate::info::ser::system_time")
@@ -340,8 +346,9 @@ pub struct ConnectionInfo {
     pub idle_for: Duration,
     /// How long DNS, connect and the TLS handshake took.
     pub timings: Timings,
-    /// What TLS negotiated, once a handshake finished.
-    pub tls: Option<TlsInfo>,
+    /// What TLS negotiated, once a handshake finished. Shared (`Arc`) with the connection and
+    /// every other record of it: most connections have none, and a record stays small.
+    pub tls: Option<Arc<TlsInfo>>,
     /// Exchanges (HTTP requests, RPCs, ...) begun on the connection, as marked by
     /// [`Connection::begin_exchange`](crate::Connection::begin_exchange).
     pub requests: u64,
@@ -413,7 +420,10 @@ pub struct ClosedConnection {
     /// The final record: bytes and age as they were at close.
     pub info: ConnectionInfo,
     /// Wall-clock time of the close, on the clock of `info.established_at` (it is
-    /// `established_at + established_for`). For display only.
+    /// `established_at + established_for`). For display only: like `established_at`, it is
+    /// the wall clock read when the record was built (by
+    /// [`recently_closed`](crate::Tracker::recently_closed)) minus the time since the close
+    /// on the monotonic clock.
     #[cfg_attr(
         feature = "serde",
         serde(serialize_with = "crate::info::ser::system_time")

@@ -64,11 +64,15 @@
 //! [`MetricsCollector::label`]: two collectors writing the same counter would overwrite each
 //! other.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, Label, Unit};
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, Histogram, Label, Unit,
+};
 
 use crate::event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, DialEvent, DnsDoneEvent, TlsHandshakeDoneEvent,
@@ -179,10 +183,95 @@ fn tls_version_label(v: &str) -> Label {
 /// A [`Hook`] that records durations and errors to the `metrics` facade.
 ///
 /// See the [module docs](self) for the metrics and labels. Costs nothing on reads and writes
-/// (it does not ask for per-I/O events).
+/// (it does not ask for per-I/O events). The `conntrack.connection.duration` histogram of each
+/// (category, role, transport, TLS version) is looked up in the recorder once and its handle
+/// kept (shared by clones of the hook), so a close that ends without an error records with no
+/// label set built and no recorder lookup. The kept handles belong to the recorder that made
+/// them: when another recorder becomes the current one (a global one installed after the
+/// first close, or a thread-local one), they are dropped and looked up again. Recorders are
+/// told apart by address, so a test that drops a thread-local recorder and makes another in
+/// its place should make a new hook with it.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsHook {
     extra: Arc<[Label]>,
+    closes: Arc<CloseHistograms>,
+}
+
+/// One kept `conntrack.connection.duration` handle and the labels it was made with (besides
+/// the category, its key).
+struct CloseHistogram {
+    role: Role,
+    transport: Option<&'static str>,
+    tls_version: Option<Box<str>>,
+    histogram: Histogram,
+}
+
+/// The kept handles, by category, and the address of the recorder they came from.
+#[derive(Default)]
+struct CloseHistograms(RwLock<(usize, ByCategory)>);
+
+type ByCategory = HashMap<Arc<str>, Vec<CloseHistogram>>;
+
+impl fmt::Debug for CloseHistograms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("CloseHistograms")
+            .field("categories", &g.1.len())
+            .finish()
+    }
+}
+
+/// Tells recorders apart: the address of the current one.
+fn recorder_id() -> usize {
+    ::metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
+}
+
+impl CloseHistograms {
+    /// Records `value` in the kept handle matching the labels, if there is one.
+    fn record(
+        &self,
+        recorder: usize,
+        category: &str,
+        role: Role,
+        transport: Option<&'static str>,
+        tls_version: Option<&str>,
+        value: f64,
+    ) -> bool {
+        let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if g.0 != recorder {
+            return false;
+        }
+        let found = g.1.get(category).and_then(|v| {
+            v.iter().find(|h| {
+                h.role == role
+                    && h.transport == transport
+                    && h.tls_version.as_deref() == tls_version
+            })
+        });
+        match found {
+            Some(h) => {
+                h.histogram.record(value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn keep(&self, recorder: usize, category: &Arc<str>, handle: CloseHistogram) {
+        let mut g = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if g.0 != recorder {
+            g.1.clear();
+            g.0 = recorder;
+        }
+        let v = g.1.entry(Arc::clone(category)).or_default();
+        if !v.iter().any(|h| {
+            h.role == handle.role
+                && h.transport == handle.transport
+                && h.tls_version == handle.tls_version
+        }) {
+            v.push(handle);
+        }
+    }
 }
 
 impl MetricsHook {
@@ -272,18 +361,48 @@ impl Hook for MetricsHook {
 
     fn on_close(&self, ev: &CloseEvent<'_>) {
         let c = ev.connection;
+        let transport = transport(&c.remote_addr).or_else(|| transport(&c.local_addr));
+        let tls_version = c.tls.as_ref().map(|t| t.protocol_version.as_str());
+        let value = secs(c.established_for);
         let mut l = vec![category_label(&c.category), role_label(c.role)];
-        if let Some(t) = transport(&c.remote_addr).or_else(|| transport(&c.local_addr)) {
-            l.push(Label::from_static_parts("network.transport", t));
-        }
-        if let Some(tls) = &c.tls {
-            l.push(tls_version_label(&tls.protocol_version));
-        }
         if let Some(e) = ev.error {
+            // Errors are the rare case: labels built and looked up each time.
+            if let Some(t) = transport {
+                l.push(Label::from_static_parts("network.transport", t));
+            }
+            if let Some(v) = tls_version {
+                l.push(tls_version_label(v));
+            }
             l.push(error_label(e));
             self.error(&c.category, c.role, "close", e);
+            ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
+            return;
         }
-        ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(secs(c.established_for));
+        let recorder = recorder_id();
+        if self
+            .closes
+            .record(recorder, &c.category, c.role, transport, tls_version, value)
+        {
+            return;
+        }
+        if let Some(t) = transport {
+            l.push(Label::from_static_parts("network.transport", t));
+        }
+        if let Some(v) = tls_version {
+            l.push(tls_version_label(v));
+        }
+        let histogram = ::metrics::histogram!(CONNECTION_DURATION, self.labels(l));
+        histogram.record(value);
+        self.closes.keep(
+            recorder,
+            &c.category,
+            CloseHistogram {
+                role: c.role,
+                transport,
+                tls_version: tls_version.map(Box::from),
+                histogram,
+            },
+        );
     }
 }
 

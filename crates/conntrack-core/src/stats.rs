@@ -1,9 +1,8 @@
 //! Totals that outlive connections, per (category, role).
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::Hasher;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 
@@ -21,6 +20,11 @@ pub(crate) struct StatCell {
     /// hot path touches only its own connection's counters.
     pub(crate) closed_read: AtomicU64,
     pub(crate) closed_write: AtomicU64,
+    /// The largest byte totals `stats()` has returned: a read that overlaps a close by a few
+    /// instructions may find the closing connection's bytes neither live nor in the closed
+    /// totals (never in both), and returns these instead, so totals never go back.
+    pub(crate) shown_read: AtomicU64,
+    pub(crate) shown_write: AtomicU64,
 }
 
 impl StatCell {
@@ -53,8 +57,7 @@ fn stripe() -> usize {
 }
 
 impl Striped {
-    /// Adds one. SeqCst, because the drain futures and the clock ticker pair with it (see
-    /// `Tracker::register` and `Entry::close`).
+    /// Adds one. SeqCst, because the drain futures pair with it (see `Entry::close`).
     pub(crate) fn incr(&self) {
         self.0[stripe()].0.fetch_add(1, Ordering::SeqCst);
     }
@@ -74,83 +77,173 @@ pub(crate) struct Class {
     pub(crate) cell: StatCell,
 }
 
-/// Categories are short strings looked up on every registration: a cheap hasher beats SipHash.
-type Index = HashMap<Arc<str>, u32, BuildHasherDefault<IdHasher>>;
-
-#[derive(Debug, Default)]
-struct Table {
-    classes: Vec<Arc<Class>>,
-    by_role: [Index; 2],
-}
-
-/// The classes of a tracker, append-only. Reads are lock-free (arc-swap); a new class copies
-/// the table once, under a lock that only writers take.
-#[derive(Debug, Default)]
-pub(crate) struct StatTable {
-    table: ArcSwap<Table>,
-    write: Mutex<()>,
-}
-
-const fn slot(role: Role) -> usize {
+const fn slot(role: Role) -> u8 {
     match role {
         Role::Client => 0,
         Role::Server => 1,
     }
 }
 
+fn hash(category: &str, role: Role) -> usize {
+    let mut h = IdHasher::default();
+    h.write(category.as_bytes());
+    h.write(&[slot(role)]);
+    let h = h.finish();
+    #[allow(clippy::cast_possible_truncation)]
+    let h = (h ^ (h >> 29)) as usize;
+    h
+}
+
+/// Class ids by (category, role): an open-addressing table whose slots are written once.
+/// Readers probe without a lock; the one writer (holding [`StatTable::write`]) fills a free
+/// slot in place, or, at half full, builds a table twice the size and publishes it, so adding
+/// a class costs O(1) amortised whatever the number of classes.
+#[derive(Debug)]
+struct Index {
+    slots: Box<[OnceLock<u32>]>,
+}
+
+impl Index {
+    fn with_capacity(cap: usize) -> Self {
+        Index {
+            slots: (0..cap).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The slot holding the class, or the free slot where it would go.
+    fn probe<'a>(
+        &'a self,
+        table: &StatTable,
+        category: &str,
+        role: Role,
+    ) -> Result<u32, &'a OnceLock<u32>> {
+        let mask = self.slots.len() - 1;
+        let mut i = hash(category, role);
+        loop {
+            let slot = &self.slots[i & mask];
+            match slot.get() {
+                None => return Err(slot),
+                Some(&id) => {
+                    let c = table.class(id);
+                    if c.role == role && &*c.category == category {
+                        return Ok(id);
+                    }
+                }
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+}
+
+/// Classes live in segments of doubling size (1, 2, 4, ...), each allocated once when the
+/// first class of it arrives and never moved: a new class copies nothing.
+const SEGMENTS: usize = 32;
+
+/// One segment: its classes, each stored once.
+type Segment = Box<[OnceLock<Box<Class>>]>;
+
+/// The classes of a tracker, append-only. Reads take no lock and touch no reference count;
+/// new classes are added under a lock that only writers take.
+#[derive(Debug)]
+pub(crate) struct StatTable {
+    segments: [OnceLock<Segment>; SEGMENTS],
+    /// Classes stored so far (published after the class is).
+    len: AtomicU32,
+    index: ArcSwap<Index>,
+    write: Mutex<()>,
+}
+
+impl Default for StatTable {
+    fn default() -> Self {
+        StatTable {
+            segments: std::array::from_fn(|_| OnceLock::new()),
+            len: AtomicU32::new(0),
+            index: ArcSwap::from_pointee(Index::with_capacity(8)),
+            write: Mutex::new(()),
+        }
+    }
+}
+
+const fn locate(id: u32) -> (usize, usize) {
+    let n = id as u64 + 1;
+    let k = 63 - n.leading_zeros() as usize;
+    #[allow(clippy::cast_possible_truncation)]
+    let off = (n - (1 << k)) as usize;
+    (k, off)
+}
+
 impl StatTable {
+    /// The class with index `id` (handed out only once the class is stored).
+    pub(crate) fn class(&self, id: u32) -> &Class {
+        let (k, off) = locate(id);
+        self.segments[k]
+            .get()
+            .and_then(|s| s[off].get())
+            .expect("a class id refers to a stored class")
+    }
+
     /// The index of a (category, role), made on first use.
     pub(crate) fn class_id(&self, category: &str, role: Role) -> u32 {
-        if let Some(id) = self.table.load().by_role[slot(role)].get(category) {
-            return *id;
+        if let Ok(id) = self.index.load().probe(self, category, role) {
+            return id;
         }
         self.add_class(category, role)
     }
 
-    /// Counts a connection opened in a (category, role) and returns the class's index: one
-    /// table load for both, on the registration path.
+    /// Counts a connection opened in a (category, role) and returns the class's index.
     pub(crate) fn open(&self, category: &str, role: Role) -> u32 {
-        {
-            let table = self.table.load();
-            if let Some(&id) = table.by_role[slot(role)].get(category) {
-                table.classes[id as usize].cell.opened.incr();
-                return id;
-            }
-        }
-        let id = self.add_class(category, role);
-        self.with(id, |c| c.cell.opened.incr());
+        let id = self.class_id(category, role);
+        self.class(id).cell.opened.incr();
         id
     }
 
     #[cold]
     fn add_class(&self, category: &str, role: Role) -> u32 {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.table.load_full();
-        if let Some(id) = current.by_role[slot(role)].get(category) {
-            return *id;
+        let index = self.index.load_full();
+        if let Ok(id) = index.probe(self, category, role) {
+            return id;
         }
-        let id = u32::try_from(current.classes.len()).expect("fewer than 2^32 categories");
-        let name: Arc<str> = Arc::from(category);
-        let mut classes = current.classes.clone();
-        classes.push(Arc::new(Class {
-            category: Arc::clone(&name),
+        let len = self.len.load(Ordering::Relaxed);
+        let id = len;
+        assert!(id < u32::MAX, "fewer than 2^32 categories");
+        let (k, off) = locate(id);
+        let segment =
+            self.segments[k].get_or_init(|| (0..1usize << k).map(|_| OnceLock::new()).collect());
+        let stored = segment[off].set(Box::new(Class {
+            category: Arc::from(category),
             role,
             cell: StatCell::default(),
         }));
-        let mut by_role = current.by_role.clone();
-        by_role[slot(role)].insert(name, id);
-        self.table.store(Arc::new(Table { classes, by_role }));
+        debug_assert!(stored.is_ok(), "one writer at a time");
+        self.len.store(len + 1, Ordering::Release);
+        if (len as usize + 1) * 2 > index.slots.len() {
+            // Half full: a table twice the size, with every class (this one too).
+            let bigger = Index::with_capacity(index.slots.len() * 2);
+            for i in 0..=len {
+                let c = self.class(i);
+                if let Err(slot) = bigger.probe(self, &c.category, c.role) {
+                    let _ = slot.set(i);
+                }
+            }
+            self.index.store(Arc::new(bigger));
+            return id;
+        }
+        if let Err(slot) = index.probe(self, category, role) {
+            let _ = slot.set(id);
+        }
         id
     }
 
-    /// Runs `f` on a class without touching any reference count.
+    /// Runs `f` on a class.
     pub(crate) fn with<R>(&self, id: u32, f: impl FnOnce(&Class) -> R) -> R {
-        f(&self.table.load().classes[id as usize])
+        f(self.class(id))
     }
 
+    /// Every class, in index order.
     pub(crate) fn each(&self, mut f: impl FnMut(&Class)) {
-        for c in &self.table.load().classes {
-            f(c);
+        for id in 0..self.len.load(Ordering::Acquire) {
+            f(self.class(id));
         }
     }
 }

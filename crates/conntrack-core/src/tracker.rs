@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 
-use crate::clock;
+use crate::clock::{self, Now};
 use crate::config::{DialerConfig, ListenerConfig};
 use crate::connection::{Connection, ConnectionRef, Entry, Registration, Snapshot};
 use crate::dial::Dial;
@@ -177,12 +177,6 @@ impl TrackerInner {
     }
 }
 
-impl clock::LiveSource for TrackerInner {
-    fn has_live(&self) -> bool {
-        self.active(None) > 0
-    }
-}
-
 /// Keeps track of live connections.
 ///
 /// A `Tracker` is a cheap handle (an `Arc` inside): clone it into every listener, dialer and
@@ -264,8 +258,6 @@ impl TrackerBuilder {
             self.history.unwrap_or(DEFAULT_HISTORY),
             self.hooks,
         ));
-        let weak: Weak<TrackerInner> = Arc::downgrade(&inner);
-        clock::add_source(weak);
         let registry = Arc::new(Registry::new(&inner));
         Tracker { inner, registry }
     }
@@ -287,9 +279,9 @@ impl Tracker {
     /// Every live connection, oldest first (by id). An owned snapshot.
     #[must_use]
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let now = clock::now_nanos();
+        let now = Now::read();
         let entries = self.registry.collect_sorted();
-        entries.iter().map(|(_, e)| e.info_at(now)).collect()
+        entries.iter().map(|(_, e)| e.info_at(&now)).collect()
     }
 
     /// Like [`connections`](Tracker::connections), into a buffer the caller keeps: `out` is
@@ -298,9 +290,9 @@ impl Tracker {
     /// time.
     pub fn connections_into(&self, out: &mut Vec<ConnectionInfo>) {
         out.clear();
-        let now = clock::now_nanos();
+        let now = Now::read();
         let entries = self.registry.collect_sorted();
-        out.extend(entries.iter().map(|(_, e)| e.info_at(now)));
+        out.extend(entries.iter().map(|(_, e)| e.info_at(&now)));
     }
 
     /// A reference to one live connection, for marking exchanges on it or reading it without
@@ -329,6 +321,10 @@ impl Tracker {
     }
 
     /// Totals per (category, role), including connections that have closed.
+    ///
+    /// Every count is non-decreasing from one call to the next, whatever opens and closes in
+    /// between, and `active == opened - closed` in every result. A connection counts as
+    /// active until its close hooks have run.
     #[must_use]
     pub fn stats(&self) -> Stats {
         let mut by_class = Vec::new();
@@ -339,18 +335,32 @@ impl Tracker {
             // read, so a snapshot never shows more closed than opened.
             s.closed = cell.closed.sum();
             s.opened = cell.opened.sum();
-            s.active = s.opened.saturating_sub(s.closed);
+            s.active = s.opened - s.closed;
             s.failed = cell.failed.load(Ordering::Relaxed);
             s.tls_handshake_failed = cell.tls_failed.load(Ordering::Relaxed);
-            s.read_bytes = cell.closed_read.load(Ordering::Relaxed);
-            s.write_bytes = cell.closed_write.load(Ordering::Relaxed);
+            // Acquire, before the walk below: a closing connection's bytes seen here are
+            // seen with its `closed` flag set, so the walk skips it (see `Entry::close`).
+            s.read_bytes = cell.closed_read.load(Ordering::Acquire);
+            s.write_bytes = cell.closed_write.load(Ordering::Acquire);
             by_class.push(s);
         });
         for (_, e) in self.registry.collect() {
+            if e.is_closed() {
+                continue;
+            }
             if let Some(s) = by_class.get_mut(e.class as usize) {
                 s.read_bytes += e.read_bytes();
                 s.write_bytes += e.write_bytes();
             }
+        }
+        for (id, s) in (0..).zip(by_class.iter_mut()) {
+            let cell = &self.inner.stats.class(id).cell;
+            s.read_bytes = s
+                .read_bytes
+                .max(cell.shown_read.fetch_max(s.read_bytes, Ordering::Relaxed));
+            s.write_bytes = s
+                .write_bytes
+                .max(cell.shown_write.fetch_max(s.write_bytes, Ordering::Relaxed));
         }
         let mut categories = by_class;
         categories.sort_by(|a, b| (&a.category, a.role).cmp(&(&b.category, b.role)));
@@ -368,15 +378,17 @@ impl Tracker {
             .history
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let now = Now::read();
         h.iter()
             .map(|(snapshot, error)| {
                 let category = self
                     .inner
                     .stats
                     .with(snapshot.class(), |c| Arc::clone(&c.category));
+                let info = snapshot.clone().into_info(category, &now);
                 ClosedConnection {
-                    closed_at: clock::system_time_at(snapshot.at_nanos),
-                    info: snapshot.clone().into_info(category),
+                    closed_at: info.established_at + info.established_for,
+                    info,
                     error: error.as_ref().map(ToString::to_string),
                 }
             })
@@ -416,17 +428,17 @@ impl Tracker {
         };
         let chain = std::mem::take(&mut reg.chain);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        // Counts the open (SeqCst inside: pairs with the clock ticker's park check,
-        // `clock::connection_opened`).
+        // Counts the open before the entry can be seen, so no reader finds more closed than
+        // opened.
         let class = self.inner.stats.open(category, reg.role);
         let role = reg.role;
         let dial_started = reg.dial_started;
         let shard = self.registry.shard(id);
         let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, &scope, class));
         shard.insert(id, Arc::clone(&entry));
-        clock::connection_opened();
         if entry.has_hooks() {
-            let info = entry.info();
+            // The record as of the registration (no clock read: the entry's own time).
+            let info = entry.info_at(&Now::read_at(entry.opened_nanos));
             match role {
                 Role::Server => entry.fire(&mut |h| {
                     h.on_accept(&AcceptEvent {

@@ -24,8 +24,7 @@ const CALLS: usize = 10_000;
 /// Allocations and reallocations made during 10k reads and 10k writes (each both as
 /// `record_*` and as `*_result(Ok)`).
 ///
-/// The counter is process-wide: a background thread starting up (the tracker's clock thread
-/// names itself) or the test harness can show up in one region. A hot path that allocated would
+/// The counter is process-wide: the test harness can show up in one region. A hot path that allocated would
 /// show up in every region, so the fewest of three runs is the hot path's own count.
 fn allocations_during_io(conn: &Connection) -> usize {
     (0..3)

@@ -677,6 +677,11 @@ pub fn trace_scope_sees_the_dial<H: DialHarness>(h: &H) {
     config_rec
         .wait_for(|ev| ev.iter().any(|e| e.name() == "close"), EVENT_TIMEOUT)
         .expect("the config sees the close");
-    assert_eq!(scoped.count("close"), 0, "{}: the scope had ended", h.name());
+    assert_eq!(
+        scoped.count("close"),
+        0,
+        "{}: the scope had ended",
+        h.name()
+    );
     assert!(tracker.is_empty());
 }

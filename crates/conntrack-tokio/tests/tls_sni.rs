@@ -105,8 +105,8 @@ async fn sni_is_the_same_on_both_entries() {
     ] {
         let (server, client, started) = connect(ip, asked, enable_sni).await;
         let case = format!("{asked:?} (SNI {})", if enable_sni { "on" } else { "off" });
-        let server_sni = server.tls.expect("server TLS").server_name;
-        let client_sni = client.tls.expect("client TLS").server_name;
+        let server_sni = server.tls.expect("server TLS").server_name.clone();
+        let client_sni = client.tls.expect("client TLS").server_name.clone();
         assert_eq!(server_sni.as_deref(), expected, "server entry, {case}");
         assert_eq!(client_sni.as_deref(), expected, "client entry, {case}");
         assert_eq!(started.as_deref(), expected, "handshake start, {case}");
