@@ -89,6 +89,27 @@ impl Addr {
         Addr::Unix(Some(Arc::from(path.into())))
     }
 
+    /// The port of an IP socket address.
+    #[must_use]
+    pub fn port(&self) -> Option<u16> {
+        self.socket_addr().map(|a| a.port())
+    }
+
+    /// The IP address of an IP socket address.
+    #[must_use]
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.socket_addr().map(|a| a.ip())
+    }
+
+    /// The path of a named Unix socket.
+    #[must_use]
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Addr::Unix(Some(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// For a listener bound to `self`: the local address of every connection it accepts, when
     /// that is known without asking the socket (a Unix path, or an IP address other than the
     /// unspecified "any" address). Listeners use it to save a `getsockname` per accept.
@@ -115,6 +136,34 @@ impl Addr {
 impl From<SocketAddr> for Addr {
     fn from(a: SocketAddr) -> Self {
         Addr::Inet(a)
+    }
+}
+
+impl From<std::net::SocketAddrV4> for Addr {
+    fn from(a: std::net::SocketAddrV4) -> Self {
+        Addr::Inet(a.into())
+    }
+}
+
+impl From<std::net::SocketAddrV6> for Addr {
+    fn from(a: std::net::SocketAddrV6) -> Self {
+        Addr::Inet(a.into())
+    }
+}
+
+/// A Unix socket address (tokio's and the other runtimes' Unix addresses convert into std's):
+/// named by its path, or unnamed.
+#[cfg(unix)]
+impl From<&std::os::unix::net::SocketAddr> for Addr {
+    fn from(a: &std::os::unix::net::SocketAddr) -> Self {
+        Addr::Unix(a.as_pathname().map(Arc::from))
+    }
+}
+
+#[cfg(unix)]
+impl From<std::os::unix::net::SocketAddr> for Addr {
+    fn from(a: std::os::unix::net::SocketAddr) -> Self {
+        Addr::from(&a)
     }
 }
 

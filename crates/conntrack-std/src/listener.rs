@@ -20,6 +20,19 @@ pub trait Accept {
     /// The listener's own address, for reporting failed accepts.
     fn listen_addr(&self) -> Addr;
 
+    /// The listener's address in the listener's own type, what
+    /// [`Listener::local_addr`] returns.
+    ///
+    /// # Errors
+    ///
+    /// As the inner listener's `local_addr`; the default says it is not known.
+    fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "listener address not known",
+        ))
+    }
+
     /// `(local, remote)` of an accepted stream, for the tracker entry. `listen` is the
     /// listener's address as [`listen_addr`](Accept::listen_addr) gave it when the
     /// [`Listener`] was made (see [`Addr::fixed_local`]).
@@ -41,6 +54,10 @@ impl Accept for TcpListener {
 
     fn listen_addr(&self) -> Addr {
         self.local_addr().map_or(Addr::Unknown, Addr::Inet)
+    }
+
+    fn bound_addr(&self) -> io::Result<SocketAddr> {
+        self.local_addr()
     }
 
     fn stream_addrs(&self, listen: &Addr, stream: &TcpStream, peer: &SocketAddr) -> (Addr, Addr) {
@@ -67,6 +84,10 @@ impl Accept for std::os::unix::net::UnixListener {
 
     fn listen_addr(&self) -> Addr {
         self.local_addr().map_or(Addr::Unknown, |a| unix_addr(&a))
+    }
+
+    fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
+        self.local_addr()
     }
 
     fn stream_addrs(
@@ -151,8 +172,19 @@ impl<L: Accept> Listener<L> {
         Incoming { listener: self }
     }
 
-    /// The listener's address.
-    pub fn local_addr(&self) -> &Addr {
+    /// The listener's address, as the wrapped listener's `local_addr` returns it
+    /// (`listener.local_addr()?.port()`).
+    ///
+    /// # Errors
+    ///
+    /// The wrapped listener's error.
+    pub fn local_addr(&self) -> io::Result<L::PeerAddr> {
+        self.inner.bound_addr()
+    }
+
+    /// The listener's address as the tracker records it (the local address of failed accepts
+    /// and, where fixed, of accepted connections).
+    pub fn listen_addr(&self) -> &Addr {
         &self.local
     }
 

@@ -136,3 +136,32 @@ fn unix_listener_and_dialer() {
     assert!(tracker.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `Listener::local_addr` answers as the wrapped listener does, for TCP and Unix listeners.
+#[test]
+fn local_addr_is_the_wrapped_listeners() -> io::Result<()> {
+    let tracker = Tracker::new();
+    let inner = TcpListener::bind("127.0.0.1:0")?;
+    let want = inner.local_addr()?;
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new());
+    let addr: SocketAddr = listener.local_addr()?;
+    assert_eq!(addr, want);
+    assert_eq!(listener.listen_addr().port(), Some(want.port()));
+    #[cfg(unix)]
+    {
+        let dir = std::env::temp_dir().join(format!("conntrack-std-addr-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let unix = Listener::new(
+            &tracker,
+            std::os::unix::net::UnixListener::bind(&dir)?,
+            ListenerConfig::new(),
+        );
+        let bound = unix.local_addr()?;
+        assert_eq!(bound.as_pathname(), Some(dir.as_path()));
+        assert_eq!(Addr::from(&bound).unix_path(), Some(dir.as_path()));
+        assert_eq!(unix.listen_addr().unix_path(), Some(dir.as_path()));
+        drop(unix);
+        let _ = std::fs::remove_file(&dir);
+    }
+    Ok(())
+}

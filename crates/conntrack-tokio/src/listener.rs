@@ -33,7 +33,8 @@ pub trait Accept {
         peer: &Self::PeerAddr,
     ) -> (Addr, Addr);
 
-    /// The listener's address in the listener's own type (what axum's `local_addr` returns).
+    /// The listener's address in the listener's own type, what [`Listener::local_addr`] (and
+    /// axum's `local_addr`) returns.
     ///
     /// # Errors
     ///
@@ -197,8 +198,19 @@ impl<L: Accept> Listener<L> {
         }
     }
 
-    /// The listener's address.
-    pub fn local_addr(&self) -> &Addr {
+    /// The listener's address, as the wrapped listener's `local_addr` returns it
+    /// (`listener.local_addr()?.port()`).
+    ///
+    /// # Errors
+    ///
+    /// The wrapped listener's error.
+    pub fn local_addr(&self) -> io::Result<L::PeerAddr> {
+        self.inner.bound_addr()
+    }
+
+    /// The listener's address as the tracker records it (the local address of failed accepts
+    /// and, where fixed, of accepted connections).
+    pub fn listen_addr(&self) -> &Addr {
         &self.local
     }
 

@@ -124,7 +124,9 @@ async fn unix_listener_and_connect_unix_round_trip() {
             .category("uds")
             .hook(server_rec.clone()),
     );
-    assert_eq!(listener.local_addr(), &Addr::unix(&path));
+    assert_eq!(listener.listen_addr(), &Addr::unix(&path));
+    let bound = listener.local_addr().unwrap();
+    assert_eq!(bound.as_pathname(), Some(path.as_path()));
     let dialer = Dialer::new(
         &tracker,
         DialerConfig::new()
@@ -217,4 +219,19 @@ async fn split_halves_share_one_entry() {
     drop(r);
     assert!(tracker.get(id).is_none());
     assert_eq!(rec.count("close"), 1);
+}
+
+/// `Listener::local_addr` answers as the wrapped listener does (`io::Result<SocketAddr>`), so
+/// `listener.local_addr()?` reads as it does on tokio's own listener.
+#[tokio::test]
+async fn local_addr_is_the_wrapped_listeners() -> std::io::Result<()> {
+    let tracker = Tracker::new();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let want = inner.local_addr()?;
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new());
+    let addr: std::net::SocketAddr = listener.local_addr()?;
+    assert_eq!(addr, want);
+    assert_eq!(listener.listen_addr().port(), Some(want.port()));
+    assert_eq!(Addr::from(addr).ip(), Some(want.ip()));
+    Ok(())
 }
