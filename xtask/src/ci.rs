@@ -40,6 +40,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         &[("CONNTRACK_SKIP_LOG", skip_log_str.as_str())],
     )?;
     loom()?;
+    if !has("--no-install-check") {
+        crate::install::run(&[])?;
+    }
     if !has("--no-doc") {
         cargo(
             &["doc", "--no-deps", "--workspace", "--all-features"],

@@ -5,12 +5,15 @@
 //! - `features`: every library crate checked with no features and with each feature alone
 //!   (also part of `ci`).
 //! - `bench`: every benchmark of the workspace; the figures go to `docs/benchmarks.md`.
+//! - `install-check`: each dependency block of the README's "Installation" section, as
+//!   written, builds its example (also part of `ci`).
 //! - `stress`: the bounded load runs at full size on every runtime (9,000 concurrent pairs,
 //!   100,000 churned connections).
 
 mod bench;
 mod ci;
 mod features;
+mod install;
 mod stress;
 
 use std::process::{Command, ExitCode};
@@ -22,9 +25,10 @@ fn main() -> ExitCode {
         Some("features") => features::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
+        Some("install-check") => install::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]]>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]] | install-check>"
             );
             return ExitCode::from(2);
         }
