@@ -128,6 +128,17 @@ impl Dial {
 
     /// Name resolution of `host` finished (`on_dns_done`); its duration becomes `timings.dns`.
     pub fn dns_done(&mut self, host: &str, result: Result<&[SocketAddr], &io::Error>) {
+        self.dns_done_coalesced(host, result, false);
+    }
+
+    /// [`dns_done`](Dial::dns_done) for a dial that shared another dial's lookup of the same
+    /// name instead of making its own (`coalesced`, Go's `DNSDoneInfo.Coalesced`).
+    pub fn dns_done_coalesced(
+        &mut self,
+        host: &str,
+        result: Result<&[SocketAddr], &io::Error>,
+        coalesced: bool,
+    ) {
         let duration = self
             .dns_started
             .take()
@@ -146,7 +157,7 @@ impl Dial {
                 addrs,
                 error,
                 duration,
-                coalesced: false,
+                coalesced,
             });
         });
     }

@@ -17,6 +17,11 @@
 //! - An IP literal is not resolved (no DNS hooks). A name goes to the [`Resolve`]r between
 //!   `on_dns_start` and `on_dns_done`; a name resolving to no address is a DNS failure of kind
 //!   [`NotFound`](io::ErrorKind::NotFound) (`"HOST: name resolved to no addresses"`).
+//! - Concurrent dials of the same name through one dialer (or its clones) share one lookup:
+//!   the first resolves, the others wait for its answer, and their `on_dns_done` says
+//!   `coalesced: true` (Go's `DNSDoneInfo.Coalesced`). Each still fires its own
+//!   `on_dns_start`/`on_dns_done`. If the dial that was resolving is cancelled, a waiting one
+//!   looks up again.
 //! - One address is simply connected to (no race machinery). Several are interleaved by family
 //!   ([`interleave`], RFC 8305 §4) and raced (§5): the next attempt starts when the previous one
 //!   fails or after the config's [`fallback_delay`](DialerConfig::fallback_delay) (250 ms by
@@ -42,7 +47,7 @@ use std::time::Duration;
 use crate::config::DialerConfig;
 use crate::connection::Connection;
 use crate::dial::{ConnectAttempt, Dial};
-use crate::dns::Resolve;
+use crate::dns::{Coalescer, Resolve};
 use crate::info::Addr;
 use crate::tracker::Tracker;
 
@@ -190,6 +195,8 @@ pub struct Dialer<R> {
     config: DialerConfig,
     resolver: Arc<dyn Resolve>,
     runtime: R,
+    /// Lookups in flight, shared with clones: concurrent dials of one name share one lookup.
+    lookups: Arc<Coalescer>,
 }
 
 impl<R: Clone> Clone for Dialer<R> {
@@ -199,6 +206,7 @@ impl<R: Clone> Clone for Dialer<R> {
             config: self.config.clone(),
             resolver: Arc::clone(&self.resolver),
             runtime: self.runtime.clone(),
+            lookups: Arc::clone(&self.lookups),
         }
     }
 }
@@ -234,6 +242,7 @@ impl<R: Runtime> Dialer<R> {
             config,
             resolver: Arc::new(resolver),
             runtime,
+            lookups: Arc::default(),
         }
     }
 
@@ -241,6 +250,7 @@ impl<R: Runtime> Dialer<R> {
     #[must_use]
     pub fn with_resolver(mut self, resolver: impl Resolve) -> Self {
         self.resolver = Arc::new(resolver);
+        self.lookups = Arc::default();
         self
     }
 
@@ -294,17 +304,18 @@ impl<R: Runtime> Dialer<R> {
             return self.finish(dial, res);
         }
         dial.dns_start(host);
-        let resolved = match self.resolver.resolve(host, port).await {
+        let (resolved, coalesced) = self.lookups.resolve(&*self.resolver, host, port).await;
+        let resolved = match resolved {
             Ok(a) if a.is_empty() => Err(no_addresses(host)),
             other => other,
         };
         let addrs = match resolved {
             Ok(a) => {
-                dial.dns_done(host, Ok(&a));
+                dial.dns_done_coalesced(host, Ok(&a), coalesced);
                 a
             }
             Err(e) => {
-                dial.dns_done(host, Err(&e));
+                dial.dns_done_coalesced(host, Err(&e), coalesced);
                 dial.failed(&e);
                 return Err(e);
             }
