@@ -52,6 +52,8 @@ mod axum;
 #[cfg(feature = "axum")]
 mod debug_page;
 mod dialer;
+#[cfg(feature = "server")]
+pub mod exchange;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod listener;

@@ -57,7 +57,15 @@ pub struct Incoming<L> {
     listener: Listener<L>,
     /// Armed after a yielded error; the next accept waits for it.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Peer address → connection, kept once [`exchange_layer`](Incoming::exchange_layer) asked.
+    peers: Option<Peers>,
 }
+
+/// The connections of one [`Incoming`] by peer address: tonic hands each request the
+/// connection's `TcpConnectInfo` (the peer's address), not our id.
+type Peers = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, conntrack_core::ConnectionId>>,
+>;
 
 impl<L: Accept> Listener<L> {
     /// The accepted connections as a `Stream`, for `tonic::transport::Server::serve_with_incoming`.
@@ -65,11 +73,35 @@ impl<L: Accept> Listener<L> {
         Incoming {
             listener: self,
             pause: None,
+            peers: None,
         }
     }
 }
 
-impl<L> Incoming<L> {
+impl<L: Accept> Incoming<L> {
+    /// A layer for the tonic server serving this stream (`Server::builder().layer(..)`) that
+    /// marks each request as an exchange on its tracked connection
+    /// ([`ExchangeLayer`](crate::exchange::ExchangeLayer)). tonic tells a request its peer's
+    /// address (`TcpConnectInfo`); from then on this stream keeps which tracked connection
+    /// each peer address belongs to. Call it before handing the stream to tonic.
+    #[cfg(feature = "server")]
+    pub fn exchange_layer(&mut self) -> crate::exchange::ExchangeLayer {
+        let peers = self.peers.get_or_insert_with(Peers::default).clone();
+        let tracker = self.listener.tracker().clone();
+        crate::exchange::ExchangeLayer::with_finder(self.listener.tracker(), move |ext| {
+            let remote = ext
+                .get::<tonic::transport::server::TcpConnectInfo>()?
+                .remote_addr()?;
+            let id = *peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&remote)?;
+            // A stale entry (the peer's port reused by a new connection) is not trusted.
+            let live = tracker.get(id)?;
+            (live.remote_addr.socket_addr() == Some(remote)).then_some(id)
+        })
+    }
+
     /// The listener.
     pub fn get_ref(&self) -> &Listener<L> {
         &self.listener
@@ -94,6 +126,19 @@ impl<L: Accept + Unpin> futures_core::Stream for Incoming<L> {
         if let Err(e) = &r {
             if !is_connection_error(e) {
                 this.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_ERROR_PAUSE)));
+            }
+        }
+        if let (Some(peers), Ok((stream, _))) = (&this.peers, &r) {
+            if let Some(remote) = stream.info().remote_addr.socket_addr() {
+                let tracker = this.listener.tracker();
+                let mut map = peers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Keep the map to about the live connections: drop the closed ones now and then.
+                if map.len() >= 1024 && map.len() > 2 * tracker.len() {
+                    map.retain(|_, id| tracker.lookup(*id).is_some());
+                }
+                map.insert(remote, stream.id());
             }
         }
         Poll::Ready(Some(r.map(|(stream, _peer)| stream)))
