@@ -112,20 +112,22 @@ impl ExchangeLayer {
         let id = match &self.finder {
             Finder::Fixed(id) => Some(*id),
             Finder::Lookup(f) => f(ext),
-            Finder::Extensions => ext.get::<ConnectionId>().copied().or_else(|| {
-                #[cfg(feature = "axum")]
-                {
-                    ext.get::<axum::extract::ConnectInfo<crate::TrackedConnectInfo>>()
-                        .map(|c| c.0.id)
-                }
-                #[cfg(not(feature = "axum"))]
-                {
-                    None
-                }
-            }),
+            Finder::Extensions => ext.get::<ConnectionId>().copied().or_else(|| axum_id(ext)),
         }?;
         self.tracker.lookup(id)
     }
+}
+
+/// The id in axum's `ConnectInfo<TrackedConnectInfo>`.
+#[cfg(feature = "axum")]
+fn axum_id(ext: &http::Extensions) -> Option<ConnectionId> {
+    ext.get::<axum::extract::ConnectInfo<crate::TrackedConnectInfo>>()
+        .map(|c| c.0.id)
+}
+
+#[cfg(not(feature = "axum"))]
+fn axum_id(_: &http::Extensions) -> Option<ConnectionId> {
+    None
 }
 
 impl<S> tower_layer::Layer<S> for ExchangeLayer {
