@@ -135,7 +135,6 @@ impl ListenerConfig {
     }
 
     common_setters!();
-
 }
 
 /// The default delay before a Happy Eyeballs dialer starts the next address family's attempt.
@@ -210,7 +209,6 @@ impl DialerConfig {
     pub fn fallback_delay_value(&self) -> Duration {
         self.fallback_delay
     }
-
 }
 
 for_each_event!(listener_setters);

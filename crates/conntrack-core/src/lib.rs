@@ -71,8 +71,8 @@ pub mod metrics;
 mod otel;
 mod recording;
 mod registry;
-mod request;
 pub mod render;
+mod request;
 mod stats;
 pub mod trace;
 #[cfg(feature = "tracing")]
@@ -85,17 +85,18 @@ pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration};
 pub use dial::{ConnectAttempt, Dial};
 pub use event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
-    DnsStartEvent, GetConnEvent, Got100ContinueEvent, Got1xxResponseEvent,
-    GotConnEvent, GotFirstResponseByteEvent, PutIdleConnEvent, ReadEvent, RequestInfo,
-    TlsHandshakeDoneEvent, TlsHandshakeStartEvent, Wait100ContinueEvent, WriteEvent,
-    WroteHeaderFieldEvent, WroteHeadersEvent, WroteRequestEvent,
+    DnsStartEvent, GetConnEvent, Got100ContinueEvent, Got1xxResponseEvent, GotConnEvent,
+    GotFirstResponseByteEvent, PutIdleConnEvent, ReadEvent, RequestInfo, TlsHandshakeDoneEvent,
+    TlsHandshakeStartEvent, Wait100ContinueEvent, WriteEvent, WroteHeaderFieldEvent,
+    WroteHeadersEvent, WroteRequestEvent,
 };
 pub use hook::{Callbacks, Hook, Hooks, NoopHook};
 pub use info::{
-    Addr, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates, Role, Timings, TlsInfo,
+    Addr, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates, Role,
+    Timings, TlsInfo,
 };
-pub use request::RequestTrace;
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use render::Snapshot;
+pub use request::RequestTrace;
 pub use stats::{CategoryStats, Stats};
 pub use tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};

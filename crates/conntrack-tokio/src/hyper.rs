@@ -58,7 +58,11 @@ type Connecting =
 /// client puts into every response's extensions.
 impl<T: Connection> Connection for Tracked<T> {
     fn connected(&self) -> Connected {
-        self.get_ref().connected().extra(self.id())
+        let connected = self.get_ref().connected();
+        let h2 = connected.is_negotiated_h2();
+        connected
+            .extra(self.id())
+            .extra(traced::HandOff::new(self.id(), h2))
     }
 }
 
@@ -156,10 +160,12 @@ impl tower_service::Service<Uri> for Dialer {
 impl ConnectUri for Dialer {
     fn connect_uri(&mut self, uri: Uri) -> Connecting {
         let dialer = self.clone();
-        Box::pin(async move {
+        // The dial starts at the future's first poll, which hyper-util may leave to a
+        // background task: keep the caller's trace scope for it.
+        Box::pin(conntrack_core::trace::capture().scope(async move {
             let target = target_of(&uri)?;
             Ok(TokioIo::new(dialer.connect(&target).await?))
-        })
+        }))
     }
 }
 
@@ -304,3 +310,8 @@ fn io_error_for_hooks(e: &(dyn std::error::Error + 'static)) -> io::Error {
 pub fn connection_id<B>(response: &http::Response<B>) -> Option<ConnectionId> {
     response.extensions().get::<ConnectionId>().copied()
 }
+
+mod traced;
+pub use traced::{
+    RequestBody, ResponseBody, ResponseFuture, TracedClient, DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+};

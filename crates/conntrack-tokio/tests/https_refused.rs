@@ -58,7 +58,10 @@ where
         .header("authorization", SECRET)
         .body(Empty::new())
         .unwrap();
-    let err = client.request(https).await.expect_err("https must be refused");
+    let err = client
+        .request(https)
+        .await
+        .expect_err("https must be refused");
     assert!(err.is_connect(), "{err:?}");
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     let mut refused = false;
