@@ -315,3 +315,8 @@ mod traced;
 pub use traced::{
     RequestBody, ResponseBody, ResponseFuture, TracedClient, DEFAULT_EXPECT_CONTINUE_TIMEOUT,
 };
+
+#[cfg(feature = "tls")]
+mod https;
+#[cfg(feature = "tls")]
+pub use https::{HttpsConnector, MaybeHttpsStream};
