@@ -35,7 +35,15 @@
 //! scheme is not `http` with an `InvalidInput` error before anything is dialed, as hyper-util's
 //! own `HttpConnector` does by default (`enforce_http`). For `https://`, either put a TLS layer
 //! on top and hand it the plain connector wrapped in [`ForTlsLayer`] (which lets `https://`
-//! through to the layer that encrypts), or use a tracked HTTPS connector that does both.
+//! through to the layer that encrypts), or use a tracked HTTPS connector that does both
+//! (`HttpsConnector`, with the `tls` feature).
+//!
+//! # Request tracing
+//!
+//! [`TracedClient`] wraps the client and reports each request's phases, as Go's
+//! `httptrace.ClientTrace` does: getting a connection (pooled or new, idle for how long),
+//! writing the headers and the request, 1xx responses, the first response byte, putting the
+//! connection back. See `docs/http-trace.md`.
 
 use std::future::Future;
 use std::io;

@@ -77,7 +77,11 @@ async fn handle(req: Request<Incoming>, pair: Arc<Barrier>) -> Result<Response<B
         pair.wait().await;
     }
     if req.uri().path() == "/echo" {
-        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes);
         return Ok(Response::new(Full::new(body.unwrap_or_default())));
     }
     Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
@@ -490,7 +494,7 @@ async fn concurrent_requests_see_only_their_own_events() {
         let dials: Vec<_> = events
             .iter()
             .filter(|e| e.name() == "dial")
-            .map(|e| e.id())
+            .map(Recorded::id)
             .collect();
         let (id, ..) = got_conn(events);
         assert_eq!(dials, [Some(id)], "{:?}", names(events));
@@ -554,4 +558,65 @@ async fn client_hook_and_scope_hook_both_see_the_request() {
             "put_idle_conn",
         ]
     );
+}
+
+/// The request is reported written while the server is still waiting to answer: the
+/// connection is known to the request before hyper-util writes to it, on a new and on a
+/// pooled connection (not only learned once the response is in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_is_reported_before_the_response() {
+    const REQUESTS: usize = 3;
+    let own = RecordingHook::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gate = own.clone();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        for i in 1..=REQUESTS {
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client closed");
+                head.extend_from_slice(&buf[..n]);
+            }
+            // Answer only once the client reported this request written.
+            let gate = gate.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                gate.wait_for(
+                    |ev| ev.iter().filter(|e| e.name() == "wrote_request").count() >= i,
+                    WAIT,
+                )
+            })
+            .await
+            .unwrap();
+            if written.is_err() {
+                return false;
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+        }
+        true
+    });
+    let tracker = Tracker::new();
+    let client = traced_client(&tracker, dialer(&tracker)).hook(own.clone());
+    for _ in 0..REQUESTS {
+        let res = client.get(uri(addr, "/")).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    assert!(
+        server.await.unwrap(),
+        "a request was not reported written in time"
+    );
+    let reused: Vec<bool> = own
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Recorded::GotConn { reused, .. } => Some(*reused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reused, [false, true, true]);
 }

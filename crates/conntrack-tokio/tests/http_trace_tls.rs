@@ -26,7 +26,11 @@ type Body = Full<Bytes>;
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let version = format!("{:?}", req.version());
-    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes);
     let mut out = version.into_bytes();
     out.extend_from_slice(&body.unwrap_or_default());
     Ok(Response::new(Full::new(Bytes::from(out))))

@@ -75,16 +75,16 @@ pub const DEFAULT_EXPECT_CONTINUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// ```
 pub struct TracedClient<C, B> {
     tracker: Tracker,
-    client: Client<C, RequestBody<B>>,
+    client: Arc<Client<C, RequestBody<B>>>,
     hook: Option<Arc<dyn Hook>>,
     expect_continue_timeout: Duration,
 }
 
-impl<C: Clone, B> Clone for TracedClient<C, B> {
+impl<C, B> Clone for TracedClient<C, B> {
     fn clone(&self) -> Self {
         TracedClient {
             tracker: self.tracker.clone(),
-            client: self.client.clone(),
+            client: Arc::clone(&self.client),
             hook: self.hook.clone(),
             expect_continue_timeout: self.expect_continue_timeout,
         }
@@ -105,7 +105,7 @@ impl<C, B> TracedClient<C, B> {
     pub fn new(tracker: &Tracker, client: Client<C, RequestBody<B>>) -> Self {
         TracedClient {
             tracker: tracker.clone(),
-            client,
+            client: Arc::new(client),
             hook: None,
             expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
         }
@@ -155,7 +155,7 @@ where
     pub fn request(&self, req: Request<B>) -> ResponseFuture<C, B> {
         ResponseFuture {
             start: Some(Start {
-                client: self.client.clone(),
+                client: Arc::clone(&self.client),
                 tracker: self.tracker.clone(),
                 hook: self.hook.clone(),
                 expect_continue_timeout: self.expect_continue_timeout,
@@ -177,7 +177,7 @@ where
 }
 
 struct Start<C, B> {
-    client: Client<C, RequestBody<B>>,
+    client: Arc<Client<C, RequestBody<B>>>,
     tracker: Tracker,
     hook: Option<Arc<dyn Hook>>,
     expect_continue_timeout: Duration,
@@ -189,6 +189,9 @@ struct Sending {
     slot: Arc<Slot>,
     trace: RequestTrace,
     shared: Arc<Shared>,
+    /// hyper-util sets it (cloning the connection's extras, which is what the hand-off extra
+    /// notices) when it hands the connection to the request; read back for a connector
+    /// without the hand-off extra.
     capture: CaptureConnection,
     close_requested: bool,
 }
@@ -282,6 +285,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether `100 Continue` came; if not, the 1xx callback wakes `cx`'s task when it does.
+    fn poll_continue(&self, cx: &Context<'_>) -> bool {
+        if self.got_continue.load(Ordering::Acquire) {
+            return true;
+        }
+        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        self.got_continue.load(Ordering::Acquire)
+    }
+
     fn continue_arrived(&self) {
         self.got_continue.store(true, Ordering::Release);
         let waker = self
@@ -605,24 +617,18 @@ impl<B: Body> RequestBody<B> {
         let Some(expect) = self.expect.as_mut() else {
             return Poll::Ready(());
         };
+        if self.shared.h2.load(Ordering::Acquire) {
+            // hyper reports no 1xx on HTTP/2: there is no `100 Continue` to wait for.
+            self.expect = None;
+            return Poll::Ready(());
+        }
         if !expect.started {
             expect.started = true;
             // Asked for the body: the headers are in the connection's hands.
             self.trace.wrote_headers();
             self.trace.wait_100_continue();
         }
-        loop {
-            if self.shared.got_continue.load(Ordering::Acquire) {
-                break;
-            }
-            *self
-                .shared
-                .waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-            if self.shared.got_continue.load(Ordering::Acquire) {
-                break;
-            }
+        if !self.shared.poll_continue(cx) {
             let timeout = expect.timeout;
             let sleep = expect
                 .sleep
@@ -630,7 +636,6 @@ impl<B: Body> RequestBody<B> {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            break;
         }
         self.expect = None;
         Poll::Ready(())
