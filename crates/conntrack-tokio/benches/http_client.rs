@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p conntrack-tokio --features hyper --bench http_client`; `-- --quick` (or
 //! `CONNTRACK_BENCH_QUICK=1`) shrinks the size tenfold; `plain` or `traced` picks one case.
-//! The `plain` case compares the plain client with a second plain client: the noise floor of
+//! `--current-thread` runs client and server on one current-thread runtime instead of a
+//! two-worker multi-thread one. The `plain` case compares the plain client with a second plain client: the noise floor of
 //! the machine, to read the `traced` ratio against.
 
 use std::convert::Infallible;
@@ -74,11 +75,19 @@ fn scale(n: usize) -> usize {
 }
 
 fn main() {
-    let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let current_thread = std::env::args().any(|a| a == "--current-thread");
+    let rt: Runtime = if current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     let tracker = Tracker::new();
     // As in `loopback`: keep one tracked connection open so both kinds of rounds run with
     // core's clock thread in the same state.
@@ -92,9 +101,12 @@ fn main() {
         &tracker,
         Client::builder(TokioExecutor::new()).build::<_, RequestBody<Empty<Bytes>>>(dialer),
     );
-    println!(
-        "conntrack-tokio http_client (multi-thread runtime, 2 workers), median of {ROUNDS} alternating rounds"
-    );
+    let runtime = if current_thread {
+        "current-thread runtime"
+    } else {
+        "multi-thread runtime, 2 workers"
+    };
+    println!("conntrack-tokio http_client ({runtime}), median of {ROUNDS} alternating rounds");
     let n = scale(20_000);
     // The noise floor: the plain client against a second plain client (ratio ~1.0 up to noise).
     if wanted("plain") {

@@ -445,6 +445,16 @@ impl Sending {
     /// is then known only after the request was sent, and its first write may be missed: the
     /// response reports it).
     fn check_conn(&mut self) {
+        if self
+            .slot
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
+            // Known already (a retry on another connection is reported by the hand-off).
+            return;
+        }
         let (id, h2) = {
             let meta = self.capture.connection_metadata();
             let Some(connected) = meta.as_ref() else {
