@@ -92,7 +92,8 @@ const DIAL: [&str; 8] = [
     "tls_handshake_done",
 ];
 
-/// Two requests, one after the other: the events of each, and the response bodies.
+/// Two requests, the second after a known pause (as in the plain test): the events of each,
+/// and the response bodies.
 async fn two_requests(
     client: &TracedClient<HttpsConnector, Body>,
     addr: SocketAddr,
@@ -101,7 +102,10 @@ async fn two_requests(
         .parse()
         .unwrap();
     let mut out = Vec::new();
-    for _ in 0..2 {
+    for i in 0..2 {
+        if i == 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let rec = RecordingHook::new();
         let req = Request::post(uri.clone())
             .body(Full::new(Bytes::from_static(b" body")))
