@@ -560,8 +560,8 @@ fn header_fields(uri: &Uri, headers: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// The request body of a [`TracedClient`]'s requests: the body given to
 /// [`request`](TracedClient::request), reporting its end (`on_wrote_request` follows once it is
-/// written) and, for `Expect: 100-continue`, firing `on_wait_100_continue` and holding the body
-/// back until the server's `100 Continue` or the client's
+/// written) and, for `Expect: 100-continue` on HTTP/1, firing `on_wait_100_continue` and
+/// holding the body back until the server's `100 Continue` or the client's
 /// [`expect_continue_timeout`](TracedClient::expect_continue_timeout).
 pub struct RequestBody<B> {
     inner: B,
