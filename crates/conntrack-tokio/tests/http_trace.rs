@@ -653,3 +653,25 @@ async fn written_is_reported_before_the_response() {
     assert_eq!(reused.len(), REQUESTS);
     assert!(!reused[0] && reused[1..].contains(&true), "{reused:?}");
 }
+
+/// With no hook anywhere, requests still count as exchanges on their connection (from the
+/// response to the end of its body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_are_counted_without_hooks() {
+    let addr = hyper_server().await;
+    let tracker = Tracker::new();
+    let client = traced_client(&tracker, dialer(&tracker));
+    let res = client.get(uri(addr, "/")).await.unwrap();
+    let id = conntrack_tokio::hyper::connection_id(&res).unwrap();
+    let info = tracker.get(id).unwrap();
+    assert_eq!((info.requests, info.in_flight), (1, 1));
+    res.into_body().collect().await.unwrap();
+    let info = tracker.get(id).unwrap();
+    assert_eq!((info.requests, info.in_flight), (1, 0));
+    tokio::time::sleep(Duration::from_millis(100)).await; // a known pause: the second reuses it
+    let res = client.get(uri(addr, "/")).await.unwrap();
+    assert_eq!(conntrack_tokio::hyper::connection_id(&res), Some(id));
+    res.into_body().collect().await.unwrap();
+    let info = tracker.get(id).unwrap();
+    assert_eq!((info.requests, info.in_flight), (2, 0));
+}

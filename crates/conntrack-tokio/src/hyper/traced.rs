@@ -154,13 +154,13 @@ where
     /// The future resolves to the client's error, unchanged.
     pub fn request(&self, req: Request<B>) -> ResponseFuture<C, B> {
         ResponseFuture {
-            start: Some(Start {
+            start: Some(Box::new(Start {
                 client: Arc::clone(&self.client),
                 tracker: self.tracker.clone(),
                 hook: self.hook.clone(),
                 expect_continue_timeout: self.expect_continue_timeout,
                 req,
-            }),
+            })),
             sending: None,
         }
     }
@@ -186,14 +186,22 @@ struct Start<C, B> {
 
 struct Sending {
     fut: InScope<hyper_util::client::legacy::ResponseFuture>,
-    slot: Arc<Slot>,
+    tracker: Tracker,
     trace: RequestTrace,
     shared: Arc<Shared>,
+    /// Whether the request's phases are watched: some hook sees the request, or it waits for
+    /// `100 Continue`. If not, the request only counts as an exchange on its connection, from
+    /// its response on (nothing else would notice).
+    watched: Option<Watched>,
+    close_requested: bool,
+}
+
+struct Watched {
+    slot: Arc<Slot>,
     /// hyper-util sets it (cloning the connection's extras, which is what the hand-off extra
     /// notices) when it hands the connection to the request; read back for a connector
     /// without the hand-off extra.
     capture: CaptureConnection,
-    close_requested: bool,
 }
 
 /// Where a request learns its connection.
@@ -311,7 +319,7 @@ impl Shared {
 /// end of the exchange is reported.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture<C, B> {
-    start: Option<Start<C, B>>,
+    start: Option<Box<Start<C, B>>>,
     sending: Option<Sending>,
 }
 
@@ -339,15 +347,18 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Some(start) = this.start.take() {
-            this.sending = Some(start.begin());
+            this.sending = Some((*start).begin());
         }
         let Some(sending) = this.sending.as_mut() else {
             panic!("ResponseFuture polled after completion");
         };
-        let res = {
-            let prev = SENDING.with(|s| s.borrow_mut().replace(Arc::clone(&sending.slot)));
-            let _restore = Restore(prev);
-            Pin::new(&mut sending.fut).poll(cx)
+        let res = match &sending.watched {
+            Some(w) => {
+                let prev = SENDING.with(|s| s.borrow_mut().replace(Arc::clone(&w.slot)));
+                let _restore = Restore(prev);
+                Pin::new(&mut sending.fut).poll(cx)
+            }
+            None => Pin::new(&mut sending.fut).poll(cx),
         };
         sending.check_conn();
         let res = match res {
@@ -376,7 +387,7 @@ where
             expect_continue_timeout,
             req,
         } = self;
-        let uri = req.uri().to_string();
+        let uri = uri_string(req.uri());
         let trace = match hook {
             Some(h) => tracker.request_with_hook(req.method().as_str(), &uri, h),
             None => tracker.request(req.method().as_str(), &uri),
@@ -420,20 +431,22 @@ where
                 }
             });
         }
-        let capture = capture_connection(&mut req);
-        let fut = trace.dial_scope().scope(client.request(req));
-        let slot = Arc::new(Slot {
-            tracker,
-            trace: trace.clone(),
-            shared: Arc::clone(&shared),
-            conn: Mutex::new(None),
+        let watched = (hooks || expect).then(|| Watched {
+            capture: capture_connection(&mut req),
+            slot: Arc::new(Slot {
+                tracker: tracker.clone(),
+                trace: trace.clone(),
+                shared: Arc::clone(&shared),
+                conn: Mutex::new(None),
+            }),
         });
+        let fut = trace.dial_scope().scope(client.request(req));
         Sending {
             fut,
-            slot,
+            tracker,
             trace,
             shared,
-            capture,
+            watched,
             close_requested,
         }
     }
@@ -445,8 +458,10 @@ impl Sending {
     /// is then known only after the request was sent, and its first write may be missed: the
     /// response reports it).
     fn check_conn(&mut self) {
-        if self
-            .slot
+        let Some(w) = &self.watched else {
+            return;
+        };
+        if w.slot
             .conn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -456,7 +471,7 @@ impl Sending {
             return;
         }
         let (id, h2) = {
-            let meta = self.capture.connection_metadata();
+            let meta = w.capture.connection_metadata();
             let Some(connected) = meta.as_ref() else {
                 return;
             };
@@ -467,7 +482,7 @@ impl Sending {
             };
             (id, connected.is_negotiated_h2())
         };
-        self.slot.got(id, h2);
+        w.slot.got(id, h2);
     }
 
     fn done(
@@ -477,6 +492,16 @@ impl Sending {
         self.check_conn();
         match res {
             Ok(res) => {
+                if self.watched.is_none() {
+                    // Unwatched: the exchange is counted on the connection the response names.
+                    if let Some(conn) =
+                        super::connection_id(&res).and_then(|id| self.tracker.lookup(id))
+                    {
+                        self.trace.got_conn(conn, false);
+                    }
+                    let trace = self.trace.clone();
+                    return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, true)));
+                }
                 let has_conn = self.trace.connection().is_some();
                 if has_conn {
                     // The I/O watch reports these at the first response byte; this covers a
@@ -516,6 +541,20 @@ impl<C, B> Drop for ResponseFuture<C, B> {
             sending.trace.finish();
         }
     }
+}
+
+/// The URI as text, built in one allocation (the common absolute form; `Display` otherwise).
+fn uri_string(uri: &Uri) -> String {
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return uri.to_string();
+    };
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut s = String::with_capacity(scheme.len() + 3 + authority.as_str().len() + pq.len());
+    s.push_str(scheme);
+    s.push_str("://");
+    s.push_str(authority.as_str());
+    s.push_str(pq);
+    s
 }
 
 /// Whether a message's `Connection` header (or HTTP/1.0 without keep-alive) closes the
@@ -567,7 +606,8 @@ pub struct RequestBody<B> {
     inner: B,
     trace: RequestTrace,
     shared: Arc<Shared>,
-    expect: Option<Expect>,
+    /// Boxed: hyper-util moves the request (and so this body) several times per request.
+    expect: Option<Box<Expect>>,
     done: bool,
 }
 
@@ -592,10 +632,12 @@ impl<B: Body> RequestBody<B> {
             inner,
             trace,
             shared,
-            expect: expect.map(|timeout| Expect {
-                timeout,
-                started: false,
-                sleep: None,
+            expect: expect.map(|timeout| {
+                Box::new(Expect {
+                    timeout,
+                    started: false,
+                    sleep: None,
+                })
             }),
             done: false,
         };
