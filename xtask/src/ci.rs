@@ -63,6 +63,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         ],
         &[],
     )?;
+    // The httptrace example against its own local server: two requests, one connection.
+    cargo(
+        &["run", "-p", "conntrack-examples", "--example", "httptrace"],
+        &[],
+    )?;
     eprintln!("\nxtask ci: all checks passed");
     report_skipped(&skip_log);
     Ok(())

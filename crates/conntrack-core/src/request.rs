@@ -9,12 +9,8 @@ use std::time::Duration;
 
 use crate::clock;
 use crate::connection::{ConnectionRef, ExchangeStart, IoWatch};
-use crate::event::{
-    GetConnEvent, Got100ContinueEvent, Got1xxResponseEvent, GotConnEvent,
-    GotFirstResponseByteEvent, PutIdleConnEvent, RequestInfo, Wait100ContinueEvent,
-    WroteHeaderFieldEvent, WroteHeadersEvent, WroteRequestEvent,
-};
-use crate::hook::{Chain, Hook};
+use crate::event::*;
+use crate::hook::{for_each_event, Chain, Hook, Hooks};
 use crate::trace;
 use crate::tracker::{Tracker, TrackerInner};
 
@@ -83,6 +79,8 @@ struct Inner {
     put_idle: AtomicBool,
     got_100: AtomicBool,
     finished: AtomicBool,
+    /// The hooks lent to connections dialed for this request, closed at the end.
+    gate: Mutex<Option<Arc<Gate>>>,
 }
 
 impl Tracker {
@@ -120,6 +118,7 @@ impl RequestTrace {
                 put_idle: AtomicBool::new(false),
                 got_100: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
+                gate: Mutex::new(None),
             }),
         }
     }
@@ -146,6 +145,34 @@ impl RequestTrace {
     #[must_use]
     pub fn connection(&self) -> Option<ConnectionRef> {
         lock(&self.inner.conn).clone()
+    }
+
+    /// The scope to dial a connection for this request in (see [`trace::Captured`]): the
+    /// DNS, connect and TLS events of a connection dialed inside it, and its other connection
+    /// events, go to this request's hooks (its trace scope's and its own) **until the request
+    /// finishes**, and never after, so a pooled connection does not keep reporting to the
+    /// request that dialed it. Empty when the request has no hooks of its own.
+    #[must_use]
+    pub fn dial_scope(&self) -> trace::Captured {
+        if self.inner.chain.is_empty() {
+            return trace::Captured::default();
+        }
+        let mut slot = lock(&self.inner.gate);
+        let gate = slot.get_or_insert_with(|| {
+            let mut hooks = Hooks::new();
+            for h in self.inner.chain.hooks() {
+                hooks.push(Arc::clone(h));
+            }
+            Arc::new(Gate {
+                io: self.inner.chain.wants_io(),
+                hooks: Mutex::new(Some(Arc::new(hooks))),
+            })
+        });
+        if self.inner.finished.load(Ordering::Acquire) {
+            gate.close();
+        }
+        let hook: Arc<dyn Hook> = Arc::clone(gate) as Arc<dyn Hook>;
+        trace::Captured::from_chain(Chain::new(vec![hook]))
     }
 
     /// The request is about to get a connection to `host_port` (`on_get_conn`).
@@ -315,6 +342,9 @@ impl Inner {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
         }
+        if let Some(gate) = lock(&self.gate).as_ref() {
+            gate.close();
+        }
         if let Some(conn) = lock(&self.conn).as_ref() {
             conn.entry.set_watcher(None);
             conn.end_exchange();
@@ -327,6 +357,39 @@ impl Drop for Inner {
         self.finish();
     }
 }
+
+/// A request's hooks, lent to the connections dialed for it until the request finishes.
+struct Gate {
+    io: bool,
+    hooks: Mutex<Option<Arc<Hooks>>>,
+}
+
+impl Gate {
+    fn open(&self) -> Option<Arc<Hooks>> {
+        lock(&self.hooks).clone()
+    }
+
+    fn close(&self) {
+        let old = lock(&self.hooks).take();
+        drop(old);
+    }
+}
+
+macro_rules! gate_hook {
+    ($($(#[$doc:meta])* $method:ident($ev:ident) io=$io:tt listener=$l:tt dialer=$d:tt;)*) => {
+        impl Hook for Gate {
+            $(fn $method(&self, ev: &$ev<'_>) {
+                if let Some(h) = self.open() {
+                    h.$method(ev);
+                }
+            })*
+            fn wants_io_events(&self) -> bool {
+                self.io
+            }
+        }
+    };
+}
+for_each_event!(gate_hook);
 
 /// The I/O watch a request installs on its connection; weak, so the connection does not keep
 /// the request alive.
@@ -358,7 +421,11 @@ impl IoWatch for Watch {
             req.wrote_request(None);
         }
         req.first_byte();
-        // Nothing more to watch for this request.
+        // Nothing more to watch for this request, unless its body is still to be written (a
+        // response can begin before that: `100 Continue`, or an early final answer).
+        if !req.wrote_request.load(Ordering::Acquire) {
+            return;
+        }
         let conn = lock(&req.conn).clone();
         if let Some(conn) = conn {
             conn.entry.set_watcher(None);

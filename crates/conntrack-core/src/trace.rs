@@ -11,6 +11,10 @@
 //! reports only to its config's and the tracker's hooks. This is httptrace's per-request
 //! contract: a pooled connection dialed for one request does not keep calling that request's
 //! hooks when it later serves other requests (`docs/hooks.md`).
+//! A traced HTTP request captures the scope for the connections dialed for it
+//! ([`RequestTrace::dial_scope`](crate::RequestTrace::dial_scope)): they report to the
+//! request's hooks until the request ends. [`capture`] keeps the current scope for code run
+//! later or on another task.
 //!
 //! ```
 //! use conntrack_core::{trace, Callbacks, DialerConfig, Tracker};
@@ -119,3 +123,68 @@ pub trait TraceExt: Future + Sized {
 }
 
 impl<F: Future> TraceExt for F {}
+
+/// The hooks of the scope current on this thread, kept to be put back in scope around a
+/// future that is polled later, maybe on another task (from [`capture`]).
+///
+/// A connector whose `call` runs inside a caller's scope but whose future is driven by a
+/// background task (as hyper-util's client does when a pooled connection wins the race against
+/// a dial) captures the scope in `call` so the dial still reports to it.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    chain: Chain,
+}
+
+/// Captures the scope current on this thread (empty outside any scope).
+#[must_use]
+pub fn capture() -> Captured {
+    Captured { chain: current() }
+}
+
+impl Captured {
+    pub(crate) fn from_chain(chain: Chain) -> Self {
+        Captured { chain }
+    }
+
+    /// Whether no hook was in scope.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_empty()
+    }
+
+    /// Wraps `future` so that, whenever it is polled, exactly the captured scope is current
+    /// (in place of whatever scope the poller is in).
+    pub fn scope<F: Future>(self, future: F) -> InScope<F> {
+        InScope {
+            inner: future,
+            chain: self.chain,
+        }
+    }
+
+    /// Runs `f` with exactly the captured scope current.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _restore = enter(self.chain.clone());
+        f()
+    }
+}
+
+pin_project! {
+    /// A future polled inside a captured scope, from [`Captured::scope`].
+    #[must_use = "futures do nothing unless polled"]
+    #[derive(Debug)]
+    pub struct InScope<F> {
+        #[pin]
+        inner: F,
+        chain: Chain,
+    }
+}
+
+impl<F: Future> Future for InScope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _restore = enter(this.chain.clone());
+        this.inner.poll(cx)
+    }
+}

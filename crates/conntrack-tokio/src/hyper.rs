@@ -35,7 +35,15 @@
 //! scheme is not `http` with an `InvalidInput` error before anything is dialed, as hyper-util's
 //! own `HttpConnector` does by default (`enforce_http`). For `https://`, either put a TLS layer
 //! on top and hand it the plain connector wrapped in [`ForTlsLayer`] (which lets `https://`
-//! through to the layer that encrypts), or use a tracked HTTPS connector that does both.
+//! through to the layer that encrypts), or use a tracked HTTPS connector that does both
+//! (`HttpsConnector`, with the `tls` feature).
+//!
+//! # Request tracing
+//!
+//! [`TracedClient`] wraps the client and reports each request's phases, as Go's
+//! `httptrace.ClientTrace` does: getting a connection (pooled or new, idle for how long),
+//! writing the headers and the request, 1xx responses, the first response byte, putting the
+//! connection back. See `docs/http-trace.md`.
 
 use std::future::Future;
 use std::io;
@@ -58,7 +66,11 @@ type Connecting =
 /// client puts into every response's extensions.
 impl<T: Connection> Connection for Tracked<T> {
     fn connected(&self) -> Connected {
-        self.get_ref().connected().extra(self.id())
+        let connected = self.get_ref().connected();
+        let h2 = connected.is_negotiated_h2();
+        connected
+            .extra(self.id())
+            .extra(traced::HandOff::new(self.id(), h2))
     }
 }
 
@@ -156,10 +168,12 @@ impl tower_service::Service<Uri> for Dialer {
 impl ConnectUri for Dialer {
     fn connect_uri(&mut self, uri: Uri) -> Connecting {
         let dialer = self.clone();
-        Box::pin(async move {
+        // The dial starts at the future's first poll, which hyper-util may leave to a
+        // background task: keep the caller's trace scope for it.
+        Box::pin(conntrack_core::trace::capture().scope(async move {
             let target = target_of(&uri)?;
             Ok(TokioIo::new(dialer.connect(&target).await?))
-        })
+        }))
     }
 }
 
@@ -309,6 +323,16 @@ fn io_error_for_hooks(e: &(dyn std::error::Error + 'static)) -> io::Error {
 pub fn connection_id<B>(response: &http::Response<B>) -> Option<ConnectionId> {
     response.extensions().get::<ConnectionId>().copied()
 }
+
+mod traced;
+pub use traced::{
+    RequestBody, ResponseBody, ResponseFuture, TracedClient, DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+};
+
+#[cfg(feature = "tls")]
+mod https;
+#[cfg(feature = "tls")]
+pub use https::{HttpsConnector, MaybeHttpsStream};
 
 #[cfg(test)]
 mod tests {

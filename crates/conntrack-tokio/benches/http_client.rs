@@ -1,0 +1,127 @@
+//! The cost of `TracedClient` with no hook: `n` keep-alive GETs through hyper-util's client on
+//! the tracked `Dialer`, plain vs wrapped in `TracedClient`, alternated in one process (see
+//! `conntrack_testkit::bench`), against a hyper server on loopback.
+//!
+//! `cargo bench -p conntrack-tokio --features hyper --bench http_client`; `-- --quick` (or
+//! `CONNTRACK_BENCH_QUICK=1`) shrinks the size tenfold; `plain` or `traced` picks one case.
+//! `--current-thread` runs client and server on one current-thread runtime instead of a
+//! two-worker multi-thread one. The `plain` case compares the plain client with a second plain client: the noise floor of
+//! the machine, to read the `traced` ratio against.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use conntrack_core::{DialerConfig, Registration, Role, Tracker};
+use conntrack_testkit::bench::{compare, wanted, ROUNDS};
+use conntrack_tokio::hyper::{RequestBody, TracedClient};
+use conntrack_tokio::Dialer;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+
+type Plain = Client<Dialer, Empty<Bytes>>;
+type Traced = TracedClient<Dialer, Empty<Bytes>>;
+
+async fn server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn plain(client: &Plain, uri: &Uri, n: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        let res = client.get(uri.clone()).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 5);
+    }
+    start.elapsed()
+}
+
+async fn traced(client: &Traced, uri: &Uri, n: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        let res = client.get(uri.clone()).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 5);
+    }
+    start.elapsed()
+}
+
+fn scale(n: usize) -> usize {
+    if std::env::args().any(|a| a == "--quick") {
+        (n / 10).max(1)
+    } else {
+        conntrack_testkit::bench::scale(n)
+    }
+}
+
+fn main() {
+    let current_thread = std::env::args().any(|a| a == "--current-thread");
+    let rt: Runtime = if current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let tracker = Tracker::new();
+    // As in `loopback`: keep one tracked connection open so both kinds of rounds run with
+    // core's clock thread in the same state.
+    let _keep_clock = Tracker::new().register(Registration::new(Role::Client));
+    let addr = rt.block_on(server());
+    let uri: Uri = format!("http://{addr}/").parse().unwrap();
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("bench-http"));
+    let plain_client: Plain = Client::builder(TokioExecutor::new()).build(dialer.clone());
+    let plain_client2: Plain = Client::builder(TokioExecutor::new()).build(dialer.clone());
+    let traced_client: Traced = TracedClient::new(
+        &tracker,
+        Client::builder(TokioExecutor::new()).build::<_, RequestBody<Empty<Bytes>>>(dialer),
+    );
+    let runtime = if current_thread {
+        "current-thread runtime"
+    } else {
+        "multi-thread runtime, 2 workers"
+    };
+    println!("conntrack-tokio http_client ({runtime}), median of {ROUNDS} alternating rounds");
+    let n = scale(20_000);
+    // The noise floor: the plain client against a second plain client (ratio ~1.0 up to noise).
+    if wanted("plain") {
+        compare("GET plain vs plain", 0.98, "req/s", n as f64, |t| {
+            let client = if t { &plain_client2 } else { &plain_client };
+            rt.block_on(plain(client, &uri, n))
+        });
+    }
+    if wanted("traced") {
+        compare("GET traced, no hook", 0.98, "req/s", n as f64, |t| {
+            if t {
+                rt.block_on(traced(&traced_client, &uri, n))
+            } else {
+                rt.block_on(plain(&plain_client, &uri, n))
+            }
+        });
+    }
+}

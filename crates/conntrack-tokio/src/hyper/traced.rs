@@ -1,0 +1,834 @@
+//! [`TracedClient`]: httptrace's `ClientTrace` for hyper-util's legacy client.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use ::hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use conntrack_core::trace::InScope;
+use conntrack_core::{ConnectionId, Hook, RequestTrace, Tracker};
+use http::header::{CONNECTION, EXPECT, HOST};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection, Connect};
+use hyper_util::client::legacy::{Client, Error as ClientError};
+use tokio::time::Sleep;
+
+use super::{io_error_for_hooks, target_of};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a request sent with `Expect: 100-continue` waits for the server's `100 Continue`
+/// before sending its body anyway (Go's `Transport.ExpectContinueTimeout` is set to the same
+/// in its `DefaultTransport`).
+pub const DEFAULT_EXPECT_CONTINUE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// hyper-util's legacy [`Client`] with every request traced, in the manner of Go's
+/// `httptrace.ClientTrace`: `on_get_conn`, `on_got_conn` (`reused`, `was_idle`, `idle_time`),
+/// `on_wrote_header_field`, `on_wrote_headers`, `on_wait_100_continue`, `on_wrote_request`,
+/// `on_got_100_continue`, `on_got_1xx_response`, `on_got_first_response_byte`,
+/// `on_put_idle_conn`, and the DNS, connect and TLS events of a connection dialed for the
+/// request. See `docs/http-trace.md` for what fires when, on HTTP/1 and HTTP/2.
+///
+/// The events go to the hooks of the [`trace`](conntrack_core::trace) scope the request's
+/// future is polled in (`client.get(uri).traced(hook)`), then to the client's own
+/// [`hook`](TracedClient::hook), then to the tracker's. A request's hooks see only its own
+/// events, and only until it ends (its response body is read to the end or dropped): a
+/// connection it dialed goes on to serve other requests without calling them.
+///
+/// The client's connector must be tracked: its connections must carry their
+/// [`ConnectionId`] as a hyper-util extra, as [`Dialer`](crate::Dialer),
+/// [`TrackedConnector`](super::TrackedConnector) and the HTTPS connector do. The client is built
+/// for [`RequestBody<B>`]: the wrapper that reports the end of the request body and holds an
+/// `Expect: 100-continue` body back; responses come with a [`ResponseBody`], which reports the
+/// end of the exchange.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use conntrack_core::{trace::TraceExt, Callbacks, DialerConfig, Tracker};
+/// use conntrack_tokio::{hyper::TracedClient, Dialer};
+/// use http_body_util::{BodyExt, Empty};
+/// use hyper::body::Bytes;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+///
+/// let tracker = Tracker::new();
+/// let dialer = Dialer::new(&tracker, DialerConfig::new());
+/// let client = TracedClient::<_, Empty<Bytes>>::new(
+///     &tracker,
+///     Client::builder(TokioExecutor::new()).build(dialer),
+/// );
+/// let hook = Callbacks::new()
+///     .on_got_conn(|ev| println!("got conn: reused={} idle={:?}", ev.reused, ev.idle_time))
+///     .on_got_first_response_byte(|ev| println!("first byte after {:?}", ev.elapsed));
+/// let res = client.get("http://127.0.0.1:3000/".parse()?).traced(hook).await?;
+/// let body = res.into_body().collect().await?.to_bytes();
+/// # drop(body);
+/// # Ok(())
+/// # }
+/// # let _ = run;
+/// ```
+pub struct TracedClient<C, B> {
+    tracker: Tracker,
+    client: Arc<Client<C, RequestBody<B>>>,
+    hook: Option<Arc<dyn Hook>>,
+    expect_continue_timeout: Duration,
+}
+
+impl<C, B> Clone for TracedClient<C, B> {
+    fn clone(&self) -> Self {
+        TracedClient {
+            tracker: self.tracker.clone(),
+            client: Arc::clone(&self.client),
+            hook: self.hook.clone(),
+            expect_continue_timeout: self.expect_continue_timeout,
+        }
+    }
+}
+
+impl<C, B> fmt::Debug for TracedClient<C, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracedClient")
+            .field("hook", &self.hook.is_some())
+            .field("expect_continue_timeout", &self.expect_continue_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, B> TracedClient<C, B> {
+    /// Traces the requests of `client` on `tracker` (the tracker its connector reports to).
+    pub fn new(tracker: &Tracker, client: Client<C, RequestBody<B>>) -> Self {
+        TracedClient {
+            tracker: tracker.clone(),
+            client: Arc::new(client),
+            hook: None,
+            expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+        }
+    }
+
+    /// Adds the client's own hook: it sees the events of every request made through this
+    /// client (after the request's scope hooks), and the connection events of the connections
+    /// dialed for them while those requests last.
+    #[must_use]
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// How long a request with `Expect: 100-continue` waits for `100 Continue` before sending
+    /// its body anyway ([`DEFAULT_EXPECT_CONTINUE_TIMEOUT`] by default).
+    #[must_use]
+    pub fn expect_continue_timeout(mut self, timeout: Duration) -> Self {
+        self.expect_continue_timeout = timeout;
+        self
+    }
+
+    /// The wrapped client.
+    pub fn client(&self) -> &Client<C, RequestBody<B>> {
+        &self.client
+    }
+
+    /// The tracker.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+}
+
+impl<C, B> TracedClient<C, B>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Sends `req`, tracing it. The trace begins at the future's first poll, inside the
+    /// caller's [`trace`](conntrack_core::trace) scope.
+    ///
+    /// # Errors
+    ///
+    /// The future resolves to the client's error, unchanged.
+    pub fn request(&self, req: Request<B>) -> ResponseFuture<C, B> {
+        ResponseFuture {
+            start: Some(Box::new(Start {
+                client: Arc::clone(&self.client),
+                tracker: self.tracker.clone(),
+                hook: self.hook.clone(),
+                expect_continue_timeout: self.expect_continue_timeout,
+                req,
+            })),
+            sending: None,
+        }
+    }
+
+    /// Sends a `GET` for `uri` with an empty body (`B::default()`), tracing it.
+    pub fn get(&self, uri: Uri) -> ResponseFuture<C, B>
+    where
+        B: Default,
+    {
+        let mut req = Request::new(B::default());
+        *req.uri_mut() = uri;
+        self.request(req)
+    }
+}
+
+struct Start<C, B> {
+    client: Arc<Client<C, RequestBody<B>>>,
+    tracker: Tracker,
+    hook: Option<Arc<dyn Hook>>,
+    expect_continue_timeout: Duration,
+    req: Request<B>,
+}
+
+struct Sending {
+    fut: InScope<hyper_util::client::legacy::ResponseFuture>,
+    tracker: Tracker,
+    trace: RequestTrace,
+    shared: Arc<Shared>,
+    /// Whether the request's phases are watched: some hook sees the request, or it waits for
+    /// `100 Continue`. If not, the request only counts as an exchange on its connection, from
+    /// its response on (nothing else would notice).
+    watched: Option<Watched>,
+    close_requested: bool,
+}
+
+struct Watched {
+    slot: Arc<Slot>,
+    /// hyper-util sets it (cloning the connection's extras, which is what the hand-off extra
+    /// notices) when it hands the connection to the request; read back for a connector
+    /// without the hand-off extra.
+    capture: CaptureConnection,
+}
+
+/// Where a request learns its connection.
+struct Slot {
+    tracker: Tracker,
+    trace: RequestTrace,
+    shared: Arc<Shared>,
+    conn: Mutex<Option<ConnectionId>>,
+}
+
+impl Slot {
+    /// The request got connection `id` (again if hyper-util retries it on another one).
+    fn got(&self, id: ConnectionId, h2: bool) {
+        {
+            let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            if *conn == Some(id) {
+                return;
+            }
+            *conn = Some(id);
+        }
+        let Some(conn) = self.tracker.lookup(id) else {
+            return;
+        };
+        self.trace.got_conn(conn, !h2);
+        if h2 {
+            // HTTP/2: the stream's HEADERS frame goes out as soon as the request is handed to
+            // the connection; the body's end is reported by the body wrapper.
+            self.shared.h2.store(true, Ordering::Release);
+            self.trace.wrote_headers();
+            if self.shared.body_done.load(Ordering::Acquire) {
+                self.trace.wrote_request(None);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The request whose hyper-util future this thread is polling.
+    static SENDING: RefCell<Option<Arc<Slot>>> = const { RefCell::new(None) };
+}
+
+/// Puts the previous request back on drop.
+struct Restore(Option<Arc<Slot>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        SENDING.with(|s| *s.borrow_mut() = prev);
+    }
+}
+
+/// A hyper-util "extra" that tracked connections carry next to their [`ConnectionId`]. hyper-util
+/// clones a connection's extras when it hands the connection to a request (for
+/// `capture_connection`), just before the request goes to the connection: the clone tells the
+/// [`TracedClient`] request being polled on this thread which connection it got, so the
+/// connection's I/O is watched before the request's first byte is written.
+#[derive(Debug)]
+pub(crate) struct HandOff {
+    id: ConnectionId,
+    h2: bool,
+}
+
+impl HandOff {
+    pub(crate) fn new(id: ConnectionId, h2: bool) -> Self {
+        HandOff { id, h2 }
+    }
+}
+
+impl Clone for HandOff {
+    fn clone(&self) -> Self {
+        let slot = SENDING.with(|s| s.borrow().clone());
+        if let Some(slot) = slot {
+            slot.got(self.id, self.h2);
+        }
+        HandOff {
+            id: self.id,
+            h2: self.h2,
+        }
+    }
+}
+
+/// What the request body, the 1xx callback and the response future share.
+#[derive(Default)]
+struct Shared {
+    h2: AtomicBool,
+    body_done: AtomicBool,
+    got_continue: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Shared {
+    /// Whether `100 Continue` came; if not, the 1xx callback wakes `cx`'s task when it does.
+    fn poll_continue(&self, cx: &Context<'_>) -> bool {
+        if self.got_continue.load(Ordering::Acquire) {
+            return true;
+        }
+        *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        self.got_continue.load(Ordering::Acquire)
+    }
+
+    fn continue_arrived(&self) {
+        self.got_continue.store(true, Ordering::Release);
+        let waker = self
+            .waker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The future of [`TracedClient::request`]: the response, with its body wrapped so that the
+/// end of the exchange is reported.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture<C, B> {
+    start: Option<Box<Start<C, B>>>,
+    sending: Option<Sending>,
+}
+
+// Nothing in it is pinned structurally: the inner future is polled through `Pin::new`, and
+// the client and request are only moved out.
+impl<C, B> Unpin for ResponseFuture<C, B> {}
+
+impl<C, B> fmt::Debug for ResponseFuture<C, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("trace", &self.sending.as_ref().map(|s| &s.trace))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, B> Future for ResponseFuture<C, B>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody>, ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(start) = this.start.take() {
+            this.sending = Some((*start).begin());
+        }
+        let Some(sending) = this.sending.as_mut() else {
+            panic!("ResponseFuture polled after completion");
+        };
+        let res = match &sending.watched {
+            Some(w) => {
+                let prev = SENDING.with(|s| s.borrow_mut().replace(Arc::clone(&w.slot)));
+                let _restore = Restore(prev);
+                Pin::new(&mut sending.fut).poll(cx)
+            }
+            None => Pin::new(&mut sending.fut).poll(cx),
+        };
+        sending.check_conn();
+        let res = match res {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(res) => res,
+        };
+        let Some(sending) = this.sending.take() else {
+            unreachable!("checked above");
+        };
+        Poll::Ready(sending.done(res))
+    }
+}
+
+impl<C, B> Start<C, B>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn begin(self) -> Sending {
+        let Start {
+            client,
+            tracker,
+            hook,
+            expect_continue_timeout,
+            req,
+        } = self;
+        let uri = uri_string(req.uri());
+        let trace = match hook {
+            Some(h) => tracker.request_with_hook(req.method().as_str(), &uri, h),
+            None => tracker.request(req.method().as_str(), &uri),
+        };
+        let hooks = trace.has_hooks();
+        if hooks {
+            let host_port = target_of(req.uri()).unwrap_or(uri);
+            trace.get_conn(&host_port);
+        }
+        let (parts, body) = req.into_parts();
+        let expect = parts
+            .headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+            && !body.is_end_stream();
+        let close_requested = wants_close(parts.version, &parts.headers);
+        if hooks {
+            trace.set_header_fields(header_fields(&parts.uri, &parts.headers));
+        }
+        let shared = Arc::new(Shared::default());
+        let body = RequestBody::new(
+            body,
+            trace.clone(),
+            Arc::clone(&shared),
+            expect.then_some(expect_continue_timeout),
+        );
+        let mut req = Request::from_parts(parts, body);
+        if hooks || expect {
+            let trace = trace.clone();
+            let shared = Arc::clone(&shared);
+            ::hyper::ext::on_informational(&mut req, move |res| {
+                let status = res.status().as_u16();
+                let headers: Vec<(&[u8], &[u8])> = res
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+                    .collect();
+                trace.got_1xx_response(status, &headers);
+                if status == 100 {
+                    shared.continue_arrived();
+                }
+            });
+        }
+        let watched = (hooks || expect).then(|| Watched {
+            capture: capture_connection(&mut req),
+            slot: Arc::new(Slot {
+                tracker: tracker.clone(),
+                trace: trace.clone(),
+                shared: Arc::clone(&shared),
+                conn: Mutex::new(None),
+            }),
+        });
+        let fut = trace.dial_scope().scope(client.request(req));
+        Sending {
+            fut,
+            tracker,
+            trace,
+            shared,
+            watched,
+            close_requested,
+        }
+    }
+}
+
+impl Sending {
+    /// Reports the connection once hyper-util has handed it to the request, for a connector
+    /// whose connections carry a [`ConnectionId`] but not the hand-off extra (the connection
+    /// is then known only after the request was sent, and its first write may be missed: the
+    /// response reports it).
+    fn check_conn(&mut self) {
+        let Some(w) = &self.watched else {
+            return;
+        };
+        if w.slot
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
+            // Known already (a retry on another connection is reported by the hand-off).
+            return;
+        }
+        let (id, h2) = {
+            let meta = w.capture.connection_metadata();
+            let Some(connected) = meta.as_ref() else {
+                return;
+            };
+            let mut ext = http::Extensions::new();
+            connected.get_extras(&mut ext);
+            let Some(id) = ext.get::<ConnectionId>().copied() else {
+                return;
+            };
+            (id, connected.is_negotiated_h2())
+        };
+        w.slot.got(id, h2);
+    }
+
+    fn done(
+        mut self,
+        res: Result<Response<Incoming>, ClientError>,
+    ) -> Result<Response<ResponseBody>, ClientError> {
+        self.check_conn();
+        match res {
+            Ok(res) => {
+                if self.watched.is_none() {
+                    // Unwatched: the exchange is counted on the connection the response names.
+                    if let Some(conn) =
+                        super::connection_id(&res).and_then(|id| self.tracker.lookup(id))
+                    {
+                        self.trace.got_conn(conn, false);
+                    }
+                    let trace = self.trace.clone();
+                    return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, true)));
+                }
+                let has_conn = self.trace.connection().is_some();
+                if has_conn {
+                    // The I/O watch reports these at the first response byte; this covers a
+                    // connection whose watch was installed late, and HTTP/2 (the response's
+                    // headers are its first byte).
+                    self.trace.wrote_headers();
+                    if self.shared.body_done.load(Ordering::Acquire) {
+                        self.trace.wrote_request(None);
+                    }
+                    self.trace.got_first_response_byte();
+                }
+                let h1 =
+                    res.version() <= Version::HTTP_11 && !self.shared.h2.load(Ordering::Acquire);
+                let keep_alive =
+                    !self.close_requested && !wants_close(res.version(), res.headers());
+                let trace = self.trace.clone();
+                Ok(res.map(|inner| ResponseBody::new(inner, trace, h1 && has_conn, keep_alive)))
+            }
+            Err(e) => {
+                if self.trace.connection().is_some() {
+                    let err = io_error_for_hooks(&e);
+                    self.trace.wrote_request(Some(&err));
+                    if !self.shared.h2.load(Ordering::Acquire) {
+                        self.trace.put_idle_conn(Some(&err));
+                    }
+                }
+                self.trace.finish();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<C, B> Drop for ResponseFuture<C, B> {
+    fn drop(&mut self) {
+        if let Some(sending) = &self.sending {
+            sending.trace.finish();
+        }
+    }
+}
+
+/// The URI as text, built in one allocation (the common absolute form; `Display` otherwise).
+fn uri_string(uri: &Uri) -> String {
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return uri.to_string();
+    };
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut s = String::with_capacity(scheme.len() + 3 + authority.as_str().len() + pq.len());
+    s.push_str(scheme);
+    s.push_str("://");
+    s.push_str(authority.as_str());
+    s.push_str(pq);
+    s
+}
+
+/// Whether a message's `Connection` header (or HTTP/1.0 without keep-alive) closes the
+/// connection after this exchange.
+fn wants_close(version: Version, headers: &HeaderMap) -> bool {
+    let mut keep_alive = false;
+    for v in headers.get_all(CONNECTION) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                return true;
+            }
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    version == Version::HTTP_10 && !keep_alive
+}
+
+/// The request's header fields as they go out: `Host` first (hyper-util adds it on HTTP/1 when
+/// the request has none), then the request's own.
+fn header_fields(uri: &Uri, headers: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut fields = Vec::with_capacity(headers.len() + 1);
+    if !headers.contains_key(HOST) {
+        if let Some(authority) = uri.authority() {
+            let default_port = match uri.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            };
+            let host = match authority.port_u16() {
+                Some(p) if Some(p) == default_port => authority.host().to_owned(),
+                _ => authority.as_str().to_owned(),
+            };
+            fields.push((b"host".to_vec(), host.into_bytes()));
+        }
+    }
+    for (name, value) in headers {
+        fields.push((name.as_str().as_bytes().to_vec(), value.as_bytes().to_vec()));
+    }
+    fields
+}
+
+/// The request body of a [`TracedClient`]'s requests: the body given to
+/// [`request`](TracedClient::request), reporting its end (`on_wrote_request` follows once it is
+/// written) and, for `Expect: 100-continue` on HTTP/1, firing `on_wait_100_continue` and
+/// holding the body back until the server's `100 Continue` or the client's
+/// [`expect_continue_timeout`](TracedClient::expect_continue_timeout).
+pub struct RequestBody<B> {
+    inner: B,
+    trace: RequestTrace,
+    shared: Arc<Shared>,
+    /// Boxed: hyper-util moves the request (and so this body) several times per request.
+    expect: Option<Box<Expect>>,
+    done: bool,
+}
+
+struct Expect {
+    timeout: Duration,
+    started: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B: fmt::Debug> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("inner", &self.inner)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> RequestBody<B> {
+    fn new(inner: B, trace: RequestTrace, shared: Arc<Shared>, expect: Option<Duration>) -> Self {
+        let mut body = RequestBody {
+            inner,
+            trace,
+            shared,
+            expect: expect.map(|timeout| {
+                Box::new(Expect {
+                    timeout,
+                    started: false,
+                    sleep: None,
+                })
+            }),
+            done: false,
+        };
+        if body.expect.is_none() && body.inner.is_end_stream() {
+            body.end();
+        }
+        body
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+
+    fn end(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.shared.body_done.store(true, Ordering::Release);
+        self.trace.body_done();
+        if self.shared.h2.load(Ordering::Acquire) {
+            self.trace.wrote_request(None);
+        }
+    }
+
+    /// Waits for `100 Continue` (or the timeout) before the first frame.
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(expect) = self.expect.as_mut() else {
+            return Poll::Ready(());
+        };
+        if self.shared.h2.load(Ordering::Acquire) {
+            // hyper reports no 1xx on HTTP/2: there is no `100 Continue` to wait for.
+            self.expect = None;
+            return Poll::Ready(());
+        }
+        if !expect.started {
+            expect.started = true;
+            // Asked for the body: the headers are in the connection's hands.
+            self.trace.wrote_headers();
+            self.trace.wait_100_continue();
+        }
+        if !self.shared.poll_continue(cx) {
+            let timeout = expect.timeout;
+            let sleep = expect
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.expect = None;
+        Poll::Ready(())
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.poll_continue(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(None) => this.end(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.end(),
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expect.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body from a [`TracedClient`]: hyper's body, reporting the end of the exchange.
+///
+/// On HTTP/1, when the body ends the connection goes back to the pool (`on_put_idle_conn`
+/// without error), unless a `Connection: close` (or HTTP/1.0) says it will close, or the body
+/// failed, or it is dropped before its end (`on_put_idle_conn` with the reason). The request's
+/// trace then ends: the connection's exchange is over and the request's hooks are called no
+/// more.
+pub struct ResponseBody {
+    inner: Incoming,
+    end: Option<End>,
+}
+
+struct End {
+    trace: RequestTrace,
+    h1: bool,
+    keep_alive: bool,
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .field("ended", &self.end.is_none())
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    fn new(inner: Incoming, trace: RequestTrace, h1: bool, keep_alive: bool) -> Self {
+        let mut body = ResponseBody {
+            inner,
+            end: Some(End {
+                trace,
+                h1,
+                keep_alive,
+            }),
+        };
+        if body.inner.is_end_stream() {
+            body.finish(None);
+        }
+        body
+    }
+
+    /// The request's trace (until the body ends).
+    pub fn trace(&self) -> Option<&RequestTrace> {
+        self.end.as_ref().map(|e| &e.trace)
+    }
+
+    fn finish(&mut self, error: Option<&io::Error>) {
+        let Some(end) = self.end.take() else { return };
+        if end.h1 {
+            match error {
+                Some(e) => end.trace.put_idle_conn(Some(e)),
+                None if end.keep_alive => end.trace.put_idle_conn(None),
+                None => end.trace.put_idle_conn(Some(&io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the connection closes after this response (Connection: close)",
+                ))),
+            }
+        }
+        end.trace.finish();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = ::hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ::hyper::Error>>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(None) => this.finish(None),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.finish(None),
+            Poll::Ready(Some(Err(e))) => {
+                let err = io_error_for_hooks(e);
+                this.finish(Some(&err));
+            }
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.end.is_some() {
+            self.finish(Some(&io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the response body was dropped before its end",
+            )));
+        }
+    }
+}
