@@ -37,6 +37,8 @@
 //! let app = Router::new().route("/me", get(me)).layer(ExchangeLayer::new(&tracker));
 //! axum::serve(listener, app.into_make_service_with_connect_info::<TrackedConnectInfo>()).await
 //! # }
+//! # #[cfg(feature = "axum")]
+//! # let _ = run;
 //! ```
 
 use std::fmt;
