@@ -29,6 +29,8 @@ use axum::routing::get;
 use axum::Router;
 use conntrack_core::metrics::{MetricsCollector, MetricsHook};
 use conntrack_core::{render, DialerConfig, ListenerConfig, Tracker};
+use conntrack_tokio::exchange::ExchangeLayer;
+use conntrack_tokio::hyper::TracedClient;
 use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -36,7 +38,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-type HttpClient = Client<Dialer, Empty<Bytes>>;
+/// hyper-util's client on a tracked dialer, traced: each request is an exchange on its
+/// client connection too (the REQS and STATE columns on both sides).
+type HttpClient = TracedClient<Dialer, Empty<Bytes>>;
 
 /// `GET /data/{n}`: `n` bytes (at most 1 MiB), and which connection served them.
 async fn data(
@@ -109,7 +113,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/metrics", {
             let (collector, prometheus) = (collector.clone(), prometheus.clone());
             get(move || async move { scrape(&collector, &prometheus) })
-        });
+        })
+        // Each request counted on its server connection: the table's REQS and STATE columns.
+        .layer(ExchangeLayer::new(&tracker));
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(
@@ -129,18 +135,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The clients: a keep-alive pool and a churning client, each on a tracked dialer.
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
-    let pool: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(4)
-        .build(Dialer::new(
-            &tracker,
-            DialerConfig::new().category("http-pool"),
-        ));
-    let churn: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(Dialer::new(
-            &tracker,
-            DialerConfig::new().category("http-churn"),
-        ));
+    let pool: HttpClient = TracedClient::new(
+        &tracker,
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(4)
+            .build(Dialer::new(
+                &tracker,
+                DialerConfig::new().category("http-pool"),
+            )),
+    );
+    let churn: HttpClient = TracedClient::new(
+        &tracker,
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(Dialer::new(
+                &tracker,
+                DialerConfig::new().category("http-churn"),
+            )),
+    );
     let mut tasks = Vec::new();
     for i in 0..4u64 {
         let pause = Duration::from_millis(20 + 10 * i);
