@@ -101,6 +101,6 @@ pub use info::{
 };
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use render::Snapshot;
-pub use request::RequestTrace;
+pub use request::{RequestTimings, RequestTrace};
 pub use stats::{CategoryStats, Stats};
 pub use tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};

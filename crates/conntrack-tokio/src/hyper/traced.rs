@@ -491,7 +491,9 @@ impl Sending {
     ) -> Result<Response<ResponseBody>, ClientError> {
         self.check_conn();
         match res {
-            Ok(res) => {
+            Ok(mut res) => {
+                // The request's trace, for its phase timings (`RequestTrace::timings`).
+                res.extensions_mut().insert(self.trace.clone());
                 if self.watched.is_none() {
                     // Unwatched: the exchange is counted on the connection the response names.
                     if let Some(conn) =

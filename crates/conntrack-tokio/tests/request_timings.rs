@@ -1,0 +1,145 @@
+//! The phase timings a traced response carries (`RequestTrace` in its extensions,
+//! `RequestTrace::timings`): they add up, a reused connection's have no DNS/connect/TLS phase,
+//! and an HTTPS request's have a TLS phase.
+#![cfg(all(feature = "hyper", feature = "tls"))]
+
+#[path = "support/pki.rs"]
+mod pki;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conntrack_core::{DialerConfig, RecordingHook, RequestTimings, RequestTrace, Tracker};
+use conntrack_tokio::hyper::{HttpsConnector, RequestBody, TracedClient};
+use conntrack_tokio::Dialer;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::Connect;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+type Body = Empty<Bytes>;
+
+async fn handle(_req: Request<Incoming>) -> Result<Response<String>, Infallible> {
+    Ok(Response::new("x".repeat(10_000)))
+}
+
+/// A hyper HTTP/1 server on loopback, over TLS when given a config.
+async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let http = hyper::server::conn::http1::Builder::new();
+                let svc = hyper::service::service_fn(handle);
+                let _ = match acceptor {
+                    Some(a) => match a.accept(stream).await {
+                        Ok(tls) => http.serve_connection(TokioIo::new(tls), svc).await,
+                        Err(_) => return,
+                    },
+                    None => http.serve_connection(TokioIo::new(stream), svc).await,
+                };
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a GET, reads the body to its end, and returns the timings with the wall time the
+/// test measured around the whole request.
+async fn timed_get<C>(client: &TracedClient<C, Body>, uri: &str) -> (RequestTimings, Duration)
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let start = Instant::now();
+    let res = client.get(uri.parse().unwrap()).await.unwrap();
+    let trace = res
+        .extensions()
+        .get::<RequestTrace>()
+        .cloned()
+        .expect("the response carries its trace");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 10_000);
+    let wall = start.elapsed();
+    (trace.timings(), wall)
+}
+
+/// Every phase non-negative and in order, the total within the wall time the test measured.
+fn check_adds_up(t: &RequestTimings, wall: Duration) {
+    let wait = t.wait.expect("wait");
+    let written = t.request_written.expect("request written");
+    let first = t.first_byte.expect("first byte");
+    let total = t.total.expect("total once the body ended");
+    assert!(
+        wait <= written && written <= first && first <= total,
+        "{t:?}"
+    );
+    let dial =
+        t.dns.unwrap_or_default() + t.connect.unwrap_or_default() + t.tls.unwrap_or_default();
+    assert!(
+        dial <= wait,
+        "the dial happens while the request waits: {t:?}"
+    );
+    assert!(
+        total <= wall + Duration::from_millis(5),
+        "{t:?} vs wall {wall:?}"
+    );
+    // The line a user logs.
+    let line = t.to_string();
+    assert!(line.contains("wait ") && line.contains("total "), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_timings_add_up_and_a_reused_connection_has_no_dial_phases() {
+    let addr = server(None).await;
+    let tracker = Tracker::builder().hook(RecordingHook::new()).build();
+    let dialer = Dialer::new(&tracker, DialerConfig::new()).with_resolver(
+        |_host: String, port: u16| async move {
+            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        },
+    );
+    let client: Client<Dialer, RequestBody<Body>> =
+        Client::builder(TokioExecutor::new()).build(dialer);
+    let client = TracedClient::new(&tracker, client);
+    let uri = format!("http://timings.test:{}/", addr.port());
+
+    let (first, wall) = timed_get(&client, &uri).await;
+    check_adds_up(&first, wall);
+    assert_eq!(first.reused, Some(false));
+    assert!(first.dns.is_some() && first.connect.is_some(), "{first:?}");
+    assert_eq!(first.tls, None);
+    assert!(first.to_string().ends_with("new connection"), "{first}");
+
+    let (second, wall) = timed_get(&client, &uri).await;
+    check_adds_up(&second, wall);
+    assert_eq!(second.reused, Some(true), "{second:?}");
+    assert_eq!((second.dns, second.connect, second.tls), (None, None, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_request_has_a_tls_phase() {
+    let (server_tls, client_tls) = pki::localhost_configs(&[b"http/1.1"]);
+    let addr = server(Some(server_tls)).await;
+    let tracker = Tracker::builder().hook(RecordingHook::new()).build();
+    let dialer = Dialer::new(&tracker, DialerConfig::new()).with_resolver(
+        |_host: String, port: u16| async move {
+            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        },
+    );
+    let https = HttpsConnector::from_dialer(dialer, client_tls);
+    let client: Client<HttpsConnector, RequestBody<Body>> =
+        Client::builder(TokioExecutor::new()).build(https);
+    let client = TracedClient::new(&tracker, client);
+    let (t, wall) = timed_get(&client, &format!("https://localhost:{}/", addr.port())).await;
+    check_adds_up(&t, wall);
+    assert!(t.tls.is_some(), "{t:?}");
+    assert!(t.to_string().contains("tls "), "{t}");
+}
