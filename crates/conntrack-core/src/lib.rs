@@ -78,6 +78,7 @@ pub mod render;
 mod request;
 mod stats;
 mod sync;
+mod tcp_info;
 pub mod trace;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
@@ -85,7 +86,7 @@ pub mod tracing;
 mod tracker;
 
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
-pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration};
+pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration, TcpInfoGuard};
 pub use dial::{ConnectAttempt, Dial};
 pub use event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
@@ -103,4 +104,5 @@ pub use recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use render::Snapshot;
 pub use request::RequestTrace;
 pub use stats::{CategoryStats, Stats};
+pub use tcp_info::TcpStats;
 pub use tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};

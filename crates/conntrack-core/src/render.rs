@@ -376,6 +376,20 @@ fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
     td_num(out, c.read_bytes as f64, &bytes(c.read_bytes));
     td_num(out, c.write_bytes as f64, &bytes(c.write_bytes));
     td_num(out, c.idle_for.as_secs_f64(), &duration(c.idle_for));
+    match &c.tcp {
+        Some(t) => td_num(
+            out,
+            t.rtt.as_secs_f64(),
+            &format!(
+                "rtt {} ±{} retrans {} cwnd {}",
+                fine_duration(t.rtt),
+                fine_duration(t.rtt_var),
+                t.retransmits,
+                t.cwnd
+            ),
+        ),
+        None => td_num(out, -1.0, ""),
+    }
     let tls = c.tls.as_ref().map_or_else(String::new, |t| {
         let mut s = format!("{} {}", t.protocol_version, t.cipher_suite);
         if let Some(alpn) = t.alpn_str() {
@@ -393,8 +407,9 @@ fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
     out.push_str("</tr>");
 }
 
-const CONN_HEADERS: [&str; 11] = [
-    "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written", "Idle", "TLS",
+const CONN_HEADERS: [&str; 12] = [
+    "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written", "Idle", "TCP",
+    "TLS",
 ];
 
 /// The snapshot as a self-contained HTML page: a summary per category (over every
@@ -539,6 +554,17 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A short duration with sub-millisecond precision (`0.052ms`), as round-trip times need;
+/// from a second on as [`duration`].
+#[must_use]
+pub fn fine_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{:.3}ms", d.as_secs_f64() * 1000.0)
+    } else {
+        duration(d)
+    }
+}
+
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<Cow<'_, str>>> = rows
         .iter()
@@ -591,6 +617,10 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
     if requests {
         header.extend(["REQS", "STATE"]);
     }
+    let tcp = connections.iter().any(|c| c.tcp.is_some());
+    if tcp {
+        header.extend(["RTT", "RETRANS"]);
+    }
     if tls {
         header.push("TLS");
     }
@@ -619,6 +649,12 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
             ]);
             if requests {
                 row.extend([c.requests.to_string(), c.state.to_string()]);
+            }
+            if tcp {
+                match &c.tcp {
+                    Some(t) => row.extend([fine_duration(t.rtt), t.retransmits.to_string()]),
+                    None => row.extend(["-".into(), "-".into()]),
+                }
             }
             if tls {
                 row.push(c.tls.as_ref().map_or_else(
