@@ -386,7 +386,7 @@ impl Entry {
         self.write.load(Ordering::Relaxed)
     }
 
-    fn timings(&self) -> Timings {
+    pub(crate) fn timings(&self) -> Timings {
         Timings {
             dns: nanos_to_dur(self.dns.load(Ordering::Relaxed)),
             connect: nanos_to_dur(self.connect.load(Ordering::Relaxed)),

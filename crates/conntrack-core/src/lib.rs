@@ -57,6 +57,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod activity;
 pub mod blocking;
 mod clock;
 mod config;
@@ -72,6 +73,7 @@ mod info;
 pub mod metrics;
 #[cfg(any(feature = "metrics", feature = "tracing"))]
 mod otel;
+mod pictures;
 mod recording;
 mod registry;
 pub mod render;
@@ -85,6 +87,7 @@ pub mod trace;
 pub mod tracing;
 mod tracker;
 
+pub use activity::{ActiveSample, Phases, RequestTiming};
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
 pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration, TcpInfoGuard};
 pub use dial::{ConnectAttempt, Dial};

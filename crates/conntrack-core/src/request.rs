@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::activity::{Marks, RequestTiming};
 use crate::clock;
 use crate::connection::{ConnectionRef, ExchangeStart, IoWatch};
 use crate::event::{
@@ -83,7 +84,18 @@ struct Inner {
     put_idle: AtomicBool,
     got_100: AtomicBool,
     finished: AtomicBool,
+    /// When `got_conn`, `wrote_request` (or failing that `wrote_headers`) and the first
+    /// response byte happened, nanos on the process clock (`NO_MARK`: not yet).
+    marks: [AtomicU64; 4],
+    /// Whether the connection was reused, and the dial phases of a new one.
+    dial: Mutex<(bool, [Option<Duration>; 3])>,
 }
+
+const NO_MARK: u64 = u64::MAX;
+const GOT_CONN: usize = 0;
+const WROTE_HEADERS: usize = 1;
+const WROTE_REQUEST: usize = 2;
+const FIRST_BYTE: usize = 3;
 
 impl Tracker {
     /// Starts tracing an HTTP request, capturing the current [`trace`] scope's hooks.
@@ -120,6 +132,8 @@ impl RequestTrace {
                 put_idle: AtomicBool::new(false),
                 got_100: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
+                marks: std::array::from_fn(|_| AtomicU64::new(NO_MARK)),
+                dial: Mutex::new((false, [None; 3])),
             }),
         }
     }
@@ -160,6 +174,20 @@ impl RequestTrace {
     /// the write and first-byte events (see the type's docs).
     pub fn got_conn(&self, conn: ConnectionRef, watch_io: bool) -> ExchangeStart {
         let start = conn.begin_exchange();
+        self.inner.mark(GOT_CONN);
+        {
+            let t = conn.entry.timings();
+            *lock(&self.inner.dial) = if start.reused {
+                (true, [None; 3])
+            } else {
+                (false, [t.dns, t.connect, t.tls_handshake])
+            };
+        }
+        if watch_io {
+            // Also without hooks: the phase times feed the tracker's request timings.
+            let watch: Arc<dyn IoWatch> = Arc::new(Watch(Arc::downgrade(&self.inner)));
+            conn.entry.set_watcher(Some(watch));
+        }
         if self.has_hooks() {
             let info = conn.info();
             let request = &self.inner.info;
@@ -172,10 +200,6 @@ impl RequestTrace {
                     idle_time: start.idle_time,
                 });
             });
-            if watch_io {
-                let watch: Arc<dyn IoWatch> = Arc::new(Watch(Arc::downgrade(&self.inner)));
-                conn.entry.set_watcher(Some(watch));
-            }
         }
         let old = lock(&self.inner.conn).replace(conn);
         if let Some(old) = old {
@@ -268,6 +292,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
+    fn mark(&self, which: usize) {
+        let _ = self.marks[which].compare_exchange(
+            NO_MARK,
+            clock::now_nanos(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The event time `which`, in nanos since the request began.
+    fn mark_at(&self, which: usize) -> Option<u64> {
+        let t = self.marks[which].load(Ordering::Acquire);
+        (t != NO_MARK).then(|| t.saturating_sub(self.started))
+    }
+
+    /// Keeps the finished request's phases in the tracker's ring, if it got a connection.
+    fn record_timing(&self, conn: Option<crate::ConnectionId>) {
+        let Some(got_conn) = self.mark_at(GOT_CONN) else {
+            return;
+        };
+        let finish = clock::now_nanos().saturating_sub(self.started);
+        let (reused, dial) = *lock(&self.dial);
+        let marks = Marks {
+            got_conn: Some(got_conn),
+            wrote_request: self.mark_at(WROTE_REQUEST).or(self.mark_at(WROTE_HEADERS)),
+            first_byte: self.mark_at(FIRST_BYTE),
+            finish,
+            dial,
+        };
+        self.tracker.activity.push_request(RequestTiming {
+            id: self.info.id,
+            method: Arc::clone(&self.info.method),
+            uri: Arc::clone(&self.info.uri),
+            connection: conn,
+            reused,
+            started_at: clock::Now::read().wall_at(self.started),
+            total: Duration::from_nanos(finish),
+            phases: marks.phases(),
+        });
+    }
+
     fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
         if self.tracker.has_hooks(&self.chain) {
             self.tracker.fire(&self.chain, f);
@@ -278,6 +343,7 @@ impl Inner {
         if self.wrote_headers.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.mark(WROTE_HEADERS);
         let request = &self.info;
         let fields = std::mem::take(&mut *lock(&self.fields));
         for (name, value) in &fields {
@@ -296,6 +362,7 @@ impl Inner {
         if self.wrote_request.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.mark(WROTE_REQUEST);
         let request = &self.info;
         self.fire(&mut |h| h.on_wrote_request(&WroteRequestEvent { request, error }));
     }
@@ -304,6 +371,7 @@ impl Inner {
         if self.first_byte.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.mark(FIRST_BYTE);
         let request = &self.info;
         let elapsed = clock::since(self.started);
         self.fire(&mut |h| {
@@ -315,10 +383,12 @@ impl Inner {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(conn) = lock(&self.conn).as_ref() {
+        let conn = lock(&self.conn).clone();
+        if let Some(conn) = &conn {
             conn.entry.set_watcher(None);
             conn.end_exchange();
         }
+        self.record_timing(conn.map(|c| c.id()));
     }
 }
 
