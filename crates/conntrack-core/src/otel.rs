@@ -55,6 +55,7 @@ pub(crate) fn transport(addr: &crate::Addr) -> Option<&'static str> {
 /// The `error.type` where an OpenTelemetry convention lists well-known values: `timeout` for a
 /// timed-out step (the value every convention shares), and for a DNS lookup `host_not_found`
 /// (no such name, or an empty answer); anything else is [`error_type`].
+#[cfg(feature = "metrics")]
 pub(crate) fn otel_error_type(e: &io::Error, dns: bool) -> Cow<'static, str> {
     match e.kind() {
         io::ErrorKind::TimedOut => Cow::Borrowed("timeout"),
@@ -87,6 +88,7 @@ pub(crate) fn http_version(alpn: Option<&[u8]>) -> Option<&'static str> {
 
 /// An address as OpenTelemetry's `*.address` / `*.port` pair: the IP and port, or a Unix
 /// socket's path (lossily decoded) and no port.
+#[cfg(feature = "metrics")]
 pub(crate) fn addr_parts(a: &crate::Addr) -> (Option<String>, Option<u16>) {
     match a {
         crate::Addr::Inet(sa) => (Some(sa.ip().to_string()), Some(sa.port())),
@@ -115,7 +117,7 @@ pub(crate) fn split_target(t: &str) -> (Option<&str>, Option<u16>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{error_type, http_version, otel_error_type};
+    use super::{error_type, http_version};
     use std::io;
 
     #[test]
@@ -130,7 +132,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "metrics")]
     fn well_known_values() {
+        use super::otel_error_type;
         let e = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(otel_error_type(&e, false), "timeout");
         let e = io::Error::from(io::ErrorKind::NotFound);
