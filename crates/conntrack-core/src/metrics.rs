@@ -504,6 +504,96 @@ pub struct MetricsHook {
     extra: Arc<[Label]>,
     dns_question_name: bool,
     closes: Arc<CloseHistograms>,
+    /// Kept `kestrel.connection.duration` handles.
+    kestrel: Arc<Kept<KestrelKey>>,
+    /// Kept `http.client.connection.duration` handles.
+    http_client: Arc<Kept<HttpClientKey>>,
+    /// Kept `conntrack.tcp.rtt` handles.
+    rtt: Arc<Kept<Role>>,
+}
+
+/// What tells `kestrel.connection.duration` series of one category apart, when no error
+/// label is involved.
+#[derive(PartialEq)]
+struct KestrelKey {
+    local: crate::info::Addr,
+    http: Option<&'static str>,
+    tls: Option<&'static str>,
+}
+
+/// What tells `http.client.connection.duration` series of one category apart.
+#[derive(PartialEq)]
+struct HttpClientKey {
+    target: Option<Arc<str>>,
+    remote: crate::info::Addr,
+    http: Option<&'static str>,
+}
+
+/// Histogram handles kept by category and a key, for the recorder they came from (as
+/// [`CloseHistograms`], for the other per-close histograms).
+struct Kept<K>(RwLock<(usize, KeptByCategory<K>)>);
+
+type KeptByCategory<K> = HashMap<Arc<str>, Vec<(K, Histogram)>>;
+
+impl<K> Default for Kept<K> {
+    fn default() -> Self {
+        Kept(RwLock::new((0, HashMap::new())))
+    }
+}
+
+impl<K> fmt::Debug for Kept<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Kept")
+            .field("categories", &g.1.len())
+            .finish()
+    }
+}
+
+impl<K: PartialEq> Kept<K> {
+    /// Records `value` in the handle kept for (`category`, `key`); the first time, the
+    /// handle is made by `make` (a recorder lookup) and kept.
+    fn record(
+        &self,
+        recorder: usize,
+        category: &Arc<str>,
+        key: K,
+        value: f64,
+        make: impl FnOnce() -> Histogram,
+    ) {
+        {
+            let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
+            if g.0 == recorder {
+                if let Some((_, h)) =
+                    g.1.get(&**category)
+                        .and_then(|v| v.iter().find(|(k, _)| *k == key))
+                {
+                    h.record(value);
+                    return;
+                }
+            }
+        }
+        let histogram = make();
+        histogram.record(value);
+        let mut g = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if g.0 != recorder {
+            g.1.clear();
+            g.0 = recorder;
+        }
+        let v = g.1.entry(Arc::clone(category)).or_default();
+        if !v.iter().any(|(k, _)| *k == key) {
+            v.push((key, histogram));
+        }
+    }
+}
+
+/// `"1.2"` and `"1.3"` as static strings (the TLS versions a kept handle can be keyed by).
+fn static_tls(v: &str) -> Option<&'static str> {
+    match v {
+        "1.3" => Some("1.3"),
+        "1.2" => Some("1.2"),
+        _ => None,
+    }
 }
 
 /// One kept `conntrack.connection.duration` handle and the labels it was made with (besides
@@ -633,28 +723,67 @@ impl MetricsHook {
 impl MetricsHook {
     /// The OpenTelemetry-named duration at close: `kestrel.connection.duration` for an accepted
     /// connection, `http.client.connection.duration` for a dialed one that carried exchanges.
-    fn otel_close(&self, c: &ConnectionInfo, error: Option<&io::Error>) {
+    fn otel_close(&self, c: &ConnectionInfo, error: Option<&io::Error>, recorder: usize) {
         let value = secs(c.established_for);
+        let http = http_version(c.tls.as_ref().and_then(|t| t.alpn.as_deref()));
         match c.role {
             Role::Server => {
-                let mut l = kestrel_labels(c);
-                if let Some(tls) = &c.tls {
-                    if let Some(v) = http_version(tls.alpn.as_deref()) {
+                let labels = || {
+                    let mut l = kestrel_labels(c);
+                    if let Some(v) = http {
                         l.push(Label::from_static_parts("network.protocol.name", "http"));
                         l.push(Label::from_static_parts("network.protocol.version", v));
                     }
-                    l.push(tls_version_label(&tls.protocol_version));
+                    if let Some(tls) = &c.tls {
+                        l.push(tls_version_label(&tls.protocol_version));
+                    }
+                    l
+                };
+                let tls = c.tls.as_ref().map(|t| static_tls(&t.protocol_version));
+                match (error, tls) {
+                    // The common case: a handle kept per listening address and versions.
+                    (None, None | Some(Some(_))) => self.kestrel.record(
+                        recorder,
+                        &c.category,
+                        KestrelKey {
+                            local: c.local_addr.clone(),
+                            http,
+                            tls: tls.flatten(),
+                        },
+                        value,
+                        || {
+                            ::metrics::histogram!(
+                                KESTREL_CONNECTION_DURATION,
+                                self.labels(labels())
+                            )
+                        },
+                    ),
+                    _ => {
+                        let mut l = labels();
+                        if let Some(e) = error {
+                            l.push(otel_error_label(e));
+                        }
+                        ::metrics::histogram!(KESTREL_CONNECTION_DURATION, self.labels(l))
+                            .record(value);
+                    }
                 }
-                if let Some(e) = error {
-                    l.push(otel_error_label(e));
-                }
-                ::metrics::histogram!(KESTREL_CONNECTION_DURATION, self.labels(l)).record(value);
             }
-            Role::Client if c.requests > 0 => {
-                let l = http_client_labels(c);
-                ::metrics::histogram!(HTTP_CLIENT_CONNECTION_DURATION, self.labels(l))
-                    .record(value);
-            }
+            Role::Client if c.requests > 0 => self.http_client.record(
+                recorder,
+                &c.category,
+                HttpClientKey {
+                    target: c.target.clone(),
+                    remote: c.remote_addr.clone(),
+                    http,
+                },
+                value,
+                || {
+                    ::metrics::histogram!(
+                        HTTP_CLIENT_CONNECTION_DURATION,
+                        self.labels(http_client_labels(c))
+                    )
+                },
+            ),
             Role::Client => {}
         }
     }
@@ -737,13 +866,16 @@ impl Hook for MetricsHook {
 
     fn on_close(&self, ev: &CloseEvent<'_>) {
         let c = ev.connection;
-        self.otel_close(c, ev.error);
+        let recorder = recorder_id();
+        self.otel_close(c, ev.error, recorder);
         if let Some(tcp) = &c.tcp {
-            ::metrics::histogram!(
-                TCP_RTT,
-                self.labels([category_label(&c.category), role_label(c.role)])
-            )
-            .record(secs(tcp.rtt));
+            self.rtt
+                .record(recorder, &c.category, c.role, secs(tcp.rtt), || {
+                    ::metrics::histogram!(
+                        TCP_RTT,
+                        self.labels([category_label(&c.category), role_label(c.role)])
+                    )
+                });
         }
         let transport = transport(&c.remote_addr).or_else(|| transport(&c.local_addr));
         let tls_version = c.tls.as_ref().map(|t| t.protocol_version.as_str());
@@ -762,7 +894,6 @@ impl Hook for MetricsHook {
             ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
             return;
         }
-        let recorder = recorder_id();
         if self
             .closes
             .record(recorder, &c.category, c.role, transport, tls_version, value)
