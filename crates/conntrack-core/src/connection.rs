@@ -171,20 +171,20 @@ struct Rare {
     #[cfg(unix)]
     tcp_fd: Option<std::os::fd::RawFd>,
     /// The last TCP statistics read (the final ones once the socket is gone).
-    tcp: Option<TcpStats>,
+    tcp: Option<Arc<TcpStats>>,
 }
 
 impl Rare {
     /// The TCP statistics now: read from the socket while it is registered, else the last
     /// ones read.
-    fn tcp_now(&mut self) -> Option<TcpStats> {
+    fn tcp_now(&mut self) -> Option<Arc<TcpStats>> {
         #[cfg(unix)]
         if let Some(fd) = self.tcp_fd {
             if let Some(s) = crate::tcp_info::sample(fd) {
-                self.tcp = Some(s);
+                self.tcp = Some(Arc::new(s));
             }
         }
-        self.tcp
+        self.tcp.clone()
     }
 }
 
@@ -221,7 +221,7 @@ pub(crate) struct Snapshot {
     requests: u64,
     in_flight: u32,
     exchange_end_ms: u64,
-    tcp: Option<TcpStats>,
+    tcp: Option<Arc<TcpStats>>,
 }
 
 impl Snapshot {
@@ -412,7 +412,7 @@ impl Entry {
         now_nanos: u64,
         now_coarse_ms: u64,
         tls: Option<Arc<TlsInfo>>,
-        tcp: Option<TcpStats>,
+        tcp: Option<Arc<TcpStats>>,
     ) -> Snapshot {
         let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
         let idle_ms = if last_io_ms == NO_IO {

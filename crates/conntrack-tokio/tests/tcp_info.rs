@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn tcp(info: &ConnectionInfo) -> conntrack_core::TcpStats {
-    info.tcp
+    *info
+        .tcp
+        .clone()
         .unwrap_or_else(|| panic!("no TCP statistics for {info:?}"))
 }
 
