@@ -34,7 +34,13 @@ static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 /// [`ConnectionInfo`](crate::ConnectionInfo)) until [`finish`](RequestTrace::finish), or until
 /// the last clone of the trace drops.
 ///
-/// With `watch_io`, `got_conn` also watches the connection's I/O for the request: the first
+/// When a request that got a connection finishes, its phases (blocked, DNS, connect, TLS,
+/// send, wait, transfer; see [`RequestTiming`]) go to the tracker's bounded ring of recent
+/// requests ([`Tracker::recent_requests`]), which the debug page draws as a waterfall: the
+/// event times are taken whether or not a hook is installed.
+///
+/// With `watch_io`, `got_conn` also watches the connection's I/O for the request (with or
+/// without hooks, for those times): the first
 /// write that completes fires `on_wrote_header_field` for each stored field and then
 /// `on_wrote_headers`; the first write completing after [`body_done`](RequestTrace::body_done)
 /// fires `on_wrote_request` (as does a failed write, with its error); the first read fires
