@@ -397,9 +397,20 @@ impl Entry {
     /// The record as of `now` (one clock read serves a whole snapshot). TCP statistics are
     /// read from the socket here, while it is registered.
     pub(crate) fn info_at(&self, now: &Now) -> ConnectionInfo {
+        self.info_with(now, true)
+    }
+
+    /// The record as of `now`; with `read_tcp` false the TCP statistics are the last ones
+    /// read (no system call), for readers that do not show them (the metrics collector).
+    pub(crate) fn info_with(&self, now: &Now, read_tcp: bool) -> ConnectionInfo {
         let (tls, tcp) = {
             let mut rare = self.rare();
-            (rare.tls.clone(), rare.tcp_now())
+            let tcp = if read_tcp {
+                rare.tcp_now()
+            } else {
+                rare.tcp.clone()
+            };
+            (rare.tls.clone(), tcp)
         };
         self.snapshot(now.nanos, now.coarse_ms, tls, tcp)
             .into_info(self.category(), now)
@@ -921,6 +932,7 @@ impl fmt::Debug for Connection {
 /// reading the descriptor. It does not keep the connection in the tracker. (It exists on every
 /// platform, so that a stream type can hold an `Option` of it; only Unix makes one.)
 pub struct TcpInfoGuard {
+    #[cfg_attr(not(unix), allow(dead_code))]
     entry: Arc<Entry>,
 }
 

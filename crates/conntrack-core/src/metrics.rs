@@ -992,7 +992,8 @@ impl MetricsCollector {
     #[allow(clippy::cast_precision_loss)]
     fn collect_open(&self) {
         let mut now = Series::new();
-        for c in self.tracker.connections() {
+        // (No TCP statistics are read from the sockets: these gauges do not use them.)
+        for c in self.tracker.connections_without_tcp() {
             let (name, mut l) = match c.role {
                 Role::Server => (KESTREL_ACTIVE_CONNECTIONS, kestrel_labels(&c)),
                 Role::Client if c.requests > 0 => {

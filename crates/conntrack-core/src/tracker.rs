@@ -287,6 +287,18 @@ impl Tracker {
         entries.iter().map(|(_, e)| e.info_at(&now)).collect()
     }
 
+    /// Like [`connections`](Tracker::connections), without reading TCP statistics from the
+    /// sockets (records carry the last ones read): for readers that do not show them.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn connections_without_tcp(&self) -> Vec<ConnectionInfo> {
+        let now = Now::read();
+        let entries = self.registry.collect_sorted();
+        entries
+            .iter()
+            .map(|(_, e)| e.info_with(&now, false))
+            .collect()
+    }
+
     /// Like [`connections`](Tracker::connections), into a buffer the caller keeps: `out` is
     /// cleared and refilled, reusing its allocation. A page or exporter that snapshots a large
     /// tracker periodically avoids allocating (and page-faulting in) tens of megabytes each
