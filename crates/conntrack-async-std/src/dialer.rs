@@ -60,7 +60,10 @@ macro_rules! dialer {
             /// As [`conntrack_core::dialer::Dialer::connect`].
             pub async fn connect(&self, target: &str) -> std::io::Result<$crate::Tracked<$tcp>> {
                 let (stream, conn) = self.inner.connect(target).await?;
-                Ok($crate::Tracked::new(stream, conn))
+                let tracked = $crate::Tracked::new(stream, conn);
+                #[cfg(unix)]
+                let tracked = tracked.with_tcp_info();
+                Ok(tracked)
             }
 
             /// Connects to `addr` (no name resolution); the entry's target is the address.
@@ -73,7 +76,10 @@ macro_rules! dialer {
                 addr: std::net::SocketAddr,
             ) -> std::io::Result<$crate::Tracked<$tcp>> {
                 let (stream, conn) = self.inner.connect_addr(addr).await?;
-                Ok($crate::Tracked::new(stream, conn))
+                let tracked = $crate::Tracked::new(stream, conn);
+                #[cfg(unix)]
+                let tracked = tracked.with_tcp_info();
+                Ok(tracked)
             }
 
             /// Connects to a Unix socket at `path`; the entry's target is the path.

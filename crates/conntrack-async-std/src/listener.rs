@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::io;
 
-use conntrack_core::{Addr, ListenerConfig, Tracker};
+use conntrack_core::{Addr, Connection, ListenerConfig, TcpInfoGuard, Tracker};
 
 use crate::Tracked;
 
@@ -43,6 +43,12 @@ pub trait Accept {
         stream: &Self::Stream,
         peer: &Self::PeerAddr,
     ) -> (Addr, Addr);
+
+    /// Registers an accepted stream's socket for TCP statistics
+    /// ([`Connection::watch_tcp_info`]); the default registers nothing.
+    fn watch_tcp_info(_stream: &Self::Stream, _conn: &Connection) -> Option<TcpInfoGuard> {
+        None
+    }
 }
 
 #[cfg(unix)]
@@ -84,6 +90,14 @@ macro_rules! tcp_accept {
                         .map_or(conntrack_core::Addr::Unknown, conntrack_core::Addr::Inet)
                 });
                 (local, conntrack_core::Addr::Inet(*peer))
+            }
+
+            #[cfg(unix)]
+            fn watch_tcp_info(
+                stream: &$stream,
+                conn: &conntrack_core::Connection,
+            ) -> Option<conntrack_core::TcpInfoGuard> {
+                Some(conn.watch_tcp_info(stream))
             }
         }
     };
@@ -177,7 +191,8 @@ impl<L: Accept> Listener<L> {
             Ok((stream, peer)) => {
                 let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
                 let conn = self.tracker.accepted(&self.config, local, remote);
-                Ok((Tracked::new(stream, conn), peer))
+                let tcp = L::watch_tcp_info(&stream, &conn);
+                Ok((Tracked::new(stream, conn).with_guard(tcp), peer))
             }
             Err(e) => {
                 self.tracker.accept_failed(&self.config, &self.local, &e);

@@ -4,7 +4,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo, TcpInfoGuard};
 use futures_io::{AsyncRead, AsyncWrite};
 use pin_project_lite::pin_project;
 
@@ -18,6 +18,8 @@ pin_project! {
     /// the `Tracked` (and every handle sharing its [`Connection`], such as a clone) is dropped.
     #[derive(Debug)]
     pub struct Tracked<T> {
+        // Declared first, so it drops (and stops reading the socket) before `inner` closes it.
+        tcp: Option<TcpInfoGuard>,
         #[pin]
         inner: T,
         conn: Connection,
@@ -27,7 +29,30 @@ pin_project! {
 impl<T> Tracked<T> {
     /// Wraps `inner`, counting its I/O on `conn`.
     pub fn new(inner: T, conn: Connection) -> Self {
-        Tracked { inner, conn }
+        Tracked {
+            tcp: None,
+            inner,
+            conn,
+        }
+    }
+
+    /// Reads the kernel's TCP statistics of `inner` into the connection's records
+    /// ([`ConnectionInfo::tcp`]) when a snapshot is taken and at close (Linux and Android).
+    /// The tracked listeners and dialers do this for every TCP stream they make. (A clone of
+    /// a `Tracked` stream does not read them; the statistics stay with the original.)
+    #[cfg(unix)]
+    #[must_use]
+    pub fn with_tcp_info(mut self) -> Self
+    where
+        T: std::os::fd::AsRawFd,
+    {
+        self.tcp = Some(self.conn.watch_tcp_info(&self.inner));
+        self
+    }
+
+    pub(crate) fn with_guard(mut self, tcp: Option<TcpInfoGuard>) -> Self {
+        self.tcp = tcp;
+        self
     }
 
     /// The connection's tracker id.

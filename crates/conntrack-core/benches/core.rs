@@ -247,3 +247,37 @@ fn flat_stats_live(b: Bencher<'_, '_>, live: usize) {
     b.bench(|| black_box(tracker.stats()));
     drop(conns);
 }
+
+/// A snapshot of 10,000 connections on real loopback TCP sockets (5,000 connected pairs, both
+/// ends tracked), with and without their kernel TCP statistics (`watch_tcp_info`): the
+/// difference is one `getsockopt(TCP_INFO)` per connection. Run side by side; the ratio
+/// with/without is reported in `docs/benchmarks.md`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[divan::bench(args = ["without", "with"], sample_count = 20)]
+fn snapshot_tcp_info(b: Bencher<'_, '_>, mode: &str) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tracker = Tracker::new();
+    let mut sockets = Vec::new();
+    let mut conns = Vec::new();
+    let mut guards = Vec::new();
+    for _ in 0..5_000 {
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        for s in [client, server] {
+            let c = tracker.register(Registration::server(
+                s.local_addr().unwrap(),
+                s.peer_addr().unwrap(),
+            ));
+            if mode == "with" {
+                guards.push(c.watch_tcp_info(&s));
+            }
+            conns.push(c);
+            sockets.push(s);
+        }
+    }
+    b.bench(|| black_box(tracker.connections()));
+    drop(guards);
+    drop(conns);
+    drop(sockets);
+}

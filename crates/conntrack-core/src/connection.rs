@@ -15,6 +15,7 @@ use crate::event::{
 use crate::hook::{Chain, Hook, WeakChain};
 use crate::info::{Addr, ConnState, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo};
 use crate::registry::Shard;
+use crate::tcp_info::TcpStats;
 use crate::tracker::TrackerInner;
 
 /// Everything known about a connection when it is handed to
@@ -166,6 +167,25 @@ struct Rare {
     last_error: Option<io::Error>,
     /// An HTTP request watching this connection's I/O for its write/first-byte events.
     watcher: Option<Arc<dyn IoWatch>>,
+    /// The socket to read TCP statistics from, while its stream lives (see [`TcpInfoGuard`]).
+    #[cfg(unix)]
+    tcp_fd: Option<std::os::fd::RawFd>,
+    /// The last TCP statistics read (the final ones once the socket is gone).
+    tcp: Option<Arc<TcpStats>>,
+}
+
+impl Rare {
+    /// The TCP statistics now: read from the socket while it is registered, else the last
+    /// ones read.
+    fn tcp_now(&mut self) -> Option<Arc<TcpStats>> {
+        #[cfg(unix)]
+        if let Some(fd) = self.tcp_fd {
+            if let Some(s) = crate::tcp_info::sample(fd) {
+                self.tcp = Some(Arc::new(s));
+            }
+        }
+        self.tcp.clone()
+    }
 }
 
 /// Something that wants to see a connection's completed reads and writes for a while (an HTTP
@@ -201,6 +221,7 @@ pub(crate) struct Snapshot {
     requests: u64,
     in_flight: u32,
     exchange_end_ms: u64,
+    tcp: Option<Arc<TcpStats>>,
 }
 
 impl Snapshot {
@@ -242,6 +263,7 @@ impl Snapshot {
                     (self.at_nanos / 1_000_000).saturating_sub(self.exchange_end_ms),
                 )
             }),
+            tcp: self.tcp,
         }
     }
 }
@@ -372,15 +394,37 @@ impl Entry {
         }
     }
 
-    /// The record as of `now` (one clock read serves a whole snapshot).
+    /// The record as of `now` (one clock read serves a whole snapshot). TCP statistics are
+    /// read from the socket here, while it is registered.
     pub(crate) fn info_at(&self, now: &Now) -> ConnectionInfo {
-        self.snapshot(now.nanos, now.coarse_ms, self.tls())
+        self.info_with(now, true)
+    }
+
+    /// The record as of `now`; with `read_tcp` false the TCP statistics are the last ones
+    /// read (no system call), for readers that do not show them (the metrics collector).
+    pub(crate) fn info_with(&self, now: &Now, read_tcp: bool) -> ConnectionInfo {
+        let (tls, tcp) = {
+            let mut rare = self.rare();
+            let tcp = if read_tcp {
+                rare.tcp_now()
+            } else {
+                rare.tcp.clone()
+            };
+            (rare.tls.clone(), tcp)
+        };
+        self.snapshot(now.nanos, now.coarse_ms, tls, tcp)
             .into_info(self.category(), now)
     }
 
-    /// The state as of `now`, with `tls` as read from the entry. Copies only: no string
-    /// is built and no shared reference count (such as the category's) is touched.
-    fn snapshot(&self, now_nanos: u64, now_coarse_ms: u64, tls: Option<Arc<TlsInfo>>) -> Snapshot {
+    /// The state as of `now`, with `tls` and `tcp` as read from the entry. Copies only: no
+    /// string is built and no shared reference count (such as the category's) is touched.
+    fn snapshot(
+        &self,
+        now_nanos: u64,
+        now_coarse_ms: u64,
+        tls: Option<Arc<TlsInfo>>,
+        tcp: Option<Arc<TcpStats>>,
+    ) -> Snapshot {
         let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
         let idle_ms = if last_io_ms == NO_IO {
             u64::MAX
@@ -405,6 +449,7 @@ impl Entry {
             requests: self.requests.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             exchange_end_ms: self.exchange_end_ms.load(Ordering::Relaxed),
+            tcp,
         }
     }
 
@@ -513,15 +558,22 @@ impl Entry {
             }
         });
         self.shard.remove(self.id);
-        let (error, tls) = {
+        let (error, tls, tcp) = {
             let mut rare = self.rare();
-            (rare.last_error.take(), rare.tls.clone())
+            // The final TCP statistics, read while the socket is still open (its guard drops
+            // before the stream); from now on nothing reads the descriptor.
+            let tcp = rare.tcp_now();
+            #[cfg(unix)]
+            {
+                rare.tcp_fd = None;
+            }
+            (rare.last_error.take(), rare.tls.clone(), tcp)
         };
         let hooks = self.has_hooks();
         if hooks || t.keeps_history() {
             // The history keeps this copy of the final state; the full record is built only
             // if someone reads the history (or below, for the close hooks).
-            let mut snapshot = self.snapshot(clock::now_nanos(), clock::coarse_ms(), tls);
+            let mut snapshot = self.snapshot(clock::now_nanos(), clock::coarse_ms(), tls, tcp);
             // The bytes the totals got, even if a handle recorded more since.
             snapshot.read = read;
             snapshot.write = write;
@@ -792,6 +844,30 @@ impl Connection {
         }
     }
 
+    /// Registers the connection's TCP socket for [`ConnectionInfo::tcp`]: the kernel's
+    /// statistics are read from `socket`'s descriptor when a snapshot or record is built and once at close,
+    /// never on the I/O path. Reading stops when the returned guard drops (after one last
+    /// read) or the connection closes, whichever comes first.
+    ///
+    /// Keep the guard next to the stream that owns the descriptor and make sure it drops **before** the
+    /// stream (declare it before the stream in the struct that holds both: fields drop in
+    /// declaration order), so that no snapshot reads a descriptor that was closed and maybe
+    /// reused by another socket. A descriptor that is not a TCP socket reports `None`.
+    #[cfg(unix)]
+    pub fn watch_tcp_info<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> TcpInfoGuard {
+        let e = &*self.entry;
+        {
+            let mut rare = e.rare();
+            if !e.is_closed() {
+                rare.tcp_fd = Some(socket.as_raw_fd());
+                let _ = rare.tcp_now();
+            }
+        }
+        TcpInfoGuard {
+            entry: Arc::clone(&self.entry),
+        }
+    }
+
     /// Marks the start of an exchange (an HTTP request, an RPC, a database query...) on this
     /// connection: [`ConnectionInfo::requests`] and [`in_flight`](ConnectionInfo::in_flight)
     /// count it until [`end_exchange`](Connection::end_exchange). Returns whether the
@@ -847,6 +923,36 @@ impl fmt::Debug for Connection {
             .field("class", &self.entry.class)
             .field("role", &self.entry.role)
             .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Keeps a connection's TCP socket registered for statistics, from
+/// [`Connection::watch_tcp_info`]; dropping it reads the statistics one last time and stops
+/// reading the descriptor. It does not keep the connection in the tracker. (It exists on every
+/// platform, so that a stream type can hold an `Option` of it; only Unix makes one.)
+pub struct TcpInfoGuard {
+    #[cfg_attr(not(unix), allow(dead_code))]
+    entry: Arc<Entry>,
+}
+
+impl Drop for TcpInfoGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            let mut rare = self.entry.rare();
+            if rare.tcp_fd.is_some() {
+                let _ = rare.tcp_now();
+                rare.tcp_fd = None;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TcpInfoGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpInfoGuard")
+            .field("id", &self.entry.id)
             .finish()
     }
 }

@@ -412,6 +412,13 @@ pub struct ConnectionInfo {
         serde(serialize_with = "crate::info::ser::opt_secs")
     )]
     pub exchange_idle_for: Option<Duration>,
+    /// The kernel's TCP statistics (round-trip time, retransmits, congestion window, bytes
+    /// acknowledged), read when this record was built, or at close for a closed connection;
+    /// `None` unless the integration registered the socket
+    /// ([`Connection::watch_tcp_info`](crate::Connection::watch_tcp_info)), for non-TCP
+    /// sockets, and on platforms other than Linux and Android. Shared (`Arc`) like `tls`, so
+    /// that a record stays small.
+    pub tcp: Option<Arc<crate::TcpStats>>,
 }
 
 /// A connection's exchange state, derived from its request counts (Go: `http.ConnState`).

@@ -57,6 +57,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod activity;
 pub mod blocking;
 mod clock;
 mod config;
@@ -72,20 +73,23 @@ mod info;
 pub mod metrics;
 #[cfg(any(feature = "metrics", feature = "tracing"))]
 mod otel;
+mod pictures;
 mod recording;
 mod registry;
 pub mod render;
 mod request;
 mod stats;
 mod sync;
+mod tcp_info;
 pub mod trace;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub mod tracing;
 mod tracker;
 
+pub use activity::{ActiveSample, Phases, RequestTiming};
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
-pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration};
+pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration, TcpInfoGuard};
 pub use dial::{ConnectAttempt, Dial};
 pub use event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
@@ -103,4 +107,5 @@ pub use recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use render::Snapshot;
 pub use request::{RequestTimings, RequestTrace};
 pub use stats::{CategoryStats, Stats};
+pub use tcp_info::TcpStats;
 pub use tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};

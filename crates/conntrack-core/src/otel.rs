@@ -52,9 +52,72 @@ pub(crate) fn transport(addr: &crate::Addr) -> Option<&'static str> {
     }
 }
 
+/// The `error.type` where an OpenTelemetry convention lists well-known values: `timeout` for a
+/// timed-out step (the value every convention shares), and for a DNS lookup `host_not_found`
+/// (no such name, or an empty answer); anything else is [`error_type`].
+#[cfg(feature = "metrics")]
+pub(crate) fn otel_error_type(e: &io::Error, dns: bool) -> Cow<'static, str> {
+    match e.kind() {
+        io::ErrorKind::TimedOut => Cow::Borrowed("timeout"),
+        io::ErrorKind::NotFound if dns => Cow::Borrowed("host_not_found"),
+        _ => error_type(e),
+    }
+}
+
+/// `network.type` for an address: `"ipv4"`, `"ipv6"`, or `None` for a Unix socket or an
+/// unknown address.
+pub(crate) fn network_type(addr: &crate::Addr) -> Option<&'static str> {
+    match addr {
+        crate::Addr::Inet(a) if a.is_ipv4() => Some("ipv4"),
+        crate::Addr::Inet(_) => Some("ipv6"),
+        _ => None,
+    }
+}
+
+/// `network.protocol.version` of HTTP from a negotiated ALPN protocol: `"2"` for `h2`,
+/// `"1.1"` for `http/1.1`, `"1.0"` for `http/1.0`, `"3"` for `h3`; `None` for anything else.
+pub(crate) fn http_version(alpn: Option<&[u8]>) -> Option<&'static str> {
+    match alpn? {
+        b"h2" => Some("2"),
+        b"http/1.1" => Some("1.1"),
+        b"http/1.0" => Some("1.0"),
+        b"h3" => Some("3"),
+        _ => None,
+    }
+}
+
+/// An address as OpenTelemetry's `*.address` / `*.port` pair: the IP and port, or a Unix
+/// socket's path (lossily decoded) and no port.
+#[cfg(feature = "metrics")]
+pub(crate) fn addr_parts(a: &crate::Addr) -> (Option<String>, Option<u16>) {
+    match a {
+        crate::Addr::Inet(sa) => (Some(sa.ip().to_string()), Some(sa.port())),
+        crate::Addr::Unix(Some(p)) => (Some(p.display().to_string()), None),
+        crate::Addr::Unix(None) | crate::Addr::Unknown => (None, None),
+    }
+}
+
+/// `"host:port"` (or `"[v6]:port"`) as (host, port); anything else is all host.
+pub(crate) fn split_target(t: &str) -> (Option<&str>, Option<u16>) {
+    if let Ok(sa) = t.parse::<std::net::SocketAddr>() {
+        // An address literal: its host part without brackets is not borrowable from `t` for
+        // IPv6, so report the text before the port separator, brackets stripped.
+        let host = t.rsplit_once(':').map_or(t, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return (Some(host), Some(sa.port()));
+    }
+    match t.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
+            Ok(port) => (Some(h), Some(port)),
+            Err(_) => (Some(t), None),
+        },
+        _ => (Some(t), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::error_type;
+    use super::{error_type, http_version};
     use std::io;
 
     #[test]
@@ -66,5 +129,19 @@ mod tests {
         // EMFILE has no stable ErrorKind.
         let e = io::Error::from_raw_os_error(24);
         assert_eq!(error_type(&e), "os_error_24");
+    }
+
+    #[test]
+    #[cfg(feature = "metrics")]
+    fn well_known_values() {
+        use super::otel_error_type;
+        let e = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(otel_error_type(&e, false), "timeout");
+        let e = io::Error::from(io::ErrorKind::NotFound);
+        assert_eq!(otel_error_type(&e, true), "host_not_found");
+        assert_eq!(otel_error_type(&e, false), "not_found");
+        assert_eq!(http_version(Some(b"h2")), Some("2"));
+        assert_eq!(http_version(Some(b"http/1.1")), Some("1.1"));
+        assert_eq!(http_version(Some(b"<img>")), None);
     }
 }

@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use crate::activity::{ActiveSample, RequestTiming};
 use crate::info::{ClosedConnection, ConnectionInfo};
 use crate::stats::Stats;
 use crate::tracker::Tracker;
@@ -52,6 +53,12 @@ pub struct Snapshot {
     pub recently_closed: Vec<ClosedConnection>,
     /// How many closed connections the history held (`recently_closed` may show fewer).
     pub total_recently_closed: usize,
+    /// Live connections per category and role at the moments snapshots were taken, oldest
+    /// first, this one last ([`Tracker::active_samples`]).
+    pub active_samples: Vec<ActiveSample>,
+    /// The phases of recently finished traced HTTP requests, newest first
+    /// ([`Tracker::recent_requests`]).
+    pub requests: Vec<RequestTiming>,
 }
 
 /// The order a [`Snapshot`] lists live connections in, which also decides which ones a
@@ -166,14 +173,18 @@ impl Snapshot {
     pub fn of(tracker: &Tracker) -> Self {
         let connections = tracker.connections();
         let recently_closed = tracker.recently_closed();
+        let (generated_at, stats) = (SystemTime::now(), tracker.stats());
+        tracker.inner.activity.sample(generated_at, &stats);
         Snapshot {
-            generated_at: SystemTime::now(),
+            generated_at,
             total_connections: connections.len(),
             connections,
             order: Order::Oldest,
-            stats: tracker.stats(),
+            stats,
             total_recently_closed: recently_closed.len(),
             recently_closed,
+            active_samples: tracker.active_samples(),
+            requests: tracker.recent_requests(),
         }
     }
 
@@ -203,14 +214,18 @@ impl Snapshot {
         let mut recently_closed = tracker.recently_closed();
         let total_recently_closed = recently_closed.len();
         recently_closed.truncate(page.limit);
+        let (generated_at, stats) = (SystemTime::now(), tracker.stats());
+        tracker.inner.activity.sample(generated_at, &stats);
         Snapshot {
-            generated_at: SystemTime::now(),
+            generated_at,
             connections,
             total_connections,
             order: page.order,
-            stats: tracker.stats(),
+            stats,
             recently_closed,
             total_recently_closed,
+            active_samples: tracker.active_samples(),
+            requests: tracker.recent_requests(),
         }
     }
 }
@@ -342,7 +357,7 @@ impl Default for HtmlOptions {
     }
 }
 
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}th,td{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap}th{cursor:pointer;background:#f4f4f4}td.n{text-align:right}h2{font-size:1.1em}";
+const STYLE: &str = "svg{display:block;margin-bottom:1.5em;font:11px system-ui,sans-serif}svg .axis{stroke:#999}.charts{display:flex;flex-wrap:wrap;gap:2em}body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}th,td{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap}th{cursor:pointer;background:#f4f4f4}td.n{text-align:right}h2{font-size:1.1em}";
 
 /// Click a header to sort its table by that column (numbers by `data-v`, text otherwise).
 const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){var t=th.closest('table'),b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(x,y){var a=x.cells[i],c=y.cells[i],p=parseFloat(a.dataset.v),q=parseFloat(c.dataset.v);var r=(!isNaN(p)&&!isNaN(q))?p-q:a.textContent.localeCompare(c.textContent);return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});});});";
@@ -376,6 +391,20 @@ fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
     td_num(out, c.read_bytes as f64, &bytes(c.read_bytes));
     td_num(out, c.write_bytes as f64, &bytes(c.write_bytes));
     td_num(out, c.idle_for.as_secs_f64(), &duration(c.idle_for));
+    match &c.tcp {
+        Some(t) => td_num(
+            out,
+            t.rtt.as_secs_f64(),
+            &format!(
+                "rtt {} ±{} retrans {} cwnd {}",
+                fine_duration(t.rtt),
+                fine_duration(t.rtt_var),
+                t.retransmits,
+                t.cwnd
+            ),
+        ),
+        None => td_num(out, -1.0, ""),
+    }
     let tls = c.tls.as_ref().map_or_else(String::new, |t| {
         let mut s = format!("{} {}", t.protocol_version, t.cipher_suite);
         if let Some(alpn) = t.alpn_str() {
@@ -393,8 +422,9 @@ fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
     out.push_str("</tr>");
 }
 
-const CONN_HEADERS: [&str; 11] = [
-    "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written", "Idle", "TLS",
+const CONN_HEADERS: [&str; 12] = [
+    "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written", "Idle", "TCP",
+    "TLS",
 ];
 
 /// The snapshot as a self-contained HTML page: a summary per category (over every
@@ -458,6 +488,7 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table>");
+    crate::pictures::pictures(&mut out, snapshot);
 
     out.push_str(
         "<h2>Live connections</h2><table class=\"sortable\" id=\"connections\"><thead><tr>",
@@ -539,6 +570,17 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A short duration with sub-millisecond precision (`0.052ms`), as round-trip times need;
+/// from a second on as [`duration`].
+#[must_use]
+pub fn fine_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{:.3}ms", d.as_secs_f64() * 1000.0)
+    } else {
+        duration(d)
+    }
+}
+
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<Cow<'_, str>>> = rows
         .iter()
@@ -591,6 +633,10 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
     if requests {
         header.extend(["REQS", "STATE"]);
     }
+    let tcp = connections.iter().any(|c| c.tcp.is_some());
+    if tcp {
+        header.extend(["RTT", "RETRANS"]);
+    }
     if tls {
         header.push("TLS");
     }
@@ -619,6 +665,12 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
             ]);
             if requests {
                 row.extend([c.requests.to_string(), c.state.to_string()]);
+            }
+            if tcp {
+                match &c.tcp {
+                    Some(t) => row.extend([fine_duration(t.rtt), t.retransmits.to_string()]),
+                    None => row.extend(["-".into(), "-".into()]),
+                }
             }
             if tls {
                 row.push(c.tls.as_ref().map_or_else(

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::activity::{Marks, RequestTiming};
 use crate::clock;
 use crate::connection::{ConnectionRef, ExchangeStart, IoWatch};
 use crate::event::*;
 use crate::hook::{for_each_event, Chain, Hook, Hooks};
-use crate::info::Timings;
 use crate::trace;
 use crate::tracker::{Tracker, TrackerInner};
 
@@ -30,7 +30,13 @@ static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 /// [`ConnectionInfo`](crate::ConnectionInfo)) until [`finish`](RequestTrace::finish), or until
 /// the last clone of the trace drops.
 ///
-/// With `watch_io`, `got_conn` also watches the connection's I/O for the request: the first
+/// When a request that got a connection finishes, its phases (blocked, DNS, connect, TLS,
+/// send, wait, transfer; see [`RequestTiming`]) go to the tracker's bounded ring of recent
+/// requests ([`Tracker::recent_requests`]), which the debug page draws as a waterfall: the
+/// event times are taken whether or not a hook is installed.
+///
+/// With `watch_io`, `got_conn` also watches the connection's I/O for the request (with or
+/// without hooks, for those times): the first
 /// write that completes fires `on_wrote_header_field` for each stored field and then
 /// `on_wrote_headers`; the first write completing after [`body_done`](RequestTrace::body_done)
 /// fires `on_wrote_request` (as does a failed write, with its error); the first read fires
@@ -82,13 +88,13 @@ struct Inner {
     finished: AtomicBool,
     /// The hooks lent to connections dialed for this request, closed at the end.
     gate: Mutex<Option<Arc<Gate>>>,
-    /// When each phase ended, as nanoseconds after `started` plus one (0: not yet).
-    got_conn_at: AtomicU64,
-    wrote_request_at: AtomicU64,
-    first_byte_at: AtomicU64,
+    /// When `got_conn`, `wrote_request` (or failing that `wrote_headers`) and the first
+    /// response byte happened, nanos on the process clock (`NO_MARK`: not yet).
+    marks: [AtomicU64; 4],
+    /// Whether the connection was reused, and the dial phases of a new one.
+    dial: Mutex<(bool, [Option<Duration>; 3])>,
+    /// When the request finished (the response body ended), nanos on the process clock.
     finished_at: AtomicU64,
-    /// Whether the connection was reused, and its establishment timings if it was new.
-    conn_timings: Mutex<Option<(bool, Timings)>>,
 }
 
 /// A request's phase durations, in the manner of curl's `-w` timings or a HAR entry: what a
@@ -161,6 +167,12 @@ impl fmt::Display for RequestTimings {
     }
 }
 
+const NO_MARK: u64 = u64::MAX;
+const GOT_CONN: usize = 0;
+const WROTE_HEADERS: usize = 1;
+const WROTE_REQUEST: usize = 2;
+const FIRST_BYTE: usize = 3;
+
 impl Tracker {
     /// Starts tracing an HTTP request, capturing the current [`trace`] scope's hooks.
     pub fn request(&self, method: &str, uri: &str) -> RequestTrace {
@@ -197,11 +209,9 @@ impl RequestTrace {
                 got_100: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
                 gate: Mutex::new(None),
-                got_conn_at: AtomicU64::new(0),
-                wrote_request_at: AtomicU64::new(0),
-                first_byte_at: AtomicU64::new(0),
-                finished_at: AtomicU64::new(0),
-                conn_timings: Mutex::new(None),
+                marks: std::array::from_fn(|_| AtomicU64::new(NO_MARK)),
+                dial: Mutex::new((false, [None; 3])),
+                finished_at: AtomicU64::new(NO_MARK),
             }),
         }
     }
@@ -269,21 +279,20 @@ impl RequestTrace {
     #[must_use]
     pub fn timings(&self) -> RequestTimings {
         let i = &*self.inner;
-        let at = |a: &AtomicU64| match a.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(Duration::from_nanos(n - 1)),
-        };
-        let conn = *lock(&i.conn_timings);
-        let new = conn.filter(|(reused, _)| !reused).map(|(_, t)| t);
+        let at = |which: usize| i.mark_at(which).map(Duration::from_nanos);
+        let wait = at(GOT_CONN);
+        let (reused, dial) = *lock(&i.dial);
+        let finished = i.finished_at.load(Ordering::Acquire);
         RequestTimings {
-            reused: conn.map(|(reused, _)| reused),
-            wait: at(&i.got_conn_at),
-            dns: new.and_then(|t| t.dns),
-            connect: new.and_then(|t| t.connect),
-            tls: new.and_then(|t| t.tls_handshake),
-            request_written: at(&i.wrote_request_at),
-            first_byte: at(&i.first_byte_at),
-            total: at(&i.finished_at),
+            reused: wait.map(|_| reused),
+            wait,
+            dns: dial[0],
+            connect: dial[1],
+            tls: dial[2],
+            request_written: at(WROTE_REQUEST),
+            first_byte: at(FIRST_BYTE),
+            total: (finished != NO_MARK)
+                .then(|| Duration::from_nanos(finished.saturating_sub(i.started))),
         }
     }
 
@@ -292,8 +301,20 @@ impl RequestTrace {
     /// the write and first-byte events (see the type's docs).
     pub fn got_conn(&self, conn: ConnectionRef, watch_io: bool) -> ExchangeStart {
         let start = conn.begin_exchange();
-        self.inner.mark(&self.inner.got_conn_at);
-        *lock(&self.inner.conn_timings) = Some((start.reused, conn.entry.timings()));
+        self.inner.mark(GOT_CONN);
+        {
+            let t = conn.entry.timings();
+            *lock(&self.inner.dial) = if start.reused {
+                (true, [None; 3])
+            } else {
+                (false, [t.dns, t.connect, t.tls_handshake])
+            };
+        }
+        if watch_io {
+            // Also without hooks: the phase times feed the tracker's request timings.
+            let watch: Arc<dyn IoWatch> = Arc::new(Watch(Arc::downgrade(&self.inner)));
+            conn.entry.set_watcher(Some(watch));
+        }
         if self.has_hooks() {
             let info = conn.info();
             let request = &self.inner.info;
@@ -306,10 +327,6 @@ impl RequestTrace {
                     idle_time: start.idle_time,
                 });
             });
-            if watch_io {
-                let watch: Arc<dyn IoWatch> = Arc::new(Watch(Arc::downgrade(&self.inner)));
-                conn.entry.set_watcher(Some(watch));
-            }
         }
         let old = lock(&self.inner.conn).replace(conn);
         if let Some(old) = old {
@@ -402,6 +419,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
+    fn mark(&self, which: usize) {
+        let _ = self.marks[which].compare_exchange(
+            NO_MARK,
+            clock::now_nanos(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The event time `which`, in nanos since the request began.
+    fn mark_at(&self, which: usize) -> Option<u64> {
+        let t = self.marks[which].load(Ordering::Acquire);
+        (t != NO_MARK).then(|| t.saturating_sub(self.started))
+    }
+
+    /// Keeps the finished request's phases in the tracker's ring, if it got a connection.
+    fn record_timing(&self, conn: Option<crate::ConnectionId>) {
+        let Some(got_conn) = self.mark_at(GOT_CONN) else {
+            return;
+        };
+        let finish = clock::now_nanos().saturating_sub(self.started);
+        let (reused, dial) = *lock(&self.dial);
+        let marks = Marks {
+            got_conn: Some(got_conn),
+            wrote_request: self.mark_at(WROTE_REQUEST).or(self.mark_at(WROTE_HEADERS)),
+            first_byte: self.mark_at(FIRST_BYTE),
+            finish,
+            dial,
+        };
+        self.tracker.activity.push_request(RequestTiming {
+            id: self.info.id,
+            method: Arc::clone(&self.info.method),
+            uri: Arc::clone(&self.info.uri),
+            connection: conn,
+            reused,
+            started_at: clock::Now::read().wall_at(self.started),
+            total: Duration::from_nanos(finish),
+            phases: marks.phases(),
+        });
+    }
+
     fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
         if self.tracker.has_hooks(&self.chain) {
             self.tracker.fire(&self.chain, f);
@@ -412,6 +470,7 @@ impl Inner {
         if self.wrote_headers.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.mark(WROTE_HEADERS);
         let request = &self.info;
         let fields = std::mem::take(&mut *lock(&self.fields));
         for (name, value) in &fields {
@@ -426,20 +485,11 @@ impl Inner {
         self.fire(&mut |h| h.on_wrote_headers(&WroteHeadersEvent { request }));
     }
 
-    /// Records now as the end of a phase (once).
-    fn mark(&self, slot: &AtomicU64) {
-        let n = clock::since(self.started).as_nanos();
-        let n = u64::try_from(n).unwrap_or(u64::MAX - 1) + 1;
-        let _ = slot.compare_exchange(0, n, Ordering::AcqRel, Ordering::Relaxed);
-    }
-
     fn wrote_request(&self, error: Option<&io::Error>) {
         if self.wrote_request.swap(true, Ordering::AcqRel) {
             return;
         }
-        if error.is_none() {
-            self.mark(&self.wrote_request_at);
-        }
+        self.mark(WROTE_REQUEST);
         let request = &self.info;
         self.fire(&mut |h| h.on_wrote_request(&WroteRequestEvent { request, error }));
     }
@@ -448,7 +498,7 @@ impl Inner {
         if self.first_byte.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.mark(&self.first_byte_at);
+        self.mark(FIRST_BYTE);
         let request = &self.info;
         let elapsed = clock::since(self.started);
         self.fire(&mut |h| {
@@ -460,14 +510,21 @@ impl Inner {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.mark(&self.finished_at);
+        let _ = self.finished_at.compare_exchange(
+            NO_MARK,
+            clock::now_nanos(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
         if let Some(gate) = lock(&self.gate).as_ref() {
             gate.close();
         }
-        if let Some(conn) = lock(&self.conn).as_ref() {
+        let conn = lock(&self.conn).clone();
+        if let Some(conn) = &conn {
             conn.entry.set_watcher(None);
             conn.end_exchange();
         }
+        self.record_timing(conn.map(|c| c.id()));
     }
 }
 

@@ -13,10 +13,12 @@
 //! | `conntrack.category` | the listener's or dialer's category |
 //! | `conntrack.role` | `server` (accepted) or `client` (dialed) |
 //! | `network.transport` | `tcp` or `unix` |
+//! | `network.type` | `ipv4` or `ipv6` (TCP only) |
 //! | `network.peer.address`, `network.peer.port` | the peer (a Unix socket's path, no port) |
 //! | `network.local.address`, `network.local.port` | this side |
 //! | `server.address`, `server.port` | what a client dialed (`"example.com"`, `443`) |
 //! | `tls.protocol.version`, `tls.cipher`, `tls.next_protocol`, `tls.resumed` | set when a TLS handshake finishes (`tls.next_protocol` is the ALPN, `tls.cipher` the IANA suite name) |
+//! | `network.protocol.name`, `network.protocol.version` | `http` and `1.1` / `2` when the ALPN named an HTTP version |
 //! | `conntrack.read_bytes`, `conntrack.write_bytes`, `error.type` | set at close (`error.type` only when the connection closed with an I/O error) |
 //!
 //! **The events** (message, level, fields besides the span's):
@@ -31,7 +33,7 @@
 //! | `dns lookup finished` | DEBUG | `conntrack.category`, `dns.question.name`, `dns.answers` (count), `conntrack.duration`, `error.type`¹, `error.message`¹ |
 //! | `connect started` | TRACE | `conntrack.category`, `network.transport`, `network.peer.address`, `network.peer.port` |
 //! | `connect finished` | DEBUG | the same, `conntrack.duration`, `error.type`¹, `error.message`¹ |
-//! | `tls handshake started` | TRACE | `tls.client.server_name`¹, in the span |
+//! | `tls handshake started` | TRACE | `server.address`¹ (the SNI sent; it replaces the deprecated `tls.client.server_name`), in the span |
 //! | `tls handshake finished` | DEBUG | `conntrack.duration`, `error.type`¹, `error.message`¹, in the span |
 //! | `read`, `write` | TRACE | `conntrack.id`, `conntrack.bytes`, `error.type`¹; only with [`TracingHook::io_events`] |
 //! | `connection closed` | DEBUG | `conntrack.read_bytes`, `conntrack.write_bytes`, `conntrack.duration` (the connection's age), `error.type`¹, `error.message`¹, in the span |
@@ -77,7 +79,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -90,7 +91,7 @@ use crate::event::{
 };
 use crate::hook::Hook;
 use crate::info::{Addr, ConnectionId, ConnectionInfo};
-use crate::otel::{error_type, transport};
+use crate::otel::{error_type, http_version, network_type, split_target, transport};
 use crate::render::{self, escape_text};
 
 /// Emits an event inside `$span` (an `Option<Span>`) when there is one, else in the current
@@ -217,6 +218,7 @@ impl TracingHook {
             conntrack.category = &*escape_text(&c.category),
             conntrack.role = c.role.as_str(),
             network.transport = transport(&c.remote_addr).or_else(|| transport(&c.local_addr)),
+            network.type = network_type(&c.remote_addr).or_else(|| network_type(&c.local_addr)),
             network.peer.address = peer.address.as_ref().map(as_display),
             network.peer.port = peer.port,
             network.local.address = local.address.as_ref().map(as_display),
@@ -227,6 +229,8 @@ impl TracingHook {
             tls.cipher = Empty,
             tls.next_protocol = Empty,
             tls.resumed = Empty,
+            network.protocol.name = Empty,
+            network.protocol.version = Empty,
             conntrack.read_bytes = Empty,
             conntrack.write_bytes = Empty,
             error.type = Empty,
@@ -302,24 +306,6 @@ impl AddrParts {
                 port: None,
             },
         }
-    }
-}
-
-/// `"host:port"` (or `"[v6]:port"`) as (host, port); anything else is all host.
-fn split_target(t: &str) -> (Option<&str>, Option<u16>) {
-    if let Ok(sa) = t.parse::<SocketAddr>() {
-        // An address literal: its host part without brackets is not borrowable from `t` for
-        // IPv6, so report the text before the port separator, brackets stripped.
-        let host = t.rsplit_once(':').map_or(t, |(h, _)| h);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        return (Some(host), Some(sa.port()));
-    }
-    match t.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => match p.parse::<u16>() {
-            Ok(port) => (Some(h), Some(port)),
-            Err(_) => (Some(t), None),
-        },
-        _ => (Some(t), None),
     }
 }
 
@@ -414,7 +400,7 @@ impl Hook for TracingHook {
     fn on_tls_handshake_start(&self, ev: &TlsHandshakeStartEvent<'_>) {
         let span = self.span(ev.connection.id);
         event_in!(trace, span, {
-            tls.client.server_name = ev.server_name.map(escape_text).as_deref(),
+            server.address = ev.server_name.map(escape_text).as_deref(),
         }, "tls handshake started");
     }
 
@@ -425,6 +411,10 @@ impl Hook for TracingHook {
             s.record("tls.cipher", &*escape_text(&tls.cipher_suite));
             if let Some(alpn) = tls.alpn_str() {
                 s.record("tls.next_protocol", &*escape_text(&alpn));
+            }
+            if let Some(v) = http_version(tls.alpn.as_deref()) {
+                s.record("network.protocol.name", "http");
+                s.record("network.protocol.version", v);
             }
             s.record("tls.resumed", tls.resumed);
         }

@@ -46,6 +46,8 @@ pub(crate) struct TrackerInner {
     waiters: Mutex<HashMap<u64, Waker>>,
     waiter_count: AtomicUsize,
     next_waiter: AtomicU64,
+    /// What the debug page draws: live-connection samples and traced request timings.
+    pub(crate) activity: crate::activity::Rings,
 }
 
 impl TrackerInner {
@@ -63,6 +65,7 @@ impl TrackerInner {
             waiters: Mutex::new(HashMap::new()),
             waiter_count: AtomicUsize::new(0),
             next_waiter: AtomicU64::new(0),
+            activity: crate::activity::Rings::default(),
         };
         for h in hooks {
             inner.add_hook(h);
@@ -284,6 +287,18 @@ impl Tracker {
         entries.iter().map(|(_, e)| e.info_at(&now)).collect()
     }
 
+    /// Like [`connections`](Tracker::connections), without reading TCP statistics from the
+    /// sockets (records carry the last ones read): for readers that do not show them.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn connections_without_tcp(&self) -> Vec<ConnectionInfo> {
+        let now = Now::read();
+        let entries = self.registry.collect_sorted();
+        entries
+            .iter()
+            .map(|(_, e)| e.info_with(&now, false))
+            .collect()
+    }
+
     /// Like [`connections`](Tracker::connections), into a buffer the caller keeps: `out` is
     /// cleared and refilled, reusing its allocation. A page or exporter that snapshots a large
     /// tracker periodically avoids allocating (and page-faulting in) tens of megabytes each
@@ -368,6 +383,23 @@ impl Tracker {
             categories,
             hook_panics: self.inner.hook_panics.load(Ordering::Relaxed),
         }
+    }
+
+    /// The live connections per category and role at the moments a
+    /// [`Snapshot`](crate::Snapshot) was taken, oldest first: at most
+    /// [`ACTIVE_SAMPLES`](crate::activity::ACTIVE_SAMPLES), one a second at most. Nothing
+    /// samples in the background, so there are samples only for the moments someone looked.
+    #[must_use]
+    pub fn active_samples(&self) -> Vec<crate::ActiveSample> {
+        self.inner.activity.samples()
+    }
+
+    /// The phases of the most recently finished traced HTTP requests
+    /// ([`RequestTrace`](crate::RequestTrace)), newest first, at most
+    /// [`REQUEST_TIMINGS`](crate::activity::REQUEST_TIMINGS).
+    #[must_use]
+    pub fn recent_requests(&self) -> Vec<crate::RequestTiming> {
+        self.inner.activity.requests()
     }
 
     /// The most recently closed connections, newest first, at most the configured history.

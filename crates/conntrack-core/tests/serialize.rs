@@ -52,11 +52,13 @@ fn connection_info_serializes_with_the_documented_keys() {
             "role",
             "state",
             "target",
+            "tcp",
             "timings",
             "tls",
             "write_bytes"
         ]
     );
+    assert_eq!(v["tcp"], Value::Null);
     assert_eq!(v["id"], conn.id().as_u64());
     assert_eq!(v["category"], "api");
     assert_eq!(v["role"], "server");
@@ -171,4 +173,53 @@ fn closed_connections_and_stats_serialize() {
         (&json!(1), &json!(3))
     );
     drop(client);
+}
+
+/// `tcp` holds the kernel's statistics of a registered TCP socket (Linux), in seconds and
+/// counts.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn tcp_statistics_serialize_with_the_documented_keys() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).unwrap();
+    server.write_all(b"pong").unwrap();
+    client.read_exact(&mut buf).unwrap();
+
+    let tracker = Tracker::new();
+    let conn = tracker.register(Registration::client(
+        client.local_addr().unwrap(),
+        client.peer_addr().unwrap(),
+    ));
+    let guard = conn.watch_tcp_info(&client);
+    let v = serde_json::to_value(tracker.connections().remove(0)).unwrap();
+    let tcp = &v["tcp"];
+    assert_eq!(
+        keys(tcp),
+        [
+            "bytes_acked",
+            "bytes_received",
+            "bytes_retrans",
+            "bytes_sent",
+            "cwnd",
+            "mss",
+            "retransmits",
+            "rtt",
+            "rtt_var"
+        ]
+    );
+    assert!(tcp["rtt"].as_f64().unwrap() > 0.0, "{tcp}");
+    assert_eq!(tcp["bytes_received"], 4, "{tcp}");
+    // The side that opened the connection counts its SYN as one acknowledged byte.
+    assert_eq!(tcp["bytes_acked"], 5, "{tcp}");
+    // Dropping the guard reads once more and stops reading the socket: the record keeps the
+    // last values after the socket is gone.
+    drop(guard);
+    drop(client);
+    let after = tracker.get(conn.id()).unwrap().tcp.unwrap();
+    assert_eq!(after.bytes_received, Some(4));
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use conntrack_core::{Addr, ListenerConfig, Tracker};
+use conntrack_core::{Addr, Connection, ListenerConfig, TcpInfoGuard, Tracker};
 
 use crate::Tracked;
 
@@ -42,6 +42,12 @@ pub trait Accept {
         stream: &Self::Stream,
         peer: &Self::PeerAddr,
     ) -> (Addr, Addr);
+
+    /// Registers an accepted stream's socket for TCP statistics
+    /// ([`Connection::watch_tcp_info`]); the default registers nothing.
+    fn watch_tcp_info(_stream: &Self::Stream, _conn: &Connection) -> Option<TcpInfoGuard> {
+        None
+    }
 }
 
 impl Accept for TcpListener {
@@ -65,6 +71,11 @@ impl Accept for TcpListener {
             .fixed_local()
             .unwrap_or_else(|| stream.local_addr().map_or(Addr::Unknown, Addr::Inet));
         (local, Addr::Inet(*peer))
+    }
+
+    #[cfg(unix)]
+    fn watch_tcp_info(stream: &TcpStream, conn: &Connection) -> Option<TcpInfoGuard> {
+        Some(conn.watch_tcp_info(stream))
     }
 }
 
@@ -152,7 +163,8 @@ impl<L: Accept> Listener<L> {
                 Ok((stream, peer)) => {
                     let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
                     let conn = self.tracker.accepted(&self.config, local, remote);
-                    return Ok((Tracked::new(stream, conn), peer));
+                    let tcp = L::watch_tcp_info(&stream, &conn);
+                    return Ok((Tracked::new(stream, conn).with_guard(tcp), peer));
                 }
                 // A signal arrived while blocked: nothing failed, wait again.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

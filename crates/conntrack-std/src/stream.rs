@@ -4,7 +4,7 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo, TcpInfoGuard};
 
 /// A stream whose reads and writes are counted by a [`Tracker`](conntrack_core::Tracker).
 ///
@@ -26,6 +26,8 @@ use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
 /// recorded.
 #[derive(Debug)]
 pub struct Tracked<T> {
+    /// Declared first, so it drops (and stops reading the socket) before `inner` closes it.
+    tcp: Option<TcpInfoGuard>,
     inner: T,
     conn: Connection,
     /// Set by `set_nonblocking`: a `WouldBlock` is then no timeout.
@@ -37,10 +39,29 @@ impl<T> Tracked<T> {
     /// (see [Timeouts](Tracked#timeouts)).
     pub fn new(inner: T, conn: Connection) -> Self {
         Tracked {
+            tcp: None,
             inner,
             conn,
             nonblocking: AtomicBool::new(false),
         }
+    }
+
+    /// Reads the kernel's TCP statistics of `inner` into the connection's records
+    /// ([`ConnectionInfo::tcp`]) when a snapshot is taken and at close (Linux and Android).
+    /// The tracked listeners and dialers do this for every TCP stream they make.
+    #[cfg(unix)]
+    #[must_use]
+    pub fn with_tcp_info(mut self) -> Self
+    where
+        T: std::os::fd::AsRawFd,
+    {
+        self.tcp = Some(self.conn.watch_tcp_info(&self.inner));
+        self
+    }
+
+    pub(crate) fn with_guard(mut self, tcp: Option<TcpInfoGuard>) -> Self {
+        self.tcp = tcp;
+        self
     }
 
     /// The connection's tracker id.
@@ -214,7 +235,9 @@ macro_rules! socket_impls {
             /// entry: I/O on either is counted on the one entry, which leaves the tracker when
             /// the last of them is dropped.
             pub fn try_clone(&self) -> io::Result<Self> {
+                // The clone's descriptor is its own: the statistics stay with the original.
                 Ok(Tracked {
+                    tcp: None,
                     inner: self.inner.try_clone()?,
                     conn: self.conn.clone(),
                     nonblocking: AtomicBool::new(self.nonblocking.load(Ordering::Relaxed)),

@@ -26,7 +26,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $harness;
             entries_mirror, bulk_transfer_counts, vectored_writes_count, half_close,
             peer_reset_reported, close_fires_once, stats_outlive_connections,
-            drop_order_independent);
+            drop_order_independent, tcp_statistics);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(
@@ -365,5 +365,65 @@ pub fn drop_order_independent<H: Harness>(h: &H) {
     drop(c2);
     drop(s2);
     wait_closes(&rec, 4);
+    assert_empty(&tracker);
+}
+
+/// On Linux, every tracked TCP connection carries the kernel's statistics: a small round-trip
+/// time and no retransmit on loopback, and (plain TCP) the bytes the kernel received and had
+/// acknowledged are those the tracker counted; the close event carries the final ones. Other
+/// platforms report none.
+pub fn tcp_statistics<H: Harness>(h: &H) {
+    let (tracker, rec, l, d) = setup("tcpinfo");
+    let (mut server, mut client) = h.connect(&tracker, l, d).expect("connect");
+    let up = pattern(10_000);
+    client.write_all(&up).expect("client write");
+    client.flush().expect("flush");
+    let mut buf = vec![0; up.len()];
+    server.read_exact(&mut buf).expect("server read");
+    server.write_all(&pattern(1_000)).expect("server write");
+    server.flush().expect("flush");
+    let mut buf = vec![0; 1_000];
+    client.read_exact(&mut buf).expect("client read");
+    // One more byte, whose segment acknowledges the server's answer.
+    client.write_all(b"x").expect("client write");
+    client.flush().expect("flush");
+    server.read_exact(&mut buf[..1]).expect("server read");
+    let s = tracker.get(server.id()).unwrap();
+    let c = tracker.get(client.id()).unwrap();
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        for info in [&s, &c] {
+            let t = info
+                .tcp
+                .as_deref()
+                .unwrap_or_else(|| panic!("{}: no TCP statistics: {info:?}", h.name()));
+            assert!(
+                t.rtt > Duration::ZERO && t.rtt < Duration::from_secs(1),
+                "{}: {t:?}",
+                h.name()
+            );
+            assert_eq!(t.retransmits, 0, "{}: {t:?}", h.name());
+        }
+        let t = s.tcp.as_deref().unwrap();
+        if !h.tls() {
+            // (Over TLS the kernel may hold bytes, such as session tickets, not read yet.)
+            assert_eq!(t.bytes_received, Some(s.read_bytes), "{}: {t:?}", h.name());
+            assert_eq!(t.bytes_acked, Some(s.write_bytes), "{}: {t:?}", h.name());
+        }
+    } else {
+        assert!(s.tcp.is_none() && c.tcp.is_none());
+    }
+    drop(server);
+    drop(client);
+    let events = wait_closes(&rec, 2);
+    for e in &events {
+        if let Recorded::Close { connection, .. } = e {
+            assert_eq!(
+                connection.tcp.is_some(),
+                cfg!(any(target_os = "linux", target_os = "android")),
+                "{}: {connection:?}",
+                h.name()
+            );
+        }
+    }
     assert_empty(&tracker);
 }

@@ -127,7 +127,7 @@ impl Dialer {
     /// `TimedOut`, or the last connect attempt's error, unchanged; reported and counted.
     pub async fn connect(&self, target: &str) -> io::Result<Tracked<TcpStream>> {
         let (stream, conn) = self.inner.connect(target).await?;
-        Ok(Tracked::new(stream, conn))
+        Ok(tcp_tracked(stream, conn))
     }
 
     /// Connects to one address (no resolution, no DNS hooks).
@@ -137,7 +137,7 @@ impl Dialer {
     /// The connect error, or `TimedOut`; reported to `on_dial` and counted.
     pub async fn connect_addr(&self, addr: SocketAddr) -> io::Result<Tracked<TcpStream>> {
         let (stream, conn) = self.inner.connect_addr(addr).await?;
-        Ok(Tracked::new(stream, conn))
+        Ok(tcp_tracked(stream, conn))
     }
 
     /// Connects to a Unix socket at `path`.
@@ -164,4 +164,15 @@ impl Dialer {
             .await?;
         Ok(Tracked::new(stream, conn))
     }
+}
+
+/// A dialed TCP stream, tracked with its TCP statistics where the platform has them.
+pub(crate) fn tcp_tracked(
+    stream: TcpStream,
+    conn: conntrack_core::Connection,
+) -> Tracked<TcpStream> {
+    let tracked = Tracked::new(stream, conn);
+    #[cfg(unix)]
+    let tracked = tracked.with_tcp_info();
+    tracked
 }

@@ -279,7 +279,7 @@ where
                     // cannot be read back.
                     let local = stream.local_addr().map_or(Addr::Unknown, Addr::from);
                     let remote = stream.peer_addr().map_or(Addr::Unknown, Addr::from);
-                    Ok(TokioIo::new(Tracked::new(
+                    Ok(TokioIo::new(crate::dialer::tcp_tracked(
                         stream,
                         dial.established(local, remote),
                     )))

@@ -4,7 +4,7 @@ use std::future::poll_fn;
 use std::io;
 use std::task::{Context, Poll};
 
-use conntrack_core::{Addr, ListenerConfig, Tracker};
+use conntrack_core::{Addr, Connection, ListenerConfig, TcpInfoGuard, Tracker};
 
 use crate::Tracked;
 
@@ -32,6 +32,12 @@ pub trait Accept {
         stream: &Self::Stream,
         peer: &Self::PeerAddr,
     ) -> (Addr, Addr);
+
+    /// Registers an accepted stream's socket for TCP statistics
+    /// ([`Connection::watch_tcp_info`]); the default registers nothing.
+    fn watch_tcp_info(_stream: &Self::Stream, _conn: &Connection) -> Option<TcpInfoGuard> {
+        None
+    }
 
     /// The listener's address in the listener's own type, what [`Listener::local_addr`] (and
     /// axum's `local_addr`) returns.
@@ -76,6 +82,11 @@ impl Accept for tokio::net::TcpListener {
 
     fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
         self.local_addr()
+    }
+
+    #[cfg(unix)]
+    fn watch_tcp_info(stream: &Self::Stream, conn: &Connection) -> Option<TcpInfoGuard> {
+        Some(conn.watch_tcp_info(stream))
     }
 }
 
@@ -189,7 +200,8 @@ impl<L: Accept> Listener<L> {
             Poll::Ready(Ok((stream, peer))) => {
                 let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
                 let conn = self.tracker.accepted(&self.config, local, remote);
-                Poll::Ready(Ok((Tracked::new(stream, conn), peer)))
+                let tcp = L::watch_tcp_info(&stream, &conn);
+                Poll::Ready(Ok((Tracked::new(stream, conn).with_guard(tcp), peer)))
             }
             Poll::Ready(Err(e)) => {
                 self.tracker.accept_failed(&self.config, &self.local, &e);

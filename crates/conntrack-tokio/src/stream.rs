@@ -4,7 +4,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use conntrack_core::{Connection, ConnectionId, ConnectionInfo};
+use conntrack_core::{Connection, ConnectionId, ConnectionInfo, TcpInfoGuard};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -17,6 +17,8 @@ pin_project! {
     /// handle sharing its [`Connection`]) is dropped.
     #[derive(Debug)]
     pub struct Tracked<T> {
+        // Declared first, so it drops (and stops reading the socket) before `inner` closes it.
+        tcp: Option<TcpInfoGuard>,
         #[pin]
         inner: T,
         conn: Connection,
@@ -26,7 +28,29 @@ pin_project! {
 impl<T> Tracked<T> {
     /// Wraps `inner`, counting its I/O on `conn`.
     pub fn new(inner: T, conn: Connection) -> Self {
-        Tracked { inner, conn }
+        Tracked {
+            tcp: None,
+            inner,
+            conn,
+        }
+    }
+
+    /// Reads the kernel's TCP statistics of `inner` into the connection's records
+    /// ([`ConnectionInfo::tcp`]) when a snapshot is taken and at close (Linux and Android).
+    /// The tracked listeners and dialers do this for every TCP stream they make.
+    #[cfg(unix)]
+    #[must_use]
+    pub fn with_tcp_info(mut self) -> Self
+    where
+        T: std::os::fd::AsRawFd,
+    {
+        self.tcp = Some(self.conn.watch_tcp_info(&self.inner));
+        self
+    }
+
+    pub(crate) fn with_guard(mut self, tcp: Option<TcpInfoGuard>) -> Self {
+        self.tcp = tcp;
+        self
     }
 
     /// The connection's tracker id.
@@ -80,11 +104,13 @@ impl Tracked<tokio::net::TcpStream> {
         Tracked<tokio::net::tcp::OwnedReadHalf>,
         Tracked<tokio::net::tcp::OwnedWriteHalf>,
     ) {
-        let (r, w) = self.inner.into_split();
-        (
-            Tracked::new(r, self.conn.clone()),
-            Tracked::new(w, self.conn),
-        )
+        let Tracked { tcp, inner, conn } = self;
+        let (r, w) = inner.into_split();
+        // The socket stays open until both halves drop; the read half keeps the statistics
+        // registration, which ends (safely early) when that half drops.
+        let mut r = Tracked::new(r, conn.clone());
+        r.tcp = tcp;
+        (r, Tracked::new(w, conn))
     }
 
     /// This side's address.

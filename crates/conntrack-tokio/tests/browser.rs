@@ -5,6 +5,10 @@
 //! a summary per category that agrees with the rows, and the hostile strings as text: escaped
 //! in the serialized DOM, and no `<img>` element anywhere.
 //!
+//! A second test checks the pictures: the live-connections chart, the age and idle histograms
+//! and the waterfall of traced requests, against the page's own tables and the JSON. With
+//! `CONNTRACK_SCREENSHOT=<file.png>` set it also saves a screenshot of that page (the README's).
+//!
 //! Chromium: `$CHROME` or `$CHROMIUM` if set, else `/usr/bin/chromium`, else `chromium` on
 //! `PATH`. Without it the test is skipped with a note, except under `CI=true`, where it fails.
 #![cfg(all(feature = "axum", feature = "tls"))]
@@ -85,6 +89,16 @@ impl Drop for TempDir {
 /// Blocking. Kills the browser (its whole process group) when `stop` is set or after
 /// `BROWSER_TIMEOUT`.
 fn dump_dom(chromium: &Path, url: &str, stop: &AtomicBool) -> Result<String, String> {
+    run_chromium(chromium, url, stop, &["--dump-dom"])
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments and returns its standard output.
+fn run_chromium(
+    chromium: &Path,
+    url: &str,
+    stop: &AtomicBool,
+    extra: &[&str],
+) -> Result<String, String> {
     use std::os::unix::process::CommandExt as _;
 
     let dir = TempDir::new();
@@ -106,7 +120,7 @@ fn dump_dom(chromium: &Path, url: &str, stop: &AtomicBool) -> Result<String, Str
             "--no-proxy-server",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
+        .args(extra)
         .arg(url)
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -337,8 +351,9 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     assert!(!dom.contains("onerror=\""), "an onerror attribute:\n{dom}");
     assert_eq!(
         dom.matches(HOSTILE_TEXT).count(),
-        4,
-        "the hostile category in its summary and connection rows, the ALPN in both TLS rows:\n{dom}"
+        5,
+        "the hostile category in its summary and connection rows and in the live chart's \
+         legend, the ALPN in both TLS rows:\n{dom}"
     );
 
     // One row per live connection: everything held, plus Chromium's own connection(s).
@@ -346,7 +361,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     let ids: Vec<u64> = rows
         .iter()
         .map(|r| {
-            assert_eq!(r.len(), 11, "a connection row has 11 cells: {r:?}");
+            assert_eq!(r.len(), 12, "a connection row has 12 cells: {r:?}");
             r[0].parse().unwrap()
         })
         .collect();
@@ -385,7 +400,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
         let row = by_id[&id.as_u64()];
         assert_eq!(row[2], role);
         assert!(
-            row[10].contains(&format!("alpn={HOSTILE_TEXT}")) && row[10].contains("sni=localhost"),
+            row[11].contains(&format!("alpn={HOSTILE_TEXT}")) && row[11].contains("sni=localhost"),
             "{row:?}"
         );
     }
@@ -446,5 +461,278 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
         browser_time
     );
     drop((pool, hostile_server, raw_client, tls_server, tls_client));
+    server.abort();
+}
+
+/// `data-NAME="..."` of the first tag in `tag` that has it.
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("{name}=\"");
+    let start = tag.find(&key)? + key.len();
+    Some(&tag[start..start + tag[start..].find('"')?])
+}
+
+/// The opening tags of the elements of `class` inside the element with id `id`.
+fn tags_in<'a>(dom: &'a str, id: &str, class: &str) -> Vec<&'a str> {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in:\n{dom}"));
+    let svg = &dom[start..];
+    let svg = &svg[..svg.find("</svg>").expect("svg end")];
+    svg.split('<')
+        .filter(|t| t.contains(&format!("class=\"{class}\"")))
+        .collect()
+}
+
+/// A keep-alive HTTP/1.1 GET on `stream`, traced with `req`: returns the response body.
+async fn traced_get(
+    stream: &mut conntrack_tokio::Tracked<tokio::net::TcpStream>,
+    req: &conntrack_core::RequestTrace,
+    host: &str,
+    path: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    req.get_conn(host);
+    req.got_conn(stream.connection().downgrade(), true);
+    // One write carries the whole request: it is written when that write completes.
+    req.body_done();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read until the head and the `content-length` bytes after it are in.
+    let (body_start, end) = loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server hung up");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .unwrap();
+            break (head_end + 4, head_end + 4 + len);
+        }
+    };
+    while buf.len() < end {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server hung up");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    req.finish();
+    String::from_utf8_lossy(&buf[body_start..end]).into_owned()
+}
+
+/// A plain HTTP/1.1 GET on a fresh untracked connection (`Connection: close`): the body.
+async fn fetch(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    text[text.find("\r\n\r\n").unwrap() + 4..].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_draws_the_charts_and_the_waterfall() {
+    let Some(chromium) = find_chromium() else {
+        conntrack_testkit::tool_missing(
+            "browser::chromium_draws_the_charts_and_the_waterfall",
+            "Chromium",
+            "apt-get install chromium chromium-driver, or set CHROME to a Chromium binary",
+        );
+        return;
+    };
+    let tracker = Tracker::new();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .nest(PAGE_PATH, debug_router(&tracker));
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .into_future(),
+    );
+
+    // Traced requests: three on one keep-alive connection (the first dialed for it, the
+    // others reusing it), one of them with markup in its URI.
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("http-traced"));
+    let mut stream = dialer.connect_addr(addr).await.unwrap();
+    let host = addr.to_string();
+    // (The URI a trace reports is what the client says it is: markup there is sent
+    // percent-encoded, and shown as the client gave it.)
+    let hostile_uri = format!("http://{host}/hello?q={HOSTILE}");
+    for (uri, path) in [
+        (format!("http://{host}/hello"), "/hello"),
+        (format!("http://{host}/hello?second"), "/hello?second"),
+        (hostile_uri, "/hello?q=%3Cimg%20src=x%20onerror=alert(1)%3E"),
+    ] {
+        let req = tracker.request("GET", &uri);
+        assert_eq!(traced_get(&mut stream, &req, &host, path).await, "hello");
+    }
+    let timings = tracker.recent_requests();
+    assert_eq!(timings.len(), 3, "{timings:?}");
+    assert!(!timings[2].reused && timings[1].reused && timings[0].reused);
+    assert!(timings[2].phases.connect.is_some(), "{timings:?}");
+    for t in &timings {
+        let p = &t.phases;
+        assert!(
+            p.send.is_some() && p.wait.is_some() && p.transfer.is_some(),
+            "{t:?}"
+        );
+    }
+
+    // The page, as Chromium renders it.
+    let url = format!("http://{addr}{PAGE_PATH}");
+    let stop = AtomicBool::new(false);
+    let dom = {
+        let (chromium, url) = (chromium.clone(), url.clone());
+        tokio::task::spawn_blocking(move || dump_dom(&chromium, &url, &stop))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // And the JSON, after it.
+    let json: serde_json::Value =
+        serde_json::from_str(&fetch(addr, &format!("{PAGE_PATH}?format=json")).await).unwrap();
+
+    // Still escaped everywhere: the markup of the URI is text in the waterfall.
+    assert!(!dom.to_ascii_lowercase().contains("<img"), "{dom}");
+    assert!(dom.contains("&lt;img"), "{dom}");
+
+    // The waterfall: a row per traced request, each phase the JSON has, with its value.
+    let rows = tags_in(&dom, "waterfall", "request");
+    let json_requests = json["requests"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(json_requests.len(), 3);
+    let phases = tags_in(&dom, "waterfall", "phase");
+    let mut phase_iter = phases.iter();
+    for (row, r) in rows.iter().zip(json_requests) {
+        assert_eq!(attr(row, "data-id").unwrap(), r["id"].to_string());
+        let total: f64 = attr(row, "data-total").unwrap().parse().unwrap();
+        assert_eq!(total, r["total"].as_f64().unwrap());
+        for name in [
+            "blocked", "dns", "connect", "tls", "send", "wait", "transfer",
+        ] {
+            let Some(want) = r["phases"][name].as_f64() else {
+                continue;
+            };
+            let tag = phase_iter.next().expect("a bar per phase");
+            assert_eq!(attr(tag, "data-phase"), Some(name), "{tag}");
+            let got: f64 = attr(tag, "data-secs").unwrap().parse().unwrap();
+            assert_eq!(got, want, "{name} of request {}", r["id"]);
+        }
+    }
+    assert!(phase_iter.next().is_none(), "no bar without a phase");
+
+    // The live chart: a line per category and role, ending at the summary's active count, and
+    // the JSON (taken after) agrees for the connections the test holds.
+    let summary = table_rows(&dom, "summary");
+    let series = tags_in(&dom, "chart-live", "series");
+    assert_eq!(series.len(), summary.len(), "{series:?}");
+    let chart_start = dom.find("id=\"chart-live\"").unwrap();
+    let legend: Vec<(String, u64)> = dom
+        [chart_start..dom[chart_start..].find("</svg>").unwrap() + chart_start]
+        .split("<text")
+        .filter_map(|t| {
+            let text = &t[t.find('>')? + 1..t.find("</text>")?];
+            let (label, n) = text.rsplit_once(": ")?;
+            Some((label.to_owned(), n.parse().ok()?))
+        })
+        .collect();
+    for r in &summary {
+        let label = format!("{} {}", r[0], r[1]);
+        let active: u64 = r[2].parse().unwrap();
+        assert!(
+            legend.contains(&(label.clone(), active)),
+            "{label}: {active} in {legend:?}"
+        );
+    }
+    for tag in &series {
+        let last: u64 = attr(tag, "data-last").unwrap().parse().unwrap();
+        assert!(legend.iter().any(|(_, n)| *n == last));
+    }
+    let samples = json["active_samples"].as_array().unwrap();
+    let last_sample = samples.last().unwrap()["active"].as_array().unwrap();
+    assert!(
+        last_sample.contains(&serde_json::json!(["http-traced", "client", 1])),
+        "{last_sample:?}"
+    );
+    assert!(
+        legend.contains(&("http-traced client".to_owned(), 1)),
+        "{legend:?}"
+    );
+    let samples_in_page: usize = attr(tags_in(&dom, "chart-live", "series")[0], "data-last")
+        .map(|_| {
+            let svg = &dom[chart_start..];
+            attr(svg, "data-samples").unwrap().parse().unwrap()
+        })
+        .unwrap();
+    assert!(samples.len() >= samples_in_page && samples_in_page >= 1);
+
+    // The histograms: the bins of the page's own table (same snapshot), every row counted.
+    let table = &dom[dom.find("id=\"connections\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let values = |col: usize| -> Vec<f64> {
+        table
+            .split("<tr>")
+            .skip(2)
+            .map(|row| {
+                let cell = row.split("<td").nth(col + 1).unwrap();
+                attr(cell, "data-v").unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    for (id, col) in [("hist-age", 6), ("hist-idle", 9)] {
+        let secs = values(col);
+        let bars = tags_in(&dom, id, "bar");
+        assert_eq!(bars.len(), 6);
+        let mut total = 0;
+        for bar in &bars {
+            let lo: f64 = attr(bar, "data-lo").unwrap().parse().unwrap();
+            let hi: f64 = match attr(bar, "data-hi").unwrap() {
+                "inf" => f64::INFINITY,
+                v => v.parse().unwrap(),
+            };
+            let count: usize = attr(bar, "data-count").unwrap().parse().unwrap();
+            let want = secs
+                .iter()
+                .filter(|&&s| s.floor() >= lo && s.floor() < hi)
+                .count();
+            assert_eq!(count, want, "{id} [{lo}, {hi}): {secs:?}");
+            total += count;
+        }
+        assert_eq!(total, secs.len(), "{id}");
+        assert!(total >= 2, "the traced connection's two ends at least");
+    }
+    assert!(json["total_connections"].as_u64().unwrap() >= 2);
+
+    if let Some(path) = std::env::var_os("CONNTRACK_SCREENSHOT") {
+        let shot = format!("--screenshot={}", Path::new(&path).display());
+        let stop = AtomicBool::new(false);
+        tokio::task::spawn_blocking(move || {
+            run_chromium(
+                &chromium,
+                &url,
+                &stop,
+                &[&shot, "--window-size=1100,1300", "--hide-scrollbars"],
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    drop(stream);
     server.abort();
 }

@@ -218,11 +218,14 @@ fn one_connection_life_is_a_span_with_otel_fields_and_an_event_per_phase() {
         assert_eq!(s.target, "conntrack");
         assert_eq!(s.level, Some(Level::DEBUG));
         assert_eq!(field(&s.fields, "network.transport"), "tcp");
+        assert_eq!(field(&s.fields, "network.type"), "ipv4");
         assert_eq!(field(&s.fields, "network.peer.address"), "127.0.0.1");
         assert_eq!(field(&s.fields, "network.local.address"), "127.0.0.1");
         assert_eq!(field(&s.fields, "tls.protocol.version"), "1.3");
         assert!(field(&s.fields, "tls.cipher").starts_with("TLS_"), "{s:?}");
         assert_eq!(field(&s.fields, "tls.next_protocol"), "h2");
+        assert_eq!(field(&s.fields, "network.protocol.name"), "http");
+        assert_eq!(field(&s.fields, "network.protocol.version"), "2");
         assert_eq!(field(&s.fields, "tls.resumed"), "false");
         assert!(!s.fields.contains_key("error.type"), "clean close: {s:?}");
     }
@@ -323,7 +326,9 @@ fn one_connection_life_is_a_span_with_otel_fields_and_an_event_per_phase() {
             .unwrap_or_else(|| panic!("no {msg:?} event in {span:?}: {:?}", c.events))
     };
     let hs = event(Some(client_span), "tls handshake started");
-    assert_eq!(field(&hs.fields, "tls.client.server_name"), "localhost");
+    // The SNI is `server.address` (the deprecated `tls.client.server_name` is gone).
+    assert_eq!(field(&hs.fields, "server.address"), "localhost");
+    assert!(!hs.fields.contains_key("tls.client.server_name"));
     let hs = event(Some(client_span), "tls handshake finished");
     assert!(
         field(&hs.fields, "conntrack.duration")
