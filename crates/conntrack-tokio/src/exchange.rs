@@ -2,7 +2,8 @@
 //! marks each request's begin and end on the tracked connection it arrived on.
 //!
 //! With [`ExchangeLayer`] around an axum router, a hyper service or a tonic server, every
-//! server connection shows how many requests it has served ([`ConnectionInfo::requests`]),
+//! server connection shows how many requests it has served
+//! ([`ConnectionInfo::requests`](conntrack_core::ConnectionInfo::requests)),
 //! how many are in flight, and its state (`new`, `active` while a request is being served,
 //! `idle` between requests, Go's `http.ConnState`), in snapshots, the debug page and JSON. An
 //! exchange begins when the request reaches the layer and ends when the response body has been
