@@ -254,7 +254,9 @@ impl Snapshot {
             // The coarse clock lags the precise one by up to a tick: never more than the age.
             idle_for: Duration::from_millis(self.idle_ms).min(established_for),
             timings: self.timings,
-            tls: self.tls,
+            // The record's type is the plain `TlsInfo` (the documented API); the entry shares
+            // one `Arc` and only connections with TLS pay for the copy.
+            tls: self.tls.map(|t| (*t).clone()),
             requests: self.requests,
             in_flight: self.in_flight,
             state: ConnState::of(self.requests, self.in_flight),

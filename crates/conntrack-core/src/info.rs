@@ -395,9 +395,8 @@ pub struct ConnectionInfo {
     pub idle_for: Duration,
     /// How long DNS, connect and the TLS handshake took.
     pub timings: Timings,
-    /// What TLS negotiated, once a handshake finished. Shared (`Arc`) with the connection and
-    /// every other record of it: most connections have none, and a record stays small.
-    pub tls: Option<Arc<TlsInfo>>,
+    /// What TLS negotiated, once a handshake finished.
+    pub tls: Option<TlsInfo>,
     /// Exchanges (HTTP requests, RPCs, ...) begun on the connection, as marked by
     /// [`Connection::begin_exchange`](crate::Connection::begin_exchange).
     pub requests: u64,

@@ -55,7 +55,7 @@ fn exchange(
     let srv = thread::spawn(move || {
         let (tcp, _) = listener.accept().unwrap();
         let mut tls = acceptor.accept(tcp).expect("server handshake");
-        let info = Arc::unwrap_or_clone(
+        let info = std::convert::identity(
             tls.get_ref()
                 .0
                 .info()
@@ -77,7 +77,7 @@ fn exchange(
     assert!(info.timings.tls_handshake.is_some());
     (
         srv.join().unwrap(),
-        Arc::unwrap_or_clone(info.tls.expect("client entry has TLS info")),
+        std::convert::identity(info.tls.expect("client entry has TLS info")),
     )
 }
 
