@@ -434,6 +434,7 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         "Closed",
         "Failed",
         "TLS failed",
+        "Rejected",
         "Read",
         "Written",
     ] {
@@ -450,6 +451,7 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
             c.closed,
             c.failed,
             c.tls_handshake_failed,
+            c.rejected,
         ] {
             td_num(&mut out, n as f64, &n.to_string());
         }
@@ -482,12 +484,16 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         )
     );
     out.push_str("<table class=\"sortable\" id=\"closed\"><thead><tr>");
-    for h in CONN_HEADERS.iter().chain(&["Error"]) {
+    for h in CONN_HEADERS.iter().chain(&["Reason", "Error"]) {
         let _ = write!(out, "<th>{h}</th>");
     }
     out.push_str("</tr></thead><tbody>");
     for c in &snapshot.recently_closed {
-        connection_row(&mut out, &c.info, Some(c.error.as_deref().unwrap_or("")));
+        connection_row(&mut out, &c.info, Some(c.reason.as_str()));
+        // (`connection_row` closed the row after the reason cell.)
+        out.truncate(out.len() - "</tr>".len());
+        td(&mut out, c.error.as_deref().unwrap_or(""));
+        out.push_str("</tr>");
     }
     let _ = write!(
         out,
@@ -654,6 +660,7 @@ pub fn text_stats(stats: &Stats) -> String {
                 c.opened.to_string(),
                 c.closed.to_string(),
                 c.failed.to_string(),
+                c.rejected.to_string(),
                 bytes(c.read_bytes),
                 bytes(c.write_bytes),
             ]
@@ -661,7 +668,8 @@ pub fn text_stats(stats: &Stats) -> String {
         .collect();
     table(
         &[
-            "CATEGORY", "ROLE", "ACTIVE", "OPENED", "CLOSED", "FAILED", "READ", "WRITTEN",
+            "CATEGORY", "ROLE", "ACTIVE", "OPENED", "CLOSED", "FAILED", "REJECTED", "READ",
+            "WRITTEN",
         ],
         &rows,
     )

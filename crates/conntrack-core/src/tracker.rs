@@ -18,7 +18,7 @@ use crate::connection::{Connection, ConnectionRef, Entry, Registration, Snapshot
 use crate::dial::Dial;
 use crate::event::{AcceptEvent, DialEvent};
 use crate::hook::{Chain, Hook};
-use crate::info::{Addr, ClosedConnection, ConnectionId, ConnectionInfo, Role};
+use crate::info::{Addr, CloseReason, ClosedConnection, ConnectionId, ConnectionInfo, Role};
 use crate::registry::Registry;
 use crate::stats::{CategoryStats, StatTable, Stats};
 use crate::sync::{AtomicBool, Mutex};
@@ -42,10 +42,18 @@ pub(crate) struct TrackerInner {
     hook_panics: AtomicU64,
     history_cap: usize,
     /// Closed connections, newest first, as copied at close; records are built when read.
-    history: Mutex<VecDeque<(Snapshot, Option<io::Error>)>>,
+    history: Mutex<VecDeque<(Snapshot, Option<io::Error>, CloseReason)>>,
     waiters: Mutex<HashMap<u64, Waker>>,
     waiter_count: AtomicUsize,
     next_waiter: AtomicU64,
+    /// Set by `shutdown`: listeners refuse new connections, idle ones close.
+    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
+    /// Connections closed idle by the shutdown.
+    pub(crate) shutdown_closed: AtomicUsize,
+    /// The policy enforcer's next wake-up (nanos on the process clock), `u64::MAX` when it
+    /// waits for a policy-bearing connection; and its waker.
+    pub(crate) sweep_at: AtomicU64,
+    pub(crate) sweep_waker: std::sync::Mutex<Option<Waker>>,
 }
 
 impl TrackerInner {
@@ -63,6 +71,10 @@ impl TrackerInner {
             waiters: Mutex::new(HashMap::new()),
             waiter_count: AtomicUsize::new(0),
             next_waiter: AtomicU64::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            shutdown_closed: AtomicUsize::new(0),
+            sweep_at: AtomicU64::new(u64::MAX),
+            sweep_waker: std::sync::Mutex::new(None),
         };
         for h in hooks {
             inner.add_hook(h);
@@ -125,7 +137,12 @@ impl TrackerInner {
     }
 
     /// Keeps a closed connection's final state and last error in the history.
-    pub(crate) fn push_history(&self, snapshot: Snapshot, error: Option<io::Error>) {
+    pub(crate) fn push_history(
+        &self,
+        snapshot: Snapshot,
+        error: Option<io::Error>,
+        reason: CloseReason,
+    ) {
         if self.history_cap == 0 {
             return;
         }
@@ -135,7 +152,7 @@ impl TrackerInner {
         } else {
             None
         };
-        h.push_front((snapshot, error));
+        h.push_front((snapshot, error, reason));
         drop(h);
         // The evicted record's references are released outside the lock.
         drop(evicted);
@@ -170,7 +187,27 @@ impl TrackerInner {
         }
     }
 
-    fn count_failed(&self, category: &str, role: Role) {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// A policy-bearing connection due at `deadline` was registered: wakes the enforcer if it
+    /// sleeps past that.
+    fn policy_registered(&self, deadline: u64) {
+        if deadline < self.sweep_at.load(Ordering::SeqCst) {
+            self.sweep_at.store(0, Ordering::SeqCst);
+            let w = self
+                .sweep_waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn count_failed(&self, category: &str, role: Role) {
         let id = self.stats.class_id(category, role);
         self.stats
             .with(id, |c| c.cell.failed.fetch_add(1, Ordering::Relaxed));
@@ -199,7 +236,7 @@ impl TrackerInner {
 #[derive(Clone)]
 pub struct Tracker {
     pub(crate) inner: Arc<TrackerInner>,
-    registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl Default for Tracker {
@@ -338,6 +375,7 @@ impl Tracker {
             s.active = s.opened - s.closed;
             s.failed = cell.failed.load(Ordering::Relaxed);
             s.tls_handshake_failed = cell.tls_failed.load(Ordering::Relaxed);
+            s.rejected = cell.rejected.load(Ordering::Relaxed);
             // Acquire, before the walk below: a closing connection's bytes seen here are
             // seen with its `closed` flag set, so the walk skips it (see `Entry::close`).
             s.read_bytes = cell.closed_read.load(Ordering::Acquire);
@@ -380,7 +418,7 @@ impl Tracker {
             .unwrap_or_else(PoisonError::into_inner);
         let now = Now::read();
         h.iter()
-            .map(|(snapshot, error)| {
+            .map(|(snapshot, error, reason)| {
                 let category = self
                     .inner
                     .stats
@@ -390,6 +428,7 @@ impl Tracker {
                     closed_at: info.established_at + info.established_for,
                     info,
                     error: error.as_ref().map(ToString::to_string),
+                    reason: *reason,
                 }
             })
             .collect()
@@ -436,6 +475,9 @@ impl Tracker {
         let shard = self.registry.shard(id);
         let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, &scope, class));
         shard.insert(id, Arc::clone(&entry));
+        if let Some(deadline) = entry.policy_deadline() {
+            self.inner.policy_registered(deadline);
+        }
         if entry.has_hooks() {
             // The record as of the registration (no clock read: the entry's own time).
             let info = entry.info_at(&Now::read_at(entry.opened_nanos));
@@ -446,6 +488,7 @@ impl Tracker {
                         local_addr: &info.local_addr,
                         connection: Some(&info),
                         error: None,
+                        rejected: false,
                     });
                 }),
                 Role::Client => {
@@ -476,6 +519,7 @@ impl Tracker {
     ) -> Connection {
         let mut reg = Registration::server(local, remote);
         reg.chain = config.chain().clone();
+        reg.policy = config.policy();
         self.register_as(config.category_name(), reg)
     }
 
@@ -492,6 +536,7 @@ impl Tracker {
                     local_addr: local,
                     connection: None,
                     error: Some(error),
+                    rejected: false,
                 });
             });
         }

@@ -287,7 +287,7 @@ fn check_html(snapshot: &Snapshot) {
     assert!(live.iter().all(|&n| n == 11), "{live:?}");
     let closed = html_rows(&page, "closed");
     assert_eq!(closed.len(), snapshot.recently_closed.len());
-    assert!(closed.iter().all(|&n| n == 12), "{closed:?}");
+    assert!(closed.iter().all(|&n| n == 13), "{closed:?}");
 }
 
 fn check_json(snapshot: &Snapshot) {
