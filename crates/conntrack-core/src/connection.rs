@@ -388,13 +388,16 @@ impl Entry {
 
     /// When (nanos on the process clock) a policy may next close this connection, if ever,
     /// assuming no more I/O: the time to sleep to before checking again.
-    pub(crate) fn policy_deadline(&self) -> Option<u64> {
+    /// While an exchange is in flight the idle timeout does not run: the next look is one
+    /// timeout from `now`.
+    pub(crate) fn policy_deadline(&self, now: u64) -> Option<u64> {
         let mut at = None;
         if self.max_age_nanos != NO_TIME {
             at = Some(self.opened_nanos.saturating_add(self.max_age_nanos));
         }
         if self.idle_limit_ms != u64::MAX {
             let last = match self.last_io_ms.load(Ordering::Relaxed) {
+                _ if self.in_flight.load(Ordering::Relaxed) > 0 => now,
                 NO_IO => self.opened_nanos,
                 ms => ms.saturating_mul(1_000_000),
             };
@@ -402,6 +405,13 @@ impl Entry {
             at = Some(at.map_or(idle_at, |a: u64| a.min(idle_at)));
         }
         at
+    }
+
+    /// How late a check may come: 1/64 of the shortest policy, at least 1 ms, so that the
+    /// connections due at about the same time close in one walk.
+    pub(crate) fn policy_slack(&self) -> u64 {
+        let idle = self.idle_limit_ms.saturating_mul(1_000_000);
+        (idle.min(self.max_age_nanos) / 64).max(1_000_000)
     }
 
     /// Which policy, if any, closes this connection at `now` (nanos; `now_ms` on the coarse

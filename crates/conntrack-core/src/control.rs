@@ -126,7 +126,7 @@ impl Tracker {
     /// [`abort`](Tracker::abort)) and returns how long until the next check is due, `None`
     /// when no live connection has a policy. One walk over the live connections.
     ///
-    /// The next check is the earliest deadline plus a 1/64 of that connection's policy
+    /// The next check is the earliest deadline plus 1/64 of that connection's shortest policy
     /// (at least 1 ms), so connections due at about the same time close in one walk: a
     /// connection closes within that slack plus the coarse clock's tick after its deadline.
     pub fn enforce_policies(&self) -> Option<Duration> {
@@ -141,9 +141,8 @@ impl Tracker {
                 e.abort(reason);
                 continue;
             }
-            if let Some(at) = e.policy_deadline() {
-                let span = at.saturating_sub(e.opened_nanos).max(1);
-                let at = at.saturating_add((span / 64).max(1_000_000));
+            if let Some(at) = e.policy_deadline(now) {
+                let at = at.saturating_add(e.policy_slack());
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }

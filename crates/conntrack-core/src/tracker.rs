@@ -475,7 +475,7 @@ impl Tracker {
         let shard = self.registry.shard(id);
         let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, &scope, class));
         shard.insert(id, Arc::clone(&entry));
-        if let Some(deadline) = entry.policy_deadline() {
+        if let Some(deadline) = entry.policy_deadline(entry.opened_nanos) {
             self.inner.policy_registered(deadline);
         }
         if entry.has_hooks() {

@@ -275,7 +275,7 @@ pub fn limit_rejects_extra<H: ControlHarness>(h: &H) {
         assert!(tracker.len() <= N);
         // A slot frees: the listener serves again.
         drop(held.pop());
-        rec.wait_for(|ev| closes(ev).len() >= 1, EVENT_TIMEOUT)
+        rec.wait_for(|ev| !closes(ev).is_empty(), EVENT_TIMEOUT)
             .expect("the client's close");
         let mut c = client(addr);
         c.write_all(b"ok").unwrap();
