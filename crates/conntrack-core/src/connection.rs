@@ -659,10 +659,13 @@ impl Entry {
     }
 
     fn store_error(&self, err: &io::Error) {
+        // After an abort, errors are its consequences (the abort's own error, a shut-down
+        // socket): the close reports the reason, not them.
         if matches!(
             err.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ) {
+        ) || self.aborted.load(Ordering::Relaxed)
+        {
             return;
         }
         let copy = match err.raw_os_error() {

@@ -33,6 +33,10 @@
 //! `conntrack.phase` is `accept`, `dial`, `tls_handshake` or `close`. `error.type` is the
 //! [`io::ErrorKind`] in snake case (`connection_refused`, `timed_out`, ...), or
 //! `os_error_<errno>` for an OS error without a stable kind (EMFILE is `os_error_24`).
+//! A close the tracker decided (idle timeout, maximum age, abort, shutdown deadline) has
+//! [`CloseReason::error_type`](crate::CloseReason::error_type) as its `error.type`; a
+//! connection refused by a limit counts in `conntrack.errors` (phase `accept`,
+//! `max_concurrent_connections_exceeded`).
 //!
 //! Call [`describe`] once after installing a recorder to give every metric its help text and
 //! unit. With metrics-exporter-prometheus and
@@ -388,6 +392,9 @@ impl Hook for MetricsHook {
         if let (None, Some(t)) = (ev.error, ev.reason.error_type()) {
             // Closed by the tracker (policy, abort, shutdown deadline): the reason is the
             // `error.type`, Kestrel's value where it has one.
+            if let Some(t) = transport {
+                l.push(Label::from_static_parts("network.transport", t));
+            }
             l.push(Label::from_static_parts("error.type", t));
             ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
             return;

@@ -586,6 +586,20 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// connection after its header, and its cells are separated by runs of two or more spaces.
 #[must_use]
 pub fn text_table(connections: &[ConnectionInfo]) -> String {
+    let refs: Vec<&ConnectionInfo> = connections.iter().collect();
+    connection_table(&refs, None)
+}
+
+/// The recently closed connections as [`text_table`] shows live ones, with a last `REASON`
+/// column: why each closed ([`CloseReason`](crate::CloseReason)).
+#[must_use]
+pub fn text_closed(closed: &[ClosedConnection]) -> String {
+    let refs: Vec<&ConnectionInfo> = closed.iter().map(|c| &c.info).collect();
+    let reasons: Vec<&'static str> = closed.iter().map(|c| c.reason.as_str()).collect();
+    connection_table(&refs, Some(&reasons))
+}
+
+fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -> String {
     let tls = connections.iter().any(|c| c.tls.is_some());
     let target = connections.iter().any(|c| c.target.is_some());
     let requests = connections.iter().any(|c| c.requests > 0);
@@ -600,9 +614,13 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
     if tls {
         header.push("TLS");
     }
+    if reasons.is_some() {
+        header.push("REASON");
+    }
     let rows: Vec<Vec<String>> = connections
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             let mut row = vec![
                 c.id.to_string(),
                 if c.category.is_empty() {
@@ -634,6 +652,9 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
                         None => t.protocol_version.clone(),
                     },
                 ));
+            }
+            if let Some(r) = reasons {
+                row.push(r.get(i).copied().unwrap_or("-").to_owned());
             }
             row
         })
