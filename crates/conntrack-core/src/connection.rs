@@ -700,6 +700,11 @@ impl Entry {
             }
         });
         self.shard.remove(self.id);
+        // The limit slot is free as soon as the entry has left the registry: never more than
+        // the limit are tracked at once, and `on_close` (below) runs with the slot back.
+        if let Some((limiter, ip)) = &self.permit {
+            limiter.release(*ip);
+        }
         let (error, tls, closer) = {
             let mut rare = self.rare();
             rare.read_waker = None;
@@ -747,11 +752,6 @@ impl Entry {
             t.push_history(snapshot, error, reason);
         }
         t.stats.with(self.class, |c| c.cell.closed.incr());
-        // The slot is free once the close is fully reported: hooks never see more than the
-        // limit open.
-        if let Some((limiter, ip)) = &self.permit {
-            limiter.release(*ip);
-        }
         t.wake_drain_waiters();
     }
 }
