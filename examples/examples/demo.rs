@@ -5,7 +5,8 @@
 //! cargo run --release -p conntrack-examples --example demo [-- --seconds N]
 //! ```
 //!
-//! - `http-in`: the server's connections (axum on a tracked `Listener`);
+//! - `http-in`: the server's connections (axum on a tracked `Listener` limited to 8
+//!   connections, rejecting more, with a 5 s idle timeout);
 //! - `http-pool`: four keep-alive clients (hyper-util on the tracked `Dialer`), each making a
 //!   request every few tens of milliseconds, so their connections live for the whole run;
 //! - `http-churn`: a client without connection reuse, one new connection per request, so
@@ -15,8 +16,11 @@
 //! `?format=text`) and Prometheus metrics at `/metrics` (conntrack-core's `metrics` feature
 //! through metrics-exporter-prometheus) while it runs.
 //!
-//! After `--seconds` (default 10) the clients stop, the server shuts down gracefully, the demo
-//! waits for `tracker.drained()` and prints the totals and the most recently closed connections.
+//! After `--seconds` (default 10) the clients stop; a burst of 12 connections shows the limit
+//! rejecting 4 or so; one of them stalls half-way through a request, and
+//! `tracker.shutdown(1 s)` (with axum's graceful shutdown) closes the rest, aborts the stalled
+//! one at the deadline and lists it; the demo prints the totals and the most recently closed
+//! connections with why they closed.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -28,7 +32,7 @@ use axum::extract::{ConnectInfo, Path};
 use axum::routing::get;
 use axum::Router;
 use conntrack_core::metrics::{MetricsCollector, MetricsHook};
-use conntrack_core::{render, DialerConfig, ListenerConfig, Tracker};
+use conntrack_core::{render, DialerConfig, LimitMode, ListenerConfig, Role, Tracker};
 use conntrack_tokio::exchange::ExchangeLayer;
 use conntrack_tokio::hyper::TracedClient;
 use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
@@ -37,6 +41,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::AsyncWriteExt;
 
 /// hyper-util's client on a tracked dialer, traced: each request is an exchange on its
 /// client connection too (the REQS and STATE columns on both sides).
@@ -106,7 +111,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The server: axum on a tracked listener.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = inner.local_addr()?;
-    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
+    // At most 8 server connections (more are accepted and closed at once, counted as
+    // rejected), none idle for more than 5 s; the policies are enforced by one task.
+    let listener = Listener::new(
+        &tracker,
+        inner,
+        ListenerConfig::new()
+            .category("http-in")
+            .max_connections(8)
+            .limit_mode(LimitMode::Reject)
+            .idle_timeout(Duration::from_secs(5)),
+    );
+    tokio::spawn({
+        let tracker = tracker.clone();
+        async move { tracker.run_policies(tokio::time::sleep).await }
+    });
     let app = Router::new()
         .route("/data/{n}", get(data))
         .nest("/debug/conntrack", debug_router(&tracker))
@@ -197,32 +216,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!();
     }
 
-    // Stop the clients, then the server, and wait for every connection to go.
+    // Stop the clients.
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await?;
     }
     drop((pool, churn));
+
+    // The limit: a burst of 12 plain connections against `max_connections(8)`.
+    let burst = limit_burst(&tracker, addr).await?;
+    // One of them sends half a request and stalls: graceful shutdown waits for it.
+    let mut stuck = burst.into_iter().next().ok_or("no connection")?;
+    let _ = stuck.write_all(b"GET /data/1 HTTP/1.1\r\n").await;
+
+    // Shut down: axum stops accepting and finishes its requests; the tracker closes what is
+    // idle, waits up to 1 s, then aborts the stalled connection and says which it was.
     let _ = shutdown_tx.send(());
+    let report = tracker
+        .shutdown(Duration::from_secs(1), tokio::time::sleep)
+        .await;
+    println!(
+        "shutdown: drained={} after {:.2?}; aborted at the deadline:",
+        report.drained, report.elapsed
+    );
+    print!("{}", render::text_table(&report.still_open));
     server.await??;
-    match tokio::time::timeout(Duration::from_secs(10), tracker.drained()).await {
-        Ok(()) => println!("all connections closed ({} live)\n", tracker.len()),
-        Err(_) => println!(
-            "still open after 10s:\n{}",
-            render::text_table(&tracker.connections())
-        ),
-    }
+    drop(stuck);
+    println!();
 
     println!("totals:");
     print!("{}", render::text_stats(&tracker.stats()));
     println!("\nrecently closed (newest first):");
-    let closed: Vec<_> = tracker
-        .recently_closed()
-        .into_iter()
-        .take(6)
-        .map(|c| c.info)
-        .collect();
-    print!("{}", render::text_table(&closed));
+    let closed: Vec<_> = tracker.recently_closed().into_iter().take(6).collect();
+    print!("{}", render::text_closed(&closed));
 
     println!("\nfrom /metrics (excerpt):");
     for line in scrape(&collector, &prometheus).lines().filter(|l| {
@@ -232,6 +258,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// Opens 12 plain connections at once to the limited server and says how many it rejected.
+async fn limit_burst(
+    tracker: &Tracker,
+    addr: SocketAddr,
+) -> std::io::Result<Vec<tokio::net::TcpStream>> {
+    let before = tracker.stats().total().rejected;
+    let mut burst = Vec::new();
+    for _ in 0..12 {
+        burst.push(tokio::net::TcpStream::connect(addr).await?);
+    }
+    // Each rejected connection is closed by the server: wait (bounded) until all are counted
+    // or the server holds the rest.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tracker
+        .stats()
+        .get("http-in", Role::Server)
+        .map_or(0, |s| s.active + s.rejected)
+        < 12 + before
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rejected = tracker.stats().total().rejected - before;
+    println!("limit: 12 connections at once against max_connections(8): {rejected} rejected");
+    Ok(burst)
 }
 
 /// A Prometheus recorder for the `metrics` facade, with OpenTelemetry-to-Prometheus naming

@@ -29,6 +29,11 @@ pub struct TlsDoctests;
 #[doc = include_str!("../../docs/observability.md")]
 pub struct ObservabilityDoctests;
 
+/// `docs/control.md`'s code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/control.md")]
+pub struct ControlDoctests;
+
 /// `docs/architecture.md`'s code blocks, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/architecture.md")]

@@ -186,17 +186,27 @@ impl<L: Accept> Listener<L> {
     ///
     /// A failed accept is counted, reported to `on_accept` with the error, and returned
     /// unchanged; the listener keeps working.
+    ///
+    /// With a [`max_connections`](ListenerConfig::max_connections) limit in
+    /// [`LimitMode::Wait`](conntrack_core::LimitMode::Wait) it waits for a slot before
+    /// accepting (new connections wait in the kernel's backlog); a connection refused by a
+    /// limit or a shutdown is closed at once, counted as rejected, and the accept goes on to
+    /// the next one.
     pub async fn accept(&self) -> io::Result<Accepted<L>> {
-        match self.inner.accept().await {
-            Ok((stream, peer)) => {
-                let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
-                let conn = self.tracker.accepted(&self.config, local, remote);
-                let tcp = L::watch_tcp_info(&stream, &conn);
-                Ok((Tracked::new(stream, conn).with_guard(tcp), peer))
-            }
-            Err(e) => {
-                self.tracker.accept_failed(&self.config, &self.local, &e);
-                Err(e)
+        loop {
+            std::future::poll_fn(|cx| self.tracker.poll_accept_ready(&self.config, cx)).await;
+            match self.inner.accept().await {
+                Ok((stream, peer)) => {
+                    let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
+                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
+                        let tcp = L::watch_tcp_info(&stream, &conn);
+                        return Ok((Tracked::new(stream, conn).with_guard(tcp), peer));
+                    }
+                }
+                Err(e) => {
+                    self.tracker.accept_failed(&self.config, &self.local, &e);
+                    return Err(e);
+                }
             }
         }
     }

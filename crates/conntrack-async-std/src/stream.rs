@@ -104,7 +104,9 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_read(cx, buf));
+        let res = ready!(this
+            .conn
+            .poll_read_guarded(cx, |cx| this.inner.poll_read(cx, buf)));
         Poll::Ready(this.conn.read_result(res))
     }
 
@@ -114,7 +116,9 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
         bufs: &mut [IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_read_vectored(cx, bufs));
+        let res = ready!(this
+            .conn
+            .poll_read_guarded(cx, |cx| this.inner.poll_read_vectored(cx, bufs)));
         Poll::Ready(this.conn.read_result(res))
     }
 }
@@ -126,7 +130,9 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_write(cx, buf));
+        let res = ready!(this
+            .conn
+            .poll_write_guarded(cx, |cx| this.inner.poll_write(cx, buf)));
         Poll::Ready(this.conn.write_result(res))
     }
 
@@ -136,13 +142,17 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_write_vectored(cx, bufs));
+        let res = ready!(this
+            .conn
+            .poll_write_guarded(cx, |cx| this.inner.poll_write_vectored(cx, bufs)));
         Poll::Ready(this.conn.write_result(res))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_flush(cx));
+        let res = ready!(this
+            .conn
+            .poll_write_guarded(cx, |cx| this.inner.poll_flush(cx)));
         if let Err(e) = &res {
             this.conn.record_write_error(e);
         }

@@ -49,3 +49,15 @@ impl Runtime for Smol {
 
 conntrack_testkit::conformance_tests!(AsyncHarness::<Smol>::new());
 conntrack_testkit::dialer_conformance_tests!(AsyncHarness::<Smol>::new());
+
+impl common::ControlRuntime for Smol {
+    type Inner = TcpListener;
+
+    async fn bind() -> io::Result<(TcpListener, std::net::SocketAddr)> {
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
+        Ok((l, addr))
+    }
+}
+
+conntrack_testkit::control_tests!(AsyncHarness::<Smol>::new());

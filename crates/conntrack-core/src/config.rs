@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::event::*;
 use crate::hook::{for_each_event, if_true, Callbacks, Chain, Hook};
+use crate::limit::{LimitMode, Limiter};
 
 /// The category, closures and hooks shared by every config.
 #[derive(Clone, Default)]
@@ -15,6 +16,14 @@ struct Common {
     callbacks: Callbacks,
     hooks: Vec<Arc<dyn Hook>>,
     chain: OnceLock<Chain>,
+    policy: Policy,
+}
+
+/// The idle timeout and maximum age of a config's connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Policy {
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_age: Option<Duration>,
 }
 
 impl Common {
@@ -42,6 +51,8 @@ impl fmt::Debug for Common {
             .field("category", &self.category)
             .field("callbacks", &self.callbacks)
             .field("hooks", &self.hooks.len())
+            .field("idle_timeout", &self.policy.idle_timeout)
+            .field("max_age", &self.policy.max_age)
             .finish()
     }
 }
@@ -104,6 +115,43 @@ macro_rules! common_setters {
         pub(crate) fn chain(&self) -> &Chain {
             self.common.chain()
         }
+
+        pub(crate) fn policy(&self) -> Policy {
+            self.common.policy
+        }
+
+        /// Closes a connection that has made no read or write for `timeout` while no exchange
+        /// is in flight on it (see [`Connection::begin_exchange`](crate::Connection::begin_exchange)):
+        /// its pending and later I/O fail with `ConnectionAborted` and it closes with
+        /// [`CloseReason::IdleTimeout`](crate::CloseReason::IdleTimeout). Enforced by
+        /// [`Tracker::enforce_policies`](crate::Tracker::enforce_policies) (see
+        /// `docs/control.md`); no timer per connection.
+        #[must_use]
+        pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+            self.common.policy.idle_timeout = Some(timeout);
+            self
+        }
+
+        /// Closes a connection once it is `age` old, busy or not, with
+        /// [`CloseReason::MaxAge`](crate::CloseReason::MaxAge) (gRPC's `MAX_CONNECTION_AGE`).
+        /// Enforced like [`idle_timeout`](Self::idle_timeout).
+        #[must_use]
+        pub fn max_age(mut self, age: Duration) -> Self {
+            self.common.policy.max_age = Some(age);
+            self
+        }
+
+        /// The idle timeout, if set.
+        #[must_use]
+        pub fn idle_timeout_value(&self) -> Option<Duration> {
+            self.common.policy.idle_timeout
+        }
+
+        /// The maximum age, if set.
+        #[must_use]
+        pub fn max_age_value(&self) -> Option<Duration> {
+            self.common.policy.max_age
+        }
     };
 }
 
@@ -125,6 +173,7 @@ macro_rules! common_setters {
 #[derive(Clone, Debug, Default)]
 pub struct ListenerConfig {
     common: Common,
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl ListenerConfig {
@@ -135,6 +184,63 @@ impl ListenerConfig {
     }
 
     common_setters!();
+
+    fn set_limits(mut self, f: impl FnOnce(&mut (usize, Option<u32>, LimitMode))) -> Self {
+        let mut l = self
+            .limiter
+            .as_ref()
+            .map_or((usize::MAX, None, LimitMode::Wait), |l| {
+                (l.max, l.per_ip, l.mode)
+            });
+        f(&mut l);
+        self.limiter = Some(Arc::new(Limiter::new(l.0, l.1, l.2)));
+        self
+    }
+
+    /// At most `n` connections of this config open at once. At the limit a listener waits
+    /// for a slot before accepting again ([`LimitMode::Wait`], the default) or accepts and
+    /// closes at once ([`LimitMode::Reject`]); a refused connection is counted in
+    /// [`CategoryStats::rejected`](crate::CategoryStats::rejected) and reported to `on_accept`
+    /// with `rejected: true`, and the listener keeps serving.
+    ///
+    /// The count belongs to this config value: listeners given the same config (or clones of
+    /// it made after this call) share one limit.
+    #[must_use]
+    pub fn max_connections(self, n: usize) -> Self {
+        self.set_limits(|l| l.0 = n)
+    }
+
+    /// At most `n` connections of this config open at once from one peer IP address. Always
+    /// enforced by rejecting: the peer is known only once its connection is accepted.
+    #[must_use]
+    pub fn max_connections_per_ip(self, n: u32) -> Self {
+        self.set_limits(|l| l.1 = Some(n))
+    }
+
+    /// What to do at the [`max_connections`](Self::max_connections) limit.
+    #[must_use]
+    pub fn limit_mode(self, mode: LimitMode) -> Self {
+        self.set_limits(|l| l.2 = mode)
+    }
+
+    /// The limit on open connections, if set.
+    #[must_use]
+    pub fn max_connections_value(&self) -> Option<usize> {
+        self.limiter
+            .as_ref()
+            .map(|l| l.max)
+            .filter(|&m| m != usize::MAX)
+    }
+
+    /// How many connections hold a slot of this config's limit now (0 without a limit).
+    #[must_use]
+    pub fn limited_connections(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.count())
+    }
+
+    pub(crate) fn limiter(&self) -> Option<&Arc<Limiter>> {
+        self.limiter.as_ref()
+    }
 }
 
 /// The default delay before a Happy Eyeballs dialer starts the next address's attempt while the

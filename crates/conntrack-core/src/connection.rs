@@ -3,17 +3,22 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
 use std::time::Duration;
 
 use crate::clock::{self, Now};
-use crate::config::{DialerConfig, ListenerConfig};
+use crate::config::{DialerConfig, ListenerConfig, Policy};
 use crate::event::{
     CloseEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
 };
 use crate::hook::{Chain, Hook, WeakChain};
-use crate::info::{Addr, ConnState, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo};
+use crate::info::{
+    Addr, CloseReason, ConnState, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo,
+};
+use crate::limit::Limiter;
 use crate::registry::Shard;
 use crate::tcp_info::TcpStats;
 use crate::tracker::TrackerInner;
@@ -48,6 +53,10 @@ pub struct Registration {
     pub(crate) scoped: bool,
     /// When the dial started (nanos on the process clock), for `DialEvent::duration`.
     pub(crate) dial_started: Option<u64>,
+    /// The idle timeout and maximum age of the config.
+    pub(crate) policy: Policy,
+    /// The limit slot this connection holds, given back at close.
+    pub(crate) permit: Option<(Arc<Limiter>, Option<IpAddr>)>,
 }
 
 impl Registration {
@@ -66,6 +75,8 @@ impl Registration {
             scope: Chain::default(),
             scoped: false,
             dial_started: None,
+            policy: Policy::default(),
+            permit: None,
         }
     }
 
@@ -133,6 +144,23 @@ impl Registration {
     pub fn listener_config(mut self, config: &ListenerConfig) -> Self {
         self.category = Some(Arc::clone(config.category_name()));
         self.chain = self.chain.prepend(config.chain());
+        self.policy = config.policy();
+        self
+    }
+
+    /// Sets an idle timeout for this connection (see
+    /// [`ListenerConfig::idle_timeout`](crate::ListenerConfig::idle_timeout)).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets a maximum age for this connection (see
+    /// [`ListenerConfig::max_age`](crate::ListenerConfig::max_age)).
+    #[must_use]
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.policy.max_age = Some(age);
         self
     }
 
@@ -141,6 +169,7 @@ impl Registration {
     pub fn dialer_config(mut self, config: &DialerConfig) -> Self {
         self.category = Some(Arc::clone(config.category_name()));
         self.chain = self.chain.prepend(config.chain());
+        self.policy = config.policy();
         self
     }
 }
@@ -167,6 +196,11 @@ struct Rare {
     last_error: Option<io::Error>,
     /// An HTTP request watching this connection's I/O for its write/first-byte events.
     watcher: Option<Arc<dyn IoWatch>>,
+    /// The tasks of the last pending read and write, woken by an abort.
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+    /// What an abort calls to unblock blocking I/O (a socket shutdown).
+    closer: Option<Box<dyn Fn() + Send + Sync>>,
     /// The socket to read TCP statistics from, while its stream lives (see [`TcpInfoGuard`]).
     #[cfg(unix)]
     tcp_fd: Option<std::os::fd::RawFd>,
@@ -311,6 +345,17 @@ pub(crate) struct Entry {
     in_flight: AtomicU32,
     /// When the last exchange ended (ms on the process clock), `NO_END` before any did.
     exchange_end_ms: AtomicU64,
+    /// The close reason decided by the tracker (`CloseReason::code`), 0 when none.
+    reason: AtomicU8,
+    /// Set by an abort: the stream's I/O fails from then on.
+    aborted: AtomicBool,
+    /// A read returned end of stream.
+    eof: AtomicBool,
+    /// The idle timeout in ms and the maximum age in nanos, `u64::MAX` when unset.
+    idle_limit_ms: u64,
+    max_age_nanos: u64,
+    /// The limit slot held, given back at close.
+    permit: Option<(Arc<Limiter>, Option<IpAddr>)>,
 }
 
 impl Entry {
@@ -349,7 +394,139 @@ impl Entry {
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             exchange_end_ms: AtomicU64::new(NO_END),
+            reason: AtomicU8::new(0),
+            aborted: AtomicBool::new(false),
+            eof: AtomicBool::new(false),
+            idle_limit_ms: reg.policy.idle_timeout.map_or(u64::MAX, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            }),
+            max_age_nanos: dur_to_nanos(reg.policy.max_age),
+            permit: reg.permit,
         }
+    }
+
+    /// Whether an idle timeout or a maximum age applies.
+    pub(crate) fn has_policy(&self) -> bool {
+        self.idle_limit_ms != u64::MAX || self.max_age_nanos != NO_TIME
+    }
+
+    /// When (nanos on the process clock) a policy may next close this connection, if ever,
+    /// assuming no more I/O: the time to sleep to before checking again.
+    /// While an exchange is in flight the idle timeout does not run: the next look is one
+    /// timeout from `now`.
+    pub(crate) fn policy_deadline(&self, now: u64) -> Option<u64> {
+        let mut at = None;
+        if self.max_age_nanos != NO_TIME {
+            at = Some(self.opened_nanos.saturating_add(self.max_age_nanos));
+        }
+        if self.idle_limit_ms != u64::MAX {
+            let last = match self.last_io_ms.load(Ordering::Relaxed) {
+                _ if self.in_flight.load(Ordering::Relaxed) > 0 => now,
+                NO_IO => self.opened_nanos,
+                ms => ms.saturating_mul(1_000_000),
+            };
+            let idle_at = last.saturating_add(self.idle_limit_ms.saturating_mul(1_000_000));
+            at = Some(at.map_or(idle_at, |a: u64| a.min(idle_at)));
+        }
+        at
+    }
+
+    /// How late a check may come: 1/64 of the shortest policy, at least 1 ms, so that the
+    /// connections due at about the same time close in one walk.
+    pub(crate) fn policy_slack(&self) -> u64 {
+        let idle = self.idle_limit_ms.saturating_mul(1_000_000);
+        (idle.min(self.max_age_nanos) / 64).max(1_000_000)
+    }
+
+    /// Which policy, if any, closes this connection at `now` (nanos; `now_ms` on the coarse
+    /// clock of `last_io_ms`).
+    pub(crate) fn policy_due(&self, now: u64, now_ms: u64) -> Option<CloseReason> {
+        if self.max_age_nanos != NO_TIME
+            && now.saturating_sub(self.opened_nanos) >= self.max_age_nanos
+        {
+            return Some(CloseReason::MaxAge);
+        }
+        if self.idle_limit_ms != u64::MAX && self.in_flight.load(Ordering::Relaxed) == 0 {
+            let idle_ms = match self.last_io_ms.load(Ordering::Relaxed) {
+                NO_IO => now.saturating_sub(self.opened_nanos) / 1_000_000,
+                ms => now_ms.saturating_sub(ms),
+            };
+            if idle_ms >= self.idle_limit_ms {
+                return Some(CloseReason::IdleTimeout);
+            }
+        }
+        None
+    }
+
+    /// Whether the connection is between exchanges (it has had some, none is in flight).
+    pub(crate) fn is_idle_exchange(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0 && self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// Sets the close reason unless one is set already.
+    fn set_reason(&self, reason: CloseReason) {
+        let _ = self
+            .reason
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Fails the connection's I/O from now on, wakes its pending reads and writes, unblocks
+    /// blocking I/O through its closer, and closes it with `reason`. Returns whether it was
+    /// still open.
+    pub(crate) fn abort(&self, reason: CloseReason) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        self.set_reason(reason);
+        self.aborted.store(true, Ordering::SeqCst);
+        let (r, w, closer) = {
+            let mut rare = self.rare();
+            (
+                rare.read_waker.take(),
+                rare.write_waker.take(),
+                rare.closer.take(),
+            )
+        };
+        if let Some(c) = closer {
+            c();
+        }
+        for w in [r, w].into_iter().flatten() {
+            w.wake();
+        }
+        self.close();
+        true
+    }
+
+    /// The error an aborted connection's I/O fails with.
+    #[cold]
+    fn aborted_error(&self) -> io::Error {
+        let reason = CloseReason::from_code(self.reason.load(Ordering::Acquire))
+            .unwrap_or(CloseReason::Aborted);
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("connection closed by the tracker ({reason})"),
+        )
+    }
+
+    /// Keeps `waker` to wake on abort; fails if the connection was aborted meanwhile.
+    fn park(&self, waker: &Waker, write: bool) -> io::Result<()> {
+        {
+            let mut rare = self.rare();
+            let slot = if write {
+                &mut rare.write_waker
+            } else {
+                &mut rare.read_waker
+            };
+            match slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        // SeqCst with the store in `abort`: it either finds this waker or this load sees it.
+        if self.aborted.load(Ordering::SeqCst) {
+            return Err(self.aborted_error());
+        }
+        Ok(())
     }
 
     pub(crate) fn tracker(&self) -> &TrackerInner {
@@ -516,16 +693,26 @@ impl Entry {
     pub(crate) fn end_exchange(&self) {
         self.exchange_end_ms
             .store(clock::now_nanos() / 1_000_000, Ordering::Relaxed);
-        let _ = self
+        let before = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+        // During a shutdown a connection closes as soon as its last exchange ends.
+        if before == Ok(1) && self.tracker().is_shutting_down() && self.abort(CloseReason::Shutdown)
+        {
+            self.tracker()
+                .shutdown_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn store_error(&self, err: &io::Error) {
+        // After an abort, errors are its consequences (the abort's own error, a shut-down
+        // socket): the close reports the reason, not them.
         if matches!(
             err.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ) {
+        ) || self.aborted.load(Ordering::Relaxed)
+        {
             return;
         }
         let copy = match err.raw_os_error() {
@@ -560,8 +747,15 @@ impl Entry {
             }
         });
         self.shard.remove(self.id);
-        let (error, tls, tcp) = {
+        // The limit slot is free as soon as the entry has left the registry: never more than
+        // the limit are tracked at once, and `on_close` (below) runs with the slot back.
+        if let Some((limiter, ip)) = &self.permit {
+            limiter.release(*ip);
+        }
+        let (error, tls, tcp, closer) = {
             let mut rare = self.rare();
+            rare.read_waker = None;
+            rare.write_waker = None;
             // The final TCP statistics, read while the socket is still open (its guard drops
             // before the stream); from now on nothing reads the descriptor.
             let tcp = rare.tcp_now();
@@ -569,8 +763,32 @@ impl Entry {
             {
                 rare.tcp_fd = None;
             }
-            (rare.last_error.take(), rare.tls.clone(), tcp)
+            (
+                rare.last_error.take(),
+                rare.tls.clone(),
+                tcp,
+                rare.closer.take(),
+            )
         };
+        drop(closer);
+        let reason =
+            CloseReason::from_code(self.reason.load(Ordering::Acquire)).unwrap_or_else(|| {
+                match &error {
+                    Some(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::ConnectionAborted
+                                | io::ErrorKind::BrokenPipe
+                        ) =>
+                    {
+                        CloseReason::Reset
+                    }
+                    Some(_) => CloseReason::Error,
+                    None if self.eof.load(Ordering::Relaxed) => CloseReason::PeerClosed,
+                    None => CloseReason::ClosedLocally,
+                }
+            });
         let hooks = self.has_hooks();
         if hooks || t.keeps_history() {
             // The history keeps this copy of the final state; the full record is built only
@@ -586,10 +804,11 @@ impl Entry {
                     h.on_close(&CloseEvent {
                         connection: &info,
                         error: error.as_ref(),
+                        reason,
                     });
                 });
             }
-            t.push_history(snapshot, error);
+            t.push_history(snapshot, error, reason);
         }
         t.stats.with(self.class, |c| c.cell.closed.incr());
         t.wake_drain_waiters();
@@ -667,6 +886,9 @@ impl Connection {
         let e = &*self.entry;
         e.read.fetch_add(n as u64, Ordering::Relaxed);
         e.last_io_ms.store(clock::coarse_ms(), Ordering::Relaxed);
+        if n == 0 {
+            e.eof.store(true, Ordering::Relaxed);
+        }
         if e.wants_io() {
             self.fire_read(n, None);
         }
@@ -824,6 +1046,7 @@ impl Connection {
                 e.tracker().stats.with(e.class, |c| {
                     c.cell.tls_failed.fetch_add(1, Ordering::Relaxed)
                 });
+                e.set_reason(CloseReason::TlsFailure);
                 e.store_error(err);
                 Some(err)
             }
@@ -899,6 +1122,125 @@ impl Connection {
     pub fn close(&self) {
         self.entry.close();
     }
+
+    /// Aborts the connection: closes it now with [`CloseReason::Aborted`], wakes the tasks of
+    /// its pending reads and writes (registered by [`park_read`](Connection::park_read) /
+    /// [`park_write`](Connection::park_write)) and runs its [closer](Connection::set_closer);
+    /// from then on [`check`](Connection::check) fails, so the tracked stream's I/O fails with
+    /// `ConnectionAborted`. Returns whether it was still open.
+    pub fn abort(&self) -> bool {
+        self.entry.abort(CloseReason::Aborted)
+    }
+
+    /// Closes the connection now with `reason` as [`abort`](Connection::abort) does (for an
+    /// integration enforcing its own policy).
+    pub fn abort_with(&self, reason: CloseReason) -> bool {
+        self.entry.abort(reason)
+    }
+
+    /// Whether the connection was aborted (by [`abort`](Connection::abort), a policy, or a
+    /// shutdown deadline).
+    #[must_use]
+    pub fn is_aborted(&self) -> bool {
+        self.entry.aborted.load(Ordering::Relaxed)
+    }
+
+    /// What a tracked stream calls before each I/O: `Ok` unless the connection was aborted,
+    /// then a `ConnectionAborted` error naming the reason. One relaxed load.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionAborted` once the connection has been aborted.
+    #[inline]
+    pub fn check(&self) -> io::Result<()> {
+        if self.entry.aborted.load(Ordering::Relaxed) {
+            return Err(self.entry.aborted_error());
+        }
+        Ok(())
+    }
+
+    /// What a tracked stream calls when a read returns `Pending`: keeps the task's waker so an
+    /// abort can wake it (cloned only when it changed). Fails if the connection was aborted
+    /// meanwhile, so no wake-up is lost.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionAborted` once the connection has been aborted.
+    pub fn park_read(&self, waker: &Waker) -> io::Result<()> {
+        self.entry.park(waker, false)
+    }
+
+    /// As [`park_read`](Connection::park_read), for a pending write, flush or shutdown.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionAborted` once the connection has been aborted.
+    pub fn park_write(&self, waker: &Waker) -> io::Result<()> {
+        self.entry.park(waker, true)
+    }
+
+    /// A tracked stream's read, guarded by this connection: fails at once if the connection
+    /// was aborted ([`check`](Connection::check)), else runs `poll` and, if it is pending,
+    /// leaves the task's waker for an abort to wake ([`park_read`](Connection::park_read)).
+    /// With nothing aborted this adds one relaxed load to a read that completes, and a
+    /// mutex-guarded waker comparison to one that goes pending.
+    ///
+    /// ```text
+    /// let res = ready!(this.conn.poll_read_guarded(cx, |cx| this.inner.poll_read(cx, buf)));
+    /// ```
+    #[inline]
+    pub fn poll_read_guarded<R>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        poll: impl FnOnce(&mut std::task::Context<'_>) -> std::task::Poll<io::Result<R>>,
+    ) -> std::task::Poll<io::Result<R>> {
+        self.check()?;
+        let res = poll(cx);
+        if res.is_pending() {
+            self.park_read(cx.waker())?;
+        }
+        res
+    }
+
+    /// As [`poll_read_guarded`](Connection::poll_read_guarded), for a write, flush or
+    /// shutdown.
+    #[inline]
+    pub fn poll_write_guarded<R>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        poll: impl FnOnce(&mut std::task::Context<'_>) -> std::task::Poll<io::Result<R>>,
+    ) -> std::task::Poll<io::Result<R>> {
+        self.check()?;
+        let res = poll(cx);
+        if res.is_pending() {
+            self.park_write(cx.waker())?;
+        }
+        res
+    }
+
+    /// Sets what an abort calls to unblock I/O that no waker reaches: for a blocking socket,
+    /// `shutdown(Both)` on a clone of it, which makes a blocked `read` return. Dropped when
+    /// the connection closes.
+    ///
+    /// The closer stays set while the returned guard lives: keep the guard in the stream it
+    /// closes, so that a clone of the socket kept by the closer goes with the stream.
+    pub fn set_closer(&self, closer: impl Fn() + Send + Sync + 'static) -> CloserGuard {
+        let guard = CloserGuard {
+            entry: Arc::clone(&self.entry),
+        };
+        if self.is_aborted() {
+            closer();
+            return guard;
+        }
+        self.entry.rare().closer = Some(Box::new(closer));
+        if self.is_aborted() {
+            let c = self.entry.rare().closer.take();
+            if let Some(c) = c {
+                c();
+            }
+        }
+        guard
+    }
 }
 
 impl Clone for Connection {
@@ -954,6 +1296,28 @@ impl Drop for TcpInfoGuard {
 impl fmt::Debug for TcpInfoGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpInfoGuard")
+            .field("id", &self.entry.id)
+            .finish()
+    }
+}
+
+/// Keeps a connection's closer (see [`Connection::set_closer`]) set; dropping it removes the
+/// closer.
+#[must_use = "dropping the guard removes the closer"]
+pub struct CloserGuard {
+    entry: Arc<Entry>,
+}
+
+impl Drop for CloserGuard {
+    fn drop(&mut self) {
+        let c = self.entry.rare().closer.take();
+        drop(c);
+    }
+}
+
+impl fmt::Debug for CloserGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloserGuard")
             .field("id", &self.entry.id)
             .finish()
     }

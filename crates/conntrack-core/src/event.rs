@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::info::{Addr, ConnectionId, ConnectionInfo, Role, TlsInfo};
+use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role, TlsInfo};
 
 /// A connection was accepted, or an accept failed.
 ///
@@ -23,8 +23,12 @@ pub struct AcceptEvent<'a> {
     pub local_addr: &'a Addr,
     /// The new connection; `None` when the accept failed.
     pub connection: Option<&'a ConnectionInfo>,
-    /// The accept error; `None` on success.
+    /// The accept error; `None` on success. For a rejected connection, why it was refused.
     pub error: Option<&'a io::Error>,
+    /// The connection was accepted and closed at once: a connection limit was reached or the
+    /// tracker is shutting down (counted in
+    /// [`CategoryStats::rejected`](crate::CategoryStats::rejected), not in `failed`).
+    pub rejected: bool,
 }
 
 /// A dial finished, with a connection or an error.
@@ -180,6 +184,8 @@ pub struct CloseEvent<'a> {
     pub connection: &'a ConnectionInfo,
     /// The last I/O error seen on the connection, if any.
     pub error: Option<&'a io::Error>,
+    /// Why it closed.
+    pub reason: CloseReason,
 }
 
 /// The HTTP request an HTTP event is about (method and URI as sent), shared by every event of

@@ -467,6 +467,121 @@ impl fmt::Display for ConnState {
     }
 }
 
+/// Why a connection closed: in [`CloseEvent`](crate::CloseEvent), the history
+/// ([`ClosedConnection::reason`]), the debug views and the metrics.
+///
+/// The tracker decides it once, at close: a reason set by the tracker itself (an abort, a
+/// policy, a limit, a shutdown, a failed TLS handshake) wins; otherwise the last I/O error
+/// decides (a reset or broken pipe is [`Reset`](CloseReason::Reset), anything else
+/// [`Error`](CloseReason::Error)); otherwise a read that returned end of stream means the peer
+/// closed first; otherwise this side closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side closed (dropped) the connection, with no error and before the peer did.
+    ClosedLocally,
+    /// The peer closed first: a read returned end of stream.
+    PeerClosed,
+    /// The connection was reset or broken (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+    Reset,
+    /// Another I/O error (the error is in the event and the history).
+    Error,
+    /// Closed by the idle timeout of its listener or dialer config.
+    IdleTimeout,
+    /// Closed by the maximum age of its listener or dialer config.
+    MaxAge,
+    /// Accepted and closed at once: a connection limit was reached, or the tracker was
+    /// shutting down.
+    Rejected,
+    /// Aborted by [`Tracker::abort`](crate::Tracker::abort) or
+    /// [`Connection::abort`](crate::Connection::abort).
+    Aborted,
+    /// Closed by [`Tracker::shutdown`](crate::Tracker::shutdown) while idle (no exchange in
+    /// flight).
+    Shutdown,
+    /// Still open at the deadline of [`Tracker::shutdown`](crate::Tracker::shutdown) and
+    /// aborted.
+    ShutdownDeadline,
+    /// The TLS handshake failed.
+    TlsFailure,
+}
+
+impl CloseReason {
+    pub(crate) const ALL: [CloseReason; 11] = [
+        CloseReason::ClosedLocally,
+        CloseReason::PeerClosed,
+        CloseReason::Reset,
+        CloseReason::Error,
+        CloseReason::IdleTimeout,
+        CloseReason::MaxAge,
+        CloseReason::Rejected,
+        CloseReason::Aborted,
+        CloseReason::Shutdown,
+        CloseReason::ShutdownDeadline,
+        CloseReason::TlsFailure,
+    ];
+
+    /// A short snake-case name: `"closed_locally"`, `"peer_closed"`, `"reset"`, `"error"`,
+    /// `"idle_timeout"`, `"max_age"`, `"rejected"`, `"aborted"`, `"shutdown"`,
+    /// `"shutdown_deadline"`, `"tls_failure"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClosedLocally => "closed_locally",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Reset => "reset",
+            CloseReason::Error => "error",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::MaxAge => "max_age",
+            CloseReason::Rejected => "rejected",
+            CloseReason::Aborted => "aborted",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::ShutdownDeadline => "shutdown_deadline",
+            CloseReason::TlsFailure => "tls_failure",
+        }
+    }
+
+    /// The OpenTelemetry `error.type` of a close the tracker decided, using the values of the
+    /// Kestrel conventions (`ConnectionEndReason`) where one exists: `keep_alive_timeout`,
+    /// `max_connection_age` (gRPC's name), `max_concurrent_connections_exceeded`,
+    /// `aborted_by_app`, `app_shutdown_timeout`, `tls_handshake_failed`. `None` for a clean
+    /// close (locally, by the peer, or idle at shutdown) and for I/O errors, whose `error.type`
+    /// comes from the error itself.
+    #[must_use]
+    pub const fn error_type(self) -> Option<&'static str> {
+        match self {
+            CloseReason::IdleTimeout => Some("keep_alive_timeout"),
+            CloseReason::MaxAge => Some("max_connection_age"),
+            CloseReason::Rejected => Some("max_concurrent_connections_exceeded"),
+            CloseReason::Aborted => Some("aborted_by_app"),
+            CloseReason::ShutdownDeadline => Some("app_shutdown_timeout"),
+            CloseReason::TlsFailure => Some("tls_handshake_failed"),
+            _ => None,
+        }
+    }
+
+    pub(crate) const fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<CloseReason> {
+        CloseReason::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A connection that has gone, kept in the tracker's bounded history.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -486,6 +601,8 @@ pub struct ClosedConnection {
     pub closed_at: SystemTime,
     /// The last I/O error seen on the connection, as text.
     pub error: Option<String>,
+    /// Why it closed.
+    pub reason: CloseReason,
 }
 
 #[cfg(feature = "serde")]

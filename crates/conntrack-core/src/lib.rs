@@ -62,12 +62,14 @@ pub mod blocking;
 mod clock;
 mod config;
 mod connection;
+mod control;
 mod dial;
 pub mod dialer;
 pub mod dns;
 mod event;
 mod hook;
 mod info;
+mod limit;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -89,7 +91,10 @@ mod tracker;
 
 pub use activity::{ActiveSample, Phases, RequestTiming};
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
-pub use connection::{Connection, ConnectionRef, ExchangeStart, Registration, TcpInfoGuard};
+pub use connection::{
+    CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, TcpInfoGuard,
+};
+pub use control::ShutdownReport;
 pub use dial::{ConnectAttempt, Dial};
 pub use event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
@@ -100,9 +105,10 @@ pub use event::{
 };
 pub use hook::{Callbacks, Hook, Hooks, NoopHook};
 pub use info::{
-    Addr, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates, Role,
-    Timings, TlsInfo,
+    Addr, CloseReason, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates,
+    Role, Timings, TlsInfo,
 };
+pub use limit::LimitMode;
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use render::Snapshot;
 pub use request::{RequestTimings, RequestTrace};

@@ -52,6 +52,10 @@
 //! OpenTelemetry-named metrics (`dns.lookup.duration`, `http.client.*`, `kestrel.*`) use the
 //! conventions' well-known values where they have one: `timeout` for a timed-out step and
 //! `host_not_found` for a DNS name with no address.
+//! A close the tracker decided (idle timeout, maximum age, abort, shutdown deadline) has
+//! [`CloseReason::error_type`](crate::CloseReason::error_type) as its `error.type`; a
+//! connection refused by a limit counts in `conntrack.errors` (phase `accept`,
+//! `max_concurrent_connections_exceeded`).
 //!
 //! Call [`describe`] once after installing a recorder to give every metric its help text and
 //! unit. With metrics-exporter-prometheus and
@@ -795,6 +799,26 @@ fn secs(d: Duration) -> f64 {
 
 impl Hook for MetricsHook {
     fn on_accept(&self, ev: &AcceptEvent<'_>) {
+        if ev.rejected {
+            // A refused connection (limit or shutdown): `conntrack.errors` with phase
+            // `accept` and Kestrel's `error.type` for it.
+            counter!(
+                ERRORS,
+                self.labels([
+                    category_label(ev.category),
+                    role_label(Role::Server),
+                    Label::from_static_parts("conntrack.phase", "accept"),
+                    Label::from_static_parts(
+                        "error.type",
+                        crate::CloseReason::Rejected
+                            .error_type()
+                            .unwrap_or("rejected"),
+                    ),
+                ])
+            )
+            .increment(1);
+            return;
+        }
         if let Some(e) = ev.error {
             self.error(ev.category, Role::Server, "accept", e);
         }
@@ -881,6 +905,16 @@ impl Hook for MetricsHook {
         let tls_version = c.tls.as_ref().map(|t| t.protocol_version.as_str());
         let value = secs(c.established_for);
         let mut l = vec![category_label(&c.category), role_label(c.role)];
+        if let (None, Some(t)) = (ev.error, ev.reason.error_type()) {
+            // Closed by the tracker (policy, abort, shutdown deadline): the reason is the
+            // `error.type`, Kestrel's value where it has one.
+            if let Some(t) = transport {
+                l.push(Label::from_static_parts("network.transport", t));
+            }
+            l.push(Label::from_static_parts("error.type", t));
+            ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
+            return;
+        }
         if let Some(e) = ev.error {
             // Errors are the rare case: labels built and looked up each time.
             if let Some(t) = transport {

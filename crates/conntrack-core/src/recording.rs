@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::*;
 use crate::hook::{for_each_event, Hook};
-use crate::info::{Addr, ConnectionId, ConnectionInfo, TlsInfo};
+use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, TlsInfo};
 
 /// An owned copy of an I/O error: its kind and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,7 @@ pub enum Recorded {
         category: String,
         connection: Option<ConnectionInfo>,
         error: Option<RecordedError>,
+        rejected: bool,
     },
     Dial {
         category: String,
@@ -90,6 +91,7 @@ pub enum Recorded {
     Close {
         connection: ConnectionInfo,
         error: Option<RecordedError>,
+        reason: CloseReason,
     },
     GetConn {
         request: RequestInfo,
@@ -416,6 +418,7 @@ impl From<&AcceptEvent<'_>> for Recorded {
             category: ev.category.to_owned(),
             connection: ev.connection.cloned(),
             error: RecordedError::from(ev.error),
+            rejected: ev.rejected,
         }
     }
 }
@@ -515,6 +518,7 @@ impl From<&CloseEvent<'_>> for Recorded {
         Recorded::Close {
             connection: ev.connection.clone(),
             error: RecordedError::from(ev.error),
+            reason: ev.reason,
         }
     }
 }

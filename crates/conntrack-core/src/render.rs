@@ -464,6 +464,7 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         "Closed",
         "Failed",
         "TLS failed",
+        "Rejected",
         "Read",
         "Written",
     ] {
@@ -480,6 +481,7 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
             c.closed,
             c.failed,
             c.tls_handshake_failed,
+            c.rejected,
         ] {
             td_num(&mut out, n as f64, &n.to_string());
         }
@@ -513,12 +515,16 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         )
     );
     out.push_str("<table class=\"sortable\" id=\"closed\"><thead><tr>");
-    for h in CONN_HEADERS.iter().chain(&["Error"]) {
+    for h in CONN_HEADERS.iter().chain(&["Reason", "Error"]) {
         let _ = write!(out, "<th>{h}</th>");
     }
     out.push_str("</tr></thead><tbody>");
     for c in &snapshot.recently_closed {
-        connection_row(&mut out, &c.info, Some(c.error.as_deref().unwrap_or("")));
+        connection_row(&mut out, &c.info, Some(c.reason.as_str()));
+        // (`connection_row` closed the row after the reason cell.)
+        out.truncate(out.len() - "</tr>".len());
+        td(&mut out, c.error.as_deref().unwrap_or(""));
+        out.push_str("</tr>");
     }
     let _ = write!(
         out,
@@ -622,6 +628,20 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// connection after its header, and its cells are separated by runs of two or more spaces.
 #[must_use]
 pub fn text_table(connections: &[ConnectionInfo]) -> String {
+    let refs: Vec<&ConnectionInfo> = connections.iter().collect();
+    connection_table(&refs, None)
+}
+
+/// The recently closed connections as [`text_table`] shows live ones, with a last `REASON`
+/// column: why each closed ([`CloseReason`](crate::CloseReason)).
+#[must_use]
+pub fn text_closed(closed: &[ClosedConnection]) -> String {
+    let refs: Vec<&ConnectionInfo> = closed.iter().map(|c| &c.info).collect();
+    let reasons: Vec<&'static str> = closed.iter().map(|c| c.reason.as_str()).collect();
+    connection_table(&refs, Some(&reasons))
+}
+
+fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -> String {
     let tls = connections.iter().any(|c| c.tls.is_some());
     let target = connections.iter().any(|c| c.target.is_some());
     let requests = connections.iter().any(|c| c.requests > 0);
@@ -640,9 +660,13 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
     if tls {
         header.push("TLS");
     }
+    if reasons.is_some() {
+        header.push("REASON");
+    }
     let rows: Vec<Vec<String>> = connections
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             let mut row = vec![
                 c.id.to_string(),
                 if c.category.is_empty() {
@@ -681,6 +705,9 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
                     },
                 ));
             }
+            if let Some(r) = reasons {
+                row.push(r.get(i).copied().unwrap_or("-").to_owned());
+            }
             row
         })
         .collect();
@@ -706,6 +733,7 @@ pub fn text_stats(stats: &Stats) -> String {
                 c.opened.to_string(),
                 c.closed.to_string(),
                 c.failed.to_string(),
+                c.rejected.to_string(),
                 bytes(c.read_bytes),
                 bytes(c.write_bytes),
             ]
@@ -713,7 +741,8 @@ pub fn text_stats(stats: &Stats) -> String {
         .collect();
     table(
         &[
-            "CATEGORY", "ROLE", "ACTIVE", "OPENED", "CLOSED", "FAILED", "READ", "WRITTEN",
+            "CATEGORY", "ROLE", "ACTIVE", "OPENED", "CLOSED", "FAILED", "REJECTED", "READ",
+            "WRITTEN",
         ],
         &rows,
     )

@@ -16,6 +16,8 @@ pub(crate) struct StatCell {
     pub(crate) closed: Striped,
     pub(crate) failed: AtomicU64,
     pub(crate) tls_failed: AtomicU64,
+    /// Connections accepted and closed at once by a limit or a shutdown.
+    pub(crate) rejected: AtomicU64,
     /// Bytes of connections that have closed; live bytes are added at snapshot time, so the
     /// hot path touches only its own connection's counters.
     pub(crate) closed_read: AtomicU64,
@@ -267,6 +269,9 @@ pub struct CategoryStats {
     pub failed: u64,
     /// TLS handshakes that failed on connections of this category.
     pub tls_handshake_failed: u64,
+    /// Connections refused by a connection limit or a shutdown: accepted and closed at once,
+    /// never registered (so not in `opened`).
+    pub rejected: u64,
     /// Bytes read, by open and closed connections.
     pub read_bytes: u64,
     /// Bytes written, by open and closed connections.
@@ -283,6 +288,7 @@ impl CategoryStats {
             closed: 0,
             failed: 0,
             tls_handshake_failed: 0,
+            rejected: 0,
             read_bytes: 0,
             write_bytes: 0,
         }
@@ -294,6 +300,7 @@ impl CategoryStats {
         self.closed += o.closed;
         self.failed += o.failed;
         self.tls_handshake_failed += o.tls_handshake_failed;
+        self.rejected += o.rejected;
         self.read_bytes += o.read_bytes;
         self.write_bytes += o.write_bytes;
     }

@@ -18,7 +18,7 @@ use crate::connection::{Connection, ConnectionRef, Entry, Registration, Snapshot
 use crate::dial::Dial;
 use crate::event::{AcceptEvent, DialEvent};
 use crate::hook::{Chain, Hook};
-use crate::info::{Addr, ClosedConnection, ConnectionId, ConnectionInfo, Role};
+use crate::info::{Addr, CloseReason, ClosedConnection, ConnectionId, ConnectionInfo, Role};
 use crate::registry::Registry;
 use crate::stats::{CategoryStats, StatTable, Stats};
 use crate::sync::{AtomicBool, Mutex};
@@ -42,12 +42,20 @@ pub(crate) struct TrackerInner {
     hook_panics: AtomicU64,
     history_cap: usize,
     /// Closed connections, newest first, as copied at close; records are built when read.
-    history: Mutex<VecDeque<(Snapshot, Option<io::Error>)>>,
+    history: Mutex<VecDeque<(Snapshot, Option<io::Error>, CloseReason)>>,
     waiters: Mutex<HashMap<u64, Waker>>,
     waiter_count: AtomicUsize,
     next_waiter: AtomicU64,
     /// What the debug page draws: live-connection samples and traced request timings.
     pub(crate) activity: crate::activity::Rings,
+    /// Set by `shutdown`: listeners refuse new connections, idle ones close.
+    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
+    /// Connections closed idle by the shutdown.
+    pub(crate) shutdown_closed: AtomicUsize,
+    /// The policy enforcer's next wake-up (nanos on the process clock), `u64::MAX` when it
+    /// waits for a policy-bearing connection; and its waker.
+    pub(crate) sweep_at: AtomicU64,
+    pub(crate) sweep_waker: std::sync::Mutex<Option<Waker>>,
 }
 
 impl TrackerInner {
@@ -66,6 +74,10 @@ impl TrackerInner {
             waiter_count: AtomicUsize::new(0),
             next_waiter: AtomicU64::new(0),
             activity: crate::activity::Rings::default(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            shutdown_closed: AtomicUsize::new(0),
+            sweep_at: AtomicU64::new(u64::MAX),
+            sweep_waker: std::sync::Mutex::new(None),
         };
         for h in hooks {
             inner.add_hook(h);
@@ -128,7 +140,12 @@ impl TrackerInner {
     }
 
     /// Keeps a closed connection's final state and last error in the history.
-    pub(crate) fn push_history(&self, snapshot: Snapshot, error: Option<io::Error>) {
+    pub(crate) fn push_history(
+        &self,
+        snapshot: Snapshot,
+        error: Option<io::Error>,
+        reason: CloseReason,
+    ) {
         if self.history_cap == 0 {
             return;
         }
@@ -138,7 +155,7 @@ impl TrackerInner {
         } else {
             None
         };
-        h.push_front((snapshot, error));
+        h.push_front((snapshot, error, reason));
         drop(h);
         // The evicted record's references are released outside the lock.
         drop(evicted);
@@ -173,7 +190,27 @@ impl TrackerInner {
         }
     }
 
-    fn count_failed(&self, category: &str, role: Role) {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// A policy-bearing connection due at `deadline` was registered: wakes the enforcer if it
+    /// sleeps past that.
+    fn policy_registered(&self, deadline: u64) {
+        if deadline < self.sweep_at.load(Ordering::SeqCst) {
+            self.sweep_at.store(0, Ordering::SeqCst);
+            let w = self
+                .sweep_waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn count_failed(&self, category: &str, role: Role) {
         let id = self.stats.class_id(category, role);
         self.stats
             .with(id, |c| c.cell.failed.fetch_add(1, Ordering::Relaxed));
@@ -202,7 +239,7 @@ impl TrackerInner {
 #[derive(Clone)]
 pub struct Tracker {
     pub(crate) inner: Arc<TrackerInner>,
-    registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl Default for Tracker {
@@ -353,6 +390,7 @@ impl Tracker {
             s.active = s.opened - s.closed;
             s.failed = cell.failed.load(Ordering::Relaxed);
             s.tls_handshake_failed = cell.tls_failed.load(Ordering::Relaxed);
+            s.rejected = cell.rejected.load(Ordering::Relaxed);
             // Acquire, before the walk below: a closing connection's bytes seen here are
             // seen with its `closed` flag set, so the walk skips it (see `Entry::close`).
             s.read_bytes = cell.closed_read.load(Ordering::Acquire);
@@ -412,7 +450,7 @@ impl Tracker {
             .unwrap_or_else(PoisonError::into_inner);
         let now = Now::read();
         h.iter()
-            .map(|(snapshot, error)| {
+            .map(|(snapshot, error, reason)| {
                 let category = self
                     .inner
                     .stats
@@ -422,6 +460,7 @@ impl Tracker {
                     closed_at: info.established_at + info.established_for,
                     info,
                     error: error.as_ref().map(ToString::to_string),
+                    reason: *reason,
                 }
             })
             .collect()
@@ -468,6 +507,9 @@ impl Tracker {
         let shard = self.registry.shard(id);
         let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, &scope, class));
         shard.insert(id, Arc::clone(&entry));
+        if let Some(deadline) = entry.policy_deadline(entry.opened_nanos) {
+            self.inner.policy_registered(deadline);
+        }
         if entry.has_hooks() {
             // The record as of the registration (no clock read: the entry's own time).
             let info = entry.info_at(&Now::read_at(entry.opened_nanos));
@@ -478,6 +520,7 @@ impl Tracker {
                         local_addr: &info.local_addr,
                         connection: Some(&info),
                         error: None,
+                        rejected: false,
                     });
                 }),
                 Role::Client => {
@@ -508,6 +551,7 @@ impl Tracker {
     ) -> Connection {
         let mut reg = Registration::server(local, remote);
         reg.chain = config.chain().clone();
+        reg.policy = config.policy();
         self.register_as(config.category_name(), reg)
     }
 
@@ -524,6 +568,7 @@ impl Tracker {
                     local_addr: local,
                     connection: None,
                     error: Some(error),
+                    rejected: false,
                 });
             });
         }

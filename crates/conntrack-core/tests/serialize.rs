@@ -137,7 +137,8 @@ fn closed_connections_and_stats_serialize() {
     let client = tracker.register(Registration::client(a, a).category("api"));
 
     let closed = serde_json::to_value(tracker.recently_closed()).unwrap();
-    assert_eq!(keys(&closed[0]), ["closed_at", "error", "info"]);
+    assert_eq!(keys(&closed[0]), ["closed_at", "error", "info", "reason"]);
+    assert_eq!(closed[0]["reason"], "reset");
     assert_eq!(closed[0]["info"]["category"], "api");
     assert_eq!(closed[0]["info"]["read_bytes"], 3);
     assert_eq!(closed[0]["error"], "peer went away");
@@ -157,6 +158,7 @@ fn closed_connections_and_stats_serialize() {
             "failed",
             "opened",
             "read_bytes",
+            "rejected",
             "role",
             "tls_handshake_failed",
             "write_bytes"

@@ -148,7 +148,7 @@ impl Dialer {
     /// As [`conntrack_core::dialer::Dialer::connect`].
     pub fn connect(&self, target: &str) -> io::Result<Tracked<TcpStream>> {
         let (stream, conn) = blocking::block_on(self.inner.connect(target))?;
-        Ok(tcp_tracked(stream, conn))
+        Ok(tcp_tracked(stream, conn).abortable())
     }
 
     /// Connects to `addr` (no name resolution); the entry's target is the address.
@@ -158,7 +158,7 @@ impl Dialer {
     /// The connect error, or `TimedOut`; reported to `on_dial` and counted.
     pub fn connect_addr(&self, addr: SocketAddr) -> io::Result<Tracked<TcpStream>> {
         let (stream, conn) = blocking::block_on(self.inner.connect_addr(addr))?;
-        Ok(tcp_tracked(stream, conn))
+        Ok(tcp_tracked(stream, conn).abortable())
     }
 
     /// Connects to a Unix socket at `path`; the entry's target is the path. (std has no connect
@@ -184,7 +184,7 @@ impl Dialer {
             async { UnixStream::connect(path) },
             local,
         ))?;
-        Ok(Tracked::new(stream, conn))
+        Ok(Tracked::new(stream, conn).abortable())
     }
 }
 

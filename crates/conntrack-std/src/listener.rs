@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use conntrack_core::{Addr, Connection, ListenerConfig, TcpInfoGuard, Tracker};
+use conntrack_core::{blocking, Addr, Connection, ListenerConfig, TcpInfoGuard, Tracker};
 
 use crate::Tracked;
 
@@ -48,6 +48,12 @@ pub trait Accept {
     fn watch_tcp_info(_stream: &Self::Stream, _conn: &Connection) -> Option<TcpInfoGuard> {
         None
     }
+
+    /// Wraps an accepted stream. std's sockets are made
+    /// [`abortable`](Tracked::abortable), so that an abort wakes a thread blocked on them.
+    fn track(&self, stream: Self::Stream, conn: Connection) -> Tracked<Self::Stream> {
+        Tracked::new(stream, conn)
+    }
 }
 
 impl Accept for TcpListener {
@@ -76,6 +82,10 @@ impl Accept for TcpListener {
     #[cfg(unix)]
     fn watch_tcp_info(stream: &TcpStream, conn: &Connection) -> Option<TcpInfoGuard> {
         Some(conn.watch_tcp_info(stream))
+    }
+
+    fn track(&self, stream: TcpStream, conn: Connection) -> Tracked<TcpStream> {
+        Tracked::new(stream, conn).abortable()
     }
 }
 
@@ -108,6 +118,10 @@ impl Accept for std::os::unix::net::UnixListener {
         peer: &Self::PeerAddr,
     ) -> (Addr, Addr) {
         (listen.clone(), unix_addr(peer))
+    }
+
+    fn track(&self, stream: Self::Stream, conn: Connection) -> Tracked<Self::Stream> {
+        Tracked::new(stream, conn).abortable()
     }
 }
 
@@ -157,14 +171,23 @@ impl<L: Accept> Listener<L> {
     /// returned as it is, without being counted as a failure. An accept interrupted by a
     /// signal (`Interrupted`) is retried, as std's own `read_exact` and `write_all` retry
     /// theirs; it is neither counted nor reported.
+    ///
+    /// With a [`max_connections`](ListenerConfig::max_connections) limit in
+    /// [`LimitMode::Wait`](conntrack_core::LimitMode::Wait), it first blocks until a slot is
+    /// free; a connection refused by a limit or a shutdown is closed at once, counted as
+    /// rejected, and the accept goes on to the next one.
     pub fn accept(&self) -> io::Result<Accepted<L>> {
         loop {
+            blocking::block_on(std::future::poll_fn(|cx| {
+                self.tracker.poll_accept_ready(&self.config, cx)
+            }));
             match self.inner.accept() {
                 Ok((stream, peer)) => {
                     let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
-                    let conn = self.tracker.accepted(&self.config, local, remote);
-                    let tcp = L::watch_tcp_info(&stream, &conn);
-                    return Ok((Tracked::new(stream, conn).with_guard(tcp), peer));
+                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
+                        let tcp = L::watch_tcp_info(&stream, &conn);
+                        return Ok((self.inner.track(stream, conn).with_guard(tcp), peer));
+                    }
                 }
                 // A signal arrived while blocked: nothing failed, wait again.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

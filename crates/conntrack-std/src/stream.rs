@@ -4,7 +4,7 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use conntrack_core::{Connection, ConnectionId, ConnectionInfo, TcpInfoGuard};
+use conntrack_core::{CloserGuard, Connection, ConnectionId, ConnectionInfo, TcpInfoGuard};
 
 /// A stream whose reads and writes are counted by a [`Tracker`](conntrack_core::Tracker).
 ///
@@ -32,6 +32,9 @@ pub struct Tracked<T> {
     conn: Connection,
     /// Set by `set_nonblocking`: a `WouldBlock` is then no timeout.
     nonblocking: AtomicBool,
+    /// Keeps the socket clone an abort shuts down (to wake a blocked read) no longer than
+    /// this stream (see `abortable`).
+    closer: Option<CloserGuard>,
 }
 
 impl<T> Tracked<T> {
@@ -43,6 +46,7 @@ impl<T> Tracked<T> {
             inner,
             conn,
             nonblocking: AtomicBool::new(false),
+            closer: None,
         }
     }
 
@@ -144,7 +148,21 @@ fn seen<R>(
 
 /// `Read` through anything that reads (`T` or `&T`), counted on `conn`.
 fn read(conn: &Connection, nb: &AtomicBool, mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    seen(conn, nb, Dir::Read, r.read(buf), |n| conn.record_read(*n))
+    conn.check()?;
+    aborted(
+        conn,
+        seen(conn, nb, Dir::Read, r.read(buf), |n| conn.record_read(*n)),
+    )
+}
+
+/// An abort shuts the socket down to wake a blocked call, which then returns end of stream
+/// or an error: the caller gets the abort's error instead.
+#[inline]
+fn aborted(conn: &Connection, res: io::Result<usize>) -> io::Result<usize> {
+    if matches!(res, Ok(0) | Err(_)) {
+        conn.check()?;
+    }
+    res
 }
 
 fn read_vectored(
@@ -153,15 +171,19 @@ fn read_vectored(
     mut r: impl Read,
     bufs: &mut [IoSliceMut<'_>],
 ) -> io::Result<usize> {
-    seen(conn, nb, Dir::Read, r.read_vectored(bufs), |n| {
+    conn.check()?;
+    let res = seen(conn, nb, Dir::Read, r.read_vectored(bufs), |n| {
         conn.record_read(*n);
-    })
+    });
+    aborted(conn, res)
 }
 
 fn write(conn: &Connection, nb: &AtomicBool, mut w: impl Write, buf: &[u8]) -> io::Result<usize> {
-    seen(conn, nb, Dir::Write, w.write(buf), |n| {
+    conn.check()?;
+    let res = seen(conn, nb, Dir::Write, w.write(buf), |n| {
         conn.record_write(*n);
-    })
+    });
+    aborted(conn, res)
 }
 
 fn write_vectored(
@@ -170,12 +192,15 @@ fn write_vectored(
     mut w: impl Write,
     bufs: &[IoSlice<'_>],
 ) -> io::Result<usize> {
-    seen(conn, nb, Dir::Write, w.write_vectored(bufs), |n| {
+    conn.check()?;
+    let res = seen(conn, nb, Dir::Write, w.write_vectored(bufs), |n| {
         conn.record_write(*n);
-    })
+    });
+    aborted(conn, res)
 }
 
 fn flush(conn: &Connection, nb: &AtomicBool, mut w: impl Write) -> io::Result<()> {
+    conn.check()?;
     seen(conn, nb, Dir::Write, w.flush(), |()| {})
 }
 
@@ -241,7 +266,22 @@ macro_rules! socket_impls {
                     inner: self.inner.try_clone()?,
                     conn: self.conn.clone(),
                     nonblocking: AtomicBool::new(self.nonblocking.load(Ordering::Relaxed)),
+                    closer: None,
                 })
+            }
+
+            /// Lets an abort of this connection ([`Tracker::abort`](conntrack_core::Tracker::abort),
+            /// a policy, a shutdown deadline) wake a thread blocked in a read or write on it:
+            /// the abort shuts the socket down (`shutdown(Both)`) through a clone of it, kept
+            /// as long as this stream (not its `try_clone`s). The listener and dialer of this
+            /// crate call it on every stream they return; it costs one `dup` of the socket.
+            pub fn abortable(mut self) -> Self {
+                if let Ok(clone) = self.inner.try_clone() {
+                    self.closer = Some(self.conn.set_closer(move || {
+                        let _ = clone.shutdown(Shutdown::Both);
+                    }));
+                }
+                self
             }
 
             /// Moves the socket into or out of non-blocking mode, as the socket's own

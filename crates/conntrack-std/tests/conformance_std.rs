@@ -4,7 +4,9 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 
-use conntrack_core::{trace, ConnectionId, DialerConfig, ListenerConfig, RecordingHook, Tracker};
+use conntrack_core::{
+    blocking, trace, ConnectionId, DialerConfig, ListenerConfig, RecordingHook, Tracker,
+};
 use conntrack_std::{Dialer, Listener, Tracked};
 use conntrack_testkit::dialer::{fixed_resolver, DialHarness, DialRequest, DialTarget, Dialed};
 use conntrack_testkit::{Conn, Harness};
@@ -120,3 +122,39 @@ impl DialHarness for Std {
 }
 
 conntrack_testkit::dialer_conformance_tests!(Std);
+
+impl conntrack_testkit::control::ControlHarness for Std {
+    type Listener = Listener<TcpListener>;
+
+    fn listen(
+        &self,
+        tracker: &Tracker,
+        config: ListenerConfig,
+    ) -> io::Result<(Self::Listener, std::net::SocketAddr)> {
+        let inner = TcpListener::bind("127.0.0.1:0")?;
+        let addr = inner.local_addr()?;
+        Ok((Listener::new(tracker, inner, config), addr))
+    }
+
+    fn accept(&self, listener: &Self::Listener) -> io::Result<StdConn> {
+        Ok(StdConn(listener.accept()?.0))
+    }
+
+    fn run_policies(&self, tracker: &Tracker, stop: conntrack_testkit::control::Stop) {
+        let tracker = tracker.clone();
+        // The application's own thread: blocking code has no runtime to spawn on.
+        std::thread::spawn(move || {
+            blocking::block_on(stop.until(tracker.run_policies(blocking::sleep)));
+        });
+    }
+
+    fn shutdown(
+        &self,
+        tracker: &Tracker,
+        grace: std::time::Duration,
+    ) -> conntrack_core::ShutdownReport {
+        blocking::block_on(tracker.shutdown(grace, blocking::sleep))
+    }
+}
+
+conntrack_testkit::control_tests!(Std);

@@ -9,9 +9,14 @@
 //! The [`dialer`] module does the same for the adapters' dialers: one suite of dial scenarios
 //! (resolution, interleaving, Happy Eyeballs, timeouts, cancellation, hook order, errors) run
 //! on every runtime through the small [`DialHarness`](dialer::DialHarness) interface.
+//!
+//! The [`control`] module holds the scenarios of acting on connections (limits, idle and age
+//! policies, abort by id, shutdown with a deadline), run on every runtime through
+//! [`ControlHarness`](control::ControlHarness).
 
 pub mod bench;
 pub mod conformance;
+pub mod control;
 pub mod dialer;
 pub mod load;
 

@@ -5,7 +5,7 @@
 //!
 //! `cargo xtask bench loopback` or `cargo bench -p conntrack-tokio --bench loopback`;
 //! `-- --quick` (or `CONNTRACK_BENCH_QUICK=1`) shrinks every size tenfold for a smoke run, and
-//! any other argument picks cases by name (`bulk`, `churn`, `ping`).
+//! any other argument picks cases by name (`bulk`, `churn`, `ping`, `policies`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,6 +21,26 @@ type Stream = Box<dyn Io>;
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// Whether the tracked listener and dialer carry an idle timeout and a maximum age (the
+/// `policies` rows: tracked with policies against tracked without).
+static POLICIES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn configs() -> (ListenerConfig, DialerConfig) {
+    let (mut l, mut d) = (
+        ListenerConfig::new().category("bench-in"),
+        DialerConfig::new().category("bench-out"),
+    );
+    if POLICIES.load(std::sync::atomic::Ordering::Relaxed) {
+        l = l
+            .idle_timeout(Duration::from_secs(60))
+            .max_age(Duration::from_secs(3600));
+        d = d
+            .idle_timeout(Duration::from_secs(60))
+            .max_age(Duration::from_secs(3600));
+    }
+    (l, d)
+}
+
 /// A connected (server, client) pair, raw or tracked.
 async fn pair(tracker: Option<&Tracker>) -> (Stream, Stream) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -31,8 +51,9 @@ async fn pair(tracker: Option<&Tracker>) -> (Stream, Stream) {
             (Box::new(s.unwrap().0), Box::new(c.unwrap()))
         }
         Some(t) => {
-            let l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
-            let d = Dialer::new(t, DialerConfig::new().category("bench-out"));
+            let (lc, dc) = configs();
+            let l = Listener::new(t, l, lc);
+            let d = Dialer::new(t, dc);
             let (c, s) = tokio::join!(d.connect_addr(addr), l.accept());
             (Box::new(s.unwrap().0), Box::new(c.unwrap()))
         }
@@ -159,6 +180,36 @@ fn main() {
                 rt.block_on(ping_pong(pick(t), n));
             })
         });
+    }
+    if wanted("policies") {
+        // Both sides tracked; "raw" is without policies, "tracked" with an idle timeout and a
+        // maximum age on both configs and the tracker's enforcer running on the runtime (it
+        // sleeps until the first deadline, an hour away: the cost measured is the hot path's).
+        let enforcer = tracker.clone();
+        rt.spawn(async move { enforcer.run_policies(tokio::time::sleep).await });
+        let with = |p: bool| POLICIES.store(p, std::sync::atomic::Ordering::Relaxed);
+        let total = scale(512 * 1024 * 1024);
+        let mib = total as f64 / (1024.0 * 1024.0);
+        compare("bulk +policies/none", 0.98, "MiB/cpu-s", mib, |p| {
+            with(p);
+            cpu_time_of(|| {
+                rt.block_on(bulk(Some(&tracker), total));
+            })
+        });
+        let n = scale(20_000);
+        compare(
+            "ping-pong +policies/none",
+            0.98,
+            "rt/cpu-s",
+            n as f64,
+            |p| {
+                with(p);
+                cpu_time_of(|| {
+                    rt.block_on(ping_pong(Some(&tracker), n));
+                })
+            },
+        );
+        with(false);
     }
     assert!(tracker.is_empty(), "connections left behind");
 }

@@ -2,7 +2,7 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use conntrack_core::{Addr, Connection, ListenerConfig, TcpInfoGuard, Tracker};
 
@@ -194,18 +194,27 @@ impl<L: Accept> Listener<L> {
     }
 
     /// The polling form of [`accept`](Listener::accept).
+    ///
+    /// With a [`max_connections`](ListenerConfig::max_connections) limit in
+    /// [`LimitMode::Wait`](conntrack_core::LimitMode::Wait) it stays pending while the limit
+    /// is reached (new connections wait in the kernel's backlog); a connection refused by a
+    /// limit or a shutdown is closed at once, counted as rejected, and the accept goes on to
+    /// the next one.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
-        match self.inner.poll_accept(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok((stream, peer))) => {
-                let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
-                let conn = self.tracker.accepted(&self.config, local, remote);
-                let tcp = L::watch_tcp_info(&stream, &conn);
-                Poll::Ready(Ok((Tracked::new(stream, conn).with_guard(tcp), peer)))
-            }
-            Poll::Ready(Err(e)) => {
-                self.tracker.accept_failed(&self.config, &self.local, &e);
-                Poll::Ready(Err(e))
+        loop {
+            ready!(self.tracker.poll_accept_ready(&self.config, cx));
+            match ready!(self.inner.poll_accept(cx)) {
+                Ok((stream, peer)) => {
+                    let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
+                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
+                        let tcp = L::watch_tcp_info(&stream, &conn);
+                        return Poll::Ready(Ok((Tracked::new(stream, conn).with_guard(tcp), peer)));
+                    }
+                }
+                Err(e) => {
+                    self.tracker.accept_failed(&self.config, &self.local, &e);
+                    return Poll::Ready(Err(e));
+                }
             }
         }
     }

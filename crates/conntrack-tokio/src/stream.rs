@@ -157,7 +157,9 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let res = ready!(this.inner.poll_read(cx, buf));
+        let res = ready!(this
+            .conn
+            .poll_read_guarded(cx, |cx| this.inner.poll_read(cx, buf)));
         match &res {
             Ok(()) => this.conn.record_read(buf.filled().len() - before),
             Err(e) => this.conn.record_read_error(e),
@@ -173,7 +175,9 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_write(cx, buf));
+        let res = ready!(this
+            .conn
+            .poll_write_guarded(cx, |cx| this.inner.poll_write(cx, buf)));
         Poll::Ready(this.conn.write_result(res))
     }
 
@@ -183,7 +187,9 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_write_vectored(cx, bufs));
+        let res = ready!(this
+            .conn
+            .poll_write_guarded(cx, |cx| this.inner.poll_write_vectored(cx, bufs)));
         Poll::Ready(this.conn.write_result(res))
     }
 
@@ -193,7 +199,9 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_flush(cx));
+        let res = ready!(this
+            .conn
+            .poll_write_guarded(cx, |cx| this.inner.poll_flush(cx)));
         if let Err(e) = &res {
             this.conn.record_write_error(e);
         }

@@ -409,7 +409,11 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     let summary = table_rows(&dom, "summary");
     let mut counts: BTreeMap<(String, String), [u64; 5]> = BTreeMap::new();
     for r in &summary {
-        assert_eq!(r.len(), 9, "a summary row has 9 cells: {r:?}");
+        assert_eq!(
+            r.len(),
+            10,
+            "a summary row has 10 cells (with Rejected): {r:?}"
+        );
         let n = |i: usize| r[i].parse::<u64>().unwrap();
         counts.insert((r[0].clone(), r[1].clone()), [n(2), n(3), n(4), n(5), n(6)]);
     }

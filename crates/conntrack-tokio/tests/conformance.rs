@@ -108,3 +108,44 @@ async fn dial(req: DialRequest) -> io::Result<Dialed> {
 }
 
 conntrack_testkit::dialer_conformance_tests!(Tokio);
+
+impl conntrack_testkit::control::ControlHarness for Tokio {
+    type Listener = Listener<TcpListener>;
+
+    fn listen(
+        &self,
+        tracker: &Tracker,
+        config: ListenerConfig,
+    ) -> io::Result<(Self::Listener, std::net::SocketAddr)> {
+        let inner = runtime().block_on(TcpListener::bind("127.0.0.1:0"))?;
+        let addr = inner.local_addr()?;
+        Ok((Listener::new(tracker, inner, config), addr))
+    }
+
+    fn accept(&self, listener: &Self::Listener) -> io::Result<TokioConn> {
+        let rt = runtime().handle().clone();
+        let (stream, _) = rt.block_on(listener.accept())?;
+        Ok(TokioConn {
+            id: stream.id(),
+            stream: Box::new(stream),
+            rt,
+        })
+    }
+
+    fn run_policies(&self, tracker: &Tracker, stop: conntrack_testkit::control::Stop) {
+        let tracker = tracker.clone();
+        runtime().spawn(async move {
+            stop.until(tracker.run_policies(tokio::time::sleep)).await;
+        });
+    }
+
+    fn shutdown(
+        &self,
+        tracker: &Tracker,
+        grace: std::time::Duration,
+    ) -> conntrack_core::ShutdownReport {
+        runtime().block_on(tracker.shutdown(grace, tokio::time::sleep))
+    }
+}
+
+conntrack_testkit::control_tests!(Tokio);

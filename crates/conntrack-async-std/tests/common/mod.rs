@@ -200,3 +200,45 @@ impl<R: Runtime> Conn for AsyncConn<R> {
         R::shutdown(&self.0, Shutdown::Write)
     }
 }
+
+/// The control suite's needs: a tracked listener, the runtime's sleep for the policies and
+/// the shutdown.
+pub(crate) trait ControlRuntime: Runtime {
+    type Inner: conntrack_async_std::Accept<Stream = Self::Stream> + Send + Sync;
+
+    fn bind() -> impl Future<Output = io::Result<(Self::Inner, SocketAddr)>>;
+}
+
+impl<R: ControlRuntime> conntrack_testkit::control::ControlHarness for AsyncHarness<R>
+where
+    AsyncHarness<R>: Sync,
+{
+    type Listener = conntrack_async_std::Listener<R::Inner>;
+
+    fn listen(
+        &self,
+        tracker: &Tracker,
+        config: ListenerConfig,
+    ) -> io::Result<(Self::Listener, SocketAddr)> {
+        let (inner, addr) = R::block_on(R::bind())?;
+        Ok((
+            conntrack_async_std::Listener::new(tracker, inner, config),
+            addr,
+        ))
+    }
+
+    fn accept(&self, listener: &Self::Listener) -> io::Result<AsyncConn<R>> {
+        Ok(AsyncConn(R::block_on(listener.accept())?.0))
+    }
+
+    fn run_policies(&self, tracker: &Tracker, stop: conntrack_testkit::control::Stop) {
+        let tracker = tracker.clone();
+        std::thread::spawn(move || {
+            R::block_on(stop.until(tracker.run_policies(R::sleep)));
+        });
+    }
+
+    fn shutdown(&self, tracker: &Tracker, grace: Duration) -> conntrack_core::ShutdownReport {
+        R::block_on(tracker.shutdown(grace, R::sleep))
+    }
+}

@@ -1,0 +1,251 @@
+//! Acting on connections: limits at accept ([`Tracker::admit`]), abort by id, the idle and
+//! age policies ([`Tracker::enforce_policies`]) and [`Tracker::shutdown`] with its
+//! [`ShutdownReport`].
+//!
+//! Everything here runs when called: no thread, no timer per connection. The one thing that
+//! must happen later (a policy's deadline) is slept for by a future the user's runtime runs,
+//! [`Tracker::run_policies`], one per tracker, sleeping until the earliest deadline.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::clock::{self, Now};
+use crate::config::ListenerConfig;
+use crate::connection::{Connection, Registration};
+use crate::event::AcceptEvent;
+use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role};
+use crate::trace;
+use crate::tracker::Tracker;
+
+/// What [`Tracker::shutdown`] found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Every connection closed before the deadline.
+    pub drained: bool,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
+    /// Connections closed at once because they were idle between exchanges, or as soon as
+    /// their last exchange ended.
+    pub closed_idle: usize,
+    /// The connections still open at the deadline, as they were then (category, peer, age,
+    /// bytes, exchanges in flight), oldest first. Each was then aborted with
+    /// [`CloseReason::ShutdownDeadline`].
+    pub still_open: Vec<ConnectionInfo>,
+}
+
+impl Tracker {
+    /// Whether a listener with `config` may accept now: `Pending` while its
+    /// [`max_connections`](ListenerConfig::max_connections) limit is reached in
+    /// [`LimitMode::Wait`](crate::LimitMode::Wait) (the task is woken when a connection of the
+    /// config closes); `Ready` otherwise. A listener polls this before accepting, so that
+    /// waiting connections stay in the kernel's backlog.
+    pub fn poll_accept_ready(&self, config: &ListenerConfig, cx: &mut Context<'_>) -> Poll<()> {
+        match config.limiter() {
+            Some(l) => l.poll_ready(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// Registers a connection a listener with `config` accepted, as
+    /// [`accepted`](Tracker::accepted) does, unless a limit of the config is reached (or a
+    /// race past [`poll_accept_ready`](Tracker::poll_accept_ready) reached it) or the tracker
+    /// is shutting down. A refused connection is counted in
+    /// [`CategoryStats::rejected`](crate::CategoryStats::rejected) and reported to `on_accept`
+    /// with `rejected: true`; the caller drops (closes) its stream and keeps accepting.
+    ///
+    /// # Errors
+    ///
+    /// Why the connection was refused (kind `ConnectionRefused` for a limit, `Interrupted`
+    /// during a shutdown), for logging: it is not an accept failure.
+    pub fn admit(
+        &self,
+        config: &ListenerConfig,
+        local: impl Into<Addr>,
+        remote: impl Into<Addr>,
+    ) -> io::Result<Connection> {
+        let (local, remote) = (local.into(), remote.into());
+        let refused = if self.inner.is_shutting_down() {
+            Some(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the tracker is shutting down",
+            ))
+        } else if let Some(l) = config.limiter() {
+            let ip = remote.socket_addr().map(|a| a.ip());
+            match l.try_acquire(ip) {
+                Ok(()) => {
+                    let mut reg = Registration::server(local.clone(), remote.clone());
+                    reg.permit = Some((Arc::clone(l), ip));
+                    reg.chain = config.chain().clone();
+                    reg.policy = config.policy();
+                    return Ok(self.register_as(config.category_name(), reg));
+                }
+                Err(why) => Some(io::Error::new(io::ErrorKind::ConnectionRefused, why)),
+            }
+        } else {
+            None
+        };
+        let Some(err) = refused else {
+            return Ok(self.accepted(config, local, remote));
+        };
+        let category = config.category_name();
+        let id = self.inner.stats.class_id(category, Role::Server);
+        self.inner
+            .stats
+            .with(id, |c| c.cell.rejected.fetch_add(1, Ordering::Relaxed));
+        let chain = config.chain().prepend(&trace::current());
+        self.fire(&chain, &mut |h| {
+            h.on_accept(&AcceptEvent {
+                category,
+                local_addr: &local,
+                connection: None,
+                error: Some(&err),
+                rejected: true,
+            });
+        });
+        Err(err)
+    }
+
+    /// Aborts one live connection: it closes now with [`CloseReason::Aborted`], its tracked
+    /// stream's pending read or write is woken and fails with `ConnectionAborted`, and so does
+    /// any later I/O on it (a blocking std stream is shut down). Returns whether the
+    /// connection was live.
+    pub fn abort(&self, id: ConnectionId) -> bool {
+        self.registry
+            .get(id.as_u64())
+            .is_some_and(|e| e.abort(CloseReason::Aborted))
+    }
+
+    /// Closes the connections whose idle timeout or maximum age has passed (reason
+    /// [`CloseReason::IdleTimeout`] or [`CloseReason::MaxAge`], aborted as by
+    /// [`abort`](Tracker::abort)) and returns how long until the next check is due, `None`
+    /// when no live connection has a policy. One walk over the live connections.
+    ///
+    /// The next check is the earliest deadline plus 1/64 of that connection's shortest policy
+    /// (at least 1 ms), so connections due at about the same time close in one walk: a
+    /// connection closes within that slack plus the coarse clock's tick after its deadline.
+    pub fn enforce_policies(&self) -> Option<Duration> {
+        let now = clock::now_nanos();
+        let now_ms = clock::coarse_ms();
+        let mut next: Option<u64> = None;
+        for (_, e) in self.registry.collect() {
+            if !e.has_policy() || e.is_closed() {
+                continue;
+            }
+            if let Some(reason) = e.policy_due(now, now_ms) {
+                e.abort(reason);
+                continue;
+            }
+            if let Some(at) = e.policy_deadline(now) {
+                let at = at.saturating_add(e.policy_slack());
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next.map(|at| Duration::from_nanos(at.saturating_sub(now)))
+    }
+
+    /// Enforces the idle timeouts and maximum ages of this tracker's connections for as long
+    /// as it is polled: [`enforce_policies`](Tracker::enforce_policies), then a sleep until
+    /// the next check is due, made with the runtime's `sleep` (`tokio::time::sleep`,
+    /// `async_io::Timer::after`, [`blocking::sleep`](crate::blocking::sleep)). With no
+    /// policy-bearing connection it sleeps on no timer at all and is woken by the
+    /// registration of one; a registration due later than the current sleep does not wake it.
+    /// Run one per tracker, on your runtime (`tokio::spawn(tracker.run_policies(sleep))`).
+    pub async fn run_policies<S, F>(&self, mut sleep: S)
+    where
+        S: FnMut(Duration) -> F,
+        F: Future,
+    {
+        loop {
+            let next = self.enforce_policies();
+            let at = next.map_or(u64::MAX, |d| {
+                clock::now_nanos().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            });
+            self.inner.sweep_at.store(at, Ordering::SeqCst);
+            let mut timer = pin!(next.map(&mut sleep));
+            poll_fn(|cx| {
+                if let Some(t) = timer.as_mut().as_pin_mut() {
+                    if t.poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                }
+                *self
+                    .inner
+                    .sweep_waker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+                // A registration that wanted an earlier check set this to 0.
+                if self.inner.sweep_at.load(Ordering::SeqCst) != at {
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            })
+            .await;
+        }
+    }
+
+    /// Shuts down gracefully with a deadline, on any runtime (`sleep` is the runtime's, as for
+    /// [`run_policies`](Tracker::run_policies)):
+    ///
+    /// 1. listeners refuse new connections from now on ([`admit`](Tracker::admit) rejects
+    ///    them; the tracker stays shut down);
+    /// 2. connections idle between exchanges close at once, and busy ones as soon as their
+    ///    last exchange ends (reason [`CloseReason::Shutdown`]); exchanges are those marked
+    ///    with [`Connection::begin_exchange`] (the hyper, axum and tonic integrations do);
+    ///    a connection that marks none is left to finish and close by itself;
+    /// 3. waits for every connection to close, up to `grace`;
+    /// 4. at the deadline, aborts what is left (reason [`CloseReason::ShutdownDeadline`]) and
+    ///    reports it in [`ShutdownReport::still_open`].
+    pub async fn shutdown<S, F>(&self, grace: Duration, sleep: S) -> ShutdownReport
+    where
+        S: FnOnce(Duration) -> F,
+        F: Future,
+    {
+        let start = clock::now_nanos();
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        for (_, e) in self.registry.collect() {
+            if e.is_idle_exchange() && e.abort(CloseReason::Shutdown) {
+                self.inner.shutdown_closed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut drained = pin!(self.drained());
+        let mut deadline = pin!(sleep(grace));
+        let drained = poll_fn(|cx| {
+            if drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        })
+        .await;
+        let mut still_open = Vec::new();
+        if !drained {
+            let now = Now::read();
+            for (_, e) in self.registry.collect_sorted() {
+                if !e.is_closed() {
+                    still_open.push(e.info_at(&now));
+                    e.abort(CloseReason::ShutdownDeadline);
+                }
+            }
+        }
+        ShutdownReport {
+            drained,
+            elapsed: clock::since(start),
+            closed_idle: self.inner.shutdown_closed.load(Ordering::Relaxed),
+            still_open,
+        }
+    }
+
+    /// Whether [`shutdown`](Tracker::shutdown) has begun.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.is_shutting_down()
+    }
+}

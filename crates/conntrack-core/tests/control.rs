@@ -1,0 +1,227 @@
+//! Close reasons, abort, limits, policies and shutdown in core, with no runtime: the
+//! decisions every adapter relies on (the testkit's `control` suite runs them on real sockets
+//! on each runtime).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use conntrack_core::{
+    blocking, Addr, CloseReason, LimitMode, ListenerConfig, Recorded, RecordingHook, Registration,
+    Role, Tracker,
+};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn reasons(rec: &RecordingHook) -> Vec<CloseReason> {
+    rec.events()
+        .iter()
+        .filter_map(|e| match e {
+            Recorded::Close { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn close_reasons_are_decided_once_in_core() {
+    let rec = RecordingHook::new();
+    let tracker = Tracker::builder().hook(rec.clone()).build();
+    let reg = || Registration::server(addr(80), addr(5000));
+
+    drop(tracker.register(reg()));
+    let peer = tracker.register(reg());
+    peer.record_read(10);
+    peer.record_read(0);
+    drop(peer);
+    let reset = tracker.register(reg());
+    reset.record_read_error(&io::Error::from(io::ErrorKind::ConnectionReset));
+    drop(reset);
+    let broken = tracker.register(reg());
+    broken.record_write_error(&io::Error::from(io::ErrorKind::BrokenPipe));
+    drop(broken);
+    let error = tracker.register(reg());
+    error.record_error(&io::Error::from(io::ErrorKind::InvalidData));
+    drop(error);
+    let tls = tracker.register(reg());
+    tls.report_tls_handshake_done(
+        Err(&io::Error::new(io::ErrorKind::InvalidData, "bad cert")),
+        Duration::from_millis(1),
+    );
+    drop(tls);
+    let aborted = tracker.register(reg());
+    assert!(aborted.abort());
+    assert!(!aborted.abort(), "once");
+    drop(aborted);
+
+    let want = [
+        CloseReason::ClosedLocally,
+        CloseReason::PeerClosed,
+        CloseReason::Reset,
+        CloseReason::Reset,
+        CloseReason::Error,
+        CloseReason::TlsFailure,
+        CloseReason::Aborted,
+    ];
+    assert_eq!(reasons(&rec), want);
+    let mut history: Vec<_> = tracker.recently_closed().iter().map(|c| c.reason).collect();
+    history.reverse();
+    assert_eq!(history, want);
+    assert_eq!(
+        CloseReason::IdleTimeout.error_type(),
+        Some("keep_alive_timeout")
+    );
+    assert_eq!(
+        CloseReason::ShutdownDeadline.error_type(),
+        Some("app_shutdown_timeout")
+    );
+    assert_eq!(
+        CloseReason::Rejected.error_type(),
+        Some("max_concurrent_connections_exceeded")
+    );
+    assert_eq!(CloseReason::PeerClosed.error_type(), None);
+}
+
+struct Count(AtomicUsize);
+
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn abort_wakes_parked_io_and_fails_later_io() {
+    let tracker = Tracker::new();
+    let conn = tracker.register(Registration::server(addr(80), addr(5001)));
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(Arc::clone(&count));
+    conn.check().expect("live");
+    conn.park_read(&waker).expect("live");
+    conn.park_write(&waker).expect("live");
+    // Parking the same task again keeps one waker.
+    conn.park_read(&waker).expect("live");
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&closed);
+    let _guard = conn.set_closer(move || {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    assert!(tracker.abort(conn.id()));
+    assert_eq!(count.0.load(Ordering::SeqCst), 2, "read and write woken");
+    assert_eq!(closed.load(Ordering::SeqCst), 1, "closer run");
+    let err = conn.check().expect_err("aborted");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+    assert!(err.to_string().contains("aborted"), "{err}");
+    assert!(conn.park_read(&waker).is_err());
+    assert!(tracker.is_empty());
+    assert!(!tracker.abort(conn.id()));
+}
+
+#[test]
+fn admit_counts_and_reports_rejections() {
+    let rec = RecordingHook::new();
+    let tracker = Tracker::new();
+    let config = ListenerConfig::new()
+        .category("lim")
+        .max_connections(2)
+        .max_connections_per_ip(1)
+        .limit_mode(LimitMode::Reject)
+        .hook(rec.clone());
+    let a = tracker.admit(&config, addr(80), addr(6000)).expect("first");
+    let same_ip = tracker
+        .admit(&config, addr(80), addr(6001))
+        .expect_err("per-IP");
+    assert_eq!(same_ip.kind(), io::ErrorKind::ConnectionRefused);
+    let other = SocketAddr::from(([127, 0, 0, 2], 6000));
+    let b = tracker.admit(&config, addr(80), other).expect("another IP");
+    let third = SocketAddr::from(([127, 0, 0, 3], 6000));
+    tracker
+        .admit(&config, addr(80), third)
+        .expect_err("over the limit");
+    assert_eq!(config.limited_connections(), 2);
+    drop(a);
+    assert_eq!(config.limited_connections(), 1);
+    let c = tracker
+        .admit(&config, addr(80), addr(6002))
+        .expect("slot freed");
+    let stats = tracker.stats();
+    let s = stats.get("lim", Role::Server).unwrap();
+    assert_eq!((s.opened, s.rejected, s.failed), (3, 2, 0));
+    let rejected = rec
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Recorded::Accept { rejected: true, .. }))
+        .count();
+    assert_eq!(rejected, 2);
+    drop((b, c));
+    assert_eq!(config.limited_connections(), 0);
+    // A clone of the config shares the count.
+    let shared = config.clone();
+    let d = tracker.admit(&config, addr(80), addr(6003)).unwrap();
+    assert_eq!(shared.limited_connections(), 1);
+    drop(d);
+    let unknown_peer = tracker.admit(&config, Addr::Unknown, Addr::Unknown);
+    assert!(unknown_peer.is_ok(), "no IP: only the total limit applies");
+}
+
+#[test]
+fn policies_close_due_connections_and_say_when_to_look_again() {
+    let tracker = Tracker::new();
+    assert_eq!(tracker.enforce_policies(), None, "nothing to watch");
+    let idle = tracker.register(
+        Registration::server(addr(80), addr(7000)).idle_timeout(Duration::from_millis(50)),
+    );
+    let busy = tracker.register(
+        Registration::server(addr(80), addr(7001)).idle_timeout(Duration::from_millis(50)),
+    );
+    let aged = tracker
+        .register(Registration::server(addr(80), addr(7002)).max_age(Duration::from_millis(80)));
+    let next = tracker.enforce_policies().expect("a deadline");
+    assert!(next <= Duration::from_millis(52), "{next:?}");
+    // An exchange in flight keeps a connection from being idle.
+    busy.begin_exchange();
+    // Time passing is the scenario.
+    std::thread::sleep(Duration::from_millis(100));
+    let next = tracker
+        .enforce_policies()
+        .expect("the busy one is still watched");
+    // Its exchange is in flight: looked at again one timeout later, not in a busy loop.
+    assert!(next >= Duration::from_millis(40), "{next:?}");
+    assert!(idle.is_aborted());
+    assert!(aged.is_aborted());
+    assert!(!busy.is_aborted());
+    let reasons: Vec<_> = tracker.recently_closed().iter().map(|c| c.reason).collect();
+    assert!(reasons.contains(&CloseReason::IdleTimeout), "{reasons:?}");
+    assert!(reasons.contains(&CloseReason::MaxAge), "{reasons:?}");
+    busy.end_exchange();
+    drop((idle, busy, aged));
+    assert!(tracker.is_empty());
+}
+
+#[test]
+fn shutdown_without_a_runtime() {
+    let tracker = Tracker::new();
+    let idle = tracker.register(Registration::server(addr(80), addr(8000)));
+    idle.begin_exchange();
+    idle.end_exchange();
+    let stuck = tracker.register(Registration::server(addr(80), addr(8001)));
+    stuck.begin_exchange();
+    let report = blocking::block_on(tracker.shutdown(Duration::from_millis(50), blocking::sleep));
+    assert!(!report.drained);
+    assert_eq!(report.closed_idle, 1);
+    assert_eq!(report.still_open.len(), 1);
+    assert_eq!(report.still_open[0].id, stuck.id());
+    assert_eq!(report.still_open[0].in_flight, 1);
+    assert!(report.elapsed >= Duration::from_millis(50));
+    assert!(stuck.check().is_err());
+    assert!(tracker.is_shutting_down());
+    assert!(tracker.is_empty());
+    // Nothing open: returns at once, drained.
+    let report = blocking::block_on(tracker.shutdown(Duration::from_secs(60), blocking::sleep));
+    assert!(report.drained && report.still_open.is_empty());
+}

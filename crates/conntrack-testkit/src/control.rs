@@ -1,0 +1,662 @@
+//! The control suite: connection limits, idle and age policies, abort by id and shutdown with
+//! a deadline, the same scenarios and assertions on every runtime.
+//!
+//! An adapter implements [`ControlHarness`] (a tracked listener it can accept from with a
+//! blocking call, and its runtime's way to run [`Tracker::run_policies`] and
+//! [`Tracker::shutdown`]) and runs:
+//!
+//! ```text
+//! conntrack_testkit::control_tests!(MyHarness::new());
+//! ```
+//!
+//! Clients of the limited listener are plain `std::net` sockets: only the server side is
+//! tracked, so the tracker's length is the number of server connections.
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use conntrack_core::{
+    CloseReason, DialerConfig, LimitMode, ListenerConfig, Recorded, RecordingHook, Role,
+    ShutdownReport, Tracker,
+};
+
+use crate::{Conn, Harness, EVENT_TIMEOUT};
+
+/// Expands to one `#[test]` per control scenario.
+#[macro_export]
+macro_rules! control_tests {
+    ($harness:expr) => {
+        $crate::control_tests!(@each $harness;
+            limit_rejects_extra, limit_waits_for_a_slot, per_ip_limit_rejects,
+            idle_timeout_closes_only_idle, max_age_closes_busy_connections,
+            abort_wakes_blocked_read, shutdown_with_deadline);
+    };
+    (@each $harness:expr; $($name:ident),*) => {
+        mod control {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    $crate::control::$name(&$harness);
+                }
+            )*
+        }
+    };
+}
+
+/// What the control suite needs from an adapter, besides [`Harness`].
+pub trait ControlHarness: Harness + Sync {
+    /// A tracked listener of the adapter.
+    type Listener: Send + Sync;
+
+    /// Binds a tracked listener on `127.0.0.1:0` with `config`.
+    ///
+    /// # Errors
+    ///
+    /// The bind error.
+    fn listen(
+        &self,
+        tracker: &Tracker,
+        config: ListenerConfig,
+    ) -> io::Result<(Self::Listener, SocketAddr)>;
+
+    /// Accepts the next connection (blocking; the listener's own `accept`).
+    ///
+    /// # Errors
+    ///
+    /// The accept error.
+    fn accept(&self, listener: &Self::Listener) -> io::Result<Self::Conn>;
+
+    /// Runs `tracker.run_policies(sleep)` with the runtime's sleep, in the background, until
+    /// `stop` is signalled.
+    fn run_policies(&self, tracker: &Tracker, stop: Stop);
+
+    /// `tracker.shutdown(grace, sleep)` with the runtime's sleep, blocking until it returns.
+    fn shutdown(&self, tracker: &Tracker, grace: Duration) -> ShutdownReport;
+}
+
+/// A signal to stop a background future, for [`ControlHarness::run_policies`].
+#[derive(Clone, Debug, Default)]
+pub struct Stop(Arc<Mutex<(bool, Option<Waker>)>>);
+
+impl Stop {
+    /// A signal not yet given.
+    #[must_use]
+    pub fn new() -> Self {
+        Stop::default()
+    }
+
+    /// Gives the signal.
+    pub fn signal(&self) {
+        let w = {
+            let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            s.0 = true;
+            s.1.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Runs `fut` until it ends or the signal is given.
+    pub async fn until<F: Future<Output = ()>>(self, fut: F) {
+        let mut fut = pin!(fut);
+        std::future::poll_fn(|cx: &mut Context<'_>| {
+            if fut.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if s.0 {
+                return Poll::Ready(());
+            }
+            s.1 = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// Stops [`ControlHarness::run_policies`] when dropped.
+struct StopOnDrop(Stop);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.signal();
+    }
+}
+
+fn policies<H: ControlHarness>(h: &H, tracker: &Tracker) -> StopOnDrop {
+    let stop = Stop::new();
+    h.run_policies(tracker, stop.clone());
+    StopOnDrop(stop)
+}
+
+fn closes(ev: &[Recorded]) -> Vec<(conntrack_core::ConnectionInfo, CloseReason)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Recorded::Close {
+                connection, reason, ..
+            } => Some((connection.clone(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rejected(ev: &[Recorded]) -> usize {
+    ev.iter()
+        .filter(|e| matches!(e, Recorded::Accept { rejected: true, .. }))
+        .count()
+}
+
+/// A hook that records the most connections the tracker held at any accept (the registry's
+/// own count: a limit slot is taken before registration and given back after removal).
+#[derive(Clone)]
+struct MostOpen(Tracker, Arc<AtomicUsize>);
+
+impl conntrack_core::Hook for MostOpen {
+    fn on_accept(&self, _ev: &conntrack_core::AcceptEvent<'_>) {
+        self.1.fetch_max(self.0.len(), Ordering::SeqCst);
+    }
+}
+
+fn most_open(tracker: &Tracker) -> (MostOpen, Arc<AtomicUsize>) {
+    let most = Arc::new(AtomicUsize::new(0));
+    (MostOpen(tracker.clone(), Arc::clone(&most)), most)
+}
+
+fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to the listener");
+    s.set_read_timeout(Some(EVENT_TIMEOUT)).expect("timeout");
+    s
+}
+
+/// Runs an accept loop on its own thread (in `scope`), each connection served on its own
+/// thread by `serve`, until `stop` is set and one more connection (made by
+/// [`stop_server`]) arrives.
+fn serve<'s, H: ControlHarness>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    h: &'s H,
+    listener: &'s H::Listener,
+    stop: &'s AtomicBool,
+    serve: impl Fn(H::Conn) + Send + Sync + Copy + 's,
+) {
+    scope.spawn(move || loop {
+        let Ok(conn) = h.accept(listener) else {
+            continue;
+        };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        scope.spawn(move || serve(conn));
+    });
+}
+
+fn stop_server(stop: &AtomicBool, addr: SocketAddr) {
+    stop.store(true, Ordering::SeqCst);
+    drop(TcpStream::connect(addr));
+}
+
+/// Reads what the client sends and echoes it, until end of stream.
+fn echo<C: Conn>(mut conn: C) {
+    while let Ok(b) = conn.read_some(1024) {
+        if b.is_empty() || conn.write_all(&b).is_err() {
+            break;
+        }
+    }
+}
+
+fn wait_empty(tracker: &Tracker, rec: &RecordingHook, opened: usize) {
+    rec.wait_for(
+        |ev| ev.iter().filter(|e| e.name() == "close").count() >= opened,
+        EVENT_TIMEOUT,
+    )
+    .unwrap_or_else(|ev| panic!("expected {opened} closes: {:?}", closes(&ev)));
+    // The closes are reported; a drained tracker has also given their limit slots back (a
+    // slot is released after the close hooks, before the close is counted).
+    conntrack_core::blocking::block_on(tracker.drained());
+    assert_eq!(tracker.len(), 0, "left: {:?}", tracker.connections());
+}
+
+/// Reject mode: with a limit of N and N+k clients, N are served, k are accepted and closed
+/// at once (counted as rejected, reported to `on_accept`), never more than N are tracked, and
+/// the listener serves again once a slot is free.
+pub fn limit_rejects_extra<H: ControlHarness>(h: &H) {
+    const N: usize = 2;
+    const K: usize = 3;
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let (most_hook, most_seen) = most_open(&tracker);
+    let config = ListenerConfig::new()
+        .category("limited")
+        .max_connections(N)
+        .limit_mode(LimitMode::Reject)
+        .hook(rec.clone())
+        .hook(most_hook);
+    let (listener, addr) = h.listen(&tracker, config.clone()).expect("listen");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        serve(s, h, &listener, &stop, echo);
+        // N clients served (each gets its echo), then k more.
+        let mut held: Vec<TcpStream> = (0..N)
+            .map(|_| {
+                let mut c = client(addr);
+                c.write_all(b"hi").unwrap();
+                let mut b = [0; 2];
+                c.read_exact(&mut b)
+                    .expect("a client within the limit is served");
+                c
+            })
+            .collect();
+        for _ in 0..K {
+            let mut c = client(addr);
+            let mut b = [0; 1];
+            // Accepted and closed at once: end of stream (or a reset).
+            assert!(
+                matches!(c.read(&mut b), Ok(0) | Err(_)),
+                "{}: a client over the limit is closed",
+                h.name()
+            );
+        }
+        rec.wait_for(|ev| rejected(ev) >= K, EVENT_TIMEOUT)
+            .expect("k rejections reported");
+        let stats = tracker.stats();
+        let st = stats.get("limited", Role::Server).expect("stats");
+        assert_eq!(st.rejected, K as u64, "{}: {st:?}", h.name());
+        assert_eq!(
+            st.opened,
+            N as u64,
+            "{}: rejected ones are not opened",
+            h.name()
+        );
+        assert!(tracker.len() <= N);
+        // A slot frees: the listener serves again.
+        drop(held.pop());
+        rec.wait_for(|ev| !closes(ev).is_empty(), EVENT_TIMEOUT)
+            .expect("the client's close");
+        let mut c = client(addr);
+        c.write_all(b"ok").unwrap();
+        let mut b = [0; 2];
+        c.read_exact(&mut b).expect("served after a slot freed");
+        assert_eq!(&b, b"ok");
+        drop(c);
+        drop(held);
+        wait_empty(&tracker, &rec, N + 1);
+        stop_server(&stop, addr);
+    });
+    let most = most_seen.load(Ordering::SeqCst);
+    assert!(most <= N, "{}: {most} open at once", h.name());
+    assert_eq!(
+        config.limited_connections(),
+        0,
+        "{}: slots given back",
+        h.name()
+    );
+    wait_empty(&tracker, &rec, N + 2);
+}
+
+/// Wait mode (the default): N+k clients all get served, never more than N at once, none
+/// rejected.
+pub fn limit_waits_for_a_slot<H: ControlHarness>(h: &H) {
+    const N: usize = 2;
+    const K: usize = 4;
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let (most_hook, most_seen) = most_open(&tracker);
+    let config = ListenerConfig::new()
+        .category("waiting")
+        .max_connections(N)
+        .hook(rec.clone())
+        .hook(most_hook);
+    let (listener, addr) = h.listen(&tracker, config.clone()).expect("listen");
+    let stop = AtomicBool::new(false);
+    let served = AtomicUsize::new(0);
+    let most = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        serve(s, h, &listener, &stop, echo);
+        let clients: Vec<_> = (0..N + K)
+            .map(|i| {
+                let (served, most, tracker) = (&served, &most, &tracker);
+                s.spawn(move || {
+                    let mut c = client(addr);
+                    c.write_all(&[u8::try_from(i).unwrap(); 4]).unwrap();
+                    let mut b = [0; 4];
+                    c.read_exact(&mut b)
+                        .expect("every client is served in time");
+                    most.fetch_max(tracker.len(), Ordering::SeqCst);
+                    served.fetch_add(1, Ordering::SeqCst);
+                    // Hold the slot a little, so later clients really wait (the scenario).
+                    std::thread::sleep(Duration::from_millis(20));
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().expect("client");
+        }
+        wait_empty(&tracker, &rec, N + K);
+        stop_server(&stop, addr);
+    });
+    assert_eq!(served.load(Ordering::SeqCst), N + K);
+    assert!(most.load(Ordering::SeqCst) <= N);
+    let ev = rec.events();
+    let most = most_seen.load(Ordering::SeqCst);
+    assert!(most <= N, "{}: {most} open at once", h.name());
+    assert_eq!(rejected(&ev), 0, "{}: wait mode rejects none", h.name());
+    let stats = tracker.stats();
+    let st = stats.get("waiting", Role::Server).expect("stats");
+    assert_eq!((st.opened, st.rejected), ((N + K + 1) as u64, 0));
+    wait_empty(&tracker, &rec, N + K + 1);
+}
+
+/// A per-IP limit (all clients come from 127.0.0.1) rejects past it, whatever the mode.
+pub fn per_ip_limit_rejects<H: ControlHarness>(h: &H) {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let config = ListenerConfig::new()
+        .category("per-ip")
+        .max_connections_per_ip(1)
+        .hook(rec.clone());
+    let (listener, addr) = h.listen(&tracker, config).expect("listen");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        serve(s, h, &listener, &stop, echo);
+        let mut first = client(addr);
+        first.write_all(b"a").unwrap();
+        let mut b = [0; 1];
+        first.read_exact(&mut b).unwrap();
+        let mut second = client(addr);
+        assert!(matches!(second.read(&mut b), Ok(0) | Err(_)));
+        rec.wait_for(|ev| rejected(ev) >= 1, EVENT_TIMEOUT)
+            .expect("rejection");
+        drop(first);
+        wait_empty(&tracker, &rec, 1);
+        stop_server(&stop, addr);
+    });
+    wait_empty(&tracker, &rec, 2);
+}
+
+/// The idle timeout closes the idle connection (reason `idle_timeout`, in `on_close` and
+/// the history) and not one that keeps reading and writing; its blocked read fails.
+pub fn idle_timeout_closes_only_idle<H: ControlHarness>(h: &H) {
+    const IDLE: Duration = Duration::from_millis(300);
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = ListenerConfig::new()
+        .category("idle")
+        .idle_timeout(IDLE)
+        .hook(rec.clone());
+    let d = DialerConfig::new().category("idle-out");
+    let (idle_server, idle_client) = h.connect(&tracker, l.clone(), d.clone()).unwrap();
+    let (busy_server, mut busy_client) = h.connect(&tracker, l, d).unwrap();
+    let idle_id = idle_server.id();
+    let busy_id = busy_server.id();
+    let _policies = policies(h, &tracker);
+    // The idle server end blocks in a read; the policy's abort must wake it.
+    let blocked = idle_server.spawn(|c| c.read_some(16));
+    let busy = busy_server.spawn(|c| {
+        let mut n = 0;
+        while let Ok(b) = c.read_some(64) {
+            if b.is_empty() {
+                break;
+            }
+            n += b.len();
+        }
+        n
+    });
+    // Busy: a write every IDLE/6 for 4 x IDLE (the scenario's own time).
+    let started = Instant::now();
+    while started.elapsed() < IDLE * 4 {
+        busy_client.write_all(b"tick").expect("busy client writes");
+        std::thread::sleep(IDLE / 6);
+        assert!(
+            tracker.get(busy_id).is_some(),
+            "{}: an active connection was closed by the idle policy",
+            h.name()
+        );
+    }
+    let ev = rec
+        .wait_for(
+            |ev| closes(ev).iter().any(|(c, _)| c.id == idle_id),
+            EVENT_TIMEOUT,
+        )
+        .expect("the idle connection closes");
+    let (info, reason) = closes(&ev)
+        .into_iter()
+        .find(|(c, _)| c.id == idle_id)
+        .unwrap();
+    assert_eq!(reason, CloseReason::IdleTimeout, "{}", h.name());
+    assert!(
+        info.established_for >= IDLE,
+        "{}: closed early: {info:?}",
+        h.name()
+    );
+    let (_, res) = blocked.join().unwrap();
+    let err = res.expect_err("the blocked read fails");
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted,
+        "{}: {err}",
+        h.name()
+    );
+    let hist = tracker.recently_closed();
+    let h_idle = hist
+        .iter()
+        .find(|c| c.info.id == idle_id)
+        .expect("in history");
+    assert_eq!(h_idle.reason, CloseReason::IdleTimeout);
+    assert!(
+        tracker.get(busy_id).is_some(),
+        "{}: busy one still open",
+        h.name()
+    );
+    drop(idle_client);
+    drop(busy_client);
+    let _ = busy.join();
+    rec.wait_for(|ev| closes(ev).len() >= 2, EVENT_TIMEOUT)
+        .expect("both server ends close");
+    assert_eq!(tracker.len(), 0, "{:?}", tracker.connections());
+}
+
+/// The maximum age closes a connection however busy it is, with reason `max_age`; the
+/// client end (no policy) is closed by the peer, not by a policy.
+pub fn max_age_closes_busy_connections<H: ControlHarness>(h: &H) {
+    const AGE: Duration = Duration::from_millis(300);
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = ListenerConfig::new()
+        .category("aged")
+        .max_age(AGE)
+        .hook(rec.clone());
+    let d = DialerConfig::new().category("aged-out").hook(rec.clone());
+    let (server, mut client) = h.connect(&tracker, l, d).unwrap();
+    let sid = server.id();
+    let _policies = policies(h, &tracker);
+    let reader = server.spawn(|c| loop {
+        match c.read_some(64) {
+            Ok(b) if b.is_empty() => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+    });
+    // Busy until the server end is gone (bounded by the event timeout).
+    let started = Instant::now();
+    while tracker.get(sid).is_some() && started.elapsed() < EVENT_TIMEOUT {
+        if client.write_all(b"x").is_err() {
+            break;
+        }
+        std::thread::sleep(AGE / 10);
+    }
+    let ev = rec
+        .wait_for(
+            |ev| closes(ev).iter().any(|(c, _)| c.id == sid),
+            EVENT_TIMEOUT,
+        )
+        .expect("the old connection closes");
+    let (info, reason) = closes(&ev).into_iter().find(|(c, _)| c.id == sid).unwrap();
+    assert_eq!(reason, CloseReason::MaxAge, "{}", h.name());
+    assert!(info.established_for >= AGE, "{}: {info:?}", h.name());
+    let (server, res) = reader.join().unwrap();
+    assert_eq!(
+        res.expect_err("the server's read fails").kind(),
+        io::ErrorKind::ConnectionAborted
+    );
+    drop(server);
+    let cid = client.id();
+    drop(client);
+    let ev = rec
+        .wait_for(|ev| closes(ev).len() >= 2, EVENT_TIMEOUT)
+        .expect("client close");
+    let (_, reason) = closes(&ev).into_iter().find(|(c, _)| c.id == cid).unwrap();
+    assert!(
+        !matches!(reason, CloseReason::MaxAge | CloseReason::IdleTimeout),
+        "{}: the client had no policy: {reason}",
+        h.name()
+    );
+    assert_eq!(tracker.len(), 0);
+}
+
+/// `Tracker::abort(id)` wakes a task blocked reading that connection: the read fails with
+/// `ConnectionAborted`, the close reason is `aborted`, and the other connection is untouched.
+pub fn abort_wakes_blocked_read<H: ControlHarness>(h: &H) {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = ListenerConfig::new().category("ab").hook(rec.clone());
+    let d = DialerConfig::new().category("ab-out").hook(rec.clone());
+    let (server, client) = h.connect(&tracker, l.clone(), d.clone()).unwrap();
+    let (other_server, mut other_client) = h.connect(&tracker, l, d).unwrap();
+    let sid = server.id();
+    let blocked = server.spawn(|c| c.read_some(16));
+    // Wait until the read is really pending? It cannot be observed; an abort before the read
+    // starts must fail it too, which is the same assertion.
+    assert!(tracker.abort(sid), "{}: the connection was live", h.name());
+    assert!(!tracker.abort(sid), "{}: aborted once", h.name());
+    let (mut server, res) = blocked.join().unwrap();
+    let err = res.expect_err("the blocked read fails");
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted,
+        "{}: {err}",
+        h.name()
+    );
+    assert!(
+        server.write_all(b"late").is_err(),
+        "{}: later I/O fails too",
+        h.name()
+    );
+    let ev = rec
+        .wait_for(|ev| !closes(ev).is_empty(), EVENT_TIMEOUT)
+        .expect("close");
+    assert_eq!(closes(&ev)[0].0.id, sid);
+    assert_eq!(closes(&ev)[0].1, CloseReason::Aborted);
+    assert!(tracker.get(sid).is_none());
+    // The other connection still works.
+    other_client.write_all(b"ping").unwrap();
+    let mut other_server = other_server;
+    let mut b = [0; 4];
+    other_server.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
+    drop((server, client, other_server, other_client));
+    rec.wait_for(|ev| closes(ev).len() >= 4, EVENT_TIMEOUT)
+        .expect("closes");
+    assert_eq!(tracker.len(), 0);
+}
+
+/// `shutdown(grace)` with an idle, a busy and a stuck connection (each end marks its
+/// exchanges): the idle pair closes at once, the busy pair when its exchange ends, the stuck
+/// pair is aborted at the deadline (its blocked read fails) and listed in the report; new
+/// connections are refused meanwhile.
+pub fn shutdown_with_deadline<H: ControlHarness>(h: &H) {
+    const GRACE: Duration = Duration::from_millis(600);
+    const BUSY_FOR: Duration = Duration::from_millis(200);
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = ListenerConfig::new().category("sd").hook(rec.clone());
+    let d = DialerConfig::new().category("sd-out").hook(rec.clone());
+    let pair = || {
+        let (s, c) = h.connect(&tracker, l.clone(), d.clone()).unwrap();
+        for id in [s.id(), c.id()] {
+            tracker.lookup(id).unwrap().begin_exchange();
+        }
+        (s, c)
+    };
+    let (idle_s, idle_c) = pair();
+    let (busy_s, busy_c) = pair();
+    let (stuck_s, stuck_c) = pair();
+    for id in [idle_s.id(), idle_c.id()] {
+        tracker.lookup(id).unwrap().end_exchange();
+    }
+    let busy_refs = [busy_s.id(), busy_c.id()].map(|id| tracker.lookup(id).unwrap());
+    let stuck_ids = [stuck_s.id(), stuck_c.id()];
+    let blocked = stuck_s.spawn(|c| c.read_some(16));
+    let report = std::thread::scope(|s| {
+        let busy = s.spawn(|| {
+            std::thread::sleep(BUSY_FOR);
+            for r in &busy_refs {
+                r.end_exchange();
+            }
+        });
+        let started = Instant::now();
+        let report = h.shutdown(&tracker, GRACE);
+        let elapsed = started.elapsed();
+        busy.join().unwrap();
+        eprintln!(
+            "{}: shutdown({GRACE:?}) took {elapsed:?} (report: {:?})",
+            h.name(),
+            report.elapsed
+        );
+        report
+    });
+    // Refused from now on: every listener registers through `admit`.
+    let refused = tracker
+        .admit(
+            &l,
+            conntrack_core::Addr::Unknown,
+            conntrack_core::Addr::Unknown,
+        )
+        .expect_err("no new connection during a shutdown");
+    assert_eq!(refused.kind(), io::ErrorKind::Interrupted);
+    assert_eq!(rejected(&rec.events()), 1);
+    assert!(!report.drained, "{}: {report:?}", h.name());
+    assert!(report.elapsed >= GRACE, "{}: {report:?}", h.name());
+    assert_eq!(
+        report.closed_idle,
+        4,
+        "{}: idle and busy pairs: {report:?}",
+        h.name()
+    );
+    let mut listed: Vec<_> = report.still_open.iter().map(|c| c.id).collect();
+    listed.sort();
+    let mut want = stuck_ids.to_vec();
+    want.sort();
+    assert_eq!(
+        listed,
+        want,
+        "{}: only the stuck pair: {report:?}",
+        h.name()
+    );
+    // The stuck read ends: it fails with the abort, or reads the end of stream of its peer,
+    // aborted a moment earlier (on std the abort shuts the socket down).
+    let (_, res) = blocked.join().unwrap();
+    match res {
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{}", h.name()),
+        Ok(b) => assert!(b.is_empty(), "{}: {b:?}", h.name()),
+    }
+    let ev = rec
+        .wait_for(|ev| closes(ev).len() >= 6, EVENT_TIMEOUT)
+        .expect("6 closes");
+    for (c, reason) in closes(&ev) {
+        let want = if stuck_ids.contains(&c.id) {
+            CloseReason::ShutdownDeadline
+        } else {
+            CloseReason::Shutdown
+        };
+        assert_eq!(reason, want, "{}: {c:?}", h.name());
+    }
+    assert_eq!(tracker.len(), 0);
+    drop((idle_s, idle_c, busy_s, busy_c, stuck_c));
+}
