@@ -287,7 +287,7 @@ fn check_html(snapshot: &Snapshot) {
     assert!(live.iter().all(|&n| n == 12), "{live:?}");
     let closed = html_rows(&page, "closed");
     assert_eq!(closed.len(), snapshot.recently_closed.len());
-    assert!(closed.iter().all(|&n| n == 13), "{closed:?}");
+    assert!(closed.iter().all(|&n| n == 14), "{closed:?}");
 }
 
 fn check_json(snapshot: &Snapshot) {
