@@ -152,6 +152,9 @@ pub const KESTREL_ACTIVE_TLS_HANDSHAKES: &str = "kestrel.active_tls_handshakes";
 /// `kestrel.tls_handshake.duration`: TLS handshakes on accepted connections (histogram,
 /// seconds).
 pub const KESTREL_TLS_HANDSHAKE_DURATION: &str = "kestrel.tls_handshake.duration";
+/// `kestrel.rejected_connections`: connections a listener refused at its connection limit or
+/// during a shutdown (counter; OpenTelemetry Kestrel metrics).
+pub const KESTREL_REJECTED_CONNECTIONS: &str = "kestrel.rejected_connections";
 
 /// What kind of instrument a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,6 +378,14 @@ pub const NAMES: &[MetricName] = &[
             "tls.protocol.version",
             "error.type",
         ],
+        "OpenTelemetry Kestrel metrics",
+    ),
+    m(
+        KESTREL_REJECTED_CONNECTIONS,
+        Kind::Counter,
+        Unit::Count,
+        "Connections refused at a connection limit or during a shutdown.",
+        &["category"],
         "OpenTelemetry Kestrel metrics",
     ),
     m(
@@ -1013,6 +1024,11 @@ impl MetricsCollector {
             counter!(CONNECTIONS_CLOSED, base(None)).absolute(c.closed);
             counter!(CONNECTIONS_FAILED, base(None)).absolute(c.failed);
             counter!(TLS_HANDSHAKES_FAILED, base(None)).absolute(c.tls_handshake_failed);
+            if c.role == Role::Server {
+                let mut l = vec![category_label(&c.category)];
+                l.extend(self.extra.iter().cloned());
+                counter!(KESTREL_REJECTED_CONNECTIONS, l).absolute(c.rejected);
+            }
             let dir = |d: &'static str| Some(Label::from_static_parts("network.io.direction", d));
             counter!(IO, base(dir("receive"))).absolute(c.read_bytes);
             counter!(IO, base(dir("transmit"))).absolute(c.write_bytes);

@@ -145,3 +145,36 @@ fn dns_question_name_is_opt_in_and_errors_use_well_known_values() {
         "{out}"
     );
 }
+
+/// `kestrel.rejected_connections` counts the connections a listener refused at its limit.
+#[test]
+fn rejected_connections_are_counted() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let tracker = Tracker::new();
+    let collector = MetricsCollector::new(&tracker);
+    let config = conntrack_core::ListenerConfig::new()
+        .category("api")
+        .max_connections(1);
+    metrics::with_local_recorder(&recorder, || {
+        let kept = tracker
+            .admit(&config, addr("127.0.0.1:8080"), addr("127.0.0.1:50000"))
+            .expect("within the limit");
+        for port in 50001..50004 {
+            let refused = tracker.admit(
+                &config,
+                addr("127.0.0.1:8080"),
+                addr(&format!("127.0.0.1:{port}")),
+            );
+            assert!(refused.is_err(), "over the limit");
+        }
+        collector.collect();
+        let out = handle.render();
+        assert_eq!(
+            value(&out, "kestrel_rejected_connections", &["category=\"api\""]),
+            3.0,
+            "{out}"
+        );
+        drop(kept);
+    });
+}
