@@ -52,13 +52,12 @@ async fn exchange(
     let server = async {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut tls = acceptor.accept(tcp).await.expect("server handshake");
-        let info = std::convert::identity(
-            tls.get_ref()
-                .0
-                .info()
-                .tls
-                .expect("server entry has TLS info"),
-        );
+        let info = tls
+            .get_ref()
+            .0
+            .info()
+            .tls
+            .expect("server entry has TLS info");
         tls.write_all(b"hello").await.unwrap();
         tls.close().await.unwrap();
         info
@@ -77,7 +76,7 @@ async fn exchange(
         assert_eq!(buf, b"hello");
         let info = tls.get_ref().0.info();
         assert!(info.timings.tls_handshake.is_some());
-        std::convert::identity(info.tls.expect("client entry has TLS info"))
+        info.tls.expect("client entry has TLS info")
     };
     futures_lite::future::zip(server, client).await
 }

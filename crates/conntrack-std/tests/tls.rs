@@ -55,13 +55,12 @@ fn exchange(
     let srv = thread::spawn(move || {
         let (tcp, _) = listener.accept().unwrap();
         let mut tls = acceptor.accept(tcp).expect("server handshake");
-        let info = std::convert::identity(
-            tls.get_ref()
-                .0
-                .info()
-                .tls
-                .expect("server entry has TLS info"),
-        );
+        let info = tls
+            .get_ref()
+            .0
+            .info()
+            .tls
+            .expect("server entry has TLS info");
         tls.write_all(b"hello").unwrap();
         tls.get_mut().1.send_close_notify();
         tls.flush().unwrap();
@@ -77,7 +76,7 @@ fn exchange(
     assert!(info.timings.tls_handshake.is_some());
     (
         srv.join().unwrap(),
-        std::convert::identity(info.tls.expect("client entry has TLS info")),
+        info.tls.expect("client entry has TLS info"),
     )
 }
 
