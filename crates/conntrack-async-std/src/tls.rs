@@ -99,6 +99,16 @@ macro_rules! tls_stream {
                 }
                 res
             }
+
+            /// A finished read of plaintext: recorded as the connection's application data.
+            fn read_done(&self, res: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+                res.map(|r| self.connection().app_read_result(r))
+            }
+
+            /// A finished write of plaintext: recorded as the connection's application data.
+            fn wrote(&self, res: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+                res.map(|r| self.connection().app_write_result(r))
+            }
         }
 
         impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead
@@ -111,7 +121,7 @@ macro_rules! tls_stream {
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
                 let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-                this.seen(res)
+                this.read_done(res)
             }
 
             fn poll_read_vectored(
@@ -121,7 +131,7 @@ macro_rules! tls_stream {
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
                 let res = Pin::new(&mut this.inner).poll_read_vectored(cx, bufs);
-                this.seen(res)
+                this.read_done(res)
             }
         }
 
@@ -135,7 +145,7 @@ macro_rules! tls_stream {
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
                 let res = Pin::new(&mut this.inner).poll_write(cx, buf);
-                this.seen(res)
+                this.wrote(res)
             }
 
             fn poll_write_vectored(
@@ -145,7 +155,7 @@ macro_rules! tls_stream {
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
                 let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-                this.seen(res)
+                this.wrote(res)
             }
 
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -665,6 +665,21 @@ impl Entry {
         }
     }
 
+    /// The watcher, for the connection's raw I/O: none once TLS is set on the connection, whose
+    /// raw reads then also carry handshake records and session tickets, not only the
+    /// application's data (the TLS layer reports that: [`Connection::record_app_read`]).
+    fn raw_watcher(&self) -> Option<Arc<dyn IoWatch>> {
+        if self.watched.load(Ordering::Acquire) {
+            let rare = self.rare();
+            if rare.tls.is_some() {
+                return None;
+            }
+            rare.watcher.clone()
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn set_watcher(&self, w: Option<Arc<dyn IoWatch>>) {
         let mut rare = self.rare();
         self.watched.store(w.is_some(), Ordering::Release);
@@ -964,7 +979,7 @@ impl Connection {
                 }
             });
         }
-        if let Some(w) = e.watcher() {
+        if let Some(w) = e.raw_watcher() {
             w.read(n, error);
         }
     }
@@ -987,14 +1002,83 @@ impl Connection {
                 }
             });
         }
-        if let Some(w) = e.watcher() {
+        if let Some(w) = e.raw_watcher() {
             w.write(n, error);
         }
     }
 
     /// Sets what TLS negotiated.
+    ///
+    /// From then on, what the connection's raw reads and writes carry (handshake records,
+    /// session tickets) is no longer taken for the application's data by a traced HTTP request
+    /// on it: the TLS layer reports that with [`record_app_read`](Connection::record_app_read)
+    /// and [`record_app_write`](Connection::record_app_write).
     pub fn set_tls(&self, tls: TlsInfo) {
         self.entry.set_tls(tls);
+    }
+
+    /// A read of application data through a layer above this connection (the plaintext
+    /// returned by a TLS stream's read) finished with `n` bytes, or failed with `error`.
+    ///
+    /// Nothing is counted (`read_bytes` counts what the socket read): this tells a traced
+    /// HTTP request using the connection ([`RequestTrace`](crate::RequestTrace)) when its
+    /// response began, which the raw reads of a TLS connection cannot (a TLS 1.3 server's
+    /// session tickets arrive after the handshake, before any response). A TLS integration
+    /// calls it with every completed read and [`record_app_write`](Connection::record_app_write)
+    /// with every completed write; while no request watches the connection it is one relaxed
+    /// load. The TLS wrappers of every adapter do.
+    #[inline]
+    pub fn record_app_read(&self, n: usize, error: Option<&io::Error>) {
+        if self.entry.watched.load(Ordering::Relaxed) {
+            self.app_io(true, n, error);
+        }
+    }
+
+    /// A write of application data through a layer above this connection finished with `n`
+    /// bytes, or failed (see [`record_app_read`](Connection::record_app_read)).
+    #[inline]
+    pub fn record_app_write(&self, n: usize, error: Option<&io::Error>) {
+        if self.entry.watched.load(Ordering::Relaxed) {
+            self.app_io(false, n, error);
+        }
+    }
+
+    /// Records the result of a read through a layer above this connection (a TLS stream's
+    /// plaintext read): the error is remembered ([`record_error`](Connection::record_error))
+    /// and either goes to [`record_app_read`](Connection::record_app_read). Returns the
+    /// result unchanged.
+    pub fn app_read_result(&self, res: io::Result<usize>) -> io::Result<usize> {
+        match &res {
+            Ok(n) => self.record_app_read(*n, None),
+            Err(e) => {
+                self.record_error(e);
+                self.record_app_read(0, Some(e));
+            }
+        }
+        res
+    }
+
+    /// [`app_read_result`](Connection::app_read_result) for a write.
+    pub fn app_write_result(&self, res: io::Result<usize>) -> io::Result<usize> {
+        match &res {
+            Ok(n) => self.record_app_write(*n, None),
+            Err(e) => {
+                self.record_error(e);
+                self.record_app_write(0, Some(e));
+            }
+        }
+        res
+    }
+
+    #[cold]
+    fn app_io(&self, read: bool, n: usize, error: Option<&io::Error>) {
+        if let Some(w) = self.entry.watcher() {
+            if read {
+                w.read(n, error);
+            } else {
+                w.write(n, error);
+            }
+        }
     }
 
     /// Sets the phase timings that are `Some` in `timings`; the others keep their value.

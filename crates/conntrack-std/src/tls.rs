@@ -103,7 +103,7 @@ where
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let res = self.inner.read(buf);
-        self.seen(res)
+        self.connection().app_read_result(res)
     }
 }
 
@@ -125,6 +125,7 @@ where
 
     fn consume(&mut self, amt: usize) {
         self.inner.consume(amt);
+        self.connection().record_app_read(amt, None);
     }
 }
 
@@ -136,7 +137,7 @@ where
 {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let res = self.inner.write(buf);
-        self.seen(res)
+        self.connection().app_write_result(res)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -4,16 +4,18 @@
 //!
 //! `cargo bench -p conntrack-tokio --features hyper --bench http_client`; `-- --quick` (or
 //! `CONNTRACK_BENCH_QUICK=1`) shrinks the size tenfold; `plain` or `traced` picks one case.
-//! `--current-thread` runs client and server on one current-thread runtime instead of a
-//! two-worker multi-thread one. The `plain` case compares the plain client with a second plain client: the noise floor of
-//! the machine, to read the `traced` ratio against.
+//! By default client and server run on one current-thread runtime and each round is measured
+//! as the CPU time of its thread (kernel time included, as in `loopback`), so the ratio is the
+//! cost of tracing and not where a scheduler put two threads; `--multi-thread` runs them on a
+//! two-worker runtime and measures wall time. The `plain` case compares the plain client with
+//! a second plain client: the noise floor of the machine, to read the `traced` ratio against.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conntrack_core::{DialerConfig, Registration, Role, Tracker};
-use conntrack_testkit::bench::{compare, wanted, ROUNDS};
+use conntrack_core::{DialerConfig, Tracker};
+use conntrack_testkit::bench::{compare, cpu_time_of, wanted, ROUNDS};
 use conntrack_tokio::hyper::{RequestBody, TracedClient};
 use conntrack_tokio::Dialer;
 use http_body_util::{BodyExt, Empty, Full};
@@ -75,7 +77,7 @@ fn scale(n: usize) -> usize {
 }
 
 fn main() {
-    let current_thread = std::env::args().any(|a| a == "--current-thread");
+    let current_thread = !std::env::args().any(|a| a == "--multi-thread");
     let rt: Runtime = if current_thread {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -89,9 +91,6 @@ fn main() {
             .unwrap()
     };
     let tracker = Tracker::new();
-    // As in `loopback`: keep one tracked connection open so both kinds of rounds run with
-    // core's clock thread in the same state.
-    let _keep_clock = Tracker::new().register(Registration::new(Role::Client));
     let addr = rt.block_on(server());
     let uri: Uri = format!("http://{addr}/").parse().unwrap();
     let dialer = Dialer::new(&tracker, DialerConfig::new().category("bench-http"));
@@ -102,26 +101,39 @@ fn main() {
         Client::builder(TokioExecutor::new()).build::<_, RequestBody<Empty<Bytes>>>(dialer),
     );
     let runtime = if current_thread {
-        "current-thread runtime"
+        "current-thread runtime, CPU time of its thread"
     } else {
-        "multi-thread runtime, 2 workers"
+        "multi-thread runtime, 2 workers, wall time"
     };
     println!("conntrack-tokio http_client ({runtime}), median of {ROUNDS} alternating rounds");
     let n = scale(20_000);
     // The noise floor: the plain client against a second plain client (ratio ~1.0 up to noise).
+    // One round: CPU time of this thread on the current-thread runtime, wall time otherwise.
+    let measure = |f: &mut dyn FnMut() -> Duration| {
+        if current_thread {
+            cpu_time_of(|| {
+                f();
+            })
+        } else {
+            f()
+        }
+    };
+    let unit = if current_thread { "req/cpu-s" } else { "req/s" };
     if wanted("plain") {
-        compare("GET plain vs plain", 0.98, "req/s", n as f64, |t| {
+        compare("GET plain vs plain", 0.98, unit, n as f64, |t| {
             let client = if t { &plain_client2 } else { &plain_client };
-            rt.block_on(plain(client, &uri, n))
+            measure(&mut || rt.block_on(plain(client, &uri, n)))
         });
     }
     if wanted("traced") {
-        compare("GET traced, no hook", 0.98, "req/s", n as f64, |t| {
-            if t {
-                rt.block_on(traced(&traced_client, &uri, n))
-            } else {
-                rt.block_on(plain(&plain_client, &uri, n))
-            }
+        compare("GET traced, no hook", 0.98, unit, n as f64, |t| {
+            measure(&mut || {
+                if t {
+                    rt.block_on(traced(&traced_client, &uri, n))
+                } else {
+                    rt.block_on(plain(&plain_client, &uri, n))
+                }
+            })
         });
     }
 }

@@ -125,6 +125,11 @@ macro_rules! tls_stream {
                 }
                 res
             }
+
+            /// A finished write of plaintext: recorded as the connection's application data.
+            fn wrote(&self, res: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+                res.map(|r| self.connection().app_write_result(r))
+            }
         }
 
         impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead
@@ -136,8 +141,13 @@ macro_rules! tls_stream {
                 buf: &mut ReadBuf<'_>,
             ) -> Poll<io::Result<()>> {
                 let this = self.get_mut();
+                let before = buf.filled().len();
                 let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-                this.seen(res)
+                res.map(|r| {
+                    this.connection()
+                        .app_read_result(r.map(|()| buf.filled().len() - before))
+                        .map(drop)
+                })
             }
         }
 
@@ -151,7 +161,7 @@ macro_rules! tls_stream {
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
                 let res = Pin::new(&mut this.inner).poll_write(cx, buf);
-                this.seen(res)
+                this.wrote(res)
             }
 
             fn poll_write_vectored(
@@ -161,7 +171,7 @@ macro_rules! tls_stream {
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
                 let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-                this.seen(res)
+                this.wrote(res)
             }
 
             fn is_write_vectored(&self) -> bool {

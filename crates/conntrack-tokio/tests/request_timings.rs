@@ -21,16 +21,33 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 type Body = Empty<Bytes>;
 
-async fn handle(_req: Request<Incoming>) -> Result<Response<String>, Infallible> {
+/// How long `/slow` takes to answer.
+const SLOW: Duration = Duration::from_millis(300);
+
+async fn handle(req: Request<Incoming>) -> Result<Response<String>, Infallible> {
+    if req.uri().path() == "/slow" {
+        tokio::time::sleep(SLOW).await;
+    }
     Ok(Response::new("x".repeat(10_000)))
 }
 
 /// A hyper HTTP/1 server on loopback, over TLS when given a config.
 async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
+    serve(tls, Duration::ZERO).await
+}
+
+/// [`server`], reading the end of each TLS handshake (the client's `Finished`) `late`: its
+/// session tickets then go out that much after the client began sending its request.
+async fn serve(tls: Option<Arc<rustls::ServerConfig>>, late: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -41,7 +58,7 @@ async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
                 let http = hyper::server::conn::http1::Builder::new();
                 let svc = hyper::service::service_fn(handle);
                 let _ = match acceptor {
-                    Some(a) => match a.accept(stream).await {
+                    Some(a) => match a.accept(LateSecondRead::new(stream, late)).await {
                         Ok(tls) => http.serve_connection(TokioIo::new(tls), svc).await,
                         Err(_) => return,
                     },
@@ -51,6 +68,62 @@ async fn server(tls: Option<Arc<rustls::ServerConfig>>) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A server socket whose second read (after the `ClientHello`) waits `late` first.
+struct LateSecondRead {
+    inner: TcpStream,
+    reads: usize,
+    late: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl LateSecondRead {
+    fn new(inner: TcpStream, late: Duration) -> Self {
+        LateSecondRead {
+            inner,
+            reads: 0,
+            late: (!late.is_zero()).then(|| Box::pin(tokio::time::sleep(late))),
+        }
+    }
+}
+
+impl AsyncRead for LateSecondRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.reads == 1 {
+            if let Some(late) = self.late.as_mut() {
+                ready!(late.as_mut().poll(cx));
+                self.late = None;
+            }
+        }
+        let before = buf.filled().len();
+        let res = ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
+        if buf.filled().len() > before {
+            self.reads += 1;
+        }
+        Poll::Ready(res)
+    }
+}
+
+impl AsyncWrite for LateSecondRead {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Sends a GET, reads the body to its end, and returns the timings with the wall time the
@@ -159,4 +232,51 @@ async fn an_https_request_has_a_tls_phase() {
     check_adds_up(&t, wall);
     assert!(t.tls.is_some(), "{t:?}");
     assert!(t.to_string().contains("tls "), "{t}");
+}
+
+/// A TLS 1.3 server sends its session tickets when it has read the end of the handshake, here
+/// late (after the client began its request) and long before a slow response: they arrive on
+/// the connection's socket, but they are not the response's first byte. The TLS layer reports the application's data (`Connection::record_app_read`), and
+/// that is what the request watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_response_begins_at_its_first_byte_not_at_a_session_ticket() {
+    let (server_tls, client_tls) = pki::localhost_configs(&[b"http/1.1"]);
+    assert!(
+        server_tls.send_tls13_tickets > 0,
+        "the server sends tickets"
+    );
+    let addr = serve(Some(server_tls), Duration::from_millis(100)).await;
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let dialer = Dialer::new(&tracker, DialerConfig::new()).with_resolver(
+        |_host: String, port: u16| async move {
+            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        },
+    );
+    let https = HttpsConnector::from_dialer(dialer, client_tls);
+    let client: Client<HttpsConnector, RequestBody<Body>> =
+        Client::builder(TokioExecutor::new()).build(https);
+    let client = TracedClient::new(&tracker, client).hook(rec.clone());
+    let (t, wall) = timed_get(&client, &format!("https://localhost:{}/slow", addr.port())).await;
+    check_adds_up(&t, wall);
+    let written = t.request_written.expect("written");
+    let first = t.first_byte.expect("first byte");
+    assert!(
+        first >= written + SLOW - Duration::from_millis(20),
+        "the first byte came with the response, {SLOW:?} after the request: {t}"
+    );
+    let tls = tracker
+        .connections()
+        .into_iter()
+        .find_map(|c| c.tls)
+        .expect("a TLS connection");
+    assert_eq!(tls.protocol_version, "1.3");
+    let names = rec.names();
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(
+        at("got_conn") < at("wrote_headers")
+            && at("wrote_headers") < at("wrote_request")
+            && at("wrote_request") < at("got_first_response_byte"),
+        "{names:?}"
+    );
 }
