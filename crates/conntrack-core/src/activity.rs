@@ -131,7 +131,36 @@ impl Phases {
     }
 }
 
+/// A finished request as the ring keeps it: its marks, turned into a [`RequestTiming`] when
+/// the ring is read (so finishing a request computes nothing it does not have to).
+pub(crate) struct RawTiming {
+    pub(crate) id: u64,
+    pub(crate) method: Arc<str>,
+    pub(crate) uri: Arc<str>,
+    pub(crate) connection: Option<ConnectionId>,
+    pub(crate) reused: bool,
+    /// When the request began ([`clock::now_nanos`](crate::clock::now_nanos)).
+    pub(crate) started: u64,
+    pub(crate) marks: Marks,
+}
+
+impl RawTiming {
+    fn timing(&self, now: &crate::clock::Now) -> RequestTiming {
+        RequestTiming {
+            id: self.id,
+            method: Arc::clone(&self.method),
+            uri: Arc::clone(&self.uri),
+            connection: self.connection,
+            reused: self.reused,
+            started_at: now.wall_at(self.started),
+            total: Duration::from_nanos(self.marks.finish),
+            phases: self.marks.phases(),
+        }
+    }
+}
+
 /// The event times of one request, in nanoseconds since it began (`None`: not reported).
+#[derive(Clone, Copy)]
 pub(crate) struct Marks {
     pub(crate) got_conn: Option<u64>,
     pub(crate) wrote_request: Option<u64>,
@@ -175,7 +204,7 @@ impl Marks {
 #[derive(Default)]
 pub(crate) struct Rings {
     samples: Mutex<VecDeque<ActiveSample>>,
-    requests: Mutex<VecDeque<RequestTiming>>,
+    requests: Mutex<VecDeque<RawTiming>>,
 }
 
 impl Rings {
@@ -209,7 +238,7 @@ impl Rings {
         ring.iter().cloned().collect()
     }
 
-    pub(crate) fn push_request(&self, timing: RequestTiming) {
+    pub(crate) fn push_request(&self, timing: RawTiming) {
         let mut ring = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         if ring.len() == REQUEST_TIMINGS {
             ring.pop_back();
@@ -219,8 +248,9 @@ impl Rings {
 
     /// The finished requests, newest first.
     pub(crate) fn requests(&self) -> Vec<RequestTiming> {
+        let now = crate::clock::Now::read();
         let ring = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        ring.iter().cloned().collect()
+        ring.iter().map(|r| r.timing(&now)).collect()
     }
 }
 

@@ -681,6 +681,9 @@ impl Entry {
     }
 
     pub(crate) fn set_watcher(&self, w: Option<Arc<dyn IoWatch>>) {
+        if w.is_none() && !self.watched.load(Ordering::Acquire) {
+            return;
+        }
         let mut rare = self.rare();
         self.watched.store(w.is_some(), Ordering::Release);
         let old = std::mem::replace(&mut rare.watcher, w);
@@ -689,12 +692,19 @@ impl Entry {
     }
 
     pub(crate) fn begin_exchange(&self) -> ExchangeStart {
+        self.begin_exchange_at(None)
+    }
+
+    /// [`begin_exchange`](Entry::begin_exchange) at `now` ([`clock::now_nanos`], when the
+    /// caller has just read it).
+    pub(crate) fn begin_exchange_at(&self, now: Option<u64>) -> ExchangeStart {
         let before = self.requests.fetch_add(1, Ordering::Relaxed);
         let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let end = self.exchange_end_ms.load(Ordering::Relaxed);
         let was_idle = before > 0 && in_flight == 0;
         let idle_time = if was_idle && end != NO_END {
-            Duration::from_millis((clock::now_nanos() / 1_000_000).saturating_sub(end))
+            let now = now.unwrap_or_else(clock::now_nanos);
+            Duration::from_millis((now / 1_000_000).saturating_sub(end))
         } else {
             Duration::ZERO
         };
@@ -706,8 +716,13 @@ impl Entry {
     }
 
     pub(crate) fn end_exchange(&self) {
+        self.end_exchange_at(clock::now_nanos());
+    }
+
+    /// [`end_exchange`](Entry::end_exchange) at `now` ([`clock::now_nanos`]).
+    pub(crate) fn end_exchange_at(&self, now: u64) {
         self.exchange_end_ms
-            .store(clock::now_nanos() / 1_000_000, Ordering::Relaxed);
+            .store(now / 1_000_000, Ordering::Relaxed);
         let before = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));

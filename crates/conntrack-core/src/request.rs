@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use crate::activity::{Marks, RequestTiming};
+use crate::activity::{Marks, RawTiming};
 use crate::clock;
 use crate::connection::{ConnectionRef, ExchangeStart, IoWatch};
 use crate::event::*;
@@ -16,6 +16,20 @@ use crate::trace;
 use crate::tracker::{Tracker, TrackerInner};
 
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// The method as shared text: the standard methods' are made once per process, so tracing a
+/// request allocates nothing for its method.
+fn method_text(method: &str) -> Arc<str> {
+    static STANDARD: std::sync::OnceLock<[Arc<str>; 9]> = std::sync::OnceLock::new();
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    let standard = STANDARD.get_or_init(|| NAMES.map(Arc::from));
+    match NAMES.iter().position(|m| *m == method) {
+        Some(i) => Arc::clone(&standard[i]),
+        None => Arc::from(method),
+    }
+}
 
 /// One HTTP request being traced, from [`Tracker::request`].
 ///
@@ -88,6 +102,8 @@ struct Inner {
     finished: AtomicBool,
     /// The hooks lent to connections dialed for this request, closed at the end.
     gate: Mutex<Option<Arc<Gate>>>,
+    /// Whether `gate` was ever filled (so a request without one takes no lock to close it).
+    has_gate: AtomicBool,
     /// When `got_conn`, `wrote_request` (or failing that `wrote_headers`) and the first
     /// response byte happened, nanos on the process clock (`NO_MARK`: not yet).
     marks: [AtomicU64; 4],
@@ -195,7 +211,7 @@ impl RequestTrace {
                 chain,
                 info: RequestInfo {
                     id: NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
-                    method: Arc::from(method),
+                    method: method_text(method),
                     uri: Arc::from(uri),
                 },
                 started: clock::now_nanos(),
@@ -209,6 +225,7 @@ impl RequestTrace {
                 got_100: AtomicBool::new(false),
                 finished: AtomicBool::new(false),
                 gate: Mutex::new(None),
+                has_gate: AtomicBool::new(false),
                 marks: std::array::from_fn(|_| AtomicU64::new(NO_MARK)),
                 dial: Mutex::new((false, [None; 3])),
                 finished_at: AtomicU64::new(NO_MARK),
@@ -251,6 +268,7 @@ impl RequestTrace {
             return trace::Captured::default();
         }
         let mut slot = lock(&self.inner.gate);
+        self.inner.has_gate.store(true, Ordering::Release);
         let gate = slot.get_or_insert_with(|| {
             let mut hooks = Hooks::new();
             for h in self.inner.chain.hooks() {
@@ -300,8 +318,8 @@ impl RequestTrace {
     /// was reused and how long it had been idle. With `watch_io`, the connection's I/O drives
     /// the write and first-byte events (see the type's docs).
     pub fn got_conn(&self, conn: ConnectionRef, watch_io: bool) -> ExchangeStart {
-        let start = conn.begin_exchange();
-        self.inner.mark(GOT_CONN);
+        let now = self.inner.mark(GOT_CONN);
+        let start = conn.entry.begin_exchange_at(Some(now));
         {
             let t = conn.entry.timings();
             *lock(&self.inner.dial) = if start.reused {
@@ -419,13 +437,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn mark(&self, which: usize) {
-        let _ = self.marks[which].compare_exchange(
-            NO_MARK,
-            clock::now_nanos(),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+    /// Marks event `which` now, once; returns the clock reading.
+    fn mark(&self, which: usize) -> u64 {
+        let now = clock::now_nanos();
+        let _ =
+            self.marks[which].compare_exchange(NO_MARK, now, Ordering::AcqRel, Ordering::Relaxed);
+        now
     }
 
     /// The event time `which`, in nanos since the request began.
@@ -434,29 +451,29 @@ impl Inner {
         (t != NO_MARK).then(|| t.saturating_sub(self.started))
     }
 
-    /// Keeps the finished request's phases in the tracker's ring, if it got a connection.
-    fn record_timing(&self, conn: Option<crate::ConnectionId>) {
+    /// Keeps the finished request's marks in the tracker's ring, if it got a connection (the
+    /// phases are worked out when the ring is read).
+    fn record_timing(&self, conn: Option<crate::ConnectionId>, now: u64) {
         let Some(got_conn) = self.mark_at(GOT_CONN) else {
             return;
         };
-        let finish = clock::now_nanos().saturating_sub(self.started);
+        let finished = self.finished_at.load(Ordering::Acquire);
+        let finish = if finished == NO_MARK { now } else { finished }.saturating_sub(self.started);
         let (reused, dial) = *lock(&self.dial);
-        let marks = Marks {
-            got_conn: Some(got_conn),
-            wrote_request: self.mark_at(WROTE_REQUEST).or(self.mark_at(WROTE_HEADERS)),
-            first_byte: self.mark_at(FIRST_BYTE),
-            finish,
-            dial,
-        };
-        self.tracker.activity.push_request(RequestTiming {
+        self.tracker.activity.push_request(RawTiming {
             id: self.info.id,
             method: Arc::clone(&self.info.method),
             uri: Arc::clone(&self.info.uri),
             connection: conn,
             reused,
-            started_at: clock::Now::read().wall_at(self.started),
-            total: Duration::from_nanos(finish),
-            phases: marks.phases(),
+            started: self.started,
+            marks: Marks {
+                got_conn: Some(got_conn),
+                wrote_request: self.mark_at(WROTE_REQUEST).or(self.mark_at(WROTE_HEADERS)),
+                first_byte: self.mark_at(FIRST_BYTE),
+                finish,
+                dial,
+            },
         });
     }
 
@@ -510,21 +527,21 @@ impl Inner {
         if self.finished.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.finished_at.compare_exchange(
-            NO_MARK,
-            clock::now_nanos(),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-        if let Some(gate) = lock(&self.gate).as_ref() {
-            gate.close();
+        let now = clock::now_nanos();
+        let _ =
+            self.finished_at
+                .compare_exchange(NO_MARK, now, Ordering::AcqRel, Ordering::Relaxed);
+        if self.has_gate.load(Ordering::Acquire) {
+            if let Some(gate) = lock(&self.gate).as_ref() {
+                gate.close();
+            }
         }
         let conn = lock(&self.conn).clone();
         if let Some(conn) = &conn {
             conn.entry.set_watcher(None);
-            conn.end_exchange();
+            conn.entry.end_exchange_at(now);
         }
-        self.record_timing(conn.map(|c| c.id()));
+        self.record_timing(conn.map(|c| c.id()), now);
     }
 }
 

@@ -188,7 +188,6 @@ struct Sending {
     fut: InScope<hyper_util::client::legacy::ResponseFuture>,
     tracker: Tracker,
     trace: RequestTrace,
-    shared: Arc<Shared>,
     /// Whether the request's phases are watched: some hook sees the request, or it waits for
     /// `100 Continue`. If not, the request only counts as an exchange on its connection, from
     /// its response on (nothing else would notice).
@@ -387,14 +386,14 @@ where
             expect_continue_timeout,
             req,
         } = self;
-        let uri = uri_string(req.uri());
-        let trace = match hook {
-            Some(h) => tracker.request_with_hook(req.method().as_str(), &uri, h),
-            None => tracker.request(req.method().as_str(), &uri),
-        };
+        let method = req.method().as_str();
+        let trace = with_uri_text(req.uri(), |uri| match hook {
+            Some(h) => tracker.request_with_hook(method, uri, h),
+            None => tracker.request(method, uri),
+        });
         let hooks = trace.has_hooks();
         if hooks {
-            let host_port = target_of(req.uri()).unwrap_or(uri);
+            let host_port = target_of(req.uri()).unwrap_or_else(|_| trace.info().uri.to_string());
             trace.get_conn(&host_port);
         }
         let (parts, body) = req.into_parts();
@@ -403,21 +402,24 @@ where
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
             && !body.is_end_stream();
-        let close_requested = wants_close(parts.version, &parts.headers);
+        // Whether the connection closes after this exchange matters only to `put_idle_conn`.
+        let close_requested = hooks && wants_close(parts.version, &parts.headers);
         if hooks {
             trace.set_header_fields(header_fields(&parts.uri, &parts.headers));
         }
-        let shared = Arc::new(Shared::default());
+        // Shared by the body, the 1xx callback and this future; not needed (not made) when
+        // the request is not watched.
+        let shared = (hooks || expect).then(|| Arc::new(Shared::default()));
         let body = RequestBody::new(
             body,
             trace.clone(),
-            Arc::clone(&shared),
+            shared.clone(),
             expect.then_some(expect_continue_timeout),
         );
         let mut req = Request::from_parts(parts, body);
-        if hooks || expect {
+        if let Some(shared) = &shared {
             let trace = trace.clone();
-            let shared = Arc::clone(&shared);
+            let shared = Arc::clone(shared);
             ::hyper::ext::on_informational(&mut req, move |res| {
                 let status = res.status().as_u16();
                 let headers: Vec<(&[u8], &[u8])> = res
@@ -431,12 +433,12 @@ where
                 }
             });
         }
-        let watched = (hooks || expect).then(|| Watched {
+        let watched = shared.map(|shared| Watched {
             capture: capture_connection(&mut req),
             slot: Arc::new(Slot {
                 tracker: tracker.clone(),
                 trace: trace.clone(),
-                shared: Arc::clone(&shared),
+                shared,
                 conn: Mutex::new(None),
             }),
         });
@@ -445,7 +447,6 @@ where
             fut,
             tracker,
             trace,
-            shared,
             watched,
             close_requested,
         }
@@ -492,9 +493,12 @@ impl Sending {
         self.check_conn();
         match res {
             Ok(mut res) => {
-                // The request's trace, for its phase timings (`RequestTrace::timings`).
+                // The request's trace, for its phase timings (`RequestTrace::timings`), in
+                // place of the hand-off extra hyper-util copied there (of no use to anyone in
+                // a response): the map then need not grow.
+                res.extensions_mut().remove::<HandOff>();
                 res.extensions_mut().insert(self.trace.clone());
-                if self.watched.is_none() {
+                let Some(watched) = &self.watched else {
                     // Unwatched: the exchange is counted on the connection the response names.
                     if let Some(conn) =
                         super::connection_id(&res).and_then(|id| self.tracker.lookup(id))
@@ -503,20 +507,20 @@ impl Sending {
                     }
                     let trace = self.trace.clone();
                     return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, true)));
-                }
+                };
+                let shared = &watched.slot.shared;
                 let has_conn = self.trace.connection().is_some();
                 if has_conn {
                     // The I/O watch reports these at the first response byte; this covers a
                     // connection whose watch was installed late, and HTTP/2 (the response's
                     // headers are its first byte).
                     self.trace.wrote_headers();
-                    if self.shared.body_done.load(Ordering::Acquire) {
+                    if shared.body_done.load(Ordering::Acquire) {
                         self.trace.wrote_request(None);
                     }
                     self.trace.got_first_response_byte();
                 }
-                let h1 =
-                    res.version() <= Version::HTTP_11 && !self.shared.h2.load(Ordering::Acquire);
+                let h1 = res.version() <= Version::HTTP_11 && !shared.h2.load(Ordering::Acquire);
                 let keep_alive =
                     !self.close_requested && !wants_close(res.version(), res.headers());
                 let trace = self.trace.clone();
@@ -526,7 +530,11 @@ impl Sending {
                 if self.trace.connection().is_some() {
                     let err = io_error_for_hooks(&e);
                     self.trace.wrote_request(Some(&err));
-                    if !self.shared.h2.load(Ordering::Acquire) {
+                    let h2 = self
+                        .watched
+                        .as_ref()
+                        .is_some_and(|w| w.slot.shared.h2.load(Ordering::Acquire));
+                    if !h2 {
                         self.trace.put_idle_conn(Some(&err));
                     }
                 }
@@ -545,18 +553,35 @@ impl<C, B> Drop for ResponseFuture<C, B> {
     }
 }
 
-/// The URI as text, built in one allocation (the common absolute form; `Display` otherwise).
-fn uri_string(uri: &Uri) -> String {
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return uri.to_string();
-    };
-    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut s = String::with_capacity(scheme.len() + 3 + authority.as_str().len() + pq.len());
-    s.push_str(scheme);
-    s.push_str("://");
-    s.push_str(authority.as_str());
-    s.push_str(pq);
-    s
+/// Calls `f` with the URI as text, written into a buffer this thread reuses (the common
+/// absolute form; `Display` otherwise): the trace's copy of it is then the only allocation.
+fn with_uri_text<R>(uri: &Uri, f: impl FnOnce(&str) -> R) -> R {
+    use std::fmt::Write as _;
+    thread_local! {
+        static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    TEXT.with(|text| {
+        let Ok(mut s) = text.try_borrow_mut() else {
+            return f(&uri.to_string());
+        };
+        s.clear();
+        match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => {
+                s.push_str(scheme);
+                s.push_str("://");
+                s.push_str(authority.as_str());
+                s.push_str(uri.path_and_query().map_or("/", |pq| pq.as_str()));
+            }
+            _ => {
+                let _ = write!(s, "{uri}");
+            }
+        }
+        let r = f(&s);
+        if s.capacity() > 4096 {
+            *s = String::new();
+        }
+        r
+    })
 }
 
 /// Whether a message's `Connection` header (or HTTP/1.0 without keep-alive) closes the
@@ -607,7 +632,9 @@ fn header_fields(uri: &Uri, headers: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub struct RequestBody<B> {
     inner: B,
     trace: RequestTrace,
-    shared: Arc<Shared>,
+    /// Shared with the response future and the 1xx callback; none when the request is not
+    /// watched (nothing would read it).
+    shared: Option<Arc<Shared>>,
     /// Boxed: hyper-util moves the request (and so this body) several times per request.
     expect: Option<Box<Expect>>,
     done: bool,
@@ -629,7 +656,12 @@ impl<B: fmt::Debug> fmt::Debug for RequestBody<B> {
 }
 
 impl<B: Body> RequestBody<B> {
-    fn new(inner: B, trace: RequestTrace, shared: Arc<Shared>, expect: Option<Duration>) -> Self {
+    fn new(
+        inner: B,
+        trace: RequestTrace,
+        shared: Option<Arc<Shared>>,
+        expect: Option<Duration>,
+    ) -> Self {
         let mut body = RequestBody {
             inner,
             trace,
@@ -659,19 +691,21 @@ impl<B: Body> RequestBody<B> {
             return;
         }
         self.done = true;
-        self.shared.body_done.store(true, Ordering::Release);
         self.trace.body_done();
-        if self.shared.h2.load(Ordering::Acquire) {
-            self.trace.wrote_request(None);
+        if let Some(shared) = &self.shared {
+            shared.body_done.store(true, Ordering::Release);
+            if shared.h2.load(Ordering::Acquire) {
+                self.trace.wrote_request(None);
+            }
         }
     }
 
     /// Waits for `100 Continue` (or the timeout) before the first frame.
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(expect) = self.expect.as_mut() else {
+        let (Some(expect), Some(shared)) = (self.expect.as_mut(), self.shared.as_ref()) else {
             return Poll::Ready(());
         };
-        if self.shared.h2.load(Ordering::Acquire) {
+        if shared.h2.load(Ordering::Acquire) {
             // hyper reports no 1xx on HTTP/2: there is no `100 Continue` to wait for.
             self.expect = None;
             return Poll::Ready(());
@@ -682,7 +716,7 @@ impl<B: Body> RequestBody<B> {
             self.trace.wrote_headers();
             self.trace.wait_100_continue();
         }
-        if !self.shared.poll_continue(cx) {
+        if !shared.poll_continue(cx) {
             let timeout = expect.timeout;
             let sleep = expect
                 .sleep
