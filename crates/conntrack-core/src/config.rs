@@ -24,6 +24,8 @@ struct Common {
 pub(crate) struct Policy {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_age: Option<Duration>,
+    /// TCP statistics turned off ([`ListenerConfig::tcp_info`]).
+    pub(crate) no_tcp_info: bool,
 }
 
 impl Common {
@@ -139,6 +141,25 @@ macro_rules! common_setters {
         pub fn max_age(mut self, age: Duration) -> Self {
             self.common.policy.max_age = Some(age);
             self
+        }
+
+        /// Whether the kernel's TCP statistics ([`ConnectionInfo::tcp`](crate::ConnectionInfo::tcp))
+        /// are read for this config's connections: when a snapshot or record is built, and
+        /// once at close (Linux and Android; on by default). Each reading is a `getsockopt`
+        /// (~1.75 µs on the reference VM), so for very short-lived connections the one at close
+        /// is a visible share of a loopback connect/accept/close; `tcp_info(false)` turns it
+        /// off ([`Connection::watch_tcp_info`](crate::Connection::watch_tcp_info) then
+        /// registers nothing and `tcp` stays `None`).
+        #[must_use]
+        pub fn tcp_info(mut self, on: bool) -> Self {
+            self.common.policy.no_tcp_info = !on;
+            self
+        }
+
+        /// Whether TCP statistics are read (see [`tcp_info`](Self::tcp_info)).
+        #[must_use]
+        pub fn tcp_info_value(&self) -> bool {
+            !self.common.policy.no_tcp_info
         }
 
         /// The idle timeout, if set.

@@ -351,6 +351,8 @@ pub(crate) struct Entry {
     aborted: AtomicBool,
     /// A read returned end of stream.
     eof: AtomicBool,
+    /// The config turned TCP statistics off (`tcp_info(false)`).
+    no_tcp_info: bool,
     /// The idle timeout in ms and the maximum age in nanos, `u64::MAX` when unset.
     idle_limit_ms: u64,
     max_age_nanos: u64,
@@ -397,6 +399,7 @@ impl Entry {
             reason: AtomicU8::new(0),
             aborted: AtomicBool::new(false),
             eof: AtomicBool::new(false),
+            no_tcp_info: reg.policy.no_tcp_info,
             idle_limit_ms: reg.policy.idle_timeout.map_or(u64::MAX, |d| {
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
             }),
@@ -1170,7 +1173,8 @@ impl Connection {
 
     /// Registers the connection's TCP socket for [`ConnectionInfo::tcp`]: the kernel's
     /// statistics are read from `socket`'s descriptor when a snapshot or record is built and once at close,
-    /// never on the I/O path. Reading stops when the returned guard drops (after one last
+    /// never on the I/O path (nothing is registered when the config said
+    /// [`tcp_info(false)`](crate::ListenerConfig::tcp_info)). Reading stops when the returned guard drops (after one last
     /// read) or the connection closes, whichever comes first.
     ///
     /// Keep the guard next to the stream that owns the descriptor and make sure it drops **before** the
@@ -1181,10 +1185,12 @@ impl Connection {
     pub fn watch_tcp_info<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> TcpInfoGuard {
         let e = &*self.entry;
         {
+            // Nothing is read now: a snapshot or record reads the socket when it is built,
+            // and the guard once more at close (a `getsockopt` costs ~1.75 µs, a sizeable
+            // part of a loopback connect/accept/close).
             let mut rare = e.rare();
-            if !e.is_closed() {
+            if !e.is_closed() && !e.no_tcp_info {
                 rare.tcp_fd = Some(socket.as_raw_fd());
-                let _ = rare.tcp_now();
             }
         }
         TcpInfoGuard {

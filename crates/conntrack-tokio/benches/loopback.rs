@@ -106,6 +106,11 @@ async fn ping_pong(tracker: Option<&Tracker>, n: usize) -> Duration {
 
 /// `n` connections connected, accepted and closed, one at a time.
 async fn churn(tracker: Option<&Tracker>, n: usize) -> Duration {
+    churn_with(tracker, n, true).await
+}
+
+/// [`churn`], the tracked configs reading TCP statistics or not (`tcp_info`).
+async fn churn_with(tracker: Option<&Tracker>, n: usize, tcp_info: bool) -> Duration {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let start = Instant::now();
@@ -122,8 +127,17 @@ async fn churn(tracker: Option<&Tracker>, n: usize) -> Duration {
             server.await.unwrap();
         }
         Some(t) => {
-            let l = Listener::new(t, l, ListenerConfig::new().category("bench-in"));
-            let d = Dialer::new(t, DialerConfig::new().category("bench-out"));
+            let l = Listener::new(
+                t,
+                l,
+                ListenerConfig::new()
+                    .category("bench-in")
+                    .tcp_info(tcp_info),
+            );
+            let d = Dialer::new(
+                t,
+                DialerConfig::new().category("bench-out").tcp_info(tcp_info),
+            );
             let server = tokio::spawn(async move {
                 for _ in 0..n {
                     drop(l.accept().await.unwrap());
@@ -172,6 +186,21 @@ fn main() {
                 rt.block_on(churn(pick(t), n));
             })
         });
+    }
+    if wanted("churn") {
+        // The same, without the TCP statistics' `getsockopt` at each close.
+        let n = scale(4000);
+        compare(
+            "churn, tcp_info(false)",
+            0.97,
+            "conn/cpu-s",
+            n as f64,
+            |t| {
+                cpu_time_of(|| {
+                    rt.block_on(churn_with(pick(t), n, false));
+                })
+            },
+        );
     }
     if wanted("ping") {
         let n = scale(20_000);
