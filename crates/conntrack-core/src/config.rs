@@ -176,6 +176,31 @@ macro_rules! common_setters {
     };
 }
 
+/// The limit getters of [`ListenerConfig`] and [`DialerConfig`].
+macro_rules! limit_getters {
+    () => {
+        /// The limit on open connections of this config, if set.
+        #[must_use]
+        pub fn max_connections_value(&self) -> Option<usize> {
+            self.limiter
+                .as_ref()
+                .map(|l| l.max)
+                .filter(|&m| m != usize::MAX)
+        }
+
+        /// How many connections (or, for a dialer, dials in progress) hold a slot of this
+        /// config's limit now (0 without a limit).
+        #[must_use]
+        pub fn limited_connections(&self) -> usize {
+            self.limiter.as_ref().map_or(0, |l| l.count())
+        }
+
+        pub(crate) fn limiter(&self) -> Option<&Arc<Limiter>> {
+            self.limiter.as_ref()
+        }
+    };
+}
+
 /// How a listener labels and reports the connections it accepts (Go: `ListenerConfig`).
 ///
 /// ```
@@ -244,24 +269,7 @@ impl ListenerConfig {
         self.set_limits(|l| l.2 = mode)
     }
 
-    /// The limit on open connections, if set.
-    #[must_use]
-    pub fn max_connections_value(&self) -> Option<usize> {
-        self.limiter
-            .as_ref()
-            .map(|l| l.max)
-            .filter(|&m| m != usize::MAX)
-    }
-
-    /// How many connections hold a slot of this config's limit now (0 without a limit).
-    #[must_use]
-    pub fn limited_connections(&self) -> usize {
-        self.limiter.as_ref().map_or(0, |l| l.count())
-    }
-
-    pub(crate) fn limiter(&self) -> Option<&Arc<Limiter>> {
-        self.limiter.as_ref()
-    }
+    limit_getters!();
 }
 
 /// The default delay before a Happy Eyeballs dialer starts the next address's attempt while the
@@ -291,6 +299,7 @@ pub struct DialerConfig {
     common: Common,
     connect_timeout: Option<Duration>,
     fallback_delay: Duration,
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl Default for DialerConfig {
@@ -299,6 +308,7 @@ impl Default for DialerConfig {
             common: Common::default(),
             connect_timeout: None,
             fallback_delay: DEFAULT_FALLBACK_DELAY,
+            limiter: None,
         }
     }
 }
@@ -311,6 +321,33 @@ impl DialerConfig {
     }
 
     common_setters!();
+
+    /// At most `n` outbound connections of this config open at once (a pool's "max
+    /// connections per category"). At the limit a dial waits for one of them to close before
+    /// it starts ([`LimitMode::Wait`], the default), or fails at once ([`LimitMode::Reject`])
+    /// with an error of kind `ResourceBusy`, counted in
+    /// [`CategoryStats::rejected`](crate::CategoryStats::rejected) (role client) and reported
+    /// to `on_dial`. The slot is taken before name resolution and held by the connection
+    /// until it closes; a dial that fails or is dropped gives it back.
+    ///
+    /// As for a listener, the count belongs to this config value: dialers given the same
+    /// config (or clones of it made after this call) share one limit.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        let mode = self.limiter.as_ref().map_or(LimitMode::Wait, |l| l.mode);
+        self.limiter = Some(Arc::new(Limiter::new(n, None, mode)));
+        self
+    }
+
+    /// What a dial does at the [`max_connections`](Self::max_connections) limit.
+    #[must_use]
+    pub fn limit_mode(mut self, mode: LimitMode) -> Self {
+        let max = self.limiter.as_ref().map_or(usize::MAX, |l| l.max);
+        self.limiter = Some(Arc::new(Limiter::new(max, None, mode)));
+        self
+    }
+
+    limit_getters!();
 
     /// Limits the whole connect phase (all attempts, not name resolution).
     #[must_use]

@@ -12,6 +12,7 @@ use crate::connection::{Connection, Registration};
 use crate::event::{ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent, DnsStartEvent};
 use crate::hook::Chain;
 use crate::info::{Addr, Role, Timings};
+use crate::limit::{LimitMode, Limiter};
 use crate::trace;
 use crate::tracker::Tracker;
 
@@ -56,6 +57,9 @@ pub struct Dial {
     started: u64,
     dns_started: Option<u64>,
     timings: Timings,
+    /// The slot of the config's connection limit this dial holds, if it has one: handed to the
+    /// connection, or given back when the dial fails or is dropped.
+    permit: Option<Arc<Limiter>>,
 }
 
 /// What a dial is for: the text given, or one address whose text is made only when something
@@ -101,6 +105,58 @@ impl Dial {
             started: clock::now_nanos(),
             dns_started: None,
             timings: Timings::new(),
+            permit: None,
+        }
+    }
+
+    /// Takes a slot of the config's connection limit
+    /// ([`DialerConfig::max_connections`](crate::DialerConfig::max_connections)), waiting for
+    /// one in [`LimitMode::Wait`](crate::LimitMode::Wait). Ready at once without a limit.
+    ///
+    /// # Errors
+    ///
+    /// In [`LimitMode::Reject`](crate::LimitMode::Reject) at the limit: kind `ResourceBusy`.
+    /// The refusal is counted in [`CategoryStats::rejected`](crate::CategoryStats::rejected)
+    /// and reported to `on_dial`; the dial is over (drop it).
+    pub async fn admit(&mut self, config: &DialerConfig) -> io::Result<()> {
+        let Some(limiter) = config.limiter() else {
+            return Ok(());
+        };
+        loop {
+            std::future::poll_fn(|cx| limiter.poll_ready(cx)).await;
+            match limiter.try_acquire(None) {
+                Ok(()) => {
+                    self.permit = Some(Arc::clone(limiter));
+                    return Ok(());
+                }
+                Err(why) if limiter.mode == LimitMode::Reject => {
+                    let err = io::Error::new(
+                        io::ErrorKind::ResourceBusy,
+                        format!("outbound {why} ({} for this config)", limiter.max),
+                    );
+                    self.rejected(&err);
+                    return Err(err);
+                }
+                // Taken by another dial between the wake-up and here: wait again.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The dial was refused by its config's limit.
+    fn rejected(&self, error: &io::Error) {
+        let ev = self.failure(error);
+        self.tracker.dial_rejected(&self.category, &self.chain, &ev);
+    }
+
+    /// The `on_dial` event of a dial that ended with `error`.
+    fn failure<'a>(&'a self, error: &'a io::Error) -> DialEvent<'a> {
+        DialEvent {
+            category: &self.category,
+            target: self.target_text(),
+            connection: None,
+            error: Some(error),
+            duration: clock::since(self.started),
         }
     }
 
@@ -204,7 +260,7 @@ impl Dial {
 
     /// The dial succeeded: registers the connection (role client, the dial's target, category,
     /// hooks and timings) and fires `on_dial`.
-    pub fn established(self, local: impl Into<Addr>, remote: impl Into<Addr>) -> Connection {
+    pub fn established(mut self, local: impl Into<Addr>, remote: impl Into<Addr>) -> Connection {
         let remote = remote.into();
         let mut reg = Registration::new(Role::Client)
             .local_addr(local)
@@ -222,24 +278,28 @@ impl Dial {
             _ => reg.target = Some(Arc::clone(self.target_text())),
         }
         reg.remote_addr = remote;
-        reg.chain = self.config_chain;
-        reg.scope = self.scope;
+        reg.chain = std::mem::take(&mut self.config_chain);
+        reg.scope = std::mem::take(&mut self.scope);
         reg.scoped = true;
         reg.dial_started = Some(self.started);
+        reg.permit = self.permit.take().map(|l| (l, None));
         self.tracker.register_as(&self.category, reg)
     }
 
     /// The dial failed: counts it in [`CategoryStats::failed`](crate::CategoryStats::failed)
     /// and fires `on_dial` with the error. Nothing is tracked.
     pub fn failed(self, error: &io::Error) {
-        let ev = DialEvent {
-            category: &self.category,
-            target: self.target_text(),
-            connection: None,
-            error: Some(error),
-            duration: clock::since(self.started),
-        };
+        let ev = self.failure(error);
         self.tracker.dial_failed(&self.category, &self.chain, &ev);
+    }
+}
+
+impl Drop for Dial {
+    fn drop(&mut self) {
+        // Failed, refused or cancelled before a connection was made: the slot goes back.
+        if let Some(limiter) = self.permit.take() {
+            limiter.release(None);
+        }
     }
 }
 

@@ -299,6 +299,7 @@ impl<R: Runtime> Dialer<R> {
                 return Err(e);
             }
         };
+        dial.admit(&self.config).await?;
         if let Ok(ip) = host.parse::<IpAddr>() {
             let res = self.connect_one(&mut dial, SocketAddr::new(ip, port)).await;
             return self.finish(dial, res);
@@ -335,6 +336,7 @@ impl<R: Runtime> Dialer<R> {
     /// The connect error, or `TimedOut`; reported to `on_dial` and counted.
     pub async fn connect_addr(&self, addr: SocketAddr) -> io::Result<(R::Stream, Connection)> {
         let mut dial = self.tracker.dial_addr(&self.config, addr);
+        dial.admit(&self.config).await?;
         let res = self.connect_one(&mut dial, addr).await;
         self.finish(dial, res)
     }
@@ -355,6 +357,7 @@ impl<R: Runtime> Dialer<R> {
         local: impl FnOnce(&S) -> Addr,
     ) -> io::Result<(S, Connection)> {
         let mut dial = self.tracker.dial(&self.config, target);
+        dial.admit(&self.config).await?;
         let attempt = dial.connect_start(remote.clone());
         let limit = self.config.connect_timeout_value();
         let res = timed(&self.runtime, connect, limit).await;

@@ -595,6 +595,18 @@ impl Tracker {
         }
     }
 
+    /// A dial refused by its config's limit: counted as rejected (not failed), reported to
+    /// `on_dial`.
+    pub(crate) fn dial_rejected(&self, category: &Arc<str>, chain: &Chain, ev: &DialEvent<'_>) {
+        let id = self.inner.stats.class_id(category, Role::Client);
+        self.inner
+            .stats
+            .with(id, |c| c.cell.rejected.fetch_add(1, Ordering::Relaxed));
+        if self.inner.has_hooks(chain) {
+            self.inner.fire(chain, &mut |h| h.on_dial(ev));
+        }
+    }
+
     pub(crate) fn fire(&self, chain: &Chain, f: &mut dyn FnMut(&dyn Hook)) {
         if self.inner.has_hooks(chain) {
             self.inner.fire(chain, f);

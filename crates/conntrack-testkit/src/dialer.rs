@@ -34,7 +34,8 @@ macro_rules! dialer_conformance_tests {
             refused_single_address, dual_stack_interleaving, every_attempt_failing,
             hanging_attempt_races_after_fallback_delay, dead_first_address_within_timeout,
             connect_timeout_single_address, connect_timeout_over_the_race,
-            dial_dropped_mid_connect, trace_scope_sees_the_dial);
+            dial_dropped_mid_connect, trace_scope_sees_the_dial, dial_limit_rejects,
+            dial_limit_waits_for_a_slot);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(
@@ -684,4 +685,104 @@ pub fn trace_scope_sees_the_dial<H: DialHarness>(h: &H) {
         h.name()
     );
     assert!(tracker.is_empty());
+}
+
+/// `max_connections(1)` with `LimitMode::Reject`: a second dial while the first connection is
+/// open fails at once with `ResourceBusy`, reported to `on_dial` and counted as rejected (not
+/// failed), before any DNS or connect; once the first closes, dialing works again.
+pub fn dial_limit_rejects<H: DialHarness>(h: &H) {
+    let (tracker, rec, config) = setup();
+    let config = config
+        .max_connections(1)
+        .limit_mode(conntrack_core::LimitMode::Reject);
+    let (_l, live) = live("127.0.0.1");
+    let first = h
+        .dial(resolving(
+            req(&tracker, config.clone(), name("limited.test:1")),
+            vec![live],
+        ))
+        .expect("first dial");
+    assert_eq!(config.limited_connections(), 1);
+    rec.clear();
+    let err = h
+        .dial(resolving(
+            req(&tracker, config.clone(), name("limited.test:1")),
+            vec![live],
+        ))
+        .expect_err("over the limit");
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::ResourceBusy,
+        "{}: {err}",
+        h.name()
+    );
+    assert_eq!(rec.names(), ["dial"], "{}: refused before DNS", h.name());
+    assert_eq!(dial_error(&rec).kind, io::ErrorKind::ResourceBusy);
+    let stats = tracker.stats();
+    let out = stats.get("out", Role::Client).expect("stats");
+    assert_eq!(
+        (out.opened, out.failed, out.rejected),
+        (1, 0, 1),
+        "{}",
+        h.name()
+    );
+    assert_eq!(tracker.len(), 1);
+
+    drop(first);
+    rec.wait_for(|ev| ev.iter().any(|e| e.name() == "close"), EVENT_TIMEOUT)
+        .expect("the first connection closes");
+    assert_eq!(config.limited_connections(), 0, "the slot is back");
+    let again = h
+        .dial(resolving(
+            req(&tracker, config.clone(), DialTarget::Addr(live)),
+            vec![live],
+        ))
+        .expect("a dial after the close");
+    drop(again);
+}
+
+/// `max_connections(1)` in the default `LimitMode::Wait`: a second dial waits while the first
+/// connection is open and connects once it closes; a failed dial gives its slot back.
+pub fn dial_limit_waits_for_a_slot<H: DialHarness + Sync>(h: &H) {
+    let (tracker, rec, config) = setup();
+    let config = config.max_connections(1);
+    let (_l, live) = live("127.0.0.1");
+    // A failed dial (refused) holds no slot afterwards.
+    let dead = dead_addr("127.0.0.1");
+    h.dial(req(&tracker, config.clone(), DialTarget::Addr(dead)))
+        .expect_err("refused");
+    assert_eq!(config.limited_connections(), 0, "{}", h.name());
+
+    let first = h
+        .dial(req(&tracker, config.clone(), DialTarget::Addr(live)))
+        .expect("first dial");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| {
+            let d = h.dial(req(&tracker, config.clone(), DialTarget::Addr(live)));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            d
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "{}: the second dial waits for a slot",
+            h.name()
+        );
+        assert_eq!(tracker.len(), 1);
+        drop(first);
+        let second = second.join().expect("no panic").expect("second dial");
+        assert_eq!(tracker.len(), 1, "{}", h.name());
+        assert_eq!(config.limited_connections(), 1);
+        drop(second);
+    });
+    rec.wait_for(
+        |ev| ev.iter().filter(|e| e.name() == "close").count() == 2,
+        EVENT_TIMEOUT,
+    )
+    .expect("both closed");
+    assert_eq!(config.limited_connections(), 0);
+    let stats = tracker.stats();
+    let out = stats.get("out", Role::Client).expect("stats");
+    assert_eq!((out.opened, out.rejected), (2, 0), "{}", h.name());
 }
