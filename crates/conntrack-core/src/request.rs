@@ -45,9 +45,9 @@ fn method_text(method: &str) -> Arc<str> {
 /// the last clone of the trace drops.
 ///
 /// When a request that got a connection finishes, its phases (blocked, DNS, connect, TLS,
-/// send, wait, transfer; see [`RequestTiming`](crate::RequestTiming)) go to the tracker's bounded ring of recent
-/// requests ([`Tracker::recent_requests`]), which the debug page draws as a waterfall: the
-/// event times are taken whether or not a hook is installed.
+/// send, wait, transfer; see [`RequestTiming`](crate::RequestTiming)) go to the tracker's
+/// bounded ring of recent requests ([`Tracker::recent_requests`]), which the debug page draws
+/// as a waterfall: the event times are taken whether or not a hook is installed.
 ///
 /// With `watch_io`, `got_conn` also watches the connection's I/O for the request (with or
 /// without hooks, for those times): the first
