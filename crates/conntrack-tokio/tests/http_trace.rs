@@ -668,7 +668,7 @@ async fn exchanges_are_counted_without_hooks() {
     res.into_body().collect().await.unwrap();
     let info = tracker.get(id).unwrap();
     assert_eq!((info.requests, info.in_flight), (1, 0));
-    tokio::time::sleep(Duration::from_millis(100)).await; // a known pause: the second reuses it
+    tokio::time::sleep(Duration::from_millis(300)).await; // a known pause: the second reuses it
     let res = client.get(uri(addr, "/")).await.unwrap();
     assert_eq!(conntrack_tokio::hyper::connection_id(&res), Some(id));
     res.into_body().collect().await.unwrap();

@@ -104,7 +104,7 @@ async fn two_requests(
     let mut out = Vec::new();
     for i in 0..2 {
         if i == 1 {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
         let rec = RecordingHook::new();
         let req = Request::post(uri.clone())
