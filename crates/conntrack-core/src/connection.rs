@@ -1299,12 +1299,7 @@ impl Connection {
         cx: &mut std::task::Context<'_>,
         poll: impl FnOnce(&mut std::task::Context<'_>) -> std::task::Poll<io::Result<R>>,
     ) -> std::task::Poll<io::Result<R>> {
-        self.check()?;
-        let res = poll(cx);
-        if res.is_pending() {
-            self.park_read(cx.waker())?;
-        }
-        res
+        self.poll_guarded(cx, poll, false)
     }
 
     /// As [`poll_read_guarded`](Connection::poll_read_guarded), for a write, flush or
@@ -1315,10 +1310,20 @@ impl Connection {
         cx: &mut std::task::Context<'_>,
         poll: impl FnOnce(&mut std::task::Context<'_>) -> std::task::Poll<io::Result<R>>,
     ) -> std::task::Poll<io::Result<R>> {
+        self.poll_guarded(cx, poll, true)
+    }
+
+    #[inline]
+    fn poll_guarded<R>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        poll: impl FnOnce(&mut std::task::Context<'_>) -> std::task::Poll<io::Result<R>>,
+        write: bool,
+    ) -> std::task::Poll<io::Result<R>> {
         self.check()?;
         let res = poll(cx);
         if res.is_pending() {
-            self.park_write(cx.waker())?;
+            self.entry.park(cx.waker(), write)?;
         }
         res
     }

@@ -48,24 +48,30 @@ async fn server() -> SocketAddr {
     addr
 }
 
-async fn plain(client: &Plain, uri: &Uri, n: usize) -> Duration {
+/// `n` GETs, each response body read to its end, through `get` (one client's `get`).
+async fn gets<F, Fut, Bd, E>(n: usize, get: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<hyper::Response<Bd>, E>>,
+    Bd: hyper::body::Body,
+    Bd::Error: std::fmt::Debug,
+    E: std::fmt::Debug,
+{
     let start = Instant::now();
     for _ in 0..n {
-        let res = client.get(uri.clone()).await.unwrap();
+        let res = get().await.unwrap();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 5);
     }
     start.elapsed()
 }
 
+async fn plain(client: &Plain, uri: &Uri, n: usize) -> Duration {
+    gets(n, || client.get(uri.clone())).await
+}
+
 async fn traced(client: &Traced, uri: &Uri, n: usize) -> Duration {
-    let start = Instant::now();
-    for _ in 0..n {
-        let res = client.get(uri.clone()).await.unwrap();
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body.len(), 5);
-    }
-    start.elapsed()
+    gets(n, || client.get(uri.clone())).await
 }
 
 fn scale(n: usize) -> usize {

@@ -130,6 +130,14 @@ fn names(events: &[Recorded]) -> Vec<&'static str> {
         .collect()
 }
 
+/// The event names from `got_conn` on (the HTTP part of a request's events).
+fn from_got_conn(events: &[Recorded]) -> Vec<&'static str> {
+    names(events)
+        .into_iter()
+        .skip_while(|n| *n != "got_conn")
+        .collect()
+}
+
 fn got_conn(events: &[Recorded]) -> (ConnectionId, bool, bool, Duration) {
     events
         .iter()
@@ -262,10 +270,7 @@ async fn expect_100_continue() {
         "payload"
     );
     let events = rec.events();
-    let http: Vec<_> = names(&events)
-        .into_iter()
-        .skip_while(|n| *n != "got_conn")
-        .collect();
+    let http = from_got_conn(&events);
     assert_eq!(
         http,
         [
@@ -302,10 +307,7 @@ async fn early_hints_before_200() {
         .unwrap();
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
     let events = rec.events();
-    let http: Vec<_> = names(&events)
-        .into_iter()
-        .skip_while(|n| *n != "got_conn")
-        .collect();
+    let http = from_got_conn(&events);
     assert_eq!(
         http,
         [
@@ -356,11 +358,8 @@ async fn server_closing_mid_response() {
     let events = rec.events();
     // (The connection's close, which this request's hooks may see while it lasts, races with
     // the body's error: it is checked below.)
-    let http: Vec<_> = names(&events)
-        .into_iter()
-        .skip_while(|n| *n != "got_conn")
-        .filter(|n| *n != "close")
-        .collect();
+    let mut http = from_got_conn(&events);
+    http.retain(|n| *n != "close");
     assert_eq!(
         http,
         [
@@ -406,11 +405,8 @@ async fn server_closing_before_the_response() {
         .await
         .unwrap_err();
     let events = rec.events();
-    let http: Vec<_> = names(&events)
-        .into_iter()
-        .skip_while(|n| *n != "got_conn")
-        .filter(|n| *n != "close")
-        .collect();
+    let mut http = from_got_conn(&events);
+    http.retain(|n| *n != "close");
     assert_eq!(
         http,
         [

@@ -126,6 +126,22 @@ impl AsyncWrite for LateSecondRead {
     }
 }
 
+/// A dialer that resolves every name to 127.0.0.1.
+fn loopback_dialer(tracker: &Tracker) -> Dialer {
+    Dialer::new(tracker, DialerConfig::new()).with_resolver(|_host: String, port: u16| async move {
+        Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    })
+}
+
+/// hyper-util's client over the HTTPS connector on [`loopback_dialer`].
+fn https_client(
+    tracker: &Tracker,
+    tls: Arc<rustls::ClientConfig>,
+) -> Client<HttpsConnector, RequestBody<Body>> {
+    let https = HttpsConnector::from_dialer(loopback_dialer(tracker), tls);
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
 /// Sends a GET, reads the body to its end, and returns the timings with the wall time the
 /// test measured around the whole request.
 async fn timed_get<C>(client: &TracedClient<C, Body>, uri: &str) -> (RequestTimings, Duration)
@@ -174,13 +190,8 @@ fn check_adds_up(t: &RequestTimings, wall: Duration) {
 async fn plain_http_timings_add_up_and_a_reused_connection_has_no_dial_phases() {
     let addr = server(None).await;
     let tracker = Tracker::builder().hook(RecordingHook::new()).build();
-    let dialer = Dialer::new(&tracker, DialerConfig::new()).with_resolver(
-        |_host: String, port: u16| async move {
-            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
-        },
-    );
     let client: Client<Dialer, RequestBody<Body>> =
-        Client::builder(TokioExecutor::new()).build(dialer);
+        Client::builder(TokioExecutor::new()).build(loopback_dialer(&tracker));
     let client = TracedClient::new(&tracker, client);
     let uri = format!("http://timings.test:{}/", addr.port());
 
@@ -219,15 +230,7 @@ async fn an_https_request_has_a_tls_phase() {
     let (server_tls, client_tls) = pki::localhost_configs(&[b"http/1.1"]);
     let addr = server(Some(server_tls)).await;
     let tracker = Tracker::builder().hook(RecordingHook::new()).build();
-    let dialer = Dialer::new(&tracker, DialerConfig::new()).with_resolver(
-        |_host: String, port: u16| async move {
-            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
-        },
-    );
-    let https = HttpsConnector::from_dialer(dialer, client_tls);
-    let client: Client<HttpsConnector, RequestBody<Body>> =
-        Client::builder(TokioExecutor::new()).build(https);
-    let client = TracedClient::new(&tracker, client);
+    let client = TracedClient::new(&tracker, https_client(&tracker, client_tls));
     let (t, wall) = timed_get(&client, &format!("https://localhost:{}/", addr.port())).await;
     check_adds_up(&t, wall);
     assert!(t.tls.is_some(), "{t:?}");
@@ -236,8 +239,9 @@ async fn an_https_request_has_a_tls_phase() {
 
 /// A TLS 1.3 server sends its session tickets when it has read the end of the handshake, here
 /// late (after the client began its request) and long before a slow response: they arrive on
-/// the connection's socket, but they are not the response's first byte. The TLS layer reports the application's data (`Connection::record_app_read`), and
-/// that is what the request watches.
+/// the connection's socket, but they are not the response's first byte. The TLS layer reports
+/// the application's data (`Connection::record_app_read`), and that is what the request
+/// watches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_response_begins_at_its_first_byte_not_at_a_session_ticket() {
     let (server_tls, client_tls) = pki::localhost_configs(&[b"http/1.1"]);
@@ -248,15 +252,7 @@ async fn an_https_response_begins_at_its_first_byte_not_at_a_session_ticket() {
     let addr = serve(Some(server_tls), Duration::from_millis(100)).await;
     let tracker = Tracker::new();
     let rec = RecordingHook::new();
-    let dialer = Dialer::new(&tracker, DialerConfig::new()).with_resolver(
-        |_host: String, port: u16| async move {
-            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
-        },
-    );
-    let https = HttpsConnector::from_dialer(dialer, client_tls);
-    let client: Client<HttpsConnector, RequestBody<Body>> =
-        Client::builder(TokioExecutor::new()).build(https);
-    let client = TracedClient::new(&tracker, client).hook(rec.clone());
+    let client = TracedClient::new(&tracker, https_client(&tracker, client_tls)).hook(rec.clone());
     let (t, wall) = timed_get(&client, &format!("https://localhost:{}/slow", addr.port())).await;
     check_adds_up(&t, wall);
     let written = t.request_written.expect("written");
