@@ -518,18 +518,12 @@ fn tls_version_label(v: &str) -> Label {
 pub struct MetricsHook {
     extra: Arc<[Label]>,
     dns_question_name: bool,
-    closes: Arc<CloseHistograms>,
-    /// Kept `kestrel.connection.duration` handles.
-    kestrel: Arc<Kept<KestrelKey>>,
-    /// Kept `http.client.connection.duration` handles.
-    http_client: Arc<Kept<HttpClientKey>>,
-    /// Kept `conntrack.tcp.rtt` handles.
-    rtt: Arc<Kept<Role>>,
+    /// Kept histogram handles (shared by clones of the hook).
+    kept: Arc<Kept>,
 }
 
 /// What tells `kestrel.connection.duration` series of one category apart, when no error
 /// label is involved.
-#[derive(PartialEq)]
 struct KestrelKey {
     local: crate::info::Addr,
     http: Option<&'static str>,
@@ -537,18 +531,31 @@ struct KestrelKey {
 }
 
 /// What tells `http.client.connection.duration` series of one category apart.
-#[derive(PartialEq)]
 struct HttpClientKey {
     target: Option<Arc<str>>,
     remote: crate::info::Addr,
     http: Option<&'static str>,
 }
 
-/// Histogram handles kept by category and a key, for the recorder they came from (as
-/// [`CloseHistograms`], for the other per-close histograms).
-struct Kept<K>(RwLock<(usize, KeptByCategory<K>)>);
+/// The histogram handles a close records in, kept by category for the recorder they came
+/// from: one read lock and one category lookup at a close find all of them.
+#[derive(Default)]
+struct Kept(RwLock<(usize, KeptByCategory)>);
 
-type KeptByCategory<K> = HashMap<Arc<str>, Vec<(K, Histogram)>, FnvBuild>;
+type KeptByCategory = HashMap<Arc<str>, CategoryHandles, FnvBuild>;
+
+/// One category's kept handles, each with the labels it was made with (besides the category).
+#[derive(Default)]
+struct CategoryHandles {
+    /// `conntrack.connection.duration`.
+    closes: Vec<CloseHistogram>,
+    /// `kestrel.connection.duration`.
+    kestrel: Vec<(KestrelKey, Histogram)>,
+    /// `http.client.connection.duration`.
+    http_client: Vec<(HttpClientKey, Histogram)>,
+    /// `conntrack.tcp.rtt`, by role.
+    rtt: Vec<(Role, Histogram)>,
+}
 
 /// FNV-1a for the kept-handle maps: their keys are the program's own category names (not
 /// input from the network), short, and looked up at every close, where SipHash's resistance
@@ -576,13 +583,7 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-impl<K> Default for Kept<K> {
-    fn default() -> Self {
-        Kept(RwLock::new((0, HashMap::default())))
-    }
-}
-
-impl<K> fmt::Debug for Kept<K> {
+impl fmt::Debug for Kept {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("Kept")
@@ -591,40 +592,16 @@ impl<K> fmt::Debug for Kept<K> {
     }
 }
 
-impl<K: PartialEq> Kept<K> {
-    /// Records `value` in the handle kept for (`category`, `key`); the first time, the
-    /// handle is made by `make` (a recorder lookup) and kept.
-    fn record(
-        &self,
-        recorder: usize,
-        category: &Arc<str>,
-        key: K,
-        value: f64,
-        make: impl FnOnce() -> Histogram,
-    ) {
-        {
-            let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
-            if g.0 == recorder {
-                if let Some((_, h)) =
-                    g.1.get(&**category)
-                        .and_then(|v| v.iter().find(|(k, _)| *k == key))
-                {
-                    h.record(value);
-                    return;
-                }
-            }
-        }
-        let histogram = make();
-        histogram.record(value);
+impl Kept {
+    /// Keeps what `add` puts in the handles of `category` (after checking that it is not
+    /// there yet); handles of another recorder are dropped first.
+    fn keep(&self, recorder: usize, category: &Arc<str>, add: impl FnOnce(&mut CategoryHandles)) {
         let mut g = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if g.0 != recorder {
             g.1.clear();
             g.0 = recorder;
         }
-        let v = g.1.entry(Arc::clone(category)).or_default();
-        if !v.iter().any(|(k, _)| *k == key) {
-            v.push((key, histogram));
-        }
+        add(g.1.entry(Arc::clone(category)).or_default());
     }
 }
 
@@ -646,72 +623,9 @@ struct CloseHistogram {
     histogram: Histogram,
 }
 
-/// The kept handles, by category, and the address of the recorder they came from.
-#[derive(Default)]
-struct CloseHistograms(RwLock<(usize, ByCategory)>);
-
-type ByCategory = HashMap<Arc<str>, Vec<CloseHistogram>, FnvBuild>;
-
-impl fmt::Debug for CloseHistograms {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        f.debug_struct("CloseHistograms")
-            .field("categories", &g.1.len())
-            .finish()
-    }
-}
-
 /// Tells recorders apart: the address of the current one.
 fn recorder_id() -> usize {
     ::metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
-}
-
-impl CloseHistograms {
-    /// Records `value` in the kept handle matching the labels, if there is one.
-    fn record(
-        &self,
-        recorder: usize,
-        category: &str,
-        role: Role,
-        transport: Option<&'static str>,
-        tls_version: Option<&str>,
-        value: f64,
-    ) -> bool {
-        let g = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        if g.0 != recorder {
-            return false;
-        }
-        let found = g.1.get(category).and_then(|v| {
-            v.iter().find(|h| {
-                h.role == role
-                    && h.transport == transport
-                    && h.tls_version.as_deref() == tls_version
-            })
-        });
-        match found {
-            Some(h) => {
-                h.histogram.record(value);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn keep(&self, recorder: usize, category: &Arc<str>, handle: CloseHistogram) {
-        let mut g = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if g.0 != recorder {
-            g.1.clear();
-            g.0 = recorder;
-        }
-        let v = g.1.entry(Arc::clone(category)).or_default();
-        if !v.iter().any(|h| {
-            h.role == handle.role
-                && h.transport == handle.transport
-                && h.tls_version == handle.tls_version
-        }) {
-            v.push(handle);
-        }
-    }
 }
 
 impl MetricsHook {
@@ -762,45 +676,52 @@ impl MetricsHook {
 }
 
 impl MetricsHook {
-    /// The OpenTelemetry-named duration at close: `kestrel.connection.duration` for an accepted
-    /// connection, `http.client.connection.duration` for a dialed one that carried exchanges.
-    fn otel_close(&self, c: &ConnectionInfo, error: Option<&io::Error>, recorder: usize) {
-        let value = secs(c.established_for);
-        let http = http_version(c.tls.as_ref().and_then(|t| t.alpn.as_deref()));
+    /// The OpenTelemetry-named duration of a close that no kept handle took:
+    /// `kestrel.connection.duration` for an accepted connection, `http.client.connection.duration`
+    /// for a dialed one that carried exchanges. The handle is kept unless an error label (or
+    /// an unusual TLS version) is involved.
+    fn otel_close_slow(
+        &self,
+        c: &ConnectionInfo,
+        error: Option<&io::Error>,
+        recorder: usize,
+        value: f64,
+        http: Option<&'static str>,
+    ) {
         match c.role {
             Role::Server => {
-                let labels = || {
-                    let mut l = kestrel_labels(c);
-                    if let Some(v) = http {
-                        l.push(Label::from_static_parts("network.protocol.name", "http"));
-                        l.push(Label::from_static_parts("network.protocol.version", v));
-                    }
-                    if let Some(tls) = &c.tls {
-                        l.push(tls_version_label(&tls.protocol_version));
-                    }
-                    l
-                };
+                let mut l = kestrel_labels(c);
+                if let Some(v) = http {
+                    l.push(Label::from_static_parts("network.protocol.name", "http"));
+                    l.push(Label::from_static_parts("network.protocol.version", v));
+                }
+                if let Some(tls) = &c.tls {
+                    l.push(tls_version_label(&tls.protocol_version));
+                }
                 let tls = c.tls.as_ref().map(|t| static_tls(&t.protocol_version));
                 match (error, tls) {
                     // The common case: a handle kept per listening address and versions.
-                    (None, None | Some(Some(_))) => self.kestrel.record(
-                        recorder,
-                        &c.category,
-                        KestrelKey {
-                            local: c.local_addr.clone(),
-                            http,
-                            tls: tls.flatten(),
-                        },
-                        value,
-                        || {
-                            ::metrics::histogram!(
-                                KESTREL_CONNECTION_DURATION,
-                                self.labels(labels())
-                            )
-                        },
-                    ),
+                    (None, None | Some(Some(_))) => {
+                        let histogram =
+                            ::metrics::histogram!(KESTREL_CONNECTION_DURATION, self.labels(l));
+                        histogram.record(value);
+                        let tls = tls.flatten();
+                        self.kept.keep(recorder, &c.category, |h| {
+                            if !h
+                                .kestrel
+                                .iter()
+                                .any(|(k, _)| k.is(&c.local_addr, http, tls))
+                            {
+                                let key = KestrelKey {
+                                    local: c.local_addr.clone(),
+                                    http,
+                                    tls,
+                                };
+                                h.kestrel.push((key, histogram));
+                            }
+                        });
+                    }
                     _ => {
-                        let mut l = labels();
                         if let Some(e) = error {
                             l.push(otel_error_label(e));
                         }
@@ -809,24 +730,110 @@ impl MetricsHook {
                     }
                 }
             }
-            Role::Client if c.requests > 0 => self.http_client.record(
-                recorder,
-                &c.category,
-                HttpClientKey {
-                    target: c.target.clone(),
-                    remote: c.remote_addr.clone(),
-                    http,
-                },
-                value,
-                || {
-                    ::metrics::histogram!(
-                        HTTP_CLIENT_CONNECTION_DURATION,
-                        self.labels(http_client_labels(c))
-                    )
-                },
-            ),
+            Role::Client if c.requests > 0 => {
+                let histogram = ::metrics::histogram!(
+                    HTTP_CLIENT_CONNECTION_DURATION,
+                    self.labels(http_client_labels(c))
+                );
+                histogram.record(value);
+                self.kept.keep(recorder, &c.category, |h| {
+                    if !h.http_client.iter().any(|(k, _)| k.is(c, http)) {
+                        let key = HttpClientKey {
+                            target: c.target.clone(),
+                            remote: c.remote_addr.clone(),
+                            http,
+                        };
+                        h.http_client.push((key, histogram));
+                    }
+                });
+            }
             Role::Client => {}
         }
+    }
+
+    /// `conntrack.connection.duration` of a close that no kept handle took: with the
+    /// `error.type` of an error or of the tracker's reason (looked up each time, the rare
+    /// case), or without one (the handle is then kept).
+    fn close_slow(
+        &self,
+        ev: &CloseEvent<'_>,
+        recorder: usize,
+        value: f64,
+        transport: Option<&'static str>,
+        tls_version: Option<&str>,
+    ) {
+        let c = ev.connection;
+        let mut l = vec![category_label(&c.category), role_label(c.role)];
+        if let (None, Some(t)) = (ev.error, ev.reason.error_type()) {
+            // Closed by the tracker (policy, abort, shutdown deadline): the reason is the
+            // `error.type`, Kestrel's value where it has one.
+            if let Some(t) = transport {
+                l.push(Label::from_static_parts("network.transport", t));
+            }
+            l.push(Label::from_static_parts("error.type", t));
+            ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
+            return;
+        }
+        if let Some(e) = ev.error {
+            // Errors are the rare case: labels built and looked up each time.
+            if let Some(t) = transport {
+                l.push(Label::from_static_parts("network.transport", t));
+            }
+            if let Some(v) = tls_version {
+                l.push(tls_version_label(v));
+            }
+            l.push(error_label(e));
+            self.error(&c.category, c.role, "close", e);
+            ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
+            return;
+        }
+        if let Some(t) = transport {
+            l.push(Label::from_static_parts("network.transport", t));
+        }
+        if let Some(v) = tls_version {
+            l.push(tls_version_label(v));
+        }
+        let histogram = ::metrics::histogram!(CONNECTION_DURATION, self.labels(l));
+        histogram.record(value);
+        self.kept.keep(recorder, &c.category, |h| {
+            if !h
+                .closes
+                .iter()
+                .any(|k| k.is(c.role, transport, tls_version))
+            {
+                h.closes.push(CloseHistogram {
+                    role: c.role,
+                    transport,
+                    tls_version: tls_version.map(Box::from),
+                    histogram,
+                });
+            }
+        });
+    }
+}
+
+impl KestrelKey {
+    fn is(
+        &self,
+        local: &crate::info::Addr,
+        http: Option<&'static str>,
+        tls: Option<&'static str>,
+    ) -> bool {
+        self.local == *local && self.http == http && self.tls == tls
+    }
+}
+
+impl HttpClientKey {
+    fn is(&self, c: &ConnectionInfo, http: Option<&'static str>) -> bool {
+        self.target == c.target && self.remote == c.remote_addr && self.http == http
+    }
+}
+
+impl CloseHistogram {
+    fn is(&self, role: Role, transport: Option<&'static str>, tls_version: Option<&str>) -> bool {
+        self.role == role
+            && self.transport == transport
+            && self.tls_version.as_deref() == tls_version
     }
 }
 
@@ -928,70 +935,82 @@ impl Hook for MetricsHook {
     fn on_close(&self, ev: &CloseEvent<'_>) {
         let c = ev.connection;
         let recorder = recorder_id();
-        self.otel_close(c, ev.error, recorder);
-        if let Some(tcp) = &c.tcp {
-            self.rtt
-                .record(recorder, &c.category, c.role, secs(tcp.rtt), || {
-                    ::metrics::histogram!(
-                        TCP_RTT,
-                        self.labels([category_label(&c.category), role_label(c.role)])
-                    )
-                });
-        }
+        let value = secs(c.established_for);
         let transport = transport(&c.remote_addr).or_else(|| transport(&c.local_addr));
         let tls_version = c.tls.as_ref().map(|t| t.protocol_version.as_str());
-        let value = secs(c.established_for);
-        // The common case first: no error, a handle kept for these labels.
-        if ev.error.is_none()
-            && ev.reason.error_type().is_none()
-            && self
-                .closes
-                .record(recorder, &c.category, c.role, transport, tls_version, value)
+        let http = http_version(c.tls.as_ref().and_then(|t| t.alpn.as_deref()));
+        // What a kept handle can take: the OpenTelemetry duration (Kestrel's unless an error or
+        // an unusual TLS version labels it; the HTTP client's for a dialed connection that
+        // carried exchanges), ours unless the close has an error or a reason, and the RTT.
+        let kestrel_tls = c.tls.as_ref().map(|t| static_tls(&t.protocol_version));
+        let otel_kept = match c.role {
+            Role::Server => ev.error.is_none() && !matches!(kestrel_tls, Some(None)),
+            Role::Client => c.requests > 0,
+        };
+        let plain = ev.error.is_none() && ev.reason.error_type().is_none();
+        let (mut otel_done, mut close_done, mut rtt_done) = (false, false, c.tcp.is_none());
         {
-            return;
-        }
-        let mut l = vec![category_label(&c.category), role_label(c.role)];
-        if let (None, Some(t)) = (ev.error, ev.reason.error_type()) {
-            // Closed by the tracker (policy, abort, shutdown deadline): the reason is the
-            // `error.type`, Kestrel's value where it has one.
-            if let Some(t) = transport {
-                l.push(Label::from_static_parts("network.transport", t));
+            // The common case: one read lock and one category lookup find every handle.
+            let g = self.kept.0.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(h) = (g.0 == recorder).then(|| g.1.get(&*c.category)).flatten() {
+                if otel_kept {
+                    let kept = match c.role {
+                        Role::Server => {
+                            let tls = kestrel_tls.flatten();
+                            h.kestrel
+                                .iter()
+                                .find(|(k, _)| k.is(&c.local_addr, http, tls))
+                                .map(|(_, h)| h)
+                        }
+                        Role::Client => h
+                            .http_client
+                            .iter()
+                            .find(|(k, _)| k.is(c, http))
+                            .map(|(_, h)| h),
+                    };
+                    if let Some(histogram) = kept {
+                        histogram.record(value);
+                        otel_done = true;
+                    }
+                }
+                if plain {
+                    if let Some(k) = h
+                        .closes
+                        .iter()
+                        .find(|k| k.is(c.role, transport, tls_version))
+                    {
+                        k.histogram.record(value);
+                        close_done = true;
+                    }
+                }
+                if let Some(tcp) = &c.tcp {
+                    if let Some((_, histogram)) = h.rtt.iter().find(|(r, _)| *r == c.role) {
+                        histogram.record(secs(tcp.rtt));
+                        rtt_done = true;
+                    }
+                }
             }
-            l.push(Label::from_static_parts("error.type", t));
-            ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
-            return;
         }
-        if let Some(e) = ev.error {
-            // Errors are the rare case: labels built and looked up each time.
-            if let Some(t) = transport {
-                l.push(Label::from_static_parts("network.transport", t));
+        if !otel_done {
+            self.otel_close_slow(c, ev.error, recorder, value, http);
+        }
+        if !rtt_done {
+            if let Some(tcp) = &c.tcp {
+                let histogram = ::metrics::histogram!(
+                    TCP_RTT,
+                    self.labels([category_label(&c.category), role_label(c.role)])
+                );
+                histogram.record(secs(tcp.rtt));
+                self.kept.keep(recorder, &c.category, |h| {
+                    if !h.rtt.iter().any(|(r, _)| *r == c.role) {
+                        h.rtt.push((c.role, histogram));
+                    }
+                });
             }
-            if let Some(v) = tls_version {
-                l.push(tls_version_label(v));
-            }
-            l.push(error_label(e));
-            self.error(&c.category, c.role, "close", e);
-            ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
-            return;
         }
-        if let Some(t) = transport {
-            l.push(Label::from_static_parts("network.transport", t));
+        if !close_done {
+            self.close_slow(ev, recorder, value, transport, tls_version);
         }
-        if let Some(v) = tls_version {
-            l.push(tls_version_label(v));
-        }
-        let histogram = ::metrics::histogram!(CONNECTION_DURATION, self.labels(l));
-        histogram.record(value);
-        self.closes.keep(
-            recorder,
-            &c.category,
-            CloseHistogram {
-                role: c.role,
-                transport,
-                tls_version: tls_version.map(Box::from),
-                histogram,
-            },
-        );
     }
 }
 

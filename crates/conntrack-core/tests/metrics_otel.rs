@@ -178,3 +178,74 @@ fn rejected_connections_are_counted() {
         drop(kept);
     });
 }
+
+/// Every close is counted in each of its series, also once the handles are kept: closes of
+/// one category on two listening addresses, to two targets, with and without an error.
+#[test]
+fn kept_handles_count_every_close_in_its_own_series() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let tracker = Tracker::builder().hook(MetricsHook::new()).build();
+    metrics::with_local_recorder(&recorder, || {
+        let server = |listen: &str| {
+            tracker.register(
+                Registration::server(addr(listen), addr("127.0.0.1:50000")).category("mix"),
+            )
+        };
+        let client = |target: &str| {
+            let c = tracker.register(
+                Registration::client(addr("127.0.0.1:40000"), addr("127.0.0.1:8443"))
+                    .category("mix")
+                    .target(target),
+            );
+            let _ = c.begin_exchange();
+            c.end_exchange();
+            c
+        };
+        for _ in 0..3 {
+            drop(server("127.0.0.1:8080"));
+        }
+        for _ in 0..2 {
+            drop(server("127.0.0.1:9090"));
+        }
+        let failed = server("127.0.0.1:8080");
+        failed.record_error(&std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        drop(failed);
+        for _ in 0..4 {
+            drop(client("a.internal:8443"));
+        }
+        drop(client("b.internal:8443"));
+        let out = handle.render();
+        let kestrel = "kestrel_connection_duration_count";
+        let plain = |port: &str| {
+            value(&out, kestrel, &[&format!("server_port=\"{port}\"")])
+                - value(
+                    &out,
+                    kestrel,
+                    &[&format!("server_port=\"{port}\""), "error_type="],
+                )
+        };
+        assert_eq!(plain("8080"), 3.0, "{out}");
+        assert_eq!(plain("9090"), 2.0, "{out}");
+        assert_eq!(value(&out, kestrel, &["error_type="]), 1.0, "{out}");
+        let http = "http_client_connection_duration_count";
+        assert_eq!(
+            value(&out, http, &["server_address=\"a.internal\""]),
+            4.0,
+            "{out}"
+        );
+        assert_eq!(
+            value(&out, http, &["server_address=\"b.internal\""]),
+            1.0,
+            "{out}"
+        );
+        let ours = "conntrack_connection_duration_count";
+        let ok = |role: &str| {
+            value(&out, ours, &[&format!("role=\"{role}\"")])
+                - value(&out, ours, &[&format!("role=\"{role}\""), "error_type="])
+        };
+        assert_eq!(ok("server"), 5.0, "{out}");
+        assert_eq!(ok("client"), 5.0, "{out}");
+        assert_eq!(value(&out, ours, &["error_type="]), 1.0, "{out}");
+    });
+}
