@@ -1,7 +1,8 @@
 //! Kernel TCP statistics ([`TcpStats`]) from `getsockopt(TCP_INFO)` on Linux and Android.
 //!
 //! The only module of the crate allowed `unsafe` code: one `getsockopt` call into a zeroed
-//! buffer of our own, whose length the kernel tells us. Other platforms report `None`.
+//! buffer of our own, whose length the kernel tells us, and one `shutdown` of a connection's
+//! socket for an abort. Other platforms report `None`.
 
 use std::time::Duration;
 
@@ -92,6 +93,20 @@ pub(crate) fn sample(fd: std::os::fd::RawFd) -> Option<TcpStats> {
         bytes_sent: opt(offset_of!(RawTcpInfo, bytes_sent), raw.bytes_sent),
         bytes_retrans: opt(offset_of!(RawTcpInfo, bytes_retrans), raw.bytes_retrans),
     })
+}
+
+/// Shuts a connection's socket down (`SHUT_RDWR`), which makes a thread blocked in a read or
+/// write on it return: what an abort does to a blocking stream registered with
+/// `Connection::shutdown_on_abort`. The caller holds the entry's lock, which the stream's
+/// guard takes before the stream closes `fd`, so `fd` is still the connection's own.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+pub(crate) fn shutdown(fd: std::os::fd::RawFd) {
+    // SAFETY: shutdown(2) takes no pointers and has no memory effect on this process: on any
+    // descriptor it is memory-safe (at worst it fails, or shuts down the wrong socket, which
+    // the guard protocol above rules out). Its result is not needed: an abort of a socket
+    // already shut down or closed by the peer has nothing left to wake.
+    let _ = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
 #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]

@@ -26,15 +26,16 @@ use conntrack_core::{CloserGuard, Connection, ConnectionId, ConnectionInfo, TcpI
 /// recorded.
 #[derive(Debug)]
 pub struct Tracked<T> {
-    /// Declared first, so it drops (and stops reading the socket) before `inner` closes it.
+    /// Declared before `inner`, so it drops (and stops reading the socket) before `inner`
+    /// closes it.
     tcp: Option<TcpInfoGuard>,
+    /// What an abort shuts down to wake a blocked read (see `abortable`): the socket itself
+    /// on Linux and Android, so declared before `inner` too; a clone of it elsewhere.
+    closer: Option<CloserGuard>,
     inner: T,
     conn: Connection,
     /// Set by `set_nonblocking`: a `WouldBlock` is then no timeout.
     nonblocking: AtomicBool,
-    /// Keeps the socket clone an abort shuts down (to wake a blocked read) no longer than
-    /// this stream (see `abortable`).
-    closer: Option<CloserGuard>,
 }
 
 impl<T> Tracked<T> {
@@ -272,10 +273,17 @@ macro_rules! socket_impls {
 
             /// Lets an abort of this connection ([`Tracker::abort`](conntrack_core::Tracker::abort),
             /// a policy, a shutdown deadline) wake a thread blocked in a read or write on it:
-            /// the abort shuts the socket down (`shutdown(Both)`) through a clone of it, kept
-            /// as long as this stream (not its `try_clone`s). The listener and dialer of this
-            /// crate call it on every stream they return; it costs one `dup` of the socket.
+            /// the abort shuts the socket down (`shutdown(Both)`), as long as this stream (not
+            /// its `try_clone`s) lives. The listener and dialer of this crate call it on every
+            /// stream they return. On Linux and Android it costs nothing more than a
+            /// registration ([`Connection::shutdown_on_abort`]); elsewhere the abort goes
+            /// through a clone of the socket, one `dup`.
             pub fn abortable(mut self) -> Self {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                {
+                    self.closer = Some(self.conn.shutdown_on_abort(&self.inner));
+                }
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
                 if let Ok(clone) = self.inner.try_clone() {
                     self.closer = Some(self.conn.set_closer(move || {
                         let _ = clone.shutdown(Shutdown::Both);
