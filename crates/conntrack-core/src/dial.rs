@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::clock;
-use crate::config::DialerConfig;
+use crate::config::{DialerConfig, Policy};
 use crate::connection::{Connection, Registration};
 use crate::event::{ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent, DnsStartEvent};
 use crate::hook::Chain;
@@ -60,6 +60,8 @@ pub struct Dial {
     /// The slot of the config's connection limit this dial holds, if it has one: handed to the
     /// connection, or given back when the dial fails or is dropped.
     permit: Option<Arc<Limiter>>,
+    /// The config's idle timeout, maximum age and TCP-statistics switch, for the connection.
+    policy: Policy,
 }
 
 /// What a dial is for: the text given, or one address whose text is made only when something
@@ -106,6 +108,7 @@ impl Dial {
             dns_started: None,
             timings: Timings::new(),
             permit: None,
+            policy: config.policy(),
         }
     }
 
@@ -283,6 +286,7 @@ impl Dial {
         reg.scoped = true;
         reg.dial_started = Some(self.started);
         reg.permit = self.permit.take().map(|l| (l, None));
+        reg.policy = self.policy;
         self.tracker.register_as(&self.category, reg)
     }
 

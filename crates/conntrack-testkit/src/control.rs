@@ -35,6 +35,7 @@ macro_rules! control_tests {
         $crate::control_tests!(@each $harness;
             limit_rejects_extra, limit_waits_for_a_slot, per_ip_limit_rejects,
             idle_timeout_closes_only_idle, max_age_closes_busy_connections,
+            dialer_policies_apply_to_dialed_connections,
             abort_wakes_blocked_read, shutdown_with_deadline);
     };
     (@each $harness:expr; $($name:ident),*) => {
@@ -518,6 +519,104 @@ pub fn max_age_closes_busy_connections<H: ControlHarness>(h: &H) {
         h.name()
     );
     assert_eq!(tracker.len(), 0);
+}
+
+/// The same policies set on a `DialerConfig` apply to the connections its dialer makes: an
+/// idle dialed connection is closed by `idle_timeout` (its blocked read fails), a busy one by
+/// `max_age`, and `tcp_info(false)` leaves the dialed end without TCP statistics; the
+/// accepted ends, whose listener has none of these, stay open.
+pub fn dialer_policies_apply_to_dialed_connections<H: ControlHarness>(h: &H) {
+    const LIMIT: Duration = Duration::from_millis(300);
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = ListenerConfig::new().category("in").hook(rec.clone());
+    let idle_d = DialerConfig::new()
+        .category("idle-out")
+        .idle_timeout(LIMIT)
+        .tcp_info(false)
+        .hook(rec.clone());
+    let aged_d = DialerConfig::new()
+        .category("aged-out")
+        .max_age(LIMIT)
+        .hook(rec.clone());
+    let (idle_server, idle_client) = h.connect(&tracker, l.clone(), idle_d).unwrap();
+    let (aged_server, mut aged_client) = h.connect(&tracker, l, aged_d).unwrap();
+    let (idle_id, aged_id) = (idle_client.id(), aged_client.id());
+    let idle_sid = idle_server.id();
+    if cfg!(any(target_os = "linux", target_os = "android")) && !h.tls() {
+        let tcp_of = |id| tracker.get(id).expect("open").tcp;
+        assert!(
+            tcp_of(idle_id).is_none(),
+            "{}: tcp_info(false) on the dialer",
+            h.name()
+        );
+        assert!(
+            tcp_of(idle_sid).is_some(),
+            "{}: the accepted end reads TCP statistics by default",
+            h.name()
+        );
+    }
+    let _policies = policies(h, &tracker);
+    // The idle dialed end blocks in a read; the policy's abort must wake it.
+    let blocked = idle_client.spawn(|c| c.read_some(16));
+    // The aged one keeps writing (the server end reads), until the policy closes it.
+    let reader = aged_server.spawn(|c| while matches!(c.read_some(64), Ok(b) if !b.is_empty()) {});
+    let started = Instant::now();
+    while tracker.get(aged_id).is_some() && started.elapsed() < EVENT_TIMEOUT {
+        if aged_client.write_all(b"x").is_err() {
+            break;
+        }
+        std::thread::sleep(LIMIT / 10);
+    }
+    let ev = rec
+        .wait_for(
+            |ev| {
+                let c = closes(ev);
+                c.iter().any(|(i, _)| i.id == idle_id) && c.iter().any(|(i, _)| i.id == aged_id)
+            },
+            EVENT_TIMEOUT,
+        )
+        .unwrap_or_else(|ev| panic!("{}: dialed ends not closed: {:?}", h.name(), closes(&ev)));
+    let reason_of = |id| {
+        closes(&ev)
+            .into_iter()
+            .find(|(c, _)| c.id == id)
+            .map(|(c, r)| (c.role, c.established_for, r))
+    };
+    let (role, age, reason) = reason_of(idle_id).unwrap();
+    assert_eq!(role, Role::Client);
+    assert_eq!(reason, CloseReason::IdleTimeout, "{}", h.name());
+    assert!(age >= LIMIT, "{}: closed early ({age:?})", h.name());
+    let (_, age, reason) = reason_of(aged_id).unwrap();
+    assert_eq!(reason, CloseReason::MaxAge, "{}", h.name());
+    assert!(age >= LIMIT, "{}: closed early ({age:?})", h.name());
+    let (_, res) = blocked.join().unwrap();
+    assert_eq!(
+        res.expect_err("the blocked read fails").kind(),
+        io::ErrorKind::ConnectionAborted,
+        "{}",
+        h.name()
+    );
+    // The accepted ends had no policy: the policies did not close them (the aged one may
+    // have seen its peer go, which is not a policy close).
+    assert!(
+        tracker.get(idle_sid).is_some(),
+        "{}: the idle accepted end stays",
+        h.name()
+    );
+    drop(aged_client);
+    drop(reader.join());
+    drop(idle_server);
+    wait_empty(&tracker, &rec, 4);
+    for (c, reason) in closes(&rec.events()) {
+        if c.role == Role::Server {
+            assert!(
+                !matches!(reason, CloseReason::MaxAge | CloseReason::IdleTimeout),
+                "{}: an accepted end was closed by a dialer's policy: {reason}",
+                h.name()
+            );
+        }
+    }
 }
 
 /// `Tracker::abort(id)` wakes a task blocked reading that connection: the read fails with
