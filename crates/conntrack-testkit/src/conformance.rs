@@ -59,6 +59,18 @@ fn wait_closes(rec: &RecordingHook, n: usize) -> Vec<Recorded> {
     .unwrap_or_else(|ev| panic!("expected {n} close events, got {:?}", names(&ev)))
 }
 
+/// The close reason of connection `id` in the recorded events.
+fn reason_of(ev: &[Recorded], id: conntrack_core::ConnectionId) -> conntrack_core::CloseReason {
+    ev.iter()
+        .find_map(|e| match e {
+            Recorded::Close {
+                connection, reason, ..
+            } if connection.id == id => Some(*reason),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no close of {id:?}: {:?}", names(ev)))
+}
+
 fn names(ev: &[Recorded]) -> Vec<&'static str> {
     ev.iter().map(Recorded::name).collect()
 }
@@ -230,6 +242,7 @@ pub fn half_close<H: Harness>(h: &H) {
     let ci = tracker.get(client.id()).unwrap();
     assert_bytes(h, "client read", ci.read_bytes, 8);
     assert_bytes(h, "client write", ci.write_bytes, 7);
+    let (sid, cid) = (server.id(), client.id());
     drop((server, client));
     let ev = wait_closes(&rec, 2);
     for e in ev.iter().filter(|e| e.name() == "close") {
@@ -237,6 +250,18 @@ pub fn half_close<H: Harness>(h: &H) {
             e.error().is_none(),
             "clean half-close reported an error: {e:?}"
         );
+    }
+    if !h.tls() {
+        // Each side read the other's end of stream before it closed. (Over TLS the end of
+        // stream is the TLS layer's; the TCP-level stream may never read the FIN.)
+        for id in [sid, cid] {
+            assert_eq!(
+                reason_of(&ev, id),
+                conntrack_core::CloseReason::PeerClosed,
+                "{}",
+                h.name()
+            );
+        }
     }
     assert_empty(&tracker);
 }
@@ -292,6 +317,14 @@ pub fn peer_reset_reported<H: Harness>(h: &H) {
         .error()
         .unwrap_or_else(|| panic!("{}: close event carries no error", h.name()));
     assert_eq!(err.kind, seen, "{}", h.name());
+    if seen == io::ErrorKind::ConnectionReset {
+        assert_eq!(
+            reason_of(&ev, cid),
+            conntrack_core::CloseReason::Reset,
+            "{}",
+            h.name()
+        );
+    }
     assert_empty(&tracker);
 }
 
@@ -329,6 +362,13 @@ pub fn close_fires_once<H: Harness>(h: &H) {
         };
         assert_bytes(h, "final read", connection.read_bytes, read);
         assert_bytes(h, "final write", connection.write_bytes, write);
+        // Dropped with no error and no end of stream read: closed by this side.
+        assert_eq!(
+            reason_of(&ev, id),
+            conntrack_core::CloseReason::ClosedLocally,
+            "{}",
+            h.name()
+        );
     }
     assert_empty(&tracker);
 }

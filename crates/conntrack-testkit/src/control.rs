@@ -36,7 +36,7 @@ macro_rules! control_tests {
             limit_rejects_extra, limit_waits_for_a_slot, per_ip_limit_rejects,
             idle_timeout_closes_only_idle, max_age_closes_busy_connections,
             dialer_policies_apply_to_dialed_connections,
-            abort_wakes_blocked_read, shutdown_with_deadline);
+            abort_wakes_blocked_read, abort_wakes_blocked_write, shutdown_with_deadline);
     };
     (@each $harness:expr; $($name:ident),*) => {
         mod control {
@@ -661,6 +661,73 @@ pub fn abort_wakes_blocked_read<H: ControlHarness>(h: &H) {
     assert_eq!(&b, b"ping");
     drop((server, client, other_server, other_client));
     rec.wait_for(|ev| closes(ev).len() >= 4, EVENT_TIMEOUT)
+        .expect("closes");
+    assert_eq!(tracker.len(), 0);
+}
+
+/// `Tracker::abort(id)` wakes a task blocked in a write: the peer reads nothing, so the
+/// writes fill both socket buffers and block; the abort makes the write fail with
+/// `ConnectionAborted`, and the close reason is `aborted`.
+pub fn abort_wakes_blocked_write<H: ControlHarness>(h: &H) {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let l = ListenerConfig::new().category("abw").hook(rec.clone());
+    let d = DialerConfig::new().category("abw-out").hook(rec.clone());
+    let (server, client) = h.connect(&tracker, l, d).unwrap();
+    let cid = client.id();
+    let started = Instant::now();
+    let writer = client.spawn(move |c| {
+        let chunk = vec![7u8; 64 * 1024];
+        // Bounded: a write that never blocks stops after this much (the test then fails).
+        for _ in 0..4096 {
+            if let Err(e) = c.write_all(&chunk) {
+                return Some(e);
+            }
+        }
+        None
+    });
+    // Blocked once the written count stops moving for a while.
+    let mut last = 0;
+    let mut still_since = Instant::now();
+    while still_since.elapsed() < Duration::from_millis(200) {
+        assert!(
+            started.elapsed() < EVENT_TIMEOUT && !writer.is_finished(),
+            "{}: the writer never blocked",
+            h.name()
+        );
+        let now = tracker.get(cid).map_or(0, |c| c.write_bytes);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(tracker.abort(cid), "{}: the connection was live", h.name());
+    // The abort must end the write: wait for the writer, bounded.
+    let waited = Instant::now();
+    while !writer.is_finished() {
+        assert!(
+            waited.elapsed() < EVENT_TIMEOUT,
+            "{}: the blocked write was not woken by the abort",
+            h.name()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (client, err) = writer.join().unwrap();
+    let err = err.expect("the blocked write fails");
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted,
+        "{}: {err}",
+        h.name()
+    );
+    let ev = rec
+        .wait_for(|ev| !closes(ev).is_empty(), EVENT_TIMEOUT)
+        .expect("close");
+    assert_eq!(closes(&ev)[0].0.id, cid);
+    assert_eq!(closes(&ev)[0].1, CloseReason::Aborted, "{}", h.name());
+    drop((server, client));
+    rec.wait_for(|ev| closes(ev).len() >= 2, EVENT_TIMEOUT)
         .expect("closes");
     assert_eq!(tracker.len(), 0);
 }
