@@ -26,7 +26,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $harness;
             entries_mirror, bulk_transfer_counts, vectored_writes_count, half_close,
             peer_reset_reported, close_fires_once, stats_outlive_connections,
-            drop_order_independent, tcp_statistics);
+            drop_order_independent, tcp_statistics, per_io_hooks);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(
@@ -465,5 +465,70 @@ pub fn tcp_statistics<H: Harness>(h: &H) {
             );
         }
     }
+    assert_empty(&tracker);
+}
+
+/// One per-I/O event: the connection, the bytes and whether it carried an error.
+type IoLog = std::sync::Arc<std::sync::Mutex<Vec<(conntrack_core::ConnectionId, usize, bool)>>>;
+
+fn logged(log: &IoLog, id: conntrack_core::ConnectionId) -> Vec<(usize, bool)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(i, ..)| *i == id)
+        .map(|&(_, n, e)| (n, e))
+        .collect()
+}
+
+/// Per-I/O hooks (`on_read` / `on_write` closures on the configs) see every read and write of
+/// their connections: the byte counts add up to the connection's own, no event carries an
+/// error on a clean exchange, and end of stream is a read of 0.
+pub fn per_io_hooks<H: Harness>(h: &H) {
+    let tracker = Tracker::new();
+    let (reads, writes): (IoLog, IoLog) = Default::default();
+    let (r1, w1, r2, w2) = (reads.clone(), writes.clone(), reads.clone(), writes.clone());
+    let l = ListenerConfig::new()
+        .category("io-in")
+        .on_read(move |ev| r1.lock().unwrap().push((ev.id, ev.n, ev.error.is_some())))
+        .on_write(move |ev| w1.lock().unwrap().push((ev.id, ev.n, ev.error.is_some())));
+    let d = DialerConfig::new()
+        .category("io-out")
+        .on_read(move |ev| r2.lock().unwrap().push((ev.id, ev.n, ev.error.is_some())))
+        .on_write(move |ev| w2.lock().unwrap().push((ev.id, ev.n, ev.error.is_some())));
+    let (mut server, mut client) = h.connect(&tracker, l, d).expect("connect");
+    let (sid, cid) = (server.id(), client.id());
+    client.write_all(&pattern(1000)).unwrap();
+    client.flush().unwrap();
+    client.shutdown_write().unwrap();
+    assert_eq!(server.read_to_end().unwrap(), pattern(1000));
+    server.write_all(&pattern(500)).unwrap();
+    server.flush().unwrap();
+    server.shutdown_write().unwrap();
+    assert_eq!(client.read_to_end().unwrap(), pattern(500));
+    for (id, read, written) in [(sid, 1000, 500), (cid, 500, 1000)] {
+        let info = tracker.get(id).expect("open");
+        let r = logged(&reads, id);
+        let w = logged(&writes, id);
+        assert!(
+            r.iter().chain(&w).all(|&(_, e)| !e),
+            "{}: an error event on a clean exchange: {r:?} {w:?}",
+            h.name()
+        );
+        let sum = |v: &[(usize, bool)]| v.iter().map(|&(n, _)| n as u64).sum::<u64>();
+        assert_eq!(sum(&r), info.read_bytes, "{}: on_read adds up", h.name());
+        assert_eq!(sum(&w), info.write_bytes, "{}: on_write adds up", h.name());
+        assert_bytes(h, "read", info.read_bytes, read);
+        assert_bytes(h, "written", info.write_bytes, written);
+        if !h.tls() {
+            assert_eq!(
+                r.last().map(|&(n, _)| n),
+                Some(0),
+                "{}: end of stream is a read of 0: {r:?}",
+                h.name()
+            );
+        }
+    }
+    drop((server, client));
+    conntrack_core::blocking::block_on(tracker.drained());
     assert_empty(&tracker);
 }
