@@ -103,6 +103,10 @@ macro_rules! runtime_tests {
                     assert_eq!(s.local_addr, Addr::unix(&path));
                     assert_eq!(c.remote_addr, Addr::unix(&path));
                     assert_eq!((s.read_bytes, c.write_bytes), (2, 2));
+                    assert!(
+                        s.tcp.is_none() && c.tcp.is_none(),
+                        "Unix sockets have no TCP statistics"
+                    );
                     let clone = server.clone();
                     drop((server, client, clone));
                     assert!(tracker.is_empty());

@@ -130,6 +130,10 @@ fn unix_listener_and_dialer() {
         Some(path.display().to_string().as_str())
     );
     assert_eq!((s.read_bytes, c.write_bytes), (2, 2));
+    assert!(
+        s.tcp.is_none() && c.tcp.is_none(),
+        "Unix sockets have no TCP statistics"
+    );
     let clone = server.try_clone().unwrap();
     assert_eq!(clone.id(), server.id());
     drop((server, client, clone));
