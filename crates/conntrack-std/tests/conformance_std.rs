@@ -115,6 +115,22 @@ impl DialHarness for Std {
         })
     }
 
+    fn shared_dialer(
+        &self,
+        tracker: &Tracker,
+        config: DialerConfig,
+        resolver: conntrack_testkit::dialer::GatedResolver,
+    ) -> conntrack_testkit::dialer::SharedDial {
+        let dialer = Dialer::new(tracker, config).with_resolver(resolver);
+        Box::new(move |target| {
+            let stream = dialer.clone().connect(target)?;
+            Ok(Dialed {
+                id: stream.id(),
+                stream: Box::new(stream),
+            })
+        })
+    }
+
     /// A blocking dial cannot be dropped in flight.
     fn dial_then_drop(&self, _: DialRequest, _: RecordingHook) -> Option<bool> {
         None

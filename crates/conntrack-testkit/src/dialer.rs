@@ -14,6 +14,9 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use conntrack_core::dns::Resolve;
@@ -35,7 +38,7 @@ macro_rules! dialer_conformance_tests {
             hanging_attempt_races_after_fallback_delay, dead_first_address_within_timeout,
             connect_timeout_single_address, connect_timeout_over_the_race,
             dial_dropped_mid_connect, trace_scope_sees_the_dial, dial_limit_rejects,
-            dial_limit_waits_for_a_slot);
+            dial_limit_waits_for_a_slot, concurrent_dials_share_one_lookup);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(
@@ -99,10 +102,96 @@ pub trait DialHarness {
     /// The dial's error.
     fn dial(&self, req: DialRequest) -> io::Result<Dialed>;
 
+    /// A dialer of the adapter registering with `tracker` under `config` and resolving with
+    /// `resolver`, as a blocking function dialing a `"host:port"` target. It is called from
+    /// several threads at once: the calls must share the one dialer (its clones), whose
+    /// concurrent dials of one name share one lookup.
+    fn shared_dialer(
+        &self,
+        tracker: &Tracker,
+        config: DialerConfig,
+        resolver: GatedResolver,
+    ) -> SharedDial;
+
     /// Starts the dial and drops it as soon as `started` has recorded an `on_connect_start`.
     /// Returns `Some(true)` if it was dropped unfinished, `Some(false)` if it finished first,
     /// and `None` if the runtime cannot drop a dial in flight (a blocking call).
     fn dial_then_drop(&self, req: DialRequest, started: RecordingHook) -> Option<bool>;
+}
+
+/// A blocking dial through one shared dialer (see [`DialHarness::shared_dialer`]).
+pub type SharedDial = Box<dyn Fn(&str) -> io::Result<Dialed> + Send + Sync>;
+
+/// A resolver that counts its lookups and answers `addrs` only once [opened](Self::open):
+/// concurrent dials can be made to wait on one lookup. Runtime-agnostic (a waker list).
+#[derive(Clone)]
+pub struct GatedResolver(Arc<Gate>);
+
+struct Gate {
+    addrs: Vec<SocketAddr>,
+    lookups: AtomicUsize,
+    open: Mutex<(bool, Vec<Waker>)>,
+}
+
+impl std::fmt::Debug for GatedResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatedResolver")
+            .field("lookups", &self.lookups())
+            .finish()
+    }
+}
+
+impl GatedResolver {
+    /// A closed gate that will answer `addrs`.
+    #[must_use]
+    pub fn new(addrs: Vec<SocketAddr>) -> Self {
+        GatedResolver(Arc::new(Gate {
+            addrs,
+            lookups: AtomicUsize::new(0),
+            open: Mutex::new((false, Vec::new())),
+        }))
+    }
+
+    /// Lets every lookup, waiting or to come, answer.
+    pub fn open(&self) {
+        let wakers = {
+            let mut g = self.0.open.lock().unwrap_or_else(PoisonError::into_inner);
+            g.0 = true;
+            std::mem::take(&mut g.1)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// How many lookups were started.
+    #[must_use]
+    pub fn lookups(&self) -> usize {
+        self.0.lookups.load(Ordering::SeqCst)
+    }
+}
+
+impl Resolve for GatedResolver {
+    fn resolve(
+        &self,
+        _host: &str,
+        _port: u16,
+    ) -> conntrack_core::dns::BoxFuture<io::Result<Vec<SocketAddr>>> {
+        let gate = Arc::clone(&self.0);
+        gate.lookups.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            std::future::poll_fn(|cx| {
+                let mut g = gate.open.lock().unwrap_or_else(PoisonError::into_inner);
+                if g.0 {
+                    return Poll::Ready(());
+                }
+                g.1.push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            Ok(gate.addrs.clone())
+        })
+    }
 }
 
 /// A resolver answering every name with `addrs`.
@@ -785,4 +874,73 @@ pub fn dial_limit_waits_for_a_slot<H: DialHarness + Sync>(h: &H) {
     let stats = tracker.stats();
     let out = stats.get("out", Role::Client).expect("stats");
     assert_eq!((out.opened, out.rejected), (2, 0), "{}", h.name());
+}
+
+/// Concurrent dials of one name through one dialer (from several threads at once) share one
+/// lookup: every dial fires its own `on_dns_start` and `on_dns_done`, all but the one that
+/// resolved say `coalesced`, and each gets the shared answer and a connection.
+pub fn concurrent_dials_share_one_lookup<H: DialHarness + Sync>(h: &H) {
+    const DIALS: usize = 4;
+    let live = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = live.local_addr().unwrap();
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let resolver = GatedResolver::new(vec![addr]);
+    let dial = h.shared_dialer(
+        &tracker,
+        DialerConfig::new().category("coalesced").hook(rec.clone()),
+        resolver.clone(),
+    );
+    let dialed: Vec<io::Result<Dialed>> = std::thread::scope(|s| {
+        let dials: Vec<_> = (0..DIALS)
+            .map(|_| s.spawn(|| dial("coalesce.test:1")))
+            .collect();
+        rec.wait_for(
+            |ev| ev.iter().filter(|e| e.name() == "dns_start").count() == DIALS,
+            EVENT_TIMEOUT,
+        )
+        .unwrap_or_else(|ev| panic!("{}: not every dial started: {ev:?}", h.name()));
+        // Each dial joins the lookup right after its `on_dns_start`; a thread preempted
+        // between the two gets this moment to join before the answer comes.
+        std::thread::sleep(Duration::from_millis(100));
+        resolver.open();
+        dials.into_iter().map(|d| d.join().unwrap()).collect()
+    });
+    for d in &dialed {
+        assert!(d.is_ok(), "{}: {d:?}", h.name());
+    }
+    assert_eq!(
+        resolver.lookups(),
+        1,
+        "{}: one lookup for {DIALS} dials",
+        h.name()
+    );
+    let done: Vec<(Vec<SocketAddr>, bool, bool)> = rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Recorded::DnsDone {
+                addrs,
+                coalesced,
+                error,
+                ..
+            } => Some((addrs, coalesced, error.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done.len(), DIALS, "{}: {done:?}", h.name());
+    assert!(
+        done.iter().all(|(a, _, err)| a == &[addr] && !err),
+        "{}: {done:?}",
+        h.name()
+    );
+    assert_eq!(
+        done.iter().filter(|(_, c, _)| *c).count(),
+        DIALS - 1,
+        "{}: all but the dial that resolved share its answer: {done:?}",
+        h.name()
+    );
+    assert_eq!(tracker.len(), DIALS);
+    drop(dialed);
+    assert!(tracker.is_empty(), "{}", h.name());
 }

@@ -70,6 +70,27 @@ impl DialHarness for Tokio {
         })
     }
 
+    fn shared_dialer(
+        &self,
+        tracker: &Tracker,
+        config: DialerConfig,
+        resolver: conntrack_testkit::dialer::GatedResolver,
+    ) -> conntrack_testkit::dialer::SharedDial {
+        let dialer = Dialer::new(tracker, config).with_resolver(resolver);
+        Box::new(move |target| {
+            let dialer = dialer.clone();
+            let stream = runtime().block_on(async move {
+                tokio::time::timeout(conntrack_testkit::EVENT_TIMEOUT, dialer.connect(target))
+                    .await
+                    .expect("the dial finishes")
+            })?;
+            Ok(Dialed {
+                id: stream.id(),
+                stream: Box::new(stream),
+            })
+        })
+    }
+
     fn dial_then_drop(&self, req: DialRequest, started: RecordingHook) -> Option<bool> {
         let race = async move {
             tokio::select! {

@@ -44,6 +44,14 @@ pub(crate) trait Runtime: Send + 'static {
         target: &DialTarget,
     ) -> impl Future<Output = io::Result<Tracked<Self::Stream>>>;
 
+    /// The runtime's tracked dialer with `resolver`, as a blocking dial (see
+    /// `DialHarness::shared_dialer`; [`dial_with`] writes it).
+    fn shared_dialer(
+        tracker: &Tracker,
+        config: DialerConfig,
+        resolver: conntrack_testkit::dialer::GatedResolver,
+    ) -> conntrack_testkit::dialer::SharedDial;
+
     /// The runtime's timer.
     fn sleep(d: Duration) -> impl Future<Output = ()>;
 }
@@ -66,6 +74,22 @@ macro_rules! dial_with {
                 conntrack_testkit::dialer::DialTarget::Name(t) => dialer.connect(t).await,
                 conntrack_testkit::dialer::DialTarget::Addr(a) => dialer.connect_addr(*a).await,
             }
+        }
+
+        fn shared_dialer(
+            tracker: &conntrack_core::Tracker,
+            config: conntrack_core::DialerConfig,
+            resolver: conntrack_testkit::dialer::GatedResolver,
+        ) -> conntrack_testkit::dialer::SharedDial {
+            let dialer = <$dialer>::new(tracker, config).with_resolver(resolver);
+            Box::new(move |target| {
+                let dialer = dialer.clone();
+                let stream = Self::block_on(async move { dialer.connect(target).await })?;
+                Ok(conntrack_testkit::dialer::Dialed {
+                    id: stream.id(),
+                    stream: Box::new(stream),
+                })
+            })
         }
     };
 }
@@ -97,6 +121,15 @@ impl<R: Runtime> DialHarness for AsyncHarness<R> {
                 stream: Box::new(stream),
             })
         }))
+    }
+
+    fn shared_dialer(
+        &self,
+        tracker: &Tracker,
+        config: DialerConfig,
+        resolver: conntrack_testkit::dialer::GatedResolver,
+    ) -> conntrack_testkit::dialer::SharedDial {
+        R::shared_dialer(tracker, config, resolver)
     }
 
     fn dial_then_drop(&self, req: DialRequest, started: RecordingHook) -> Option<bool> {
