@@ -50,6 +50,13 @@ impl Runtime for AsyncStd {
 conntrack_testkit::conformance_tests!(AsyncHarness::<AsyncStd>::new());
 conntrack_testkit::dialer_conformance_tests!(AsyncHarness::<AsyncStd>::new());
 
+/// The conformance suite again, over TLS (futures-rustls).
+#[cfg(feature = "tls")]
+mod over_tls {
+    use super::*;
+    conntrack_testkit::conformance_tests!(common::tls::TlsHarness::<AsyncStd>::new());
+}
+
 impl common::ControlRuntime for AsyncStd {
     type Inner = TcpListener;
 

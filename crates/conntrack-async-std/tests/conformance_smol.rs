@@ -50,6 +50,13 @@ impl Runtime for Smol {
 conntrack_testkit::conformance_tests!(AsyncHarness::<Smol>::new());
 conntrack_testkit::dialer_conformance_tests!(AsyncHarness::<Smol>::new());
 
+/// The conformance suite again, over TLS (futures-rustls).
+#[cfg(feature = "tls")]
+mod over_tls {
+    use super::*;
+    conntrack_testkit::conformance_tests!(common::tls::TlsHarness::<Smol>::new());
+}
+
 impl common::ControlRuntime for Smol {
     type Inner = TcpListener;
 

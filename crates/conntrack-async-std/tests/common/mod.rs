@@ -275,3 +275,161 @@ where
         R::block_on(tracker.shutdown(grace, R::sleep))
     }
 }
+
+/// The conformance harness over TLS (futures-rustls): a tracked pair from [`Runtime::pair`],
+/// then both handshakes at once. The tracker counts the ciphertext, so the suite's byte
+/// checks become "at least the plaintext".
+#[cfg(feature = "tls")]
+pub(crate) mod tls {
+    use std::sync::Arc;
+
+    use conntrack_async_std::tls::{ClientTlsStream, ServerTlsStream, TlsAcceptor, TlsConnector};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+
+    /// One end of a TLS connection, the server's or the client's.
+    pub(crate) trait TlsEnd: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+        fn id(&self) -> ConnectionId;
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsEnd for ServerTlsStream<S> {
+        fn id(&self) -> ConnectionId {
+            self.get_ref().0.id()
+        }
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsEnd for ClientTlsStream<S> {
+        fn id(&self) -> ConnectionId {
+            self.get_ref().0.id()
+        }
+    }
+
+    pub(crate) struct TlsHarness<R> {
+        acceptor: TlsAcceptor,
+        connector: TlsConnector,
+        runtime: PhantomData<fn() -> R>,
+    }
+
+    impl<R> TlsHarness<R> {
+        pub(crate) fn new() -> Self {
+            let rcgen::CertifiedKey { cert, signing_key } =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let der: CertificateDer<'static> = cert.der().clone();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![der.clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
+                )
+                .unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(der).unwrap();
+            let client = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            TlsHarness {
+                acceptor: TlsAcceptor::from(Arc::new(server)),
+                connector: TlsConnector::from(Arc::new(client)),
+                runtime: PhantomData,
+            }
+        }
+    }
+
+    pub(crate) struct TlsConn<R>(Box<dyn TlsEnd>, PhantomData<fn() -> R>);
+
+    impl<R: Runtime> Harness for TlsHarness<R> {
+        type Conn = TlsConn<R>;
+
+        fn name(&self) -> &'static str {
+            if R::NAME == "smol" {
+                "smol+tls"
+            } else {
+                "async-std+tls"
+            }
+        }
+
+        fn tls(&self) -> bool {
+            true
+        }
+
+        fn connect(
+            &self,
+            tracker: &Tracker,
+            listener: ListenerConfig,
+            dialer: DialerConfig,
+        ) -> io::Result<(TlsConn<R>, TlsConn<R>)> {
+            let (server, client) = R::block_on(R::pair(tracker, listener, dialer))?;
+            let (server, client) = R::block_on(bounded::<R, _>(
+                "the TLS handshakes",
+                futures_lite::future::zip(
+                    self.acceptor.accept(server),
+                    self.connector.connect("localhost", client),
+                ),
+            ));
+            Ok((
+                TlsConn(Box::new(server?), PhantomData),
+                TlsConn(Box::new(client?), PhantomData),
+            ))
+        }
+    }
+
+    impl<R: Runtime> Conn for TlsConn<R> {
+        fn id(&self) -> ConnectionId {
+            self.0.id()
+        }
+
+        fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+            R::block_on(self.0.write_all(buf))
+        }
+
+        fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
+            R::block_on(async {
+                let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+                let mut slices = &mut slices[..];
+                let mut total = 0;
+                // Bounded: every round writes at least one byte or fails.
+                while !slices.is_empty() {
+                    let n = self.0.write_vectored(slices).await?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    total += n;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Ok(total)
+            })
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            R::block_on(self.0.flush())
+        }
+
+        fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+            R::block_on(self.0.read_exact(buf))
+        }
+
+        fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+            let mut v = Vec::new();
+            R::block_on(self.0.read_to_end(&mut v))?;
+            Ok(v)
+        }
+
+        fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>> {
+            let mut v = vec![0; max];
+            let n = R::block_on(self.0.read(&mut v))?;
+            v.truncate(n);
+            Ok(v)
+        }
+
+        /// `close`: the TLS `close_notify`, then the socket's write half.
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            R::block_on(self.0.close())
+        }
+    }
+}
