@@ -232,7 +232,7 @@ macro_rules! failure_tests {
                 drop(ok);
 
                 rec.wait_for(
-                    |ev| ev.iter().filter(|e| e.name() == "close").count() >= 9,
+                    |ev| ev.iter().filter(|e| e.name() == "close").count() >= 10,
                     WAIT,
                 )
                 .unwrap_or_else(|ev| {
@@ -241,7 +241,7 @@ macro_rules! failure_tests {
                         ev.iter().map(Recorded::name).collect::<Vec<_>>()
                     )
                 });
-                conntrack_core::blocking::block_on(tracker.drained());
+                assert!(tracker.is_empty(), "left: {:?}", tracker.connections());
                 let ev = rec.events();
                 let failed = ev
                     .iter()

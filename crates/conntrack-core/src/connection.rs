@@ -1351,6 +1351,7 @@ impl Connection {
     pub fn set_closer(&self, closer: impl Fn() + Send + Sync + 'static) -> CloserGuard {
         let guard = CloserGuard {
             entry: Arc::clone(&self.entry),
+            fd: false,
         };
         if self.is_aborted() {
             closer();
@@ -1369,16 +1370,22 @@ impl Connection {
     /// Makes an abort shut `socket` down (`shutdown(Both)`), which wakes a thread blocked in a
     /// read or write on it, as [`set_closer`](Connection::set_closer) with a clone of the
     /// socket does, without the clone (the `dup` and its `close` are two system calls per
-    /// connection). Linux and Android.
+    /// connection). Linux and Android. One registration per connection: a new one replaces
+    /// the last.
     ///
-    /// The descriptor is used while the returned guard lives: keep the guard next to the
-    /// stream that owns the descriptor and make sure it drops **before** the stream (declare
-    /// it before the stream in the struct that holds both), so that no abort shuts down a
-    /// descriptor that was closed and maybe reused by another socket.
+    /// **The descriptor number is kept, not the socket**: while the returned guard lives, the
+    /// socket must stay open and stay the one behind that number. A stream wrapper that owns
+    /// the socket declares the guard before it (fields drop in declaration order), never
+    /// hands out a way to replace or close the socket while the guard lives (drop the guard
+    /// first, as this crate's std adapter does in `get_mut`), and drops the guard when it
+    /// gives the socket up. Otherwise an abort could shut down whatever socket reuses the
+    /// number. The abort runs under the connection's lock, which the guard's drop takes too,
+    /// so an abort never races the drop.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn shutdown_on_abort<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> CloserGuard {
         let guard = CloserGuard {
             entry: Arc::clone(&self.entry),
+            fd: true,
         };
         let fd = socket.as_raw_fd();
         {
@@ -1457,6 +1464,10 @@ impl fmt::Debug for TcpInfoGuard {
 #[must_use = "dropping the guard removes the closer"]
 pub struct CloserGuard {
     entry: Arc<Entry>,
+    /// Whether it keeps a descriptor registration (`shutdown_on_abort`) rather than a closer
+    /// (`set_closer`): it removes only its own kind.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    fd: bool,
 }
 
 impl Drop for CloserGuard {
@@ -1464,8 +1475,9 @@ impl Drop for CloserGuard {
         let c = {
             let mut rare = self.entry.rare();
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            {
+            if self.fd {
                 rare.abort_fd = None;
+                return;
             }
             rare.closer.take()
         };

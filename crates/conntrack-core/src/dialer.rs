@@ -304,8 +304,10 @@ impl<R: Runtime> Dialer<R> {
             let res = self.connect_one(&mut dial, SocketAddr::new(ip, port)).await;
             return self.finish(dial, res);
         }
-        dial.dns_start(host);
-        let (resolved, coalesced) = self.lookups.resolve(&*self.resolver, host, port).await;
+        let (resolved, coalesced) = self
+            .lookups
+            .resolve(&*self.resolver, host, port, || dial.dns_start(host))
+            .await;
         let resolved = match resolved {
             Ok(a) if a.is_empty() => Err(no_addresses(host)),
             other => other,

@@ -134,14 +134,19 @@ impl Coalescer {
     }
 
     /// Resolves `host:port` with `resolver`, or waits for a lookup of the same name already in
-    /// flight. Returns the outcome and whether it was shared (`coalesced`).
+    /// flight. Returns the outcome and whether it was shared (`coalesced`). `started` runs
+    /// once, as soon as the dial has started its lookup or joined one (and before it waits):
+    /// the dial's `on_dns_start`, so that a dial seen starting is already one a concurrent
+    /// dial of the same name will share with.
     pub(crate) async fn resolve(
         &self,
         resolver: &dyn Resolve,
         host: &str,
         port: u16,
+        started: impl FnOnce(),
     ) -> (io::Result<Vec<SocketAddr>>, bool) {
         let key = (host.to_owned(), port);
+        let mut started = Some(started);
         loop {
             let (shared, leader) = {
                 let mut map = lock(&self.inflight);
@@ -154,6 +159,9 @@ impl Coalescer {
                     }
                 }
             };
+            if let Some(f) = started.take() {
+                f();
+            }
             if leader {
                 let leading = Leading {
                     coalescer: self,

@@ -97,15 +97,19 @@ pub(crate) fn sample(fd: std::os::fd::RawFd) -> Option<TcpStats> {
 
 /// Shuts a connection's socket down (`SHUT_RDWR`), which makes a thread blocked in a read or
 /// write on it return: what an abort does to a blocking stream registered with
-/// `Connection::shutdown_on_abort`. The caller holds the entry's lock, which the stream's
-/// guard takes before the stream closes `fd`, so `fd` is still the connection's own.
+/// `Connection::shutdown_on_abort`. Called either under the entry's lock, which the
+/// registration's guard takes before its stream may close `fd`, or by the registering call
+/// itself, whose caller holds the socket: in both cases `fd` is the connection's socket as
+/// long as the registration's documented contract is kept.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unsafe_code)]
 pub(crate) fn shutdown(fd: std::os::fd::RawFd) {
-    // SAFETY: shutdown(2) takes no pointers and has no memory effect on this process: on any
-    // descriptor it is memory-safe (at worst it fails, or shuts down the wrong socket, which
-    // the guard protocol above rules out). Its result is not needed: an abort of a socket
-    // already shut down or closed by the peer has nothing left to wake.
+    // SAFETY: shutdown(2) takes no pointers and has no effect on this process' memory, so the
+    // call is memory-safe on any descriptor: at worst it fails, or (if a registration's
+    // contract was broken, see `Connection::shutdown_on_abort`) shuts down a socket the
+    // connection does not own, an I/O error for that socket's user and nothing more. Its
+    // result is not needed: a socket already shut down or closed by the peer has nothing
+    // left to wake.
     let _ = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 

@@ -89,8 +89,16 @@ impl<T> Tracked<T> {
         &self.inner
     }
 
-    /// The inner stream, mutably. I/O done directly on it is not counted.
+    /// The inner stream, mutably. I/O done directly on it is not counted. On Linux and
+    /// Android an abort shuts the stream's socket down through its descriptor number (see
+    /// [`abortable`](Tracked::abortable)); since the stream could be replaced through this
+    /// reference, that registration is dropped first: an abort still fails this stream's
+    /// later I/O, but no longer wakes a call blocked in it.
     pub fn get_mut(&mut self) -> &mut T {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            self.closer = None;
+        }
         &mut self.inner
     }
 
@@ -279,6 +287,9 @@ macro_rules! socket_impls {
             /// registration ([`Connection::shutdown_on_abort`]); elsewhere the abort goes
             /// through a clone of the socket, one `dup`.
             pub fn abortable(mut self) -> Self {
+                if self.closer.is_some() {
+                    return self;
+                }
                 #[cfg(any(target_os = "linux", target_os = "android"))]
                 {
                     self.closer = Some(self.conn.shutdown_on_abort(&self.inner));

@@ -891,19 +891,27 @@ pub fn concurrent_dials_share_one_lookup<H: DialHarness + Sync>(h: &H) {
         DialerConfig::new().category("coalesced").hook(rec.clone()),
         resolver.clone(),
     );
+    // Opens the gate however the scope below ends, so that a failed wait does not leave the
+    // dials (and the scope joining them) blocked for good.
+    struct OpenOnDrop<'a>(&'a GatedResolver);
+    impl Drop for OpenOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
     let dialed: Vec<io::Result<Dialed>> = std::thread::scope(|s| {
+        let gate = OpenOnDrop(&resolver);
         let dials: Vec<_> = (0..DIALS)
             .map(|_| s.spawn(|| dial("coalesce.test:1")))
             .collect();
+        // A dial fires `on_dns_start` once it has started the lookup or joined it: when all
+        // have, the one lookup is shared by all.
         rec.wait_for(
             |ev| ev.iter().filter(|e| e.name() == "dns_start").count() == DIALS,
             EVENT_TIMEOUT,
         )
         .unwrap_or_else(|ev| panic!("{}: not every dial started: {ev:?}", h.name()));
-        // Each dial joins the lookup right after its `on_dns_start`; a thread preempted
-        // between the two gets this moment to join before the answer comes.
-        std::thread::sleep(Duration::from_millis(100));
-        resolver.open();
+        drop(gate);
         dials.into_iter().map(|d| d.join().unwrap()).collect()
     });
     for d in &dialed {
