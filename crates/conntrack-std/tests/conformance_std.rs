@@ -156,6 +156,32 @@ impl conntrack_testkit::control::ControlHarness for Std {
         Ok(StdConn(listener.accept()?.0))
     }
 
+    /// Polls the listener in non-blocking mode until `limit` (`WouldBlock` is not a failure).
+    fn accept_within(
+        &self,
+        listener: &Self::Listener,
+        limit: std::time::Duration,
+    ) -> Option<io::Result<StdConn>> {
+        listener
+            .get_ref()
+            .set_nonblocking(true)
+            .expect("non-blocking");
+        let deadline = std::time::Instant::now() + limit;
+        let res = loop {
+            match listener.accept() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() >= deadline {
+                        break None;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break Some(other.map(|(s, _)| StdConn(s))),
+            }
+        };
+        listener.get_ref().set_nonblocking(false).expect("blocking");
+        res
+    }
+
     fn run_policies(&self, tracker: &Tracker, stop: conntrack_testkit::control::Stop) {
         let tracker = tracker.clone();
         // The application's own thread: blocking code has no runtime to spawn on.

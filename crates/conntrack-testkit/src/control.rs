@@ -36,7 +36,8 @@ macro_rules! control_tests {
             limit_rejects_extra, limit_waits_for_a_slot, per_ip_limit_rejects,
             idle_timeout_closes_only_idle, max_age_closes_busy_connections,
             dialer_policies_apply_to_dialed_connections,
-            abort_wakes_blocked_read, abort_wakes_blocked_write, shutdown_with_deadline);
+            abort_wakes_blocked_read, abort_wakes_blocked_write, shutdown_with_deadline,
+            listener_refuses_after_shutdown);
     };
     (@each $harness:expr; $($name:ident),*) => {
         mod control {
@@ -73,6 +74,15 @@ pub trait ControlHarness: Harness + Sync {
     ///
     /// The accept error.
     fn accept(&self, listener: &Self::Listener) -> io::Result<Self::Conn>;
+
+    /// Accepts as [`accept`](Self::accept) does, giving up after `limit`: `None` if no
+    /// connection was accepted by then (the listener's own accept, with the runtime's timer,
+    /// or polling a non-blocking listener for a blocking one).
+    fn accept_within(
+        &self,
+        listener: &Self::Listener,
+        limit: Duration,
+    ) -> Option<io::Result<Self::Conn>>;
 
     /// Runs `tracker.run_policies(sleep)` with the runtime's sleep, in the background, until
     /// `stop` is signalled.
@@ -825,4 +835,40 @@ pub fn shutdown_with_deadline<H: ControlHarness>(h: &H) {
     }
     assert_eq!(tracker.len(), 0);
     drop((idle_s, idle_c, busy_s, busy_c, stuck_c));
+}
+
+/// After `Tracker::shutdown`, the adapter's listener refuses new connections: each is taken
+/// off the accept queue and closed at once (the client reads end of stream or a reset),
+/// counted as rejected and reported to `on_accept`, and none is returned or tracked.
+pub fn listener_refuses_after_shutdown<H: ControlHarness>(h: &H) {
+    const CLIENTS: usize = 3;
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let config = ListenerConfig::new().category("closing").hook(rec.clone());
+    let (listener, addr) = h.listen(&tracker, config).expect("listen");
+    let report = h.shutdown(&tracker, Duration::from_millis(10));
+    assert!(report.drained, "{}: nothing was open", h.name());
+    // The connects complete in the listen backlog; the listener then refuses each.
+    let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| client(addr)).collect();
+    let accepted = h.accept_within(&listener, Duration::from_millis(500));
+    assert!(
+        accepted.is_none(),
+        "{}: a connection was accepted after the shutdown",
+        h.name()
+    );
+    rec.wait_for(|ev| rejected(ev) >= CLIENTS, EVENT_TIMEOUT)
+        .unwrap_or_else(|ev| panic!("{}: refusals: {}", h.name(), rejected(&ev)));
+    for mut c in clients {
+        let mut b = [0; 1];
+        assert!(
+            matches!(c.read(&mut b), Ok(0) | Err(_)),
+            "{}: a refused client is closed",
+            h.name()
+        );
+    }
+    let stats = tracker.stats();
+    let s = stats.get("closing", Role::Server).expect("server stats");
+    assert_eq!(s.rejected, CLIENTS as u64, "{}", h.name());
+    assert_eq!(s.opened, 0, "{}", h.name());
+    assert_eq!(tracker.len(), 0);
 }

@@ -153,6 +153,20 @@ impl conntrack_testkit::control::ControlHarness for Tokio {
         })
     }
 
+    fn accept_within(
+        &self,
+        listener: &Self::Listener,
+        limit: std::time::Duration,
+    ) -> Option<io::Result<TokioConn>> {
+        let rt = runtime().handle().clone();
+        let res = rt.block_on(async { tokio::time::timeout(limit, listener.accept()).await });
+        Some(res.ok()?.map(|(stream, _)| TokioConn {
+            id: stream.id(),
+            stream: Box::new(stream),
+            rt,
+        }))
+    }
+
     fn run_policies(&self, tracker: &Tracker, stop: conntrack_testkit::control::Stop) {
         let tracker = tracker.clone();
         runtime().spawn(async move {

@@ -264,6 +264,19 @@ where
         Ok(AsyncConn(R::block_on(listener.accept())?.0))
     }
 
+    fn accept_within(
+        &self,
+        listener: &Self::Listener,
+        limit: Duration,
+    ) -> Option<io::Result<AsyncConn<R>>> {
+        R::block_on(
+            async { Some(listener.accept().await.map(|(s, _)| AsyncConn(s))) }.or(async {
+                R::sleep(limit).await;
+                None
+            }),
+        )
+    }
+
     fn run_policies(&self, tracker: &Tracker, stop: conntrack_testkit::control::Stop) {
         let tracker = tracker.clone();
         std::thread::spawn(move || {
