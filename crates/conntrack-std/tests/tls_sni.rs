@@ -1,13 +1,15 @@
-//! The SNI shows the same on both entries of a TLS connection over rustls' blocking streams:
-//! the client entry reports the name as sent (lowercase, no trailing dot, none for an IP
-//! address or with SNI turned off), which is what the server entry reads.
+//! The SNI shows the same on both entries of a TLS connection over rustls' blocking streams,
+//! and in the client's `on_tls_handshake_start`: the name as sent (lowercase, no trailing dot,
+//! none for an IP address or with SNI turned off), which is what the server entry reads.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
 
-use conntrack_core::{ConnectionInfo, DialerConfig, ListenerConfig, Tracker};
+use conntrack_core::{
+    ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordingHook, Tracker,
+};
 use conntrack_std::tls::{TlsAcceptor, TlsConnector};
 use conntrack_std::{Dialer, Listener};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -39,10 +41,16 @@ fn configs(enable_sni: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     (Arc::new(server), Arc::new(client))
 }
 
-/// One connection to `ip` asking for `server_name`: the (server, client) entries, both live.
-fn connect(ip: &str, server_name: &str, enable_sni: bool) -> (ConnectionInfo, ConnectionInfo) {
+/// One connection to `ip` asking for `server_name`: the (server, client) entries, both live,
+/// and the SNI of the client's `on_tls_handshake_start`.
+fn connect(
+    ip: &str,
+    server_name: &str,
+    enable_sni: bool,
+) -> (ConnectionInfo, ConnectionInfo, Option<String>) {
     let (server, client) = configs(enable_sni);
     let tracker = Tracker::new();
+    let rec = RecordingHook::new();
     let inner = TcpListener::bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("in"));
@@ -57,7 +65,10 @@ fn connect(ip: &str, server_name: &str, enable_sni: bool) -> (ConnectionInfo, Co
         tls.flush().unwrap();
         info
     });
-    let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
+    let dialer = Dialer::new(
+        &tracker,
+        DialerConfig::new().category("out").hook(rec.clone()),
+    );
     let tcp = dialer.connect(&addr.to_string()).unwrap();
     let mut tls = TlsConnector::from(client)
         .connect(server_name, tcp)
@@ -65,7 +76,15 @@ fn connect(ip: &str, server_name: &str, enable_sni: bool) -> (ConnectionInfo, Co
     let mut buf = Vec::new();
     tls.read_to_end(&mut buf).unwrap();
     assert_eq!(buf, b"hello");
-    (srv.join().unwrap(), tls.info())
+    let started = rec
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Recorded::TlsHandshakeStart { server_name, .. } => Some(server_name),
+            _ => None,
+        })
+        .expect("handshake start");
+    (srv.join().unwrap(), tls.info(), started)
 }
 
 #[test]
@@ -74,15 +93,17 @@ fn sni_is_the_same_on_both_entries() {
         ("127.0.0.1", "localhost", true, Some("localhost")),
         ("127.0.0.1", "localhost.", true, Some("localhost")),
         ("127.0.0.1", "LocalHost", true, Some("localhost")),
+        ("127.0.0.1", "LOCALHOST.", true, Some("localhost")),
         ("127.0.0.1", "127.0.0.1", true, None),
         ("::1", "::1", true, None),
         ("127.0.0.1", "localhost", false, None),
     ] {
-        let (server, client) = connect(ip, asked, enable_sni);
+        let (server, client, started) = connect(ip, asked, enable_sni);
         let case = format!("{asked:?} (SNI {})", if enable_sni { "on" } else { "off" });
         let server_sni = server.tls.expect("server TLS").server_name.clone();
         let client_sni = client.tls.expect("client TLS").server_name.clone();
         assert_eq!(server_sni.as_deref(), expected, "server entry, {case}");
         assert_eq!(client_sni.as_deref(), expected, "client entry, {case}");
+        assert_eq!(started.as_deref(), expected, "handshake start, {case}");
     }
 }
