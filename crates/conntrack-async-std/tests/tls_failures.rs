@@ -19,6 +19,7 @@ use conntrack_core::{
     ConnectionId, DialerConfig, ListenerConfig, Recorded, RecordedError, RecordingHook, Role,
     Tracker,
 };
+use futures_lite::future::FutureExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -241,7 +242,17 @@ macro_rules! failure_tests {
                         ev.iter().map(Recorded::name).collect::<Vec<_>>()
                     )
                 });
-                assert!(tracker.is_empty(), "left: {:?}", tracker.connections());
+                // The close hooks have run; the totals count a close just after: wait for both, bounded.
+                let deadline = std::time::Instant::now() + WAIT;
+                while !(tracker.is_empty() && tracker.stats().total().closed == 10) {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "left: {:?}, {:?}",
+                        tracker.connections(),
+                        tracker.stats().total()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 let ev = rec.events();
                 let failed = ev
                     .iter()
@@ -271,6 +282,56 @@ macro_rules! failure_tests {
                         assert_eq!(close.error(), Some(err), "{id}");
                     }
                 }
+            }
+
+            /// A server that gives up on a slow handshake (a timer drops the accept future)
+            /// reports it as cancelled, counts it, and the connection leaves the tracker.
+            #[test]
+            fn a_cancelled_handshake_is_reported_and_counted() {
+                let p = pki();
+                let tracker = Tracker::new();
+                let rec = RecordingHook::new();
+                let inner = block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+                let addr = inner.local_addr().unwrap();
+                let listener = Listener::new(
+                    &tracker,
+                    inner,
+                    ListenerConfig::new().category("tls-in").hook(rec.clone()),
+                );
+                let acceptor = TlsAcceptor::from(server_config(&p, &[]));
+                let server = std::thread::spawn(move || {
+                    block_on(async move {
+                        let (tcp, _) = listener.accept().await.unwrap();
+                        let done = async { Some(acceptor.accept(tcp).await) }
+                            .or(async {
+                                smol::Timer::after(Duration::from_millis(100)).await;
+                                None
+                            })
+                            .await;
+                        assert!(done.is_none(), "a silent client's handshake cannot finish");
+                    });
+                });
+                // Connects and says nothing.
+                let mut silent = block_on(TcpStream::connect(addr)).unwrap();
+                let err = nth_server_failure(&rec, 1);
+                assert_eq!(err.kind, io::ErrorKind::Other);
+                assert!(err.message.contains("cancelled"), "{err:?}");
+                server.join().unwrap();
+                // The server dropped the connection: end of stream (or a reset), bounded.
+                let mut buf = Vec::new();
+                let n = block_on(
+                    async { silent.read_to_end(&mut buf).await.unwrap_or(0) }.or(async {
+                        smol::Timer::after(WAIT).await;
+                        panic!("the server did not hang up")
+                    }),
+                );
+                assert_eq!(n, 0);
+                rec.wait_for(|ev| ev.iter().any(|e| e.name() == "close"), WAIT)
+                    .expect("the server side closes");
+                assert!(tracker.is_empty(), "left: {:?}", tracker.connections());
+                assert_eq!(tracker.stats().total().tls_handshake_failed, 1);
+                assert_eq!(rec.count("tls_handshake_start"), 1);
+                assert_eq!(rec.count("tls_handshake_done"), 1);
             }
         }
     };

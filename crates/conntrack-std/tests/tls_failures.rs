@@ -227,7 +227,17 @@ fn failed_handshakes_are_reported_counted_and_leave_nothing() {
             ev.iter().map(Recorded::name).collect::<Vec<_>>()
         )
     });
-    assert!(tracker.is_empty(), "left: {:?}", tracker.connections());
+    // The close hooks have run; the totals count a close just after: wait for both, bounded.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(tracker.is_empty() && tracker.stats().total().closed == 10) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left: {:?}, {:?}",
+            tracker.connections(),
+            tracker.stats().total()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let ev = rec.events();
     let failed = ev
         .iter()
