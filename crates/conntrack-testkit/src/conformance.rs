@@ -276,6 +276,15 @@ pub fn half_close<H: Harness>(h: &H) {
 /// stream wrappers record: either way `on_close` carries the error the client saw.
 pub fn peer_reset_reported<H: Harness>(h: &H) {
     let (tracker, rec, l, d) = setup("reset");
+    // A per-I/O hook on the client: the failed read reaches it too, with the error.
+    let read_errors: std::sync::Arc<std::sync::Mutex<Vec<(usize, io::ErrorKind)>>> =
+        std::sync::Arc::default();
+    let log = read_errors.clone();
+    let d = d.on_read(move |ev| {
+        if let Some(e) = ev.error {
+            log.lock().unwrap().push((ev.n, e.kind()));
+        }
+    });
     let (mut server, mut client) = h.connect(&tracker, l, d).expect("connect");
     let cid = client.id();
     client.write_all(b"never read").unwrap();
@@ -323,6 +332,15 @@ pub fn peer_reset_reported<H: Harness>(h: &H) {
             conntrack_core::CloseReason::Reset,
             "{}",
             h.name()
+        );
+    }
+    if !h.tls() {
+        // The read that failed is the socket's own: `on_read` saw it, with 0 bytes.
+        assert!(
+            read_errors.lock().unwrap().contains(&(0, seen)),
+            "{}: on_read errors {:?}",
+            h.name(),
+            read_errors.lock().unwrap()
         );
     }
     assert_empty(&tracker);
