@@ -9,34 +9,14 @@ use conntrack_async_std::tls::{TlsAcceptor, TlsConnector};
 use conntrack_async_std::Listener;
 use conntrack_core::{DialerConfig, ListenerConfig, TlsInfo, Tracker};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 
 fn configs(
     versions: &[&'static SupportedProtocolVersion],
     alpn: &[u8],
 ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let der: CertificateDer<'static> = cert.der().clone();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
-        )
-        .unwrap();
+    let (mut server, mut client) = conntrack_testkit::tls::self_signed(&["localhost"], versions);
     server.alpn_protocols = vec![alpn.to_vec()];
-    let mut roots = RootCertStore::empty();
-    roots.add(der).unwrap();
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     client.alpn_protocols = vec![alpn.to_vec()];
     (Arc::new(server), Arc::new(client))
 }

@@ -8,120 +8,23 @@
 //! presents the chain (leaf, CA) and clients trust the CA. "Untrusted" is a client trusting
 //! another CA, "wrong name" a client asking for another name: real verification failures.
 
-use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use conntrack_async_std::tls::{TlsAcceptor, TlsConnector};
 use conntrack_async_std::Listener;
-use conntrack_core::{
-    ConnectionId, DialerConfig, ListenerConfig, Recorded, RecordedError, RecordingHook, Role,
-    Tracker,
-};
+use conntrack_core::{DialerConfig, ListenerConfig, Recorded, RecordingHook, Role, Tracker};
+use conntrack_testkit::tls::{client_config, nth_server_failure, pki, server_config};
 use futures_lite::future::FutureExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Pki {
-    ca: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
-    key: Vec<u8>,
-    /// A CA that signed nothing the server presents.
-    other_ca: CertificateDer<'static>,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn pki() -> Pki {
-    let issuer = ca("conntrack test CA");
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let key = KeyPair::generate().unwrap();
-    let leaf = params.signed_by(&key, &issuer).unwrap();
-    Pki {
-        ca: issuer.der().clone(),
-        leaf: leaf.der().clone(),
-        key: key.serialize_der(),
-        other_ca: ca("another CA").der().clone(),
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn server_config(p: &Pki, alpn: &[&[u8]]) -> Arc<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![p.leaf.clone(), p.ca.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key.clone())),
-        )
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-fn client_config(trusted: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    roots.add(trusted.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
-}
-
-/// Ids of the server side's connections (from `on_accept`).
-fn server_ids(ev: &[Recorded]) -> HashSet<ConnectionId> {
-    ev.iter()
-        .filter_map(|e| match e {
-            Recorded::Accept {
-                connection: Some(c),
-                ..
-            } => Some(c.id),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The server side's failed handshakes, in order.
-fn server_failures(ev: &[Recorded]) -> Vec<RecordedError> {
-    let ids = server_ids(ev);
-    ev.iter()
-        .filter_map(|e| match e {
-            Recorded::TlsHandshakeDone {
-                id,
-                error: Some(err),
-                ..
-            } if ids.contains(id) => Some(err.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Waits for the `n`th failed server handshake and returns its error.
-fn nth_server_failure(rec: &RecordingHook, n: usize) -> RecordedError {
-    let ev = rec
-        .wait_for(|ev| server_failures(ev).len() >= n, WAIT)
-        .unwrap_or_else(|ev| panic!("server failures: {:?}", server_failures(&ev)));
-    server_failures(&ev)[n - 1].clone()
+/// A connector trusting `trusted` and offering `alpn`.
+fn connector(trusted: &rustls::pki_types::CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
+    TlsConnector::from(client_config(trusted, alpn))
 }
 
 /// The test, on one runtime: its `block_on`, TCP types and tracked dialer.
@@ -175,7 +78,11 @@ macro_rules! failure_tests {
                 let p = pki();
                 let tracker = Tracker::new();
                 let rec = RecordingHook::new();
-                let addr = serve(&tracker, server_config(&p, &[b"h2"]), &rec);
+                let addr = serve(
+                    &tracker,
+                    server_config(rustls::DEFAULT_VERSIONS, &[b"h2"]),
+                    &rec,
+                );
                 let dialer = Dialer::new(
                     &tracker,
                     DialerConfig::new().category("tls-out").hook(rec.clone()),
@@ -191,7 +98,7 @@ macro_rules! failure_tests {
                 // 1. Plain bytes instead of a ClientHello.
                 let mut raw = block_on(TcpStream::connect(addr)).unwrap();
                 block_on(raw.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")).unwrap();
-                let err = nth_server_failure(&rec, 1);
+                let err = nth_server_failure(&rec, 1, WAIT);
                 assert_eq!(err.kind, io::ErrorKind::InvalidData, "{err:?}");
                 drop(raw);
 
@@ -199,30 +106,29 @@ macro_rules! failure_tests {
                 let mut raw = block_on(TcpStream::connect(addr)).unwrap();
                 block_on(raw.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])).unwrap();
                 drop(raw);
-                let err = nth_server_failure(&rec, 2);
+                let err = nth_server_failure(&rec, 2, WAIT);
                 assert_eq!(err.kind, io::ErrorKind::UnexpectedEof, "{err:?}");
 
                 // 3. A client that does not trust the server's CA.
-                let e = dial(&client_config(&p.other_ca, &[b"h2"]), "localhost")
-                    .expect_err("untrusted");
+                let e =
+                    dial(&connector(&p.other_ca, &[b"h2"]), "localhost").expect_err("untrusted");
                 assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
                 assert!(e.to_string().contains("UnknownIssuer"), "{e}");
-                let err = nth_server_failure(&rec, 3);
+                let err = nth_server_failure(&rec, 3, WAIT);
                 assert!(err.message.contains("alert"), "the client's alert: {err:?}");
 
                 // 4. A client that asks for another name.
-                let good = client_config(&p.ca, &[b"h2"]);
+                let good = connector(&p.ca, &[b"h2"]);
                 let e = dial(&good, "wrong.example").expect_err("wrong name");
                 assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
                 assert!(e.to_string().contains("not valid for name"), "{e}");
-                let err = nth_server_failure(&rec, 4);
+                let err = nth_server_failure(&rec, 4, WAIT);
                 assert!(err.message.contains("alert"), "the client's alert: {err:?}");
 
                 // 5. No ALPN protocol in common.
-                let e =
-                    dial(&client_config(&p.ca, &[b"spdy/1"]), "localhost").expect_err("no ALPN");
+                let e = dial(&connector(&p.ca, &[b"spdy/1"]), "localhost").expect_err("no ALPN");
                 assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
-                let err = nth_server_failure(&rec, 5);
+                let err = nth_server_failure(&rec, 5, WAIT);
                 assert_eq!(err.kind, io::ErrorKind::InvalidData, "{err:?}");
 
                 // The server keeps serving.
@@ -242,17 +148,12 @@ macro_rules! failure_tests {
                         ev.iter().map(Recorded::name).collect::<Vec<_>>()
                     )
                 });
-                // The close hooks have run; the totals count a close just after: wait for both, bounded.
-                let deadline = std::time::Instant::now() + WAIT;
-                while !(tracker.is_empty() && tracker.stats().total().closed == 10) {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "left: {:?}, {:?}",
-                        tracker.connections(),
-                        tracker.stats().total()
-                    );
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                // The close hooks have run; the totals count a close just after them.
+                assert!(
+                    conntrack_testkit::drained_within(&tracker, WAIT),
+                    "left: {:?}",
+                    tracker.connections()
+                );
                 let ev = rec.events();
                 let failed = ev
                     .iter()
@@ -288,7 +189,6 @@ macro_rules! failure_tests {
             /// reports it as cancelled, counts it, and the connection leaves the tracker.
             #[test]
             fn a_cancelled_handshake_is_reported_and_counted() {
-                let p = pki();
                 let tracker = Tracker::new();
                 let rec = RecordingHook::new();
                 let inner = block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -298,7 +198,7 @@ macro_rules! failure_tests {
                     inner,
                     ListenerConfig::new().category("tls-in").hook(rec.clone()),
                 );
-                let acceptor = TlsAcceptor::from(server_config(&p, &[]));
+                let acceptor = TlsAcceptor::from(server_config(rustls::DEFAULT_VERSIONS, &[]));
                 let server = std::thread::spawn(move || {
                     block_on(async move {
                         let (tcp, _) = listener.accept().await.unwrap();
@@ -313,7 +213,7 @@ macro_rules! failure_tests {
                 });
                 // Connects and says nothing.
                 let mut silent = block_on(TcpStream::connect(addr)).unwrap();
-                let err = nth_server_failure(&rec, 1);
+                let err = nth_server_failure(&rec, 1, WAIT);
                 assert_eq!(err.kind, io::ErrorKind::Other);
                 assert!(err.message.contains("cancelled"), "{err:?}");
                 server.join().unwrap();

@@ -12,31 +12,13 @@ use conntrack_core::{
     ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordingHook, Tracker,
 };
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 
 fn configs(enable_sni: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(names).unwrap();
-    let der: CertificateDer<'static> = cert.der().clone();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
-        )
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(der).unwrap();
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (server, mut client) = conntrack_testkit::tls::self_signed(
+        &["localhost", "127.0.0.1", "::1"],
+        rustls::DEFAULT_VERSIONS,
+    );
     client.enable_sni = enable_sni;
     (Arc::new(server), Arc::new(client))
 }

@@ -10,8 +10,6 @@ use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
 use conntrack_std::tls::{ClientTlsStream, ServerTlsStream, TlsAcceptor, TlsConnector};
 use conntrack_std::{Dialer, Listener};
 use conntrack_testkit::{Conn, Harness};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// One end of a TLS connection: the server's or the client's stream.
 trait TlsEnd: Read + Write + Send + 'static {
@@ -96,26 +94,8 @@ struct StdTls {
 
 impl StdTls {
     fn new() -> Self {
-        let rcgen::CertifiedKey { cert, signing_key } =
-            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let der: CertificateDer<'static> = cert.der().clone();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![der.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
-            )
-            .unwrap();
-        let mut roots = RootCertStore::empty();
-        roots.add(der).unwrap();
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let (server, client) =
+            conntrack_testkit::tls::self_signed(&["localhost"], rustls::DEFAULT_VERSIONS);
         StdTls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),

@@ -7,83 +7,22 @@
 //! presents the chain (leaf, CA) and clients trust the CA. "Untrusted" is a client trusting
 //! another CA, "wrong name" a client asking for another name: real verification failures.
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conntrack_core::{
-    ConnectionId, DialerConfig, ListenerConfig, Recorded, RecordedError, RecordingHook, Role,
-    Tracker,
-};
+use conntrack_core::{DialerConfig, ListenerConfig, Recorded, RecordingHook, Role, Tracker};
 use conntrack_std::tls::{TlsAcceptor, TlsConnector};
 use conntrack_std::{Dialer, Listener};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use conntrack_testkit::tls::{client_config, nth_server_failure, pki, server_config};
+use rustls::ServerConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Pki {
-    ca: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
-    key: Vec<u8>,
-    /// A CA that signed nothing the server presents.
-    other_ca: CertificateDer<'static>,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn pki() -> Pki {
-    let issuer = ca("conntrack test CA");
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let key = KeyPair::generate().unwrap();
-    let leaf = params.signed_by(&key, &issuer).unwrap();
-    Pki {
-        ca: issuer.der().clone(),
-        leaf: leaf.der().clone(),
-        key: key.serialize_der(),
-        other_ca: ca("another CA").der().clone(),
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn server_config(p: &Pki, alpn: &[&[u8]]) -> Arc<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![p.leaf.clone(), p.ca.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key.clone())),
-        )
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-fn client_config(trusted: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    roots.add(trusted.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
+/// A connector trusting `trusted` and offering `alpn`.
+fn connector(trusted: &rustls::pki_types::CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
+    TlsConnector::from(client_config(trusted, alpn))
 }
 
 /// A tracked TLS server, as one would write it with threads: an accept loop that handshakes
@@ -121,48 +60,16 @@ fn serve(
     addr
 }
 
-/// Ids of the server side's connections (from `on_accept`).
-fn server_ids(ev: &[Recorded]) -> HashSet<ConnectionId> {
-    ev.iter()
-        .filter_map(|e| match e {
-            Recorded::Accept {
-                connection: Some(c),
-                ..
-            } => Some(c.id),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The server side's failed handshakes, in order.
-fn server_failures(ev: &[Recorded]) -> Vec<RecordedError> {
-    let ids = server_ids(ev);
-    ev.iter()
-        .filter_map(|e| match e {
-            Recorded::TlsHandshakeDone {
-                id,
-                error: Some(err),
-                ..
-            } if ids.contains(id) => Some(err.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Waits for the `n`th failed server handshake and returns its error.
-fn nth_server_failure(rec: &RecordingHook, n: usize) -> RecordedError {
-    let ev = rec
-        .wait_for(|ev| server_failures(ev).len() >= n, WAIT)
-        .unwrap_or_else(|ev| panic!("server failures: {:?}", server_failures(&ev)));
-    server_failures(&ev)[n - 1].clone()
-}
-
 #[test]
 fn failed_handshakes_are_reported_counted_and_leave_nothing() {
     let p = pki();
     let tracker = Tracker::new();
     let rec = RecordingHook::new();
-    let addr = serve(&tracker, server_config(&p, &[b"h2"]), &rec);
+    let addr = serve(
+        &tracker,
+        server_config(rustls::DEFAULT_VERSIONS, &[b"h2"]),
+        &rec,
+    );
     let dialer = Dialer::new(
         &tracker,
         DialerConfig::new().category("tls-out").hook(rec.clone()),
@@ -177,7 +84,7 @@ fn failed_handshakes_are_reported_counted_and_leave_nothing() {
     let mut raw = TcpStream::connect(addr).unwrap();
     raw.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    let err = nth_server_failure(&rec, 1);
+    let err = nth_server_failure(&rec, 1, WAIT);
     assert_eq!(err.kind, io::ErrorKind::InvalidData, "{err:?}");
     drop(raw);
 
@@ -186,28 +93,28 @@ fn failed_handshakes_are_reported_counted_and_leave_nothing() {
     raw.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
         .unwrap();
     drop(raw);
-    let err = nth_server_failure(&rec, 2);
+    let err = nth_server_failure(&rec, 2, WAIT);
     assert_eq!(err.kind, io::ErrorKind::UnexpectedEof, "{err:?}");
 
     // 3. A client that does not trust the server's CA.
-    let e = dial(&client_config(&p.other_ca, &[b"h2"]), "localhost").expect_err("untrusted");
+    let e = dial(&connector(&p.other_ca, &[b"h2"]), "localhost").expect_err("untrusted");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
-    let err = nth_server_failure(&rec, 3);
+    let err = nth_server_failure(&rec, 3, WAIT);
     assert!(err.message.contains("alert"), "the client's alert: {err:?}");
 
     // 4. A client that asks for another name.
-    let good = client_config(&p.ca, &[b"h2"]);
+    let good = connector(&p.ca, &[b"h2"]);
     let e = dial(&good, "wrong.example").expect_err("wrong name");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     assert!(e.to_string().contains("not valid for name"), "{e}");
-    let err = nth_server_failure(&rec, 4);
+    let err = nth_server_failure(&rec, 4, WAIT);
     assert!(err.message.contains("alert"), "the client's alert: {err:?}");
 
     // 5. No ALPN protocol in common.
-    let e = dial(&client_config(&p.ca, &[b"spdy/1"]), "localhost").expect_err("no ALPN");
+    let e = dial(&connector(&p.ca, &[b"spdy/1"]), "localhost").expect_err("no ALPN");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
-    let err = nth_server_failure(&rec, 5);
+    let err = nth_server_failure(&rec, 5, WAIT);
     assert_eq!(err.kind, io::ErrorKind::InvalidData, "{err:?}");
 
     // The server keeps serving.
@@ -227,17 +134,12 @@ fn failed_handshakes_are_reported_counted_and_leave_nothing() {
             ev.iter().map(Recorded::name).collect::<Vec<_>>()
         )
     });
-    // The close hooks have run; the totals count a close just after: wait for both, bounded.
-    let deadline = std::time::Instant::now() + WAIT;
-    while !(tracker.is_empty() && tracker.stats().total().closed == 10) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "left: {:?}, {:?}",
-            tracker.connections(),
-            tracker.stats().total()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // The close hooks have run; the totals count a close just after them.
+    assert!(
+        conntrack_testkit::drained_within(&tracker, WAIT),
+        "left: {:?}",
+        tracker.connections()
+    );
     let ev = rec.events();
     let failed = ev
         .iter()

@@ -13,33 +13,14 @@ use conntrack_core::{DialerConfig, ListenerConfig, Recorded, RecordingHook, Role
 use conntrack_std::tls::{TlsAcceptor, TlsConnector, DEFAULT_HANDSHAKE_TIMEOUT};
 use conntrack_std::{Dialer, Listener};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
 const DEADLINE: Duration = Duration::from_millis(100);
 
 fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let der: CertificateDer<'static> = cert.der().clone();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
-        )
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(der).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (server, client) =
+        conntrack_testkit::tls::self_signed(&["localhost"], rustls::DEFAULT_VERSIONS);
     (Arc::new(server), Arc::new(client))
 }
 

@@ -547,10 +547,10 @@ pub fn per_io_hooks<H: Harness>(h: &H) {
         }
     }
     drop((server, client));
-    // Bounded: the closes are reported at the drop, but wait for them as for any close.
-    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-    while !tracker.is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(
+        crate::drained_within(&tracker, EVENT_TIMEOUT),
+        "{}",
+        h.name()
+    );
     assert_empty(&tracker);
 }

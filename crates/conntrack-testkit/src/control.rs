@@ -686,15 +686,19 @@ pub fn abort_wakes_blocked_write<H: ControlHarness>(h: &H) {
     let (server, client) = h.connect(&tracker, l, d).unwrap();
     let cid = client.id();
     let started = Instant::now();
+    let (finished, writer_done) = std::sync::mpsc::channel();
     let writer = client.spawn(move |c| {
         let chunk = vec![7u8; 64 * 1024];
         // Bounded: a write that never blocks stops after this much (the test then fails).
+        let mut failed = None;
         for _ in 0..4096 {
             if let Err(e) = c.write_all(&chunk) {
-                return Some(e);
+                failed = Some(e);
+                break;
             }
         }
-        None
+        let _ = finished.send(());
+        failed
     });
     // Blocked once the written count stops moving for a while.
     let mut last = 0;
@@ -714,15 +718,9 @@ pub fn abort_wakes_blocked_write<H: ControlHarness>(h: &H) {
     }
     assert!(tracker.abort(cid), "{}: the connection was live", h.name());
     // The abort must end the write: wait for the writer, bounded.
-    let waited = Instant::now();
-    while !writer.is_finished() {
-        assert!(
-            waited.elapsed() < EVENT_TIMEOUT,
-            "{}: the blocked write was not woken by the abort",
-            h.name()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    writer_done
+        .recv_timeout(EVENT_TIMEOUT)
+        .unwrap_or_else(|_| panic!("{}: the blocked write was not woken by the abort", h.name()));
     let (client, err) = writer.join().unwrap();
     let err = err.expect("the blocked write fails");
     assert_eq!(

@@ -13,12 +13,17 @@
 //! The [`control`] module holds the scenarios of acting on connections (limits, idle and age
 //! policies, abort by id, shutdown with a deadline), run on every runtime through
 //! [`ControlHarness`](control::ControlHarness).
+//!
+//! The `tls` module (feature `tls`) holds the adapters' TLS fixtures: certificates, rustls
+//! configs and readers of recorded handshake failures.
 
 pub mod bench;
 pub mod conformance;
 pub mod control;
 pub mod dialer;
 pub mod load;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::io;
 use std::time::Duration;
@@ -27,6 +32,19 @@ use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
 
 /// How long a scenario waits for an expected event before failing.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits, at most `limit`, until every connection of `tracker` has closed and been counted
+/// ([`Tracker::drained`], on a thread of its own); returns whether it did.
+#[must_use]
+pub fn drained_within(tracker: &Tracker, limit: Duration) -> bool {
+    let (done, wait) = std::sync::mpsc::channel();
+    let tracker = tracker.clone();
+    std::thread::spawn(move || {
+        conntrack_core::blocking::block_on(tracker.drained());
+        let _ = done.send(());
+    });
+    wait.recv_timeout(limit).is_ok()
+}
 
 /// An adapter under test: makes tracked loopback connection pairs.
 pub trait Harness {

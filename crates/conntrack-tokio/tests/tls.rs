@@ -8,94 +8,21 @@
 //! verification failures.
 #![cfg(feature = "tls")]
 
-use std::collections::HashSet;
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use conntrack_core::{
     ConnectionId, ConnectionInfo, DialerConfig, ListenerConfig, Recorded, RecordedError,
     RecordingHook, Role, Tracker,
 };
+use conntrack_testkit::tls::{client_config, nth_server_failure, pki, server_config, server_ids};
 use conntrack_tokio::tls::{ClientTlsStream, TlsAcceptor, TlsConnector};
 use conntrack_tokio::{Dialer, Listener};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Pki {
-    ca: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
-    key: Vec<u8>,
-    /// A CA that signed nothing the server presents.
-    other_ca: CertificateDer<'static>,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let issuer = ca("conntrack test CA");
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "conntrack tests");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let key = KeyPair::generate().unwrap();
-        let leaf = params.signed_by(&key, &issuer).unwrap();
-        Pki {
-            ca: issuer.der().clone(),
-            leaf: leaf.der().clone(),
-            key: key.serialize_der(),
-            other_ca: ca("another CA").der().clone(),
-        }
-    })
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn server_config(
-    versions: &[&'static SupportedProtocolVersion],
-    alpn: &[&[u8]],
-) -> Arc<ServerConfig> {
-    let p = pki();
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![p.leaf.clone(), p.ca.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key.clone())),
-        )
-        .unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-fn client_config(trusted: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(trusted.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
 
 /// A tracked TLS server, as a server would write it: an accept loop that spawns a task per
 /// connection, which handshakes (within `handshake_timeout`), writes "hello" and closes.
@@ -132,42 +59,6 @@ async fn serve(
         }
     });
     addr
-}
-
-/// Ids of the server side's connections (from `on_accept`).
-fn server_ids(ev: &[Recorded]) -> HashSet<ConnectionId> {
-    ev.iter()
-        .filter_map(|e| match e {
-            Recorded::Accept {
-                connection: Some(c),
-                ..
-            } => Some(c.id),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The server side's failed handshakes, in order.
-fn server_failures(ev: &[Recorded]) -> Vec<RecordedError> {
-    let ids = server_ids(ev);
-    ev.iter()
-        .filter_map(|e| match e {
-            Recorded::TlsHandshakeDone {
-                id,
-                error: Some(err),
-                ..
-            } if ids.contains(id) => Some(err.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Waits for the `n`th failed server handshake and returns its error.
-fn nth_server_failure(rec: &RecordingHook, n: usize) -> RecordedError {
-    let ev = rec
-        .wait_for(|ev| server_failures(ev).len() >= n, WAIT)
-        .unwrap_or_else(|ev| panic!("server failures: {:?}", server_failures(&ev)));
-    server_failures(&ev)[n - 1].clone()
 }
 
 /// The final info of a closed connection, from its `on_close`.
@@ -401,7 +292,7 @@ async fn failed_handshakes_are_reported_counted_and_leave_nothing() {
     raw.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    let err = nth_server_failure(&rec, 1);
+    let err = nth_server_failure(&rec, 1, WAIT);
     assert_eq!(err.kind, io::ErrorKind::InvalidData, "{err:?}");
     drop(raw);
 
@@ -411,7 +302,7 @@ async fn failed_handshakes_are_reported_counted_and_leave_nothing() {
         .await
         .unwrap();
     drop(raw);
-    let err = nth_server_failure(&rec, 2);
+    let err = nth_server_failure(&rec, 2, WAIT);
     assert_eq!(err.kind, io::ErrorKind::UnexpectedEof, "{err:?}");
 
     // 3. A client that does not trust the server's CA.
@@ -422,7 +313,7 @@ async fn failed_handshakes_are_reported_counted_and_leave_nothing() {
         .expect_err("untrusted");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
-    let err = nth_server_failure(&rec, 3);
+    let err = nth_server_failure(&rec, 3, WAIT);
     assert!(err.message.contains("alert"), "the client's alert: {err:?}");
 
     // 4. A client that asks for another name.
@@ -432,7 +323,7 @@ async fn failed_handshakes_are_reported_counted_and_leave_nothing() {
         .expect_err("wrong name");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     assert!(e.to_string().contains("not valid for name"), "{e}");
-    let err = nth_server_failure(&rec, 4);
+    let err = nth_server_failure(&rec, 4, WAIT);
     assert!(err.message.contains("alert"), "the client's alert: {err:?}");
 
     // 5. No ALPN protocol in common.
@@ -442,7 +333,7 @@ async fn failed_handshakes_are_reported_counted_and_leave_nothing() {
         .await
         .expect_err("no ALPN in common");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
-    let err = nth_server_failure(&rec, 5);
+    let err = nth_server_failure(&rec, 5, WAIT);
     assert_eq!(err.kind, io::ErrorKind::InvalidData, "{err:?}");
 
     // The server keeps serving.
@@ -504,7 +395,7 @@ async fn a_cancelled_handshake_is_reported_and_counted() {
     .await;
     // Connects and says nothing.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let err = nth_server_failure(&rec, 1);
+    let err = nth_server_failure(&rec, 1, WAIT);
     assert_eq!(err.kind, io::ErrorKind::Other);
     assert!(err.message.contains("cancelled"), "{err:?}");
     // The server dropped the connection.

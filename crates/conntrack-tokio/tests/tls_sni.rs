@@ -12,8 +12,7 @@ use conntrack_core::{
 };
 use conntrack_tokio::tls::{TlsAcceptor, TlsConnector};
 use conntrack_tokio::{Dialer, Listener};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -21,24 +20,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A server for a certificate valid for "localhost", 127.0.0.1 and ::1, and a client trusting
 /// it, with SNI on or off.
 fn configs(enable_sni: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
-    let cert = rcgen::generate_simple_self_signed(names).unwrap();
-    let der: CertificateDer<'static> = cert.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der.clone()], key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(der).unwrap();
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let (server, mut client) = conntrack_testkit::tls::self_signed(
+        &["localhost", "127.0.0.1", "::1"],
+        rustls::DEFAULT_VERSIONS,
+    );
     client.enable_sni = enable_sni;
     (Arc::new(server), Arc::new(client))
 }

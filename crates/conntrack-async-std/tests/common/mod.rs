@@ -181,53 +181,61 @@ impl<R: Runtime> Harness for AsyncHarness<R> {
     }
 }
 
+/// The `Conn` methods both ends share, blocking on the runtime `R` over `self.0` (any
+/// futures-io stream): plain and vectored writes, flush and the reads.
+macro_rules! blocking_io {
+    () => {
+        fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+            R::block_on(self.0.write_all(buf))
+        }
+
+        fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
+            R::block_on(async {
+                let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+                let mut slices = &mut slices[..];
+                let mut total = 0;
+                // Bounded: every round writes at least one byte or fails.
+                while !slices.is_empty() {
+                    let n = self.0.write_vectored(slices).await?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    total += n;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Ok(total)
+            })
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            R::block_on(self.0.flush())
+        }
+
+        fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+            R::block_on(self.0.read_exact(buf))
+        }
+
+        fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+            let mut v = Vec::new();
+            R::block_on(self.0.read_to_end(&mut v))?;
+            Ok(v)
+        }
+
+        fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>> {
+            let mut v = vec![0; max];
+            let n = R::block_on(self.0.read(&mut v))?;
+            v.truncate(n);
+            Ok(v)
+        }
+    };
+}
+
 impl<R: Runtime> Conn for AsyncConn<R> {
     fn id(&self) -> ConnectionId {
         self.0.id()
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        R::block_on(self.0.write_all(buf))
-    }
-
-    fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
-        R::block_on(async {
-            let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-            let mut slices = &mut slices[..];
-            let mut total = 0;
-            // Bounded: every round writes at least one byte or fails.
-            while !slices.is_empty() {
-                let n = self.0.write_vectored(slices).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                total += n;
-                IoSlice::advance_slices(&mut slices, n);
-            }
-            Ok(total)
-        })
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        R::block_on(self.0.flush())
-    }
-
-    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        R::block_on(self.0.read_exact(buf))
-    }
-
-    fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
-        let mut v = Vec::new();
-        R::block_on(self.0.read_to_end(&mut v))?;
-        Ok(v)
-    }
-
-    fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>> {
-        let mut v = vec![0; max];
-        let n = R::block_on(self.0.read(&mut v))?;
-        v.truncate(n);
-        Ok(v)
-    }
+    blocking_io!();
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         R::shutdown(&self.0, Shutdown::Write)
@@ -297,7 +305,6 @@ pub(crate) mod tls {
     use std::sync::Arc;
 
     use conntrack_async_std::tls::{ClientTlsStream, ServerTlsStream, TlsAcceptor, TlsConnector};
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     use super::*;
 
@@ -326,26 +333,8 @@ pub(crate) mod tls {
 
     impl<R> TlsHarness<R> {
         pub(crate) fn new() -> Self {
-            let rcgen::CertifiedKey { cert, signing_key } =
-                rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-            let der: CertificateDer<'static> = cert.der().clone();
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![der.clone()],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der())),
-                )
-                .unwrap();
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(der).unwrap();
-            let client = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let (server, client) =
+                conntrack_testkit::tls::self_signed(&["localhost"], rustls::DEFAULT_VERSIONS);
             TlsHarness {
                 acceptor: TlsAcceptor::from(Arc::new(server)),
                 connector: TlsConnector::from(Arc::new(client)),
@@ -397,48 +386,7 @@ pub(crate) mod tls {
             self.0.id()
         }
 
-        fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-            R::block_on(self.0.write_all(buf))
-        }
-
-        fn write_all_vectored(&mut self, bufs: &[&[u8]]) -> io::Result<usize> {
-            R::block_on(async {
-                let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-                let mut slices = &mut slices[..];
-                let mut total = 0;
-                // Bounded: every round writes at least one byte or fails.
-                while !slices.is_empty() {
-                    let n = self.0.write_vectored(slices).await?;
-                    if n == 0 {
-                        return Err(io::ErrorKind::WriteZero.into());
-                    }
-                    total += n;
-                    IoSlice::advance_slices(&mut slices, n);
-                }
-                Ok(total)
-            })
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            R::block_on(self.0.flush())
-        }
-
-        fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-            R::block_on(self.0.read_exact(buf))
-        }
-
-        fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
-            let mut v = Vec::new();
-            R::block_on(self.0.read_to_end(&mut v))?;
-            Ok(v)
-        }
-
-        fn read_some(&mut self, max: usize) -> io::Result<Vec<u8>> {
-            let mut v = vec![0; max];
-            let n = R::block_on(self.0.read(&mut v))?;
-            v.truncate(n);
-            Ok(v)
-        }
+        blocking_io!();
 
         /// `close`: the TLS `close_notify`, then the socket's write half.
         fn shutdown_write(&mut self) -> io::Result<()> {
