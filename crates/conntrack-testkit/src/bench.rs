@@ -58,6 +58,7 @@ pub fn wanted(name: &str) -> bool {
 /// Runs `run(false)` (raw) and `run(true)` (tracked) alternately, switching which goes first,
 /// and prints the median throughput of each (`amount` units per run) and the median of the
 /// per-round ratios tracked/raw (1.0 = no overhead), against `target`. Returns the ratio.
+/// With `CONNTRACK_BENCH_VERBOSE=1` every round's ratio goes to standard error as well.
 pub fn compare(
     name: &str,
     target: f64,
@@ -78,7 +79,11 @@ pub fn compare(
             let t = run(true);
             (run(false), t)
         };
-        ratios.push(raw.as_secs_f64() / tracked.as_secs_f64());
+        let ratio = raw.as_secs_f64() / tracked.as_secs_f64();
+        if std::env::var_os("CONNTRACK_BENCH_VERBOSE").is_some_and(|v| v == "1") {
+            eprintln!("{name} round {round}: tracked/raw {ratio:.3}");
+        }
+        ratios.push(ratio);
         raw_all.push(amount / raw.as_secs_f64());
         tracked_all.push(amount / tracked.as_secs_f64());
     }

@@ -180,6 +180,16 @@ fn main() {
         });
     }
     if wanted("churn") {
+        // The noise floor: raw against raw. This VM's connection churn varies by ±10% from
+        // round to round, so a median of 15 still moves by a few points from run to run.
+        let n = scale(4000);
+        compare("churn raw vs raw", 0.97, "conn/cpu-s", n as f64, |_| {
+            cpu_time_of(|| {
+                rt.block_on(churn(None, n));
+            })
+        });
+    }
+    if wanted("churn") {
         let n = scale(4000);
         compare("connection churn", 0.97, "conn/cpu-s", n as f64, |t| {
             cpu_time_of(|| {
