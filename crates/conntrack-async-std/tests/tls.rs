@@ -105,11 +105,14 @@ macro_rules! tls_tests {
                         )
                     );
                     assert!(!c.resumed && !s.resumed);
+                    conntrack_testkit::tls::assert_self_signed_chain(&c, &s);
                     let (s2, c2) = exchange(&tracker, &listener, addr, &acceptor, &connector).await;
                     assert!(
                         s2.resumed && c2.resumed,
                         "the second handshake resumed the session"
                     );
+                    // A resumed session still knows the chain it was first given.
+                    conntrack_testkit::tls::assert_self_signed_chain(&c2, &s2);
                     tracker.drained().await;
                 });
             }

@@ -84,11 +84,14 @@ fn tls13_alpn_sni_same_on_both_sides_then_resumed() {
             &c.server_name
         )
     );
+    conntrack_testkit::tls::assert_self_signed_chain(&c, &s);
     let (s2, c2) = exchange(&tracker, &server, &connector);
     assert!(
         s2.resumed && c2.resumed,
         "the second handshake resumed the session"
     );
+    // A resumed session still knows the chain it was first given.
+    conntrack_testkit::tls::assert_self_signed_chain(&c2, &s2);
     assert!(tracker.is_empty());
 }
 

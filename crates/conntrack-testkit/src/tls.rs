@@ -45,6 +45,35 @@ pub fn self_signed(
     (server, trusting(&der))
 }
 
+/// What a client's `TlsInfo` summarizes of the chain a [`self_signed`] server presents: one
+/// certificate, this subject (rcgen's default, RFC 4514 form) and its expiry; the server's
+/// entry has no summary (no client certificate asked for).
+///
+/// # Panics
+///
+/// If the client's or the server's summary is not that.
+pub fn assert_self_signed_chain(
+    client: &conntrack_core::TlsInfo,
+    server: &conntrack_core::TlsInfo,
+) {
+    let chain = client
+        .peer_certificates
+        .as_ref()
+        .expect("the client's entry summarizes the server's chain");
+    assert_eq!(chain.count, 1, "{chain:?}");
+    assert_eq!(
+        chain.leaf_subject.as_deref(),
+        Some("CN=rcgen self signed cert"),
+        "{chain:?}"
+    );
+    assert!(chain.leaf_not_after.is_some(), "{chain:?}");
+    assert!(
+        server.peer_certificates.is_none(),
+        "no client certificate: {:?}",
+        server.peer_certificates
+    );
+}
+
 /// A client config (safe default versions, no ALPN) trusting `root` only.
 ///
 /// # Panics
