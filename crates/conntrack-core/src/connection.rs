@@ -418,10 +418,13 @@ impl Entry {
     }
 
     /// When (nanos on the process clock) a policy may next close this connection, if ever,
-    /// assuming no more I/O: the time to sleep to before checking again.
+    /// assuming no more I/O: the time to sleep to before checking again. `now` is the process
+    /// clock and `now_ms` the coarse clock of `last_io_ms`, read together: the last I/O is
+    /// placed on the process clock by how long ago it was on the coarse one (the two clocks
+    /// have different origins).
     /// While an exchange is in flight the idle timeout does not run: the next look is one
     /// timeout from `now`.
-    pub(crate) fn policy_deadline(&self, now: u64) -> Option<u64> {
+    pub(crate) fn policy_deadline(&self, now: u64, now_ms: u64) -> Option<u64> {
         let mut at = None;
         if self.max_age_nanos != NO_TIME {
             at = Some(self.opened_nanos.saturating_add(self.max_age_nanos));
@@ -430,7 +433,7 @@ impl Entry {
             let last = match self.last_io_ms.load(Ordering::Relaxed) {
                 _ if self.in_flight.load(Ordering::Relaxed) > 0 => now,
                 NO_IO => self.opened_nanos,
-                ms => ms.saturating_mul(1_000_000),
+                ms => now.saturating_sub(now_ms.saturating_sub(ms).saturating_mul(1_000_000)),
             };
             let idle_at = last.saturating_add(self.idle_limit_ms.saturating_mul(1_000_000));
             at = Some(at.map_or(idle_at, |a: u64| a.min(idle_at)));

@@ -141,7 +141,7 @@ impl Tracker {
                 e.abort(reason);
                 continue;
             }
-            if let Some(at) = e.policy_deadline(now) {
+            if let Some(at) = e.policy_deadline(now, now_ms) {
                 let at = at.saturating_add(e.policy_slack());
                 next = Some(next.map_or(at, |n| n.min(at)));
             }

@@ -507,7 +507,8 @@ impl Tracker {
         let shard = self.registry.shard(id);
         let entry = Arc::new(Entry::new(id, Arc::clone(shard), reg, chain, &scope, class));
         shard.insert(id, Arc::clone(&entry));
-        if let Some(deadline) = entry.policy_deadline(entry.opened_nanos) {
+        // A new entry has made no I/O yet: the coarse clock is not needed.
+        if let Some(deadline) = entry.policy_deadline(entry.opened_nanos, 0) {
             self.inner.policy_registered(deadline);
         }
         if entry.has_hooks() {

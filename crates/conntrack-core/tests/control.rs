@@ -203,6 +203,34 @@ fn policies_close_due_connections_and_say_when_to_look_again() {
     assert!(tracker.is_empty());
 }
 
+/// A connection that has read or written is looked at again one idle timeout after its last
+/// I/O (the last I/O is kept on the coarse clock, the deadline on the process clock), and
+/// closed once that has passed.
+#[test]
+fn idle_deadline_counts_from_the_last_io() {
+    let tracker = Tracker::new();
+    let conn = tracker.register(
+        Registration::server(addr(80), addr(7100)).idle_timeout(Duration::from_millis(200)),
+    );
+    conn.record_read(10);
+    conn.record_write(10);
+    let next = tracker.enforce_policies().expect("a deadline");
+    assert!(
+        next <= Duration::from_millis(220),
+        "one idle timeout after the I/O (plus slack), not {next:?}"
+    );
+    assert!(!conn.is_aborted());
+    // Time passing is the scenario.
+    std::thread::sleep(Duration::from_millis(250));
+    let _ = tracker.enforce_policies();
+    assert!(conn.is_aborted(), "idle for longer than its timeout");
+    assert_eq!(reasons_of(&tracker), [CloseReason::IdleTimeout]);
+}
+
+fn reasons_of(tracker: &Tracker) -> Vec<CloseReason> {
+    tracker.recently_closed().iter().map(|c| c.reason).collect()
+}
+
 #[test]
 fn shutdown_without_a_runtime() {
     let tracker = Tracker::new();

@@ -421,8 +421,10 @@ pub fn idle_timeout_closes_only_idle<H: ControlHarness>(h: &H) {
     });
     // Busy: a write every IDLE/6 for 4 x IDLE (the scenario's own time).
     let started = Instant::now();
+    let mut last_write = started;
     while started.elapsed() < IDLE * 4 {
         busy_client.write_all(b"tick").expect("busy client writes");
+        last_write = Instant::now();
         std::thread::sleep(IDLE / 6);
         assert!(
             tracker.get(busy_id).is_some(),
@@ -460,14 +462,36 @@ pub fn idle_timeout_closes_only_idle<H: ControlHarness>(h: &H) {
         .find(|c| c.info.id == idle_id)
         .expect("in history");
     assert_eq!(h_idle.reason, CloseReason::IdleTimeout);
+    // The busy one has gone quiet since its last write: having read and written, it closes
+    // one idle timeout after its last I/O (not never, not at once).
+    let ev = rec
+        .wait_for(
+            |ev| closes(ev).iter().any(|(c, _)| c.id == busy_id),
+            EVENT_TIMEOUT,
+        )
+        .unwrap_or_else(|_| {
+            panic!(
+                "{}: a connection quiet after some I/O never closed: {:?}",
+                h.name(),
+                tracker.get(busy_id)
+            )
+        });
+    let quiet = last_write.elapsed();
+    let (info, reason) = closes(&ev)
+        .into_iter()
+        .find(|(c, _)| c.id == busy_id)
+        .unwrap();
+    assert_eq!(reason, CloseReason::IdleTimeout, "{}", h.name());
+    // The coarse clock of the last I/O ticks every 1 to 10 ms.
     assert!(
-        tracker.get(busy_id).is_some(),
-        "{}: busy one still open",
+        quiet + Duration::from_millis(20) >= IDLE,
+        "{}: closed {quiet:?} after its last write: {info:?}",
         h.name()
     );
+    assert!(info.read_bytes > 0, "{}: {info:?}", h.name());
+    assert_eq!(busy.join().unwrap().1 as u64, info.read_bytes);
     drop(idle_client);
     drop(busy_client);
-    let _ = busy.join();
     rec.wait_for(|ev| closes(ev).len() >= 2, EVENT_TIMEOUT)
         .expect("both server ends close");
     assert_eq!(tracker.len(), 0, "{:?}", tracker.connections());
