@@ -31,7 +31,7 @@ pub struct ShutdownReport {
     /// How long the shutdown took.
     pub elapsed: Duration,
     /// Connections closed at once because they were idle between exchanges, or as soon as
-    /// their last exchange ended.
+    /// their last exchange ended, during this call to [`shutdown`](Tracker::shutdown).
     pub closed_idle: usize,
     /// The connections still open at the deadline, as they were then (category, peer, age,
     /// bytes, exchanges in flight), oldest first. Each was then aborted with
@@ -76,7 +76,9 @@ impl Tracker {
                 "the tracker is shutting down",
             ))
         } else if let Some(l) = config.limiter() {
-            let ip = remote.socket_addr().map(|a| a.ip());
+            // One peer, one count: an IPv4 peer on a dual-stack listener arrives as an
+            // IPv4-mapped IPv6 address (`::ffff:127.0.0.1`).
+            let ip = remote.socket_addr().map(|a| a.ip().to_canonical());
             match l.try_acquire(ip) {
                 Ok(()) => {
                     let mut reg = Registration::server(local.clone(), remote.clone());
@@ -207,6 +209,9 @@ impl Tracker {
         F: Future,
     {
         let start = clock::now_nanos();
+        // The count is the tracker's since its first shutdown (busy connections keep adding
+        // to it as their exchanges end); this report gives what closed during this call.
+        let closed_before = self.inner.shutdown_closed.load(Ordering::Relaxed);
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         for (_, e) in self.registry.collect() {
             if e.is_idle_exchange() && e.abort(CloseReason::Shutdown) {
@@ -238,7 +243,11 @@ impl Tracker {
         ShutdownReport {
             drained,
             elapsed: clock::since(start),
-            closed_idle: self.inner.shutdown_closed.load(Ordering::Relaxed),
+            closed_idle: self
+                .inner
+                .shutdown_closed
+                .load(Ordering::Relaxed)
+                .wrapping_sub(closed_before),
             still_open,
         }
     }

@@ -167,6 +167,22 @@ fn admit_counts_and_reports_rejections() {
     drop(d);
     let unknown_peer = tracker.admit(&config, Addr::Unknown, Addr::Unknown);
     assert!(unknown_peer.is_ok(), "no IP: only the total limit applies");
+    drop(unknown_peer);
+    // A dual-stack listener sees an IPv4 peer as an IPv4-mapped IPv6 address: the same peer.
+    let v4 = tracker.admit(&config, addr(80), addr(6004)).expect("v4");
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:6005".parse().unwrap();
+    tracker
+        .admit(&config, addr(80), mapped)
+        .expect_err("the same peer IP, mapped");
+    drop(v4);
+    let m = tracker
+        .admit(&config, addr(80), mapped)
+        .expect("its slot is free again");
+    tracker
+        .admit(&config, addr(80), addr(6006))
+        .expect_err("the same peer IP, unmapped");
+    drop(m);
+    assert_eq!(config.limited_connections(), 0);
 }
 
 #[test]
@@ -249,7 +265,8 @@ fn shutdown_without_a_runtime() {
     assert!(stuck.check().is_err());
     assert!(tracker.is_shutting_down());
     assert!(tracker.is_empty());
-    // Nothing open: returns at once, drained.
+    // Nothing open: returns at once, drained, and reports only what this call closed.
     let report = blocking::block_on(tracker.shutdown(Duration::from_secs(60), blocking::sleep));
     assert!(report.drained && report.still_open.is_empty());
+    assert_eq!(report.closed_idle, 0, "{report:?}");
 }
