@@ -269,9 +269,14 @@ where
 {
     fn connect_uri(&mut self, uri: Uri) -> Connecting {
         let target = target_of(&uri).unwrap_or_else(|_| uri.to_string());
-        let dial = self.tracker.dial(&self.config, target);
+        let mut dial = self.tracker.dial(&self.config, target);
+        // The inner connector's future is made now (`call` needs `&mut self`) but polled only
+        // once the config's connection limit admits the dial: connectors' futures are lazy,
+        // so a dial waiting for a slot has not connected yet.
         let connecting = self.inner.call(uri);
+        let config = self.config.clone();
         Box::pin(async move {
+            dial.admit(&config).await?;
             match connecting.await {
                 Ok(io) => {
                     let stream = io.into_inner();
