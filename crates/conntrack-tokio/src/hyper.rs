@@ -81,13 +81,14 @@ fn require_http(uri: &Uri) -> Result<(), BoxError> {
         Some(scheme) => Err(Box::new(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "refusing to send a {scheme}:// request over a plain TCP connector ({uri}): \
-                 use a TLS connector, or wrap this one in ForTlsLayer under a TLS layer"
+                "refusing to send a {scheme}:// request over a plain TCP connector ({}): \
+                 use a TLS connector, or wrap this one in ForTlsLayer under a TLS layer",
+                shown(uri)
             ),
         ))),
         None => Err(Box::new(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("no scheme in {uri}"),
+            format!("no scheme in {}", shown(uri)),
         ))),
     }
 }
@@ -129,11 +130,41 @@ where
     }
 }
 
+/// Writes `uri` without its user info: scheme, host and port, path and query, whichever it has.
+pub(crate) fn uri_text(uri: &Uri, s: &mut String) {
+    if let Some(scheme) = uri.scheme_str() {
+        s.push_str(scheme);
+        s.push_str("://");
+    }
+    if let Some(authority) = uri.authority() {
+        s.push_str(authority.host());
+        if let Some(port) = authority.port() {
+            s.push(':');
+            s.push_str(port.as_str());
+        }
+    }
+    match uri.path_and_query() {
+        Some(pq) => s.push_str(pq.as_str()),
+        None if uri.scheme().is_some() => s.push('/'),
+        None => {}
+    }
+}
+
+/// `uri` as text for an error message, without its user info.
+pub(crate) fn shown(uri: &Uri) -> String {
+    let mut s = String::new();
+    uri_text(uri, &mut s);
+    s
+}
+
 /// `"host:port"` of a URI, with the scheme's default port.
 pub(crate) fn target_of(uri: &Uri) -> io::Result<String> {
-    let host = uri
-        .host()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
+    let host = uri.host().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no host in {}", shown(uri)),
+        )
+    })?;
     let port = uri
         .port_u16()
         .unwrap_or(if uri.scheme_str() == Some("https") {
@@ -268,7 +299,7 @@ where
     C::Error: Into<BoxError>,
 {
     fn connect_uri(&mut self, uri: Uri) -> Connecting {
-        let target = target_of(&uri).unwrap_or_else(|_| uri.to_string());
+        let target = target_of(&uri).unwrap_or_else(|_| shown(&uri));
         let mut dial = self.tracker.dial(&self.config, target);
         // The inner connector's future is made now (`call` needs `&mut self`) but polled only
         // once the config's connection limit admits the dial: connectors' futures are lazy,

@@ -671,3 +671,44 @@ async fn exchanges_are_counted_without_hooks() {
     let info = tracker.get(id).unwrap();
     assert_eq!((info.requests, info.in_flight), (2, 0));
 }
+
+/// A URI with user info (`http://user:secret@host/`): the password reaches no hook, no
+/// request record and no header field; the `host` field reported is the one sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_info_in_the_uri_is_never_reported() {
+    let addr = hyper_server().await;
+    let tracker = Tracker::new();
+    let client = traced_client(&tracker, dialer(&tracker));
+    let rec = RecordingHook::new();
+    let with_password: hyper::Uri = format!("http://user:secret@{HOST}:{}/", addr.port())
+        .parse()
+        .unwrap();
+    let res = client.get(with_password).traced(rec.clone()).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    let events = wait(&rec, "put_idle_conn").await;
+    let shown = format!("{events:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    let host: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Recorded::WroteHeaderField { name, value, .. } if name == b"host" => {
+                Some(String::from_utf8_lossy(value).into_owned())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(host, [format!("{HOST}:{}", addr.port())]);
+    let uris: Vec<_> = events
+        .iter()
+        .filter_map(Recorded::request)
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert!(
+        uris.iter()
+            .all(|u| *u == format!("http://{HOST}:{}/", addr.port())),
+        "{uris:?}"
+    );
+    let recent = tracker.recent_requests();
+    assert!(!format!("{recent:?}").contains("secret"), "{recent:?}");
+}

@@ -54,7 +54,7 @@ where
 {
     let (addr, seen) = capture_server();
     let client: Client<C, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let https = http::Request::get(format!("https://{addr}/private"))
+    let https = http::Request::get(format!("https://user:pa55word@{addr}/private"))
         .header("authorization", SECRET)
         .body(Empty::new())
         .unwrap();
@@ -73,6 +73,12 @@ where
         source = e.source();
     }
     assert!(refused, "a clear refusal: {err:?}");
+    // The refusal names the URI, without its password.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        assert!(!e.to_string().contains("pa55word"), "{e}");
+        source = e.source();
+    }
 
     // The first connection the server ever sees is this plain request, not the https one.
     let http = http::Request::get(format!("http://{addr}/public"))

@@ -101,7 +101,7 @@ impl HttpsConnector {
 fn refused(uri: &Uri, why: &str) -> BoxError {
     Box::new(io::Error::new(
         io::ErrorKind::InvalidInput,
-        format!("refusing {uri}: {why}"),
+        format!("refusing {}: {why}", super::shown(uri)),
     ))
 }
 

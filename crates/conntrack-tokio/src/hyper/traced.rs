@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection,
 use hyper_util::client::legacy::{Client, Error as ClientError};
 use tokio::time::Sleep;
 
-use super::{io_error_for_hooks, target_of};
+use super::{io_error_for_hooks, target_of, uri_text};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -553,29 +553,21 @@ impl<C, B> Drop for ResponseFuture<C, B> {
     }
 }
 
-/// Calls `f` with the URI as text, written into a buffer this thread reuses (the common
-/// absolute form; `Display` otherwise): the trace's copy of it is then the only allocation.
+/// Calls `f` with the URI as text, written into a buffer this thread reuses: the trace's copy
+/// of it is then the only allocation. The URI's user info (`user:password@`) is left out: the
+/// text goes to hooks, logs, the debug page and the ring of recent requests.
 fn with_uri_text<R>(uri: &Uri, f: impl FnOnce(&str) -> R) -> R {
-    use std::fmt::Write as _;
     thread_local! {
         static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
     }
     TEXT.with(|text| {
         let Ok(mut s) = text.try_borrow_mut() else {
-            return f(&uri.to_string());
+            let mut s = String::new();
+            uri_text(uri, &mut s);
+            return f(&s);
         };
         s.clear();
-        match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme), Some(authority)) => {
-                s.push_str(scheme);
-                s.push_str("://");
-                s.push_str(authority.as_str());
-                s.push_str(uri.path_and_query().map_or("/", |pq| pq.as_str()));
-            }
-            _ => {
-                let _ = write!(s, "{uri}");
-            }
-        }
+        uri_text(uri, &mut s);
         let r = f(&s);
         if s.capacity() > 4096 {
             *s = String::new();
@@ -605,15 +597,15 @@ fn wants_close(version: Version, headers: &HeaderMap) -> bool {
 fn header_fields(uri: &Uri, headers: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut fields = Vec::with_capacity(headers.len() + 1);
     if !headers.contains_key(HOST) {
-        if let Some(authority) = uri.authority() {
-            let default_port = match uri.scheme_str() {
-                Some("https") => Some(443),
-                Some("http") => Some(80),
-                _ => None,
-            };
-            let host = match authority.port_u16() {
-                Some(p) if Some(p) == default_port => authority.host().to_owned(),
-                _ => authority.as_str().to_owned(),
+        // As hyper-util writes it: the host (never the URI's user info) and the port unless
+        // it is the scheme's default.
+        if let Some(host) = uri.host() {
+            let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+            let host = match uri.port_u16() {
+                Some(443) if secure => host.to_owned(),
+                Some(80) if !secure => host.to_owned(),
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_owned(),
             };
             fields.push((b"host".to_vec(), host.into_bytes()));
         }
