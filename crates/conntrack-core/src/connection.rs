@@ -233,6 +233,9 @@ pub(crate) trait IoWatch: Send + Sync {
     fn read(&self, n: usize, error: Option<&io::Error>);
     /// A write finished with `n` bytes, or failed.
     fn write(&self, n: usize, error: Option<&io::Error>);
+    /// Who installed the watch (an address), so that only its owner takes it off: an HTTP/1
+    /// connection can be handed to the next request before the previous one has ended.
+    fn owner(&self) -> usize;
 }
 
 const NO_END: u64 = u64::MAX;
@@ -693,6 +696,20 @@ impl Entry {
             rare.watcher.clone()
         } else {
             None
+        }
+    }
+
+    /// Takes the watch off if `owner` installed it (see [`IoWatch::owner`]).
+    pub(crate) fn clear_watcher_of(&self, owner: usize) {
+        if !self.watched.load(Ordering::Acquire) {
+            return;
+        }
+        let mut rare = self.rare();
+        if rare.watcher.as_ref().is_some_and(|w| w.owner() == owner) {
+            self.watched.store(false, Ordering::Release);
+            let old = rare.watcher.take();
+            drop(rare);
+            drop(old);
         }
     }
 

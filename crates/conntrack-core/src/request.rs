@@ -106,7 +106,7 @@ struct Inner {
     has_gate: AtomicBool,
     /// When `got_conn`, `wrote_request` (or failing that `wrote_headers`) and the first
     /// response byte happened, nanos on the process clock (`NO_MARK`: not yet).
-    marks: [AtomicU64; 4],
+    marks: [AtomicU64; 5],
     /// Whether the connection was reused, and the dial phases of a new one.
     dial: Mutex<(bool, [Option<Duration>; 3])>,
     /// When the request finished (the response body ended), nanos on the process clock.
@@ -136,7 +136,9 @@ pub struct RequestTimings {
     pub tls: Option<Duration>,
     /// Until the whole request was written.
     pub request_written: Option<Duration>,
-    /// Until the first byte of the response (time to first byte).
+    /// Until the first byte of the server's answer (time to first byte): the first response
+    /// byte after the request was written. An interim `100 Continue` before the body went
+    /// out does not count here (it does for `on_got_first_response_byte`, as in Go).
     pub first_byte: Option<Duration>,
     /// Until the response body ended.
     pub total: Option<Duration>,
@@ -188,6 +190,10 @@ const GOT_CONN: usize = 0;
 const WROTE_HEADERS: usize = 1;
 const WROTE_REQUEST: usize = 2;
 const FIRST_BYTE: usize = 3;
+/// The first response byte read once the request was written: the first byte for the timings
+/// (with `Expect: 100-continue` the `100 Continue` comes before the body is sent; it is the
+/// first byte for `on_got_first_response_byte`, as in Go, but not the server's answer).
+const RESPONSE_BYTE: usize = 4;
 
 impl Tracker {
     /// Starts tracing an HTTP request, capturing the current [`trace`] scope's hooks.
@@ -308,7 +314,7 @@ impl RequestTrace {
             connect: dial[1],
             tls: dial[2],
             request_written: at(WROTE_REQUEST),
-            first_byte: at(FIRST_BYTE),
+            first_byte: i.response_byte_at().map(Duration::from_nanos),
             total: (finished != NO_MARK)
                 .then(|| Duration::from_nanos(finished.saturating_sub(i.started))),
         }
@@ -349,7 +355,7 @@ impl RequestTrace {
         let old = lock(&self.inner.conn).replace(conn);
         if let Some(old) = old {
             // A second connection for one request: the first one's exchange is over.
-            old.entry.set_watcher(None);
+            old.entry.clear_watcher_of(self.inner.owner());
             old.end_exchange();
         }
         start
@@ -440,9 +446,29 @@ impl Inner {
     /// Marks event `which` now, once; returns the clock reading.
     fn mark(&self, which: usize) -> u64 {
         let now = clock::now_nanos();
-        let _ =
-            self.marks[which].compare_exchange(NO_MARK, now, Ordering::AcqRel, Ordering::Relaxed);
+        // Nothing happens to a request after its end (a late body write on HTTP/2, say).
+        if !self.finished.load(Ordering::Acquire) {
+            let _ = self.marks[which].compare_exchange(
+                NO_MARK,
+                now,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
         now
+    }
+
+    /// When the server's answer began, for the timings: the first byte read after the request
+    /// was written, else the first byte at all, never before the request was written (an
+    /// early answer to a request whose body went out after it).
+    fn response_byte_at(&self) -> Option<u64> {
+        let first = self.mark_at(RESPONSE_BYTE).or(self.mark_at(FIRST_BYTE))?;
+        Some(self.mark_at(WROTE_REQUEST).map_or(first, |w| first.max(w)))
+    }
+
+    /// An address identifying this request's I/O watch.
+    fn owner(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// The event time `which`, in nanos since the request began.
@@ -470,7 +496,7 @@ impl Inner {
             marks: Marks {
                 got_conn: Some(got_conn),
                 wrote_request: self.mark_at(WROTE_REQUEST).or(self.mark_at(WROTE_HEADERS)),
-                first_byte: self.mark_at(FIRST_BYTE),
+                first_byte: self.response_byte_at(),
                 finish,
                 dial,
             },
@@ -478,6 +504,10 @@ impl Inner {
     }
 
     fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
+        // A request's hooks hear nothing after its end.
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
         if self.tracker.has_hooks(&self.chain) {
             self.tracker.fire(&self.chain, f);
         }
@@ -512,6 +542,9 @@ impl Inner {
     }
 
     fn first_byte(&self) {
+        if self.wrote_request.load(Ordering::Acquire) {
+            self.mark(RESPONSE_BYTE);
+        }
         if self.first_byte.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -538,7 +571,8 @@ impl Inner {
         }
         let conn = lock(&self.conn).clone();
         if let Some(conn) = &conn {
-            conn.entry.set_watcher(None);
+            // Only its own watch: on HTTP/1 the connection may already carry the next request.
+            conn.entry.clear_watcher_of(self.owner());
             conn.entry.end_exchange_at(now);
         }
         self.record_timing(conn.map(|c| c.id()), now);
@@ -621,8 +655,12 @@ impl IoWatch for Watch {
         }
         let conn = lock(&req.conn).clone();
         if let Some(conn) = conn {
-            conn.entry.set_watcher(None);
+            conn.entry.clear_watcher_of(req.owner());
         }
+    }
+
+    fn owner(&self) -> usize {
+        self.0.as_ptr() as usize
     }
 }
 

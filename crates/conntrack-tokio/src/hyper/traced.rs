@@ -193,6 +193,8 @@ struct Sending {
     /// its response on (nothing else would notice).
     watched: Option<Watched>,
     close_requested: bool,
+    /// A `CONNECT` request: a 2xx answer turns the connection into a tunnel.
+    connect: bool,
 }
 
 struct Watched {
@@ -404,6 +406,7 @@ where
             && !body.is_end_stream();
         // Whether the connection closes after this exchange matters only to `put_idle_conn`.
         let close_requested = hooks && wants_close(parts.version, &parts.headers);
+        let connect = parts.method == http::Method::CONNECT;
         if hooks {
             trace.set_header_fields(header_fields(&parts.uri, &parts.headers));
         }
@@ -449,6 +452,7 @@ where
             trace,
             watched,
             close_requested,
+            connect,
         }
     }
 }
@@ -506,7 +510,7 @@ impl Sending {
                         self.trace.got_conn(conn, false);
                     }
                     let trace = self.trace.clone();
-                    return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, true)));
+                    return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, None)));
                 };
                 let shared = &watched.slot.shared;
                 let has_conn = self.trace.connection().is_some();
@@ -521,10 +525,18 @@ impl Sending {
                     self.trace.got_first_response_byte();
                 }
                 let h1 = res.version() <= Version::HTTP_11 && !shared.h2.load(Ordering::Acquire);
-                let keep_alive =
-                    !self.close_requested && !wants_close(res.version(), res.headers());
+                // Why the connection will not go back to the pool after this exchange, if so.
+                let not_reused = if res.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    || (self.connect && res.status().is_success())
+                {
+                    Some("the connection was upgraded (it no longer carries HTTP requests)")
+                } else if self.close_requested || wants_close(res.version(), res.headers()) {
+                    Some("the connection closes after this response (Connection: close)")
+                } else {
+                    None
+                };
                 let trace = self.trace.clone();
-                Ok(res.map(|inner| ResponseBody::new(inner, trace, h1 && has_conn, keep_alive)))
+                Ok(res.map(|inner| ResponseBody::new(inner, trace, h1 && has_conn, not_reused)))
             }
             Err(e) => {
                 if self.trace.connection().is_some() {
@@ -770,7 +782,8 @@ pub struct ResponseBody {
 struct End {
     trace: RequestTrace,
     h1: bool,
-    keep_alive: bool,
+    /// Why the connection does not go back to the pool, if it does not.
+    not_reused: Option<&'static str>,
 }
 
 impl fmt::Debug for ResponseBody {
@@ -783,13 +796,18 @@ impl fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    fn new(inner: Incoming, trace: RequestTrace, h1: bool, keep_alive: bool) -> Self {
+    fn new(
+        inner: Incoming,
+        trace: RequestTrace,
+        h1: bool,
+        not_reused: Option<&'static str>,
+    ) -> Self {
         let mut body = ResponseBody {
             inner,
             end: Some(End {
                 trace,
                 h1,
-                keep_alive,
+                not_reused,
             }),
         };
         if body.inner.is_end_stream() {
@@ -808,11 +826,13 @@ impl ResponseBody {
         if end.h1 {
             match error {
                 Some(e) => end.trace.put_idle_conn(Some(e)),
-                None if end.keep_alive => end.trace.put_idle_conn(None),
-                None => end.trace.put_idle_conn(Some(&io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the connection closes after this response (Connection: close)",
-                ))),
+                None => match end.not_reused {
+                    None => end.trace.put_idle_conn(None),
+                    Some(why) => end.trace.put_idle_conn(Some(&io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        why,
+                    ))),
+                },
             }
         }
         end.trace.finish();
