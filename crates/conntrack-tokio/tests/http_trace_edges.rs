@@ -337,3 +337,71 @@ async fn nothing_is_reported_after_a_request_ends() {
     let total = t.total.expect("ended");
     assert!(t.request_written.is_none_or(|w| w <= total), "{t:?}");
 }
+
+/// `Expect: 100-continue` answered with a final status and no `100`: as in Go, the held body
+/// is not sent, the request counts as written (without it), and the connection is reported as
+/// not going back to the pool; the client does not wait out its continue timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_answer_before_continue_leaves_the_body_unsent() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (rest_tx, rest_rx) = oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        if !read_until(&mut s, &mut head, b"\r\n\r\n").await {
+            return;
+        }
+        s.write_all(b"HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        // Whatever else the client sends, until it closes (bounded).
+        let mut rest = head.split_off(head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4);
+        let mut chunk = [0u8; 1024];
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Ok(n @ 1..) = s.read(&mut chunk).await {
+                rest.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        let _ = rest_tx.send(rest);
+    });
+    let tracker = Tracker::new();
+    let client = traced(&tracker, resolver_dialer(&tracker))
+        .expect_continue_timeout(Duration::from_secs(30));
+    let rec = RecordingHook::new();
+    let req = Request::post(format!("http://app.test:{}/", addr.port()))
+        .header("expect", "100-continue")
+        .body(full(b"payload"))
+        .unwrap();
+    let res = tokio::time::timeout(WAIT, client.request(req).traced(rec.clone()))
+        .await
+        .expect("answered without waiting out the continue timeout")
+        .unwrap();
+    assert_eq!(res.status(), 417);
+    res.into_body().collect().await.unwrap();
+    let ev = wait_for(&rec, "put_idle_conn", WAIT).await;
+    let n = names(&ev);
+    assert!(n.contains(&"wait_100_continue"), "{n:?}");
+    assert!(n.contains(&"wrote_request"), "{n:?}");
+    assert!(!n.contains(&"got_100_continue"), "{n:?}");
+    let put = ev
+        .iter()
+        .find_map(|e| match e {
+            Recorded::PutIdleConn { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(put.is_some(), "the connection does not go back to the pool");
+    let rest = tokio::time::timeout(WAIT, rest_rx).await.unwrap().unwrap();
+    assert!(
+        !rest.windows(7).any(|w| w == b"payload"),
+        "the body went out after the answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    tokio::time::timeout(WAIT, tracker.drained())
+        .await
+        .expect("the connection closes");
+}

@@ -290,6 +290,10 @@ struct Shared {
     h2: AtomicBool,
     body_done: AtomicBool,
     got_continue: AtomicBool,
+    /// The request expects `100 Continue` (its body is held back until then).
+    expects: AtomicBool,
+    /// A final answer came while the body was still held back: the body is not sent.
+    answered: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -303,8 +307,26 @@ impl Shared {
         self.got_continue.load(Ordering::Acquire)
     }
 
+    /// A final response arrived: a body still held back for `100 Continue` is not sent, as
+    /// in Go (the server has answered without it). Returns whether that was the case.
+    fn final_arrived(&self) -> bool {
+        if !self.expects.load(Ordering::Acquire)
+            || self.got_continue.load(Ordering::Acquire)
+            || self.body_done.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        self.answered.store(true, Ordering::Release);
+        self.wake();
+        true
+    }
+
     fn continue_arrived(&self) {
         self.got_continue.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
         let waker = self
             .waker
             .lock()
@@ -412,7 +434,11 @@ where
         }
         // Shared by the body, the 1xx callback and this future; not needed (not made) when
         // the request is not watched.
-        let shared = (hooks || expect).then(|| Arc::new(Shared::default()));
+        let shared = (hooks || expect).then(|| {
+            let shared = Shared::default();
+            shared.expects.store(expect, Ordering::Relaxed);
+            Arc::new(shared)
+        });
         let body = RequestBody::new(
             body,
             trace.clone(),
@@ -513,20 +539,28 @@ impl Sending {
                     return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, None)));
                 };
                 let shared = &watched.slot.shared;
+                // Answered before `100 Continue`: the held body is dropped unsent.
+                let unsent = shared.final_arrived();
                 let has_conn = self.trace.connection().is_some();
                 if has_conn {
                     // The I/O watch reports these at the first response byte; this covers a
                     // connection whose watch was installed late, and HTTP/2 (the response's
                     // headers are its first byte).
                     self.trace.wrote_headers();
-                    if shared.body_done.load(Ordering::Acquire) {
+                    if unsent || shared.body_done.load(Ordering::Acquire) {
+                        // Go reports the request written without its body in that case too.
                         self.trace.wrote_request(None);
                     }
                     self.trace.got_first_response_byte();
                 }
                 let h1 = res.version() <= Version::HTTP_11 && !shared.h2.load(Ordering::Acquire);
                 // Why the connection will not go back to the pool after this exchange, if so.
-                let not_reused = if res.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                let not_reused = if unsent {
+                    Some(
+                        "the request body was not sent (the server answered before 100 \
+                         Continue): the connection closes",
+                    )
+                } else if res.status() == http::StatusCode::SWITCHING_PROTOCOLS
                     || (self.connect && res.status().is_success())
                 {
                     Some("the connection was upgraded (it no longer carries HTTP requests)")
@@ -642,6 +676,8 @@ pub struct RequestBody<B> {
     /// Boxed: hyper-util moves the request (and so this body) several times per request.
     expect: Option<Box<Expect>>,
     done: bool,
+    /// Ended unsent: the server answered before `100 Continue`.
+    unsent: bool,
 }
 
 struct Expect {
@@ -678,6 +714,7 @@ impl<B: Body> RequestBody<B> {
                 })
             }),
             done: false,
+            unsent: false,
         };
         if body.expect.is_none() && body.inner.is_end_stream() {
             body.end();
@@ -720,6 +757,11 @@ impl<B: Body> RequestBody<B> {
             self.trace.wrote_headers();
             self.trace.wait_100_continue();
         }
+        if shared.answered.load(Ordering::Acquire) {
+            self.expect = None;
+            self.unsent = true;
+            return Poll::Ready(());
+        }
         if !shared.poll_continue(cx) {
             let timeout = expect.timeout;
             let sleep = expect
@@ -749,6 +791,11 @@ where
         if this.poll_continue(cx).is_pending() {
             return Poll::Pending;
         }
+        if this.unsent {
+            // Ends short of a declared length, so hyper closes the connection rather than
+            // reuse it with the request half-sent.
+            return Poll::Ready(None);
+        }
         let res = Pin::new(&mut this.inner).poll_frame(cx);
         match &res {
             Poll::Ready(None) => this.end(),
@@ -759,7 +806,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.expect.is_none() && self.inner.is_end_stream()
+        self.unsent || (self.expect.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
