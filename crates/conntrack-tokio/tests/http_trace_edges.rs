@@ -405,3 +405,65 @@ async fn final_answer_before_continue_leaves_the_body_unsent() {
         .await
         .expect("the connection closes");
 }
+
+/// HTTP/2 with prior knowledge (hyper-util's `http2_only`, no ALPN): with the client told
+/// (`TracedClient::http2_only`) or the request's version set to HTTP/2, the request is traced
+/// as HTTP/2 from the start: an `Expect: 100-continue` body is not held back, nothing waits
+/// for a `100 Continue`, and no `put_idle_conn` is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_traced_as_http2() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    Ok::<_, Infallible>(Response::new(Full::new(body)))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    for told in [true, false] {
+        let tracker = Tracker::new();
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.http2_only(true);
+        let client: Client<Dialer, RequestBody<Body>> = builder.build(resolver_dialer(&tracker));
+        let client = TracedClient::new(&tracker, client)
+            .http2_only(told)
+            .expect_continue_timeout(Duration::from_secs(30));
+        let rec = RecordingHook::new();
+        let mut req = Request::post(format!("http://app.test:{}/", addr.port()))
+            .header("expect", "100-continue")
+            .body(full(b"payload"))
+            .unwrap();
+        if !told {
+            *req.version_mut() = http::Version::HTTP_2;
+        }
+        let res = tokio::time::timeout(WAIT, client.request(req).traced(rec.clone()))
+            .await
+            .expect("the body was not held for a 100 Continue")
+            .unwrap();
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"payload");
+        let ev = rec.events();
+        let n: Vec<_> = names(&ev)
+            .into_iter()
+            .skip_while(|n| *n != "got_conn")
+            .collect();
+        assert_eq!(
+            n,
+            [
+                "got_conn",
+                "wrote_headers",
+                "wrote_request",
+                "got_first_response_byte"
+            ],
+            "told: {told}"
+        );
+    }
+}

@@ -78,6 +78,7 @@ pub struct TracedClient<C, B> {
     client: Arc<Client<C, RequestBody<B>>>,
     hook: Option<Arc<dyn Hook>>,
     expect_continue_timeout: Duration,
+    http2_only: bool,
 }
 
 impl<C, B> Clone for TracedClient<C, B> {
@@ -87,6 +88,7 @@ impl<C, B> Clone for TracedClient<C, B> {
             client: Arc::clone(&self.client),
             hook: self.hook.clone(),
             expect_continue_timeout: self.expect_continue_timeout,
+            http2_only: self.http2_only,
         }
     }
 }
@@ -96,6 +98,7 @@ impl<C, B> fmt::Debug for TracedClient<C, B> {
         f.debug_struct("TracedClient")
             .field("hook", &self.hook.is_some())
             .field("expect_continue_timeout", &self.expect_continue_timeout)
+            .field("http2_only", &self.http2_only)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +111,7 @@ impl<C, B> TracedClient<C, B> {
             client: Arc::new(client),
             hook: None,
             expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+            http2_only: false,
         }
     }
 
@@ -125,6 +129,19 @@ impl<C, B> TracedClient<C, B> {
     #[must_use]
     pub fn expect_continue_timeout(mut self, timeout: Duration) -> Self {
         self.expect_continue_timeout = timeout;
+        self
+    }
+
+    /// Traces every request as HTTP/2: set it when the client is built with hyper-util's
+    /// `http2_only(true)` (HTTP/2 with prior knowledge, "h2c", where no ALPN tells the
+    /// connection's protocol). Without it such requests are traced as HTTP/1 until their
+    /// response shows otherwise: an `Expect: 100-continue` body waits for the continue timeout
+    /// and the write and first-byte events come from the connection's I/O, which HTTP/2's own
+    /// frames blur. A request whose version is set to `HTTP/2` is traced as HTTP/2 either way,
+    /// as is a connection whose TLS handshake negotiated `h2`.
+    #[must_use]
+    pub fn http2_only(mut self, enabled: bool) -> Self {
+        self.http2_only = enabled;
         self
     }
 
@@ -159,6 +176,7 @@ where
                 tracker: self.tracker.clone(),
                 hook: self.hook.clone(),
                 expect_continue_timeout: self.expect_continue_timeout,
+                http2_only: self.http2_only,
                 req,
             })),
             sending: None,
@@ -181,6 +199,7 @@ struct Start<C, B> {
     tracker: Tracker,
     hook: Option<Arc<dyn Hook>>,
     expect_continue_timeout: Duration,
+    http2_only: bool,
     req: Request<B>,
 }
 
@@ -216,6 +235,7 @@ struct Slot {
 impl Slot {
     /// The request got connection `id` (again if hyper-util retries it on another one).
     fn got(&self, id: ConnectionId, h2: bool) {
+        let h2 = h2 || self.shared.h2.load(Ordering::Acquire);
         {
             let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
             if *conn == Some(id) {
@@ -408,6 +428,7 @@ where
             tracker,
             hook,
             expect_continue_timeout,
+            http2_only,
             req,
         } = self;
         let method = req.method().as_str();
@@ -434,9 +455,12 @@ where
         }
         // Shared by the body, the 1xx callback and this future; not needed (not made) when
         // the request is not watched.
+        // HTTP/2 known from the start (no ALPN needed): no I/O watch, no held body.
+        let h2 = http2_only || parts.version == Version::HTTP_2;
         let shared = (hooks || expect).then(|| {
             let shared = Shared::default();
             shared.expects.store(expect, Ordering::Relaxed);
+            shared.h2.store(h2, Ordering::Relaxed);
             Arc::new(shared)
         });
         let body = RequestBody::new(
@@ -735,7 +759,9 @@ impl<B: Body> RequestBody<B> {
         self.trace.body_done();
         if let Some(shared) = &self.shared {
             shared.body_done.store(true, Ordering::Release);
-            if shared.h2.load(Ordering::Acquire) {
+            // On HTTP/2 the body's end is the request written, once it has its stream (before
+            // that, getting the connection reports it).
+            if shared.h2.load(Ordering::Acquire) && self.trace.connection().is_some() {
                 self.trace.wrote_request(None);
             }
         }
