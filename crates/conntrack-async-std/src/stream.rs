@@ -104,10 +104,16 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        // A read into no room reads nothing: its 0 is not the peer's end of stream.
+        let room = !buf.is_empty();
         let res = ready!(this
             .conn
             .poll_read_guarded(cx, |cx| this.inner.poll_read(cx, buf)));
-        Poll::Ready(this.conn.read_result(res))
+        Poll::Ready(if room || res.is_err() {
+            this.conn.read_result(res)
+        } else {
+            res
+        })
     }
 
     fn poll_read_vectored(
@@ -116,10 +122,15 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
         bufs: &mut [IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        let room = bufs.iter().any(|b| !b.is_empty());
         let res = ready!(this
             .conn
             .poll_read_guarded(cx, |cx| this.inner.poll_read_vectored(cx, bufs)));
-        Poll::Ready(this.conn.read_result(res))
+        Poll::Ready(if room || res.is_err() {
+            this.conn.read_result(res)
+        } else {
+            res
+        })
     }
 }
 

@@ -158,9 +158,15 @@ fn seen<R>(
 /// `Read` through anything that reads (`T` or `&T`), counted on `conn`.
 fn read(conn: &Connection, nb: &AtomicBool, mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
     conn.check()?;
+    // A read into no room reads nothing: its 0 is not the peer's end of stream.
+    let room = !buf.is_empty();
     aborted(
         conn,
-        seen(conn, nb, Dir::Read, r.read(buf), |n| conn.record_read(*n)),
+        seen(conn, nb, Dir::Read, r.read(buf), |n| {
+            if room {
+                conn.record_read(*n);
+            }
+        }),
     )
 }
 
@@ -181,8 +187,11 @@ fn read_vectored(
     bufs: &mut [IoSliceMut<'_>],
 ) -> io::Result<usize> {
     conn.check()?;
+    let room = bufs.iter().any(|b| !b.is_empty());
     let res = seen(conn, nb, Dir::Read, r.read_vectored(bufs), |n| {
-        conn.record_read(*n);
+        if room {
+            conn.record_read(*n);
+        }
     });
     aborted(conn, res)
 }

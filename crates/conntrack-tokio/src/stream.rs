@@ -157,11 +157,14 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
+        // A read into no room reads nothing: its 0 is not the peer's end of stream.
+        let room = buf.remaining() > 0;
         let res = ready!(this
             .conn
             .poll_read_guarded(cx, |cx| this.inner.poll_read(cx, buf)));
         match &res {
-            Ok(()) => this.conn.record_read(buf.filled().len() - before),
+            Ok(()) if room => this.conn.record_read(buf.filled().len() - before),
+            Ok(()) => {}
             Err(e) => this.conn.record_read_error(e),
         }
         Poll::Ready(res)
