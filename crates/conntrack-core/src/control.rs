@@ -164,12 +164,18 @@ impl Tracker {
         F: Future,
     {
         loop {
+            // From here until the wake-up time below is set, every policy-bearing registration
+            // leaves its deadline in `sweep_at` (an earlier one than `u64::MAX`): a connection
+            // registered after the walk has collected the live ones is not missed.
+            self.inner.sweep_at.store(u64::MAX, Ordering::SeqCst);
             let next = self.enforce_policies();
             let at = next.map_or(u64::MAX, |d| {
                 clock::now_nanos().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             });
-            self.inner.sweep_at.store(at, Ordering::SeqCst);
-            let mut timer = pin!(next.map(&mut sleep));
+            // The earlier of the walk's next deadline and those registered during the walk.
+            let at = at.min(self.inner.sweep_at.fetch_min(at, Ordering::SeqCst));
+            let mut timer = pin!((at != u64::MAX)
+                .then(|| sleep(Duration::from_nanos(at.saturating_sub(clock::now_nanos())))));
             poll_fn(|cx| {
                 if let Some(t) = timer.as_mut().as_pin_mut() {
                     if t.poll(cx).is_ready() {
@@ -181,7 +187,8 @@ impl Tracker {
                     .sweep_waker
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-                // A registration that wanted an earlier check set this to 0.
+                // A registration due earlier lowered it (and woke this task, or will find the
+                // waker just stored): check now.
                 if self.inner.sweep_at.load(Ordering::SeqCst) != at {
                     return Poll::Ready(());
                 }

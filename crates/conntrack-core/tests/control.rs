@@ -2,12 +2,14 @@
 //! decisions every adapter relies on (the testkit's `control` suite runs them on real sockets
 //! on each runtime).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Wake, Waker};
-use std::time::Duration;
+use std::task::{Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use conntrack_core::{
     blocking, Addr, CloseReason, LimitMode, ListenerConfig, Recorded, RecordingHook, Registration,
@@ -269,4 +271,72 @@ fn shutdown_without_a_runtime() {
     let report = blocking::block_on(tracker.shutdown(Duration::from_secs(60), blocking::sleep));
     assert!(report.drained && report.still_open.is_empty());
     assert_eq!(report.closed_idle, 0, "{report:?}");
+}
+
+/// Runs `fut` on this thread until `stop` is set (looked at every few milliseconds).
+fn run_until(stop: &AtomicBool, fut: impl Future<Output = ()>) {
+    let mut fut = pin!(fut);
+    let mut tick = pin!(blocking::sleep(Duration::ZERO));
+    blocking::block_on(std::future::poll_fn(|cx| {
+        if fut.as_mut().poll(cx).is_ready() || stop.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        while tick.as_mut().poll(cx).is_ready() {
+            tick.set(blocking::sleep(Duration::from_millis(5)));
+        }
+        Poll::Pending
+    }));
+}
+
+/// A connection registered while the policy enforcer is in the middle of a check is not
+/// missed. With 50,000 connections a check (one walk) takes milliseconds; each round wakes the
+/// enforcer with a connection due earlier than its sleep (but still far away), registers a
+/// connection with a short idle timeout at a different point of the walk that follows, and
+/// expects it closed soon after its timeout, not when the far deadline comes.
+#[test]
+fn a_registration_during_a_check_is_not_missed() {
+    const MANY: usize = 50_000;
+    const ROUNDS: u32 = 24;
+    const IDLE: Duration = Duration::from_millis(30);
+    const BOUND: Duration = Duration::from_secs(3);
+    let tracker = Tracker::new();
+    let reg = || Registration::server(addr(80), addr(9000));
+    let many: Vec<_> = (0..MANY)
+        .map(|_| tracker.register(reg().max_age(Duration::from_secs(3600))))
+        .collect();
+    // How long one walk takes here: the offsets below spread over it.
+    let started = Instant::now();
+    let _ = tracker.enforce_policies();
+    let walk = started.elapsed();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let t = tracker.clone();
+        let stop = &stop;
+        s.spawn(move || run_until(stop, t.run_policies(blocking::sleep)));
+        let mut late = Vec::new();
+        for round in 0..ROUNDS {
+            // Due earlier than anything the enforcer sleeps for: it wakes and walks.
+            let trigger =
+                tracker.register(reg().max_age(Duration::from_secs(1800 - 10 * u64::from(round))));
+            // Somewhere in that walk (from before it starts to after it ends).
+            std::thread::sleep(walk * 3 / 2 * round / ROUNDS);
+            let short = tracker.register(reg().idle_timeout(IDLE));
+            let registered = Instant::now();
+            while !short.is_aborted() && registered.elapsed() < BOUND {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if !short.is_aborted() {
+                late.push(round);
+            }
+            drop((trigger, short));
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(
+            late.is_empty(),
+            "rounds {late:?} of {ROUNDS}: the short connection was still open {BOUND:?} after \
+             its registration (a walk took {walk:?})"
+        );
+    });
+    drop(many);
+    assert!(tracker.is_empty());
 }
