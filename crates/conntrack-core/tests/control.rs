@@ -124,6 +124,28 @@ fn abort_wakes_parked_io_and_fails_later_io() {
     assert!(!tracker.abort(conn.id()));
 }
 
+/// Tasks blocked on clones of one stream (smol and async-std streams are `Clone`, and clones
+/// share the connection) each leave their waker: an abort wakes every one, not only the last
+/// to park. A task parking again is kept once.
+#[test]
+fn abort_wakes_every_parked_task() {
+    let tracker = Tracker::new();
+    let conn = tracker.register(Registration::server(addr(80), addr(5002)));
+    let clone = conn.clone();
+    let counts: Vec<_> = (0..3)
+        .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+        .collect();
+    let wakers: Vec<_> = counts.iter().map(|c| Waker::from(Arc::clone(c))).collect();
+    conn.park_read(&wakers[0]).expect("live");
+    clone.park_read(&wakers[1]).expect("live");
+    conn.park_read(&wakers[0]).expect("live");
+    clone.park_write(&wakers[2]).expect("live");
+    assert!(tracker.abort(conn.id()));
+    let woken: Vec<_> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+    assert_eq!(woken, [1, 1, 1], "each parked task woken once");
+    assert!(clone.park_read(&wakers[1]).is_err());
+}
+
 #[test]
 fn admit_counts_and_reports_rejections() {
     let rec = RecordingHook::new();
