@@ -209,6 +209,58 @@ fn admit_counts_and_reports_rejections() {
     assert_eq!(config.limited_connections(), 0);
 }
 
+/// `admit_waiting`: in wait mode a connection that finds the connection limit reached (two
+/// accepters raced for the last slot) waits, neither refused nor reported, and is admitted
+/// once a slot frees; the per-IP limit still refuses at once, and in reject mode it is
+/// `admit`.
+#[test]
+fn admit_waiting_waits_for_a_slot_in_wait_mode() {
+    let rec = RecordingHook::new();
+    let tracker = Tracker::new();
+    let config = ListenerConfig::new()
+        .category("w")
+        .max_connections(2)
+        .max_connections_per_ip(1)
+        .hook(rec.clone());
+    let ip = |n: u8, port: u16| SocketAddr::from(([127, 0, 0, n], port));
+    let admit = |remote| blocking::block_on(tracker.admit_waiting(&config, addr(80), remote));
+    let a = admit(ip(1, 6100)).expect("a free slot");
+    let same_ip = admit(ip(1, 6101)).expect_err("per-IP refuses at once");
+    assert_eq!(same_ip.kind(), io::ErrorKind::ConnectionRefused);
+    let b = admit(ip(2, 6100)).expect("the last slot");
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| admit(ip(3, 6100)));
+        // Still waiting a while later (the scenario's own time), nothing more refused.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiting.is_finished(), "waits for a slot");
+        assert_eq!(config.limited_connections(), 2);
+        drop(a);
+        let started = Instant::now();
+        while !waiting.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(waiting.is_finished(), "admitted once a slot freed");
+        let c = waiting.join().unwrap().expect("admitted");
+        assert_eq!(config.limited_connections(), 2);
+        drop(c);
+    });
+    drop(b);
+    let stats = tracker.stats();
+    let st = stats.get("w", Role::Server).unwrap();
+    assert_eq!((st.opened, st.rejected), (3, 1));
+    // Reject mode: refused at once at the limit.
+    let reject = ListenerConfig::new()
+        .max_connections(1)
+        .limit_mode(LimitMode::Reject);
+    let only = blocking::block_on(tracker.admit_waiting(&reject, addr(80), ip(1, 6200)))
+        .expect("a free slot");
+    let refused = blocking::block_on(tracker.admit_waiting(&reject, addr(80), ip(2, 6200)))
+        .expect_err("reject mode refuses");
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    drop(only);
+    assert!(tracker.is_empty());
+}
+
 #[test]
 fn policies_close_due_connections_and_say_when_to_look_again() {
     let tracker = Tracker::new();
