@@ -189,16 +189,21 @@ impl<L: Accept> Listener<L> {
     ///
     /// With a [`max_connections`](ListenerConfig::max_connections) limit in
     /// [`LimitMode::Wait`](conntrack_core::LimitMode::Wait) it waits for a slot before
-    /// accepting (new connections wait in the kernel's backlog); a connection refused by a
-    /// limit or a shutdown is closed at once, counted as rejected, and the accept goes on to
-    /// the next one.
+    /// accepting (new connections wait in the kernel's backlog). If another accepter takes
+    /// that slot meanwhile (another task accepting from this listener, or a listener given
+    /// the same config), the connection it accepted waits for the next free slot instead of
+    /// being refused ([`Tracker::admit_waiting`]). A connection refused by a limit
+    /// ([`LimitMode::Reject`](conntrack_core::LimitMode::Reject), the per-IP limit) or a
+    /// shutdown is closed at once, counted as rejected, and the accept goes on to the next
+    /// one. Dropping the future drops a connection waiting for its slot.
     pub async fn accept(&self) -> io::Result<Accepted<L>> {
         loop {
             std::future::poll_fn(|cx| self.tracker.poll_accept_ready(&self.config, cx)).await;
             match self.inner.accept().await {
                 Ok((stream, peer)) => {
                     let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
-                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
+                    let admitted = self.tracker.admit_waiting(&self.config, local, remote);
+                    if let Ok(conn) = admitted.await {
                         let tcp = L::watch_tcp_info(&stream, &conn);
                         return Ok((Tracked::new(stream, conn).with_guard(tcp), peer));
                     }

@@ -1,12 +1,14 @@
 //! Listener and stream behaviour on smol and on async-std, on loopback (every scenario runs
-//! once per runtime): clones share one entry, a Unix listener with the dialer's `connect_unix`,
-//! a failed accept, vectored reads. (Dial behaviour is the testkit's dialer suite, in the
+//! once per runtime): clones share one entry, an abort wakes every clone blocked in a read, a
+//! Unix listener with the dialer's `connect_unix`, a failed accept, vectored reads. (Dial behaviour is the testkit's dialer suite, in the
 //! `conformance_*.rs` files.)
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use conntrack_async_std::{Accept, Listener};
@@ -29,8 +31,28 @@ async fn smol_unix_bind(path: &std::path::Path) -> io::Result<smol::net::unix::U
     smol::net::unix::UnixListener::bind(path)
 }
 
+/// Reads from `stream` once, counting in `pending` the first time the read is pending (its
+/// task's waker is then parked with the connection).
+async fn read_once<S>(mut stream: S, pending: Arc<AtomicUsize>) -> io::Result<usize>
+where
+    S: futures_lite::io::AsyncRead + Unpin,
+{
+    let mut buf = [0; 16];
+    let mut read = stream.read(&mut buf);
+    let mut counted = false;
+    std::future::poll_fn(|cx| {
+        let res = Pin::new(&mut read).poll(cx);
+        if res.is_pending() && !counted {
+            counted = true;
+            pending.fetch_add(1, Ordering::SeqCst);
+        }
+        res
+    })
+    .await
+}
+
 macro_rules! runtime_tests {
-    ($m:ident, $block_on:path, $rt:ident, $tcp_listener:ty, $unix_bind:path) => {
+    ($m:ident, $block_on:path, $spawn:path, $rt:ident, $tcp_listener:ty, $unix_bind:path) => {
         mod $m {
             use super::*;
             use conntrack_async_std::$rt::Dialer;
@@ -69,6 +91,39 @@ macro_rules! runtime_tests {
                     rec.until(|ev| ev.iter().any(|e| e.name() == "close")).await;
                     assert_eq!(rec.count("close"), 1);
                     assert_eq!(tracker.len(), 1);
+                }));
+            }
+
+            /// Two tasks blocked reading two clones of one stream (they share the entry): an
+            /// abort wakes both, and both reads fail with `ConnectionAborted`.
+            #[test]
+            fn abort_wakes_every_clone_blocked_in_read() {
+                $block_on(bounded(async {
+                    let tracker = Tracker::new();
+                    let l = Listener::new(
+                        &tracker,
+                        <$tcp_listener>::bind("127.0.0.1:0").await.unwrap(),
+                        ListenerConfig::new(),
+                    );
+                    let addr = l.get_ref().local_addr().unwrap();
+                    let client = Dialer::new(&tracker, DialerConfig::new())
+                        .connect_addr(addr)
+                        .await
+                        .unwrap();
+                    let (server, _) = l.accept().await.unwrap();
+                    let pending = Arc::new(AtomicUsize::new(0));
+                    let reads = [server.clone(), server.clone()]
+                        .map(|clone| $spawn(read_once(clone, Arc::clone(&pending))));
+                    // Both reads pending, each task's waker parked (bounded by `bounded`).
+                    while pending.load(Ordering::SeqCst) < 2 {
+                        smol::Timer::after(std::time::Duration::from_millis(2)).await;
+                    }
+                    assert!(tracker.abort(server.id()));
+                    for read in reads {
+                        let err = read.await.expect_err("the blocked read fails");
+                        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+                    }
+                    drop((server, client));
                 }));
             }
 
@@ -120,6 +175,7 @@ macro_rules! runtime_tests {
 runtime_tests!(
     on_smol,
     smol::block_on,
+    smol::spawn,
     smol,
     smol::net::TcpListener,
     smol_unix_bind
@@ -127,6 +183,7 @@ runtime_tests!(
 runtime_tests!(
     on_async_std,
     async_std::task::block_on,
+    async_std::task::spawn,
     async_std,
     async_std::net::TcpListener,
     async_std::os::unix::net::UnixListener::bind

@@ -196,9 +196,9 @@ struct Rare {
     last_error: Option<io::Error>,
     /// An HTTP request watching this connection's I/O for its write/first-byte events.
     watcher: Option<Arc<dyn IoWatch>>,
-    /// The tasks of the last pending read and write, woken by an abort.
-    read_waker: Option<Waker>,
-    write_waker: Option<Waker>,
+    /// The tasks of the pending reads and of the pending writes, woken by an abort.
+    read_wakers: Parked,
+    write_wakers: Parked,
     /// What an abort calls to unblock blocking I/O (a socket shutdown).
     closer: Option<Box<dyn Fn() + Send + Sync>>,
     /// The socket an abort shuts down, while its stream lives (see
@@ -223,6 +223,55 @@ impl Rare {
             }
         }
         self.tcp.clone()
+    }
+}
+
+/// The tasks parked on one direction of a connection (by [`Connection::park_read`] or
+/// [`Connection::park_write`]), for an abort to wake.
+///
+/// Clones of a stream (smol's and async-std's streams are `Clone`, and clones share the
+/// connection) can each have a task blocked at once, so every task's waker is kept, a task
+/// parking again only once (`Waker::will_wake`). The first lives inline: a connection polled by
+/// one task never allocates here. The list holds at most [`Parked::MAX`]; a new task past that
+/// pushes out the oldest waker, which is woken so that no task is forgotten (a task still
+/// blocked polls again and parks anew; a finished one ignores the spurious wake-up).
+#[derive(Default)]
+struct Parked {
+    first: Option<Waker>,
+    /// The later ones, oldest first; empty while `first` is `None`.
+    more: Vec<Waker>,
+}
+
+impl Parked {
+    /// The most wakers kept per direction.
+    const MAX: usize = 8;
+
+    /// Keeps `waker` unless it is kept already; returns the waker pushed out to make room,
+    /// for the caller to wake (outside its lock).
+    fn park(&mut self, waker: &Waker) -> Option<Waker> {
+        let Some(first) = &self.first else {
+            self.first = Some(waker.clone());
+            return None;
+        };
+        if first.will_wake(waker) || self.more.iter().any(|w| w.will_wake(waker)) {
+            return None;
+        }
+        let out = if 1 + self.more.len() >= Self::MAX {
+            let next = self.more.remove(0);
+            self.first.replace(next)
+        } else {
+            None
+        };
+        self.more.push(waker.clone());
+        out
+    }
+
+    /// Takes every waker, leaving the list empty.
+    fn take(&mut self) -> impl Iterator<Item = Waker> {
+        self.first
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.more))
     }
 }
 
@@ -492,7 +541,7 @@ impl Entry {
         }
         self.set_reason(reason);
         self.aborted.store(true, Ordering::SeqCst);
-        let (r, w, closer) = {
+        let (mut r, mut w, closer) = {
             let mut rare = self.rare();
             // Under the lock: the stream's guard takes it before the stream closes the
             // descriptor, so this is still the connection's socket.
@@ -501,15 +550,16 @@ impl Entry {
                 crate::tcp_info::shutdown(fd);
             }
             (
-                rare.read_waker.take(),
-                rare.write_waker.take(),
+                std::mem::take(&mut rare.read_wakers),
+                std::mem::take(&mut rare.write_wakers),
                 rare.closer.take(),
             )
         };
         if let Some(c) = closer {
             c();
         }
-        for w in [r, w].into_iter().flatten() {
+        // Every parked task: those of each clone of the stream, reading and writing.
+        for w in r.take().chain(w.take()) {
             w.wake();
         }
         self.close();
@@ -529,17 +579,16 @@ impl Entry {
 
     /// Keeps `waker` to wake on abort; fails if the connection was aborted meanwhile.
     fn park(&self, waker: &Waker, write: bool) -> io::Result<()> {
-        {
+        let pushed_out = {
             let mut rare = self.rare();
-            let slot = if write {
-                &mut rare.write_waker
+            if write {
+                rare.write_wakers.park(waker)
             } else {
-                &mut rare.read_waker
-            };
-            match slot {
-                Some(w) if w.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
+                rare.read_wakers.park(waker)
             }
+        };
+        if let Some(w) = pushed_out {
+            w.wake();
         }
         // SeqCst with the store in `abort`: it either finds this waker or this load sees it.
         if self.aborted.load(Ordering::SeqCst) {
@@ -817,8 +866,8 @@ impl Entry {
         }
         let (error, tls, tcp, closer) = {
             let mut rare = self.rare();
-            rare.read_waker = None;
-            rare.write_waker = None;
+            rare.read_wakers = Parked::default();
+            rare.write_wakers = Parked::default();
             // The final TCP statistics, read while the socket is still open (its guard drops
             // before the stream); from now on nothing reads the descriptor.
             let tcp = rare.tcp_now();
@@ -1299,8 +1348,10 @@ impl Connection {
     }
 
     /// What a tracked stream calls when a read returns `Pending`: keeps the task's waker so an
-    /// abort can wake it (cloned only when it changed). Fails if the connection was aborted
-    /// meanwhile, so no wake-up is lost.
+    /// abort can wake it (cloned only when it is not kept yet). The wakers of several tasks
+    /// (each blocked on its own clone of a stream) are all kept, up to 8 per direction (past
+    /// that the oldest is woken and let go), and an abort wakes them all. Fails if the
+    /// connection was aborted meanwhile, so no wake-up is lost.
     ///
     /// # Errors
     ///

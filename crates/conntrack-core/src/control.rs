@@ -19,8 +19,18 @@ use crate::config::ListenerConfig;
 use crate::connection::{Connection, Registration};
 use crate::event::AcceptEvent;
 use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role};
+use crate::limit::{Full, LimitMode};
 use crate::trace;
 use crate::tracker::Tracker;
+
+/// What [`Tracker::try_admit`] did with an accepted connection.
+enum Admission {
+    Admitted(Connection),
+    /// Refused, counted and reported.
+    Refused(io::Error),
+    /// The connection limit is reached in `Wait` mode: wait for a slot, then try again.
+    Wait,
+}
 
 /// What [`Tracker::shutdown`] found.
 #[derive(Debug, Clone)]
@@ -59,6 +69,10 @@ impl Tracker {
     /// [`CategoryStats::rejected`](crate::CategoryStats::rejected) and reported to `on_accept`
     /// with `rejected: true`; the caller drops (closes) its stream and keeps accepting.
     ///
+    /// A listener in [`LimitMode::Wait`](crate::LimitMode::Wait) that may share its limit with
+    /// another accepter uses [`admit_waiting`](Tracker::admit_waiting) instead, which waits
+    /// for a slot rather than refusing the connection.
+    ///
     /// # Errors
     ///
     /// Why the connection was refused (kind `ConnectionRefused` for a limit, `Interrupted`
@@ -69,7 +83,59 @@ impl Tracker {
         local: impl Into<Addr>,
         remote: impl Into<Addr>,
     ) -> io::Result<Connection> {
+        match self.try_admit(config, local.into(), remote.into(), false) {
+            Admission::Admitted(conn) => Ok(conn),
+            Admission::Refused(err) => Err(err),
+            Admission::Wait => unreachable!("only a waiting admission waits"),
+        }
+    }
+
+    /// [`admit`](Tracker::admit) for a listener in [`LimitMode::Wait`](crate::LimitMode::Wait)
+    /// (in [`LimitMode::Reject`](crate::LimitMode::Reject) it is `admit`): when the config's
+    /// [`max_connections`](ListenerConfig::max_connections) limit is reached, the connection
+    /// is not refused but waits, accepted, until a connection of the config closes, then takes
+    /// its slot.
+    ///
+    /// That happens when two accepters share a limit (threads or tasks accepting from one
+    /// listener, or listeners given clones of one config): both see a free slot in
+    /// [`poll_accept_ready`](Tracker::poll_accept_ready), both accept, and one connection takes
+    /// the slot first. Wait mode promises that no connection is refused for the limit; this
+    /// keeps it. The per-IP limit and a shutdown still refuse at once, as with `admit` (a
+    /// shutdown that begins while a connection waits refuses it when a slot frees). Dropping
+    /// the future gives up the wait; the caller then drops the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`admit`](Tracker::admit), except that the connection limit in `Wait` mode never
+    /// refuses.
+    pub async fn admit_waiting(
+        &self,
+        config: &ListenerConfig,
+        local: impl Into<Addr>,
+        remote: impl Into<Addr>,
+    ) -> io::Result<Connection> {
         let (local, remote) = (local.into(), remote.into());
+        loop {
+            match self.try_admit(config, local.clone(), remote.clone(), true) {
+                Admission::Admitted(conn) => return Ok(conn),
+                Admission::Refused(err) => return Err(err),
+                // Woken when a connection of the config gives its slot back; another accepter
+                // may take it first, then this one waits again.
+                Admission::Wait => poll_fn(|cx| self.poll_accept_ready(config, cx)).await,
+            }
+        }
+    }
+
+    /// Registers the connection, or refuses it (counted and reported), or, with `wait` and
+    /// the config's connection limit reached in `Wait` mode, says to wait for a slot (nothing
+    /// counted or reported).
+    fn try_admit(
+        &self,
+        config: &ListenerConfig,
+        local: Addr,
+        remote: Addr,
+        wait: bool,
+    ) -> Admission {
         let refused = if self.inner.is_shutting_down() {
             Some(io::Error::new(
                 io::ErrorKind::Interrupted,
@@ -81,19 +147,20 @@ impl Tracker {
             let ip = remote.socket_addr().map(|a| a.ip().to_canonical());
             match l.try_acquire(ip) {
                 Ok(()) => {
-                    let mut reg = Registration::server(local.clone(), remote.clone());
+                    let mut reg = Registration::server(local, remote);
                     reg.permit = Some((Arc::clone(l), ip));
                     reg.chain = config.chain().clone();
                     reg.policy = config.policy();
-                    return Ok(self.register_as(config.category_name(), reg));
+                    return Admission::Admitted(self.register_as(config.category_name(), reg));
                 }
-                Err(why) => Some(io::Error::new(io::ErrorKind::ConnectionRefused, why)),
+                Err(Full::Count) if wait && l.mode == LimitMode::Wait => return Admission::Wait,
+                Err(full) => Some(io::Error::new(io::ErrorKind::ConnectionRefused, full.why())),
             }
         } else {
             None
         };
         let Some(err) = refused else {
-            return Ok(self.accepted(config, local, remote));
+            return Admission::Admitted(self.accepted(config, local, remote));
         };
         let category = config.category_name();
         let id = self.inner.stats.class_id(category, Role::Server);
@@ -110,7 +177,7 @@ impl Tracker {
                 rejected: true,
             });
         });
-        Err(err)
+        Admission::Refused(err)
     }
 
     /// Aborts one live connection: it closes now with [`CloseReason::Aborted`], its tracked
@@ -164,12 +231,18 @@ impl Tracker {
         F: Future,
     {
         loop {
+            // From here until the wake-up time below is set, every policy-bearing registration
+            // leaves its deadline in `sweep_at` (an earlier one than `u64::MAX`): a connection
+            // registered after the walk has collected the live ones is not missed.
+            self.inner.sweep_at.store(u64::MAX, Ordering::SeqCst);
             let next = self.enforce_policies();
             let at = next.map_or(u64::MAX, |d| {
                 clock::now_nanos().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             });
-            self.inner.sweep_at.store(at, Ordering::SeqCst);
-            let mut timer = pin!(next.map(&mut sleep));
+            // The earlier of the walk's next deadline and those registered during the walk.
+            let at = at.min(self.inner.sweep_at.fetch_min(at, Ordering::SeqCst));
+            let mut timer = pin!((at != u64::MAX)
+                .then(|| sleep(Duration::from_nanos(at.saturating_sub(clock::now_nanos())))));
             poll_fn(|cx| {
                 if let Some(t) = timer.as_mut().as_pin_mut() {
                     if t.poll(cx).is_ready() {
@@ -181,7 +254,8 @@ impl Tracker {
                     .sweep_waker
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-                // A registration that wanted an earlier check set this to 0.
+                // A registration due earlier lowered it (and woke this task, or will find the
+                // waker just stored): check now.
                 if self.inner.sweep_at.load(Ordering::SeqCst) != at {
                     return Poll::Ready(());
                 }

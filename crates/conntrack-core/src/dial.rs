@@ -135,7 +135,7 @@ impl Dial {
                 Err(why) if limiter.mode == LimitMode::Reject => {
                     let err = io::Error::new(
                         io::ErrorKind::ResourceBusy,
-                        format!("outbound {why} ({} for this config)", limiter.max),
+                        format!("outbound {} ({} for this config)", why.why(), limiter.max),
                     );
                     self.rejected(&err);
                     return Err(err);

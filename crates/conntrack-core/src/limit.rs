@@ -22,6 +22,25 @@ pub enum LimitMode {
     Reject,
 }
 
+/// Which limit refused a slot ([`Limiter::try_acquire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The config's `max_connections`.
+    Count,
+    /// The config's `max_connections_per_ip`.
+    PerIp,
+}
+
+impl Full {
+    /// Why, for the refusal's error.
+    pub(crate) fn why(self) -> &'static str {
+        match self {
+            Full::Count => "connection limit reached",
+            Full::PerIp => "per-IP connection limit reached",
+        }
+    }
+}
+
 /// The shared count of one limited config (every listener using it, or a clone of it).
 pub(crate) struct Limiter {
     pub(crate) max: usize,
@@ -73,14 +92,14 @@ impl Limiter {
     }
 
     /// Takes a slot for a connection from `ip`, or says which limit refused it.
-    pub(crate) fn try_acquire(&self, ip: Option<IpAddr>) -> Result<(), &'static str> {
+    pub(crate) fn try_acquire(&self, ip: Option<IpAddr>) -> Result<(), Full> {
         let taken = self
             .count
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < self.max).then_some(n + 1)
             });
         if taken.is_err() {
-            return Err("connection limit reached");
+            return Err(Full::Count);
         }
         if let (Some(per_ip), Some(ip)) = (self.per_ip, ip) {
             let mut m = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
@@ -91,7 +110,7 @@ impl Limiter {
                 }
                 drop(m);
                 self.release_count();
-                return Err("per-IP connection limit reached");
+                return Err(Full::PerIp);
             }
             *n += 1;
         }

@@ -53,7 +53,8 @@ pub(crate) struct TrackerInner {
     /// Connections closed idle by the shutdown.
     pub(crate) shutdown_closed: AtomicUsize,
     /// The policy enforcer's next wake-up (nanos on the process clock), `u64::MAX` when it
-    /// waits for a policy-bearing connection; and its waker.
+    /// waits for a policy-bearing connection or is checking (then lowered by each
+    /// registration due earlier, see `policy_registered`); and its waker.
     pub(crate) sweep_at: AtomicU64,
     pub(crate) sweep_waker: std::sync::Mutex<Option<Waker>>,
 }
@@ -194,11 +195,17 @@ impl TrackerInner {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// A policy-bearing connection due at `deadline` was registered: wakes the enforcer if it
-    /// sleeps past that.
+    /// A policy-bearing connection to look at by `deadline` (its first deadline plus its
+    /// slack) was registered: lowers the enforcer's wake-up time to it and wakes the enforcer
+    /// if it sleeps past that. During a check (`sweep_at` is then `u64::MAX`) this leaves the
+    /// deadline for the enforcer to find once the check ends, so a connection registered after
+    /// the check collected the live ones is not missed (see `run_policies`). Only a
+    /// registration due earlier than the current wake-up writes; one uncontended lock then.
     fn policy_registered(&self, deadline: u64) {
-        if deadline < self.sweep_at.load(Ordering::SeqCst) {
-            self.sweep_at.store(0, Ordering::SeqCst);
+        if deadline >= self.sweep_at.load(Ordering::SeqCst) {
+            return;
+        }
+        if deadline < self.sweep_at.fetch_min(deadline, Ordering::SeqCst) {
             let w = self
                 .sweep_waker
                 .lock()
@@ -509,7 +516,8 @@ impl Tracker {
         shard.insert(id, Arc::clone(&entry));
         // A new entry has made no I/O yet: the coarse clock is not needed.
         if let Some(deadline) = entry.policy_deadline(entry.opened_nanos, 0) {
-            self.inner.policy_registered(deadline);
+            self.inner
+                .policy_registered(deadline.saturating_add(entry.policy_slack()));
         }
         if entry.has_hooks() {
             // The record as of the registration (no clock read: the entry's own time).

@@ -2,12 +2,14 @@
 //! decisions every adapter relies on (the testkit's `control` suite runs them on real sockets
 //! on each runtime).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Wake, Waker};
-use std::time::Duration;
+use std::task::{Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use conntrack_core::{
     blocking, Addr, CloseReason, LimitMode, ListenerConfig, Recorded, RecordingHook, Registration,
@@ -122,6 +124,28 @@ fn abort_wakes_parked_io_and_fails_later_io() {
     assert!(!tracker.abort(conn.id()));
 }
 
+/// Tasks blocked on clones of one stream (smol and async-std streams are `Clone`, and clones
+/// share the connection) each leave their waker: an abort wakes every one, not only the last
+/// to park. A task parking again is kept once.
+#[test]
+fn abort_wakes_every_parked_task() {
+    let tracker = Tracker::new();
+    let conn = tracker.register(Registration::server(addr(80), addr(5002)));
+    let clone = conn.clone();
+    let counts: Vec<_> = (0..3)
+        .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+        .collect();
+    let wakers: Vec<_> = counts.iter().map(|c| Waker::from(Arc::clone(c))).collect();
+    conn.park_read(&wakers[0]).expect("live");
+    clone.park_read(&wakers[1]).expect("live");
+    conn.park_read(&wakers[0]).expect("live");
+    clone.park_write(&wakers[2]).expect("live");
+    assert!(tracker.abort(conn.id()));
+    let woken: Vec<_> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+    assert_eq!(woken, [1, 1, 1], "each parked task woken once");
+    assert!(clone.park_read(&wakers[1]).is_err());
+}
+
 #[test]
 fn admit_counts_and_reports_rejections() {
     let rec = RecordingHook::new();
@@ -183,6 +207,58 @@ fn admit_counts_and_reports_rejections() {
         .expect_err("the same peer IP, unmapped");
     drop(m);
     assert_eq!(config.limited_connections(), 0);
+}
+
+/// `admit_waiting`: in wait mode a connection that finds the connection limit reached (two
+/// accepters raced for the last slot) waits, neither refused nor reported, and is admitted
+/// once a slot frees; the per-IP limit still refuses at once, and in reject mode it is
+/// `admit`.
+#[test]
+fn admit_waiting_waits_for_a_slot_in_wait_mode() {
+    let rec = RecordingHook::new();
+    let tracker = Tracker::new();
+    let config = ListenerConfig::new()
+        .category("w")
+        .max_connections(2)
+        .max_connections_per_ip(1)
+        .hook(rec.clone());
+    let ip = |n: u8, port: u16| SocketAddr::from(([127, 0, 0, n], port));
+    let admit = |remote| blocking::block_on(tracker.admit_waiting(&config, addr(80), remote));
+    let a = admit(ip(1, 6100)).expect("a free slot");
+    let same_ip = admit(ip(1, 6101)).expect_err("per-IP refuses at once");
+    assert_eq!(same_ip.kind(), io::ErrorKind::ConnectionRefused);
+    let b = admit(ip(2, 6100)).expect("the last slot");
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| admit(ip(3, 6100)));
+        // Still waiting a while later (the scenario's own time), nothing more refused.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiting.is_finished(), "waits for a slot");
+        assert_eq!(config.limited_connections(), 2);
+        drop(a);
+        let started = Instant::now();
+        while !waiting.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(waiting.is_finished(), "admitted once a slot freed");
+        let c = waiting.join().unwrap().expect("admitted");
+        assert_eq!(config.limited_connections(), 2);
+        drop(c);
+    });
+    drop(b);
+    let stats = tracker.stats();
+    let st = stats.get("w", Role::Server).unwrap();
+    assert_eq!((st.opened, st.rejected), (3, 1));
+    // Reject mode: refused at once at the limit.
+    let reject = ListenerConfig::new()
+        .max_connections(1)
+        .limit_mode(LimitMode::Reject);
+    let only = blocking::block_on(tracker.admit_waiting(&reject, addr(80), ip(1, 6200)))
+        .expect("a free slot");
+    let refused = blocking::block_on(tracker.admit_waiting(&reject, addr(80), ip(2, 6200)))
+        .expect_err("reject mode refuses");
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    drop(only);
+    assert!(tracker.is_empty());
 }
 
 #[test]
@@ -269,4 +345,72 @@ fn shutdown_without_a_runtime() {
     let report = blocking::block_on(tracker.shutdown(Duration::from_secs(60), blocking::sleep));
     assert!(report.drained && report.still_open.is_empty());
     assert_eq!(report.closed_idle, 0, "{report:?}");
+}
+
+/// Runs `fut` on this thread until `stop` is set (looked at every few milliseconds).
+fn run_until(stop: &AtomicBool, fut: impl Future<Output = ()>) {
+    let mut fut = pin!(fut);
+    let mut tick = pin!(blocking::sleep(Duration::ZERO));
+    blocking::block_on(std::future::poll_fn(|cx| {
+        if fut.as_mut().poll(cx).is_ready() || stop.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        while tick.as_mut().poll(cx).is_ready() {
+            tick.set(blocking::sleep(Duration::from_millis(5)));
+        }
+        Poll::Pending
+    }));
+}
+
+/// A connection registered while the policy enforcer is in the middle of a check is not
+/// missed. With 50,000 connections a check (one walk) takes milliseconds; each round wakes the
+/// enforcer with a connection due earlier than its sleep (but still far away), registers a
+/// connection with a short idle timeout at a different point of the walk that follows, and
+/// expects it closed soon after its timeout, not when the far deadline comes.
+#[test]
+fn a_registration_during_a_check_is_not_missed() {
+    const MANY: usize = 50_000;
+    const ROUNDS: u32 = 24;
+    const IDLE: Duration = Duration::from_millis(30);
+    const BOUND: Duration = Duration::from_secs(3);
+    let tracker = Tracker::new();
+    let reg = || Registration::server(addr(80), addr(9000));
+    let many: Vec<_> = (0..MANY)
+        .map(|_| tracker.register(reg().max_age(Duration::from_secs(3600))))
+        .collect();
+    // How long one walk takes here: the offsets below spread over it.
+    let started = Instant::now();
+    let _ = tracker.enforce_policies();
+    let walk = started.elapsed();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let t = tracker.clone();
+        let stop = &stop;
+        s.spawn(move || run_until(stop, t.run_policies(blocking::sleep)));
+        let mut late = Vec::new();
+        for round in 0..ROUNDS {
+            // Due earlier than anything the enforcer sleeps for: it wakes and walks.
+            let trigger =
+                tracker.register(reg().max_age(Duration::from_secs(1800 - 10 * u64::from(round))));
+            // Somewhere in that walk (from before it starts to after it ends).
+            std::thread::sleep(walk * 3 / 2 * round / ROUNDS);
+            let short = tracker.register(reg().idle_timeout(IDLE));
+            let registered = Instant::now();
+            while !short.is_aborted() && registered.elapsed() < BOUND {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if !short.is_aborted() {
+                late.push(round);
+            }
+            drop((trigger, short));
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(
+            late.is_empty(),
+            "rounds {late:?} of {ROUNDS}: the short connection was still open {BOUND:?} after \
+             its registration (a walk took {walk:?})"
+        );
+    });
+    drop(many);
+    assert!(tracker.is_empty());
 }

@@ -2,7 +2,8 @@
 //! `record_write` calls (and their `read_result` / `write_result` forms) make no allocation,
 //! also when non-I/O hooks are installed on the tracker, the config or a trace scope. (By
 //! construction they also take no lock and make no dynamic call: see
-//! `Connection::record_read`.)
+//! `Connection::record_read`.) A pending read or write of a stream polled by one task parks
+//! its waker without allocating, however often it parks.
 //!
 //! This file is its own test binary, so the counting global allocator below is local to it.
 //! Counting uses `stats_alloc`'s instrumented `System` wrapper, so this file needs no `unsafe`.
@@ -10,6 +11,8 @@
 use std::alloc::System;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Wake, Waker};
 
 use conntrack_core::{
     trace, Callbacks, Connection, ListenerConfig, NoopHook, RecordingHook, Registration, Tracker,
@@ -96,6 +99,27 @@ fn record_read_and_write_allocate_nothing_without_an_io_hook() {
     // A failed read is not the hot path, and still reports nothing to non-I/O hooks.
     let _ = conn.read_result(Err(io::Error::from(io::ErrorKind::ConnectionReset)));
     assert_eq!(rec.count("read"), 0);
+
+    // Pending I/O of one task: its waker is kept inline, and parking it again is a comparison.
+    struct Nothing;
+    impl Wake for Nothing {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(Nothing));
+    let conn = tracker.register(Registration::server(a, b));
+    let parks = (0..3)
+        .map(|_| {
+            let region = Region::new(GLOBAL);
+            for _ in 0..CALLS {
+                conn.park_read(&waker).expect("live");
+                conn.park_write(&waker).expect("live");
+            }
+            let c = region.change();
+            c.allocations + c.reallocations
+        })
+        .min()
+        .unwrap();
+    assert_eq!(parks, 0, "parking one task's waker");
 
     // Control: the counter does see allocations made on this path, here by a per-I/O hook
     // that allocates on every read.

@@ -174,8 +174,13 @@ impl<L: Accept> Listener<L> {
     ///
     /// With a [`max_connections`](ListenerConfig::max_connections) limit in
     /// [`LimitMode::Wait`](conntrack_core::LimitMode::Wait), it first blocks until a slot is
-    /// free; a connection refused by a limit or a shutdown is closed at once, counted as
-    /// rejected, and the accept goes on to the next one.
+    /// free. If another accepter takes that slot meanwhile (another thread accepting from this
+    /// listener, or a listener given the same config), the connection it accepted waits for
+    /// the next free slot instead of being refused
+    /// ([`Tracker::admit_waiting`](conntrack_core::Tracker::admit_waiting)). A connection
+    /// refused by a limit ([`LimitMode::Reject`](conntrack_core::LimitMode::Reject), the
+    /// per-IP limit) or a shutdown is closed at once, counted as rejected, and the accept goes
+    /// on to the next one.
     pub fn accept(&self) -> io::Result<Accepted<L>> {
         loop {
             blocking::block_on(std::future::poll_fn(|cx| {
@@ -184,7 +189,8 @@ impl<L: Accept> Listener<L> {
             match self.inner.accept() {
                 Ok((stream, peer)) => {
                     let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
-                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
+                    let admitted = self.tracker.admit_waiting(&self.config, local, remote);
+                    if let Ok(conn) = blocking::block_on(admitted) {
                         let tcp = L::watch_tcp_info(&stream, &conn);
                         return Ok((self.inner.track(stream, conn).with_guard(tcp), peer));
                     }

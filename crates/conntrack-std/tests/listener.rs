@@ -1,11 +1,14 @@
 //! Listener and stream behaviour of the std adapter on loopback: cloned handles share one
-//! entry, `incoming`, a failed accept, and a Unix listener with the dialer's `connect_unix`.
+//! entry, `incoming`, a wait-mode limit shared by two accepting threads, a failed accept, and a
+//! Unix listener with the dialer's `connect_unix`.
 //! (Dial behaviour is the testkit's dialer suite, in `conformance_std.rs`.)
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use conntrack_core::{Addr, DialerConfig, ListenerConfig, RecordingHook, Role, Tracker};
+use conntrack_core::{Addr, DialerConfig, LimitMode, ListenerConfig, RecordingHook, Role, Tracker};
 use conntrack_std::{Accept, Dialer, Listener};
 use conntrack_testkit::EVENT_TIMEOUT;
 
@@ -59,6 +62,103 @@ fn incoming_yields_tracked_streams() {
     drop(accepted);
     drop(clients);
     assert!(tracker.is_empty());
+}
+
+/// Ends the accept loops of `wait_limit_shared_by_two_accepting_threads` when dropped (also
+/// when the test fails): sets the flag, then connects until every loop has ended (a
+/// connection the listener refused does not end one), for at most the event timeout.
+struct StopAccepting<'a>(&'a AtomicBool, &'a AtomicUsize, SocketAddr);
+
+impl Drop for StopAccepting<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        while self.1.load(Ordering::SeqCst) > 0 && started.elapsed() < EVENT_TIMEOUT {
+            drop(TcpStream::connect(self.2));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One listener, two threads accepting from it, a limit of 1 in wait mode: while the first
+/// client is served, the other thread is blocked in its accept. The second client must wait
+/// for the slot (not be closed and counted as rejected), and be served once the first closes.
+#[test]
+fn wait_limit_shared_by_two_accepting_threads() {
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let config = ListenerConfig::new()
+        .category("two")
+        .max_connections(1)
+        .limit_mode(LimitMode::Wait)
+        .hook(rec.clone());
+    let listener = Listener::new(&tracker, TcpListener::bind("127.0.0.1:0").unwrap(), config);
+    let addr = listener.get_ref().local_addr().unwrap();
+    let stop = AtomicBool::new(false);
+    let accepting = AtomicUsize::new(2);
+    std::thread::scope(|s| {
+        let _stop = StopAccepting(&stop, &accepting, addr);
+        for _ in 0..2 {
+            let (listener, stop, accepting) = (&listener, &stop, &accepting);
+            s.spawn(move || loop {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    continue;
+                };
+                if stop.load(Ordering::SeqCst) {
+                    accepting.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                // Echo, on its own thread.
+                s.spawn(move || {
+                    let mut b = [0; 16];
+                    while let Ok(n @ 1..) = conn.read(&mut b) {
+                        if conn.write_all(&b[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            });
+        }
+        // Both threads reach their accept while no slot is taken (the scenario's setup).
+        std::thread::sleep(Duration::from_millis(100));
+        let mut first = TcpStream::connect(addr).unwrap();
+        first.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        first.write_all(b"1").unwrap();
+        let mut b = [0; 1];
+        first
+            .read_exact(&mut b)
+            .expect("the first client is served");
+        let mut second = TcpStream::connect(addr).unwrap();
+        second.write_all(b"2").unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match second.read(&mut b) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("the second client must wait for the slot: {other:?}"),
+        }
+        let rejected = || tracker.stats().get("two", Role::Server).unwrap().rejected;
+        assert_eq!(rejected(), 0);
+        drop(first);
+        second.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        second
+            .read_exact(&mut b)
+            .expect("served once the first closed");
+        assert_eq!(&b, b"2");
+        assert_eq!(rejected(), 0);
+    });
+    rec.wait_for(
+        |ev| ev.iter().filter(|e| e.name() == "close").count() >= 4,
+        EVENT_TIMEOUT,
+    )
+    .expect("the two clients and the two stop connections close");
+    let stats = tracker.stats();
+    let st = stats.get("two", Role::Server).unwrap();
+    assert_eq!((st.opened, st.rejected), (4, 0));
 }
 
 /// A listener whose accept always fails, to check the error path of [`Listener`].

@@ -33,7 +33,8 @@ use crate::{Conn, Harness, EVENT_TIMEOUT};
 macro_rules! control_tests {
     ($harness:expr) => {
         $crate::control_tests!(@each $harness;
-            limit_rejects_extra, limit_waits_for_a_slot, per_ip_limit_rejects,
+            limit_rejects_extra, limit_waits_for_a_slot, limit_waits_with_two_accepters,
+            per_ip_limit_rejects,
             idle_timeout_closes_only_idle, max_age_closes_busy_connections,
             dialer_policies_apply_to_dialed_connections,
             abort_wakes_blocked_read, abort_wakes_blocked_write, shutdown_with_deadline,
@@ -196,7 +197,7 @@ fn serve<'s, H: ControlHarness>(
     listener: &'s H::Listener,
     stop: &'s AtomicBool,
     serve: impl Fn(H::Conn) + Send + Sync + Copy + 's,
-) {
+) -> std::thread::ScopedJoinHandle<'s, ()> {
     scope.spawn(move || loop {
         let Ok(conn) = h.accept(listener) else {
             continue;
@@ -205,7 +206,7 @@ fn serve<'s, H: ControlHarness>(
             return;
         }
         scope.spawn(move || serve(conn));
-    });
+    })
 }
 
 fn stop_server(stop: &AtomicBool, addr: SocketAddr) {
@@ -362,6 +363,106 @@ pub fn limit_waits_for_a_slot<H: ControlHarness>(h: &H) {
     let st = stats.get("waiting", Role::Server).expect("stats");
     assert_eq!((st.opened, st.rejected), ((N + K + 1) as u64, 0));
     wait_empty(&tracker, &rec, N + K + 1);
+}
+
+/// Stops accept loops of [`serve`] (each with its listener's address) when dropped, also
+/// when a scenario fails, so that its thread scope ends: sets the flag, then connects until
+/// each loop has ended (a connection the listener refused does not end it), for at most the
+/// event timeout per loop.
+struct StopServers<'a, 's>(
+    &'a AtomicBool,
+    Vec<(SocketAddr, std::thread::ScopedJoinHandle<'s, ()>)>,
+);
+
+impl Drop for StopServers<'_, '_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        for (addr, accepting) in &self.1 {
+            let started = Instant::now();
+            while !accepting.is_finished() && started.elapsed() < EVENT_TIMEOUT {
+                drop(TcpStream::connect(addr));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Wait mode with two accepters sharing one limit of 1 (two listeners given clones of one
+/// config, each accepting on its own thread): while the first client is served, the second
+/// accepter may already be blocked in its accept. The second client is then not refused: it
+/// is not closed, it is served once the first closes, and nothing is counted as rejected.
+pub fn limit_waits_with_two_accepters<H: ControlHarness>(h: &H) {
+    const NOT_YET: Duration = Duration::from_millis(300);
+    let tracker = Tracker::new();
+    let rec = RecordingHook::new();
+    let config = ListenerConfig::new()
+        .category("shared")
+        .max_connections(1)
+        .limit_mode(LimitMode::Wait)
+        .hook(rec.clone());
+    let (first_listener, first_addr) = h.listen(&tracker, config.clone()).expect("listen");
+    let (second_listener, second_addr) = h.listen(&tracker, config.clone()).expect("listen");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopServers(
+            &stop,
+            vec![
+                (first_addr, serve(s, h, &first_listener, &stop, echo)),
+                (second_addr, serve(s, h, &second_listener, &stop, echo)),
+            ],
+        );
+        // Both accepters reach their accept while no slot is taken (the scenario's setup).
+        std::thread::sleep(Duration::from_millis(100));
+        let mut first = client(first_addr);
+        first.write_all(b"1").unwrap();
+        let mut b = [0; 1];
+        first
+            .read_exact(&mut b)
+            .expect("the first client is served");
+        let mut second = client(second_addr);
+        second.write_all(b"2").unwrap();
+        second.set_read_timeout(Some(NOT_YET)).unwrap();
+        match second.read(&mut b) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!(
+                "{}: the second client must wait for the slot, not be served or closed: {other:?}",
+                h.name()
+            ),
+        }
+        assert_eq!(
+            rejected(&rec.events()),
+            0,
+            "{}: wait mode rejects none",
+            h.name()
+        );
+        assert_eq!(tracker.len(), 1, "{}", h.name());
+        // The slot frees: the second client is served.
+        drop(first);
+        second.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        second
+            .read_exact(&mut b)
+            .unwrap_or_else(|e| panic!("{}: served once the first closed: {e}", h.name()));
+        assert_eq!(&b, b"2");
+        drop(second);
+        wait_empty(&tracker, &rec, 2);
+    });
+    let ev = rec.events();
+    assert_eq!(rejected(&ev), 0, "{}: wait mode rejects none", h.name());
+    let stats = tracker.stats();
+    let st = stats.get("shared", Role::Server).expect("stats");
+    // The two clients, and one connection per accept loop to stop it.
+    assert_eq!((st.opened, st.rejected), (4, 0), "{}", h.name());
+    assert_eq!(
+        config.limited_connections(),
+        0,
+        "{}: slots given back",
+        h.name()
+    );
+    wait_empty(&tracker, &rec, 4);
 }
 
 /// A per-IP limit (all clients come from 127.0.0.1) rejects past it, whatever the mode.
