@@ -67,7 +67,18 @@ async fn tonic_serves_on_a_tracked_listener() {
         servers[0].remote_addr.to_string(),
         body.trim_start_matches("peer=")
     );
-    assert!(servers[0].read_bytes > 0 && servers[0].write_bytes > 0);
+    // The server's write is counted when its write call returns, which can be just after the
+    // client has the bytes: wait for it (bounded).
+    let id = servers[0].id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = tracker.get(id).expect("still open");
+        if info.read_bytes > 0 && info.write_bytes > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     drop(client);
     let _ = stop_tx.send(());
