@@ -100,7 +100,10 @@ async fn waits<S, R>(
     // The waiting dial must not finish (or connect) while the first holds the only slot.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!second.is_finished(), "{category}: did not wait for a slot");
-    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) <= 1,
+        "{category}: the waiting dial connected before it had a slot"
+    );
     assert_eq!(tracker.len(), 1, "{category}");
     drop(first);
     let ok = tokio::time::timeout(WAIT, second)
@@ -108,10 +111,15 @@ async fn waits<S, R>(
         .unwrap_or_else(|_| panic!("{category}: the waiting dial never got the freed slot"))
         .unwrap();
     assert!(ok, "{category}: the waiting dial failed");
-    assert!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst) > before,
-        "{category}: connected once admitted"
-    );
+    // Connected once admitted (the server's accept loop may count it a moment later).
+    let deadline = std::time::Instant::now() + WAIT;
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{category}: the second connection never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let stats = tracker.stats();
     let s = stats.get(category, Role::Client).expect("counted");
     assert_eq!(s.rejected, 0, "{category}: {s:?}");
@@ -148,13 +156,16 @@ async fn dialer_limit_rejects_on_every_connector() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dialer_limit_waits_on_every_connector() {
+    // A server of its own for each connector: it counts that connector's connections.
     let (uri, accepted) = holding_server().await;
     let t = Tracker::new();
     let d = Dialer::new(&t, config("dialer", LimitMode::Wait));
     waits(&t, "dialer", d, &uri, &accepted).await;
+    let (uri, accepted) = holding_server().await;
     let t = Tracker::new();
     let c = TrackedConnector::new(&t, config("connector", LimitMode::Wait));
     waits(&t, "connector", c, &uri, &accepted).await;
+    let (uri, accepted) = holding_server().await;
     let t = Tracker::new();
     let h = https(&t, config("https", LimitMode::Wait));
     waits(&t, "https", h, &uri, &accepted).await;
