@@ -991,7 +991,9 @@ impl Connection {
         self.entry.closed.load(Ordering::Acquire)
     }
 
-    /// Counts `n` bytes read.
+    /// Counts `n` bytes read. A read of 0 is the peer's end of stream (the close reason then
+    /// says `peer_closed`): do not report a read into an empty buffer, which returns 0 too (the
+    /// adapters skip those).
     ///
     /// The hot path: with no per-I/O hook installed this is two relaxed atomic operations on
     /// this connection's own counters, one read of the kernel's coarse monotonic clock (through

@@ -3,6 +3,8 @@
 //! mid-response and a refused connection; and per-request isolation of hooks.
 #![cfg(feature = "hyper")]
 
+mod http_common;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -11,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conntrack_core::trace::TraceExt;
-use conntrack_core::{ConnectionId, DialerConfig, Recorded, RecordingHook, Tracker};
+use conntrack_core::{ConnectionId, Recorded, RecordingHook, Tracker};
 use conntrack_tokio::hyper::{RequestBody, TracedClient};
 use conntrack_tokio::Dialer;
 use http_body_util::{BodyExt, Full};
+use http_common::{loopback_dialer, names};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::Connect;
@@ -33,11 +36,7 @@ type Body = Full<Bytes>;
 
 /// A dialer resolving every name to 127.0.0.1.
 fn dialer(tracker: &Tracker) -> Dialer {
-    Dialer::new(tracker, DialerConfig::new().category("client")).with_resolver(
-        |_host: String, port: u16| async move {
-            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
-        },
-    )
+    loopback_dialer(tracker, "client")
 }
 
 fn traced_client<C>(tracker: &Tracker, connector: C) -> TracedClient<C, Body>
@@ -119,15 +118,6 @@ fn uri(addr: SocketAddr, path: &str) -> hyper::Uri {
     format!("http://{HOST}:{}{path}", addr.port())
         .parse()
         .unwrap()
-}
-
-/// The event names, without the header fields (checked separately).
-fn names(events: &[Recorded]) -> Vec<&'static str> {
-    events
-        .iter()
-        .map(Recorded::name)
-        .filter(|n| *n != "wrote_header_field")
-        .collect()
 }
 
 /// The event names from `got_conn` on (the HTTP part of a request's events).

@@ -3,20 +3,21 @@
 //! and an HTTP/2 request body still going out after its response ended.
 #![cfg(all(feature = "hyper", feature = "tls"))]
 
+mod http_common;
+
 use std::convert::Infallible;
-use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conntrack_core::trace::TraceExt;
-use conntrack_core::{DialerConfig, Recorded, RecordingHook, RequestTrace, Tracker};
+use conntrack_core::{Recorded, RecordingHook, RequestTrace, Tracker};
 use conntrack_tokio::hyper::{HttpsConnector, RequestBody, TracedClient};
 use conntrack_tokio::Dialer;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use http_common::{loopback_dialer, names};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::Connect;
@@ -49,14 +50,6 @@ fn full(b: &'static [u8]) -> Body {
     Full::new(Bytes::from_static(b)).boxed()
 }
 
-fn resolver_dialer(tracker: &Tracker) -> Dialer {
-    Dialer::new(tracker, DialerConfig::new().category("client")).with_resolver(
-        |_host: String, port: u16| async move {
-            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
-        },
-    )
-}
-
 fn traced<C>(tracker: &Tracker, connector: C) -> TracedClient<C, Body>
 where
     C: Connect + Clone + Send + Sync + 'static,
@@ -64,14 +57,6 @@ where
     let client: Client<C, RequestBody<Body>> =
         Client::builder(TokioExecutor::new()).build(connector);
     TracedClient::new(tracker, client)
-}
-
-fn names(events: &[Recorded]) -> Vec<&'static str> {
-    events
-        .iter()
-        .map(Recorded::name)
-        .filter(|n| *n != "wrote_header_field")
-        .collect()
 }
 
 async fn wait_for(rec: &RecordingHook, name: &'static str, limit: Duration) -> Vec<Recorded> {
@@ -119,7 +104,7 @@ async fn expect_continue_timings_stay_in_order() {
         }
     });
     let tracker = Tracker::new();
-    let client = traced(&tracker, resolver_dialer(&tracker));
+    let client = traced(&tracker, loopback_dialer(&tracker, "client"));
     let rec = RecordingHook::new();
     let req = Request::post(format!("http://app.test:{}/echo", addr.port()))
         .header("expect", "100-continue")
@@ -172,7 +157,7 @@ async fn upgrade_is_not_put_back_in_the_pool() {
         }
     });
     let tracker = Tracker::new();
-    let client = traced(&tracker, resolver_dialer(&tracker));
+    let client = traced(&tracker, loopback_dialer(&tracker, "client"));
     let rec = RecordingHook::new();
     let req = Request::get(format!("http://app.test:{}/", addr.port()))
         .header("connection", "upgrade")
@@ -230,7 +215,7 @@ async fn ending_a_request_leaves_the_next_ones_watch() {
         let _ = s.read(&mut [0u8; 16]).await;
     });
     let tracker = Tracker::new();
-    let client = traced(&tracker, resolver_dialer(&tracker));
+    let client = traced(&tracker, loopback_dialer(&tracker, "client"));
     let (rec_a, rec_b) = (RecordingHook::new(), RecordingHook::new());
     let uri = |path: &str| format!("http://app.test:{}{path}", addr.port());
     let req_a = Request::get(uri("/a")).body(full(b"")).unwrap();
@@ -311,7 +296,8 @@ async fn nothing_is_reported_after_a_request_ends() {
         }
     });
     let tracker = Tracker::new();
-    let https = HttpsConnector::from_dialer(resolver_dialer(&tracker), Arc::new(client_config));
+    let https =
+        HttpsConnector::from_dialer(loopback_dialer(&tracker, "client"), Arc::new(client_config));
     let client = traced(&tracker, https);
     let rec = RecordingHook::new();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
@@ -369,7 +355,7 @@ async fn final_answer_before_continue_leaves_the_body_unsent() {
         let _ = rest_tx.send(rest);
     });
     let tracker = Tracker::new();
-    let client = traced(&tracker, resolver_dialer(&tracker))
+    let client = traced(&tracker, loopback_dialer(&tracker, "client"))
         .expect_continue_timeout(Duration::from_secs(30));
     let rec = RecordingHook::new();
     let req = Request::post(format!("http://app.test:{}/", addr.port()))
@@ -431,7 +417,8 @@ async fn h2c_is_traced_as_http2() {
         let tracker = Tracker::new();
         let mut builder = Client::builder(TokioExecutor::new());
         builder.http2_only(true);
-        let client: Client<Dialer, RequestBody<Body>> = builder.build(resolver_dialer(&tracker));
+        let client: Client<Dialer, RequestBody<Body>> =
+            builder.build(loopback_dialer(&tracker, "client"));
         let client = TracedClient::new(&tracker, client)
             .http2_only(told)
             .expect_continue_timeout(Duration::from_secs(30));

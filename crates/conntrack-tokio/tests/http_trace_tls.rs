@@ -6,16 +6,17 @@
 #[path = "support/pki.rs"]
 mod pki;
 
+mod http_common;
+
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use conntrack_core::trace::TraceExt;
 use conntrack_core::{DialerConfig, Recorded, RecordingHook, Tracker};
 use conntrack_tokio::hyper::{HttpsConnector, RequestBody, TracedClient};
-use conntrack_tokio::Dialer;
 use http_body_util::{BodyExt, Full};
+use http_common::{loopback_dialer, names};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
@@ -62,23 +63,11 @@ async fn tls_server(config: Arc<rustls::ServerConfig>) -> SocketAddr {
 }
 
 fn client(tracker: &Tracker, tls: Arc<rustls::ClientConfig>) -> TracedClient<HttpsConnector, Body> {
-    let dialer = Dialer::new(tracker, DialerConfig::new().category("https")).with_resolver(
-        |_host: String, port: u16| async move {
-            Ok::<_, io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
-        },
-    );
+    let dialer = loopback_dialer(tracker, "https");
     let https = HttpsConnector::from_dialer(dialer, tls);
     let client: Client<HttpsConnector, RequestBody<Body>> =
         Client::builder(TokioExecutor::new()).build(https);
     TracedClient::new(tracker, client)
-}
-
-fn names(events: &[Recorded]) -> Vec<&'static str> {
-    events
-        .iter()
-        .map(Recorded::name)
-        .filter(|n| *n != "wrote_header_field")
-        .collect()
 }
 
 const DIAL: [&str; 8] = [
