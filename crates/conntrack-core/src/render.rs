@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use crate::activity::{ActiveSample, RequestTiming};
-use crate::info::{ClosedConnection, ConnectionInfo};
+use crate::info::{CloseReason, ClosedConnection, ConnectionInfo};
 use crate::stats::Stats;
 use crate::tracker::Tracker;
 
@@ -344,8 +344,18 @@ fn table_cell(text: &str) -> Cow<'_, str> {
 pub struct HtmlOptions {
     /// The page title.
     pub title: String,
-    /// Reload the page every this many seconds (`None`: never).
+    /// Reload the page every this many seconds (`None`: never). With
+    /// [`events`](HtmlOptions::events) set, only when scripts are off (the reload is inside
+    /// `<noscript>`); the live page re-reads itself at this period instead.
     pub refresh_secs: Option<u32>,
+    /// The server-sent events stream the page updates itself from (`None`: a static page).
+    /// A path relative to the page's own path taken as a directory: `"events?html=1"` on a
+    /// page at `/debug/conntrack` is `/debug/conntrack/events?html=1`. The stream must send
+    /// the `opened`, `closed` and `summary` events of conntrack-tokio's debug page, with the
+    /// rows of [`html_row`] and [`html_closed_row`] in their `html` field.
+    pub events: Option<String>,
+    /// A line shown under the title (escaped), e.g. that a requested row count was capped.
+    pub note: Option<String>,
 }
 
 impl Default for HtmlOptions {
@@ -353,9 +363,14 @@ impl Default for HtmlOptions {
         HtmlOptions {
             title: "conntrack".into(),
             refresh_secs: Some(5),
+            events: None,
+            note: None,
         }
     }
 }
+
+/// The live page's script: follows [`HtmlOptions::events`] (see `live.js`).
+const LIVE_SCRIPT: &str = include_str!("live.js");
 
 const STYLE: &str = "svg{display:block;margin-bottom:1.5em;font:11px system-ui,sans-serif}svg .axis{stroke:#999}.charts{display:flex;flex-wrap:wrap;gap:2em}body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}th,td{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap}th{cursor:pointer;background:#f4f4f4}td.n{text-align:right}h2{font-size:1.1em}";
 
@@ -437,13 +452,25 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
     let mut out = String::with_capacity(4096 + 512 * snapshot.connections.len());
     out.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\">");
     if let Some(secs) = options.refresh_secs {
-        let _ = write!(out, "<meta http-equiv=\"refresh\" content=\"{secs}\">");
+        // A live page reloads only without scripts (a `<noscript>` in the head may hold it).
+        let (open, close) = if options.events.is_some() {
+            ("<noscript>", "</noscript>")
+        } else {
+            ("", "")
+        };
+        let _ = write!(
+            out,
+            "{open}<meta http-equiv=\"refresh\" content=\"{secs}\">{close}"
+        );
     }
     let title = escape_html(&options.title);
     let _ = write!(
         out,
         "<title>{title}</title><style>{STYLE}</style></head><body><h1>{title}</h1>"
     );
+    if let Some(note) = &options.note {
+        let _ = write!(out, "<p id=\"note\">{}</p>", escape_html(note));
+    }
     let _ = write!(
         out,
         "<p id=\"shown\">{}</p>",
@@ -520,16 +547,43 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
     }
     out.push_str("</tr></thead><tbody>");
     for c in &snapshot.recently_closed {
-        connection_row(&mut out, &c.info, Some(c.reason.as_str()));
-        // (`connection_row` closed the row after the reason cell.)
-        out.truncate(out.len() - "</tr>".len());
-        td(&mut out, c.error.as_deref().unwrap_or(""));
-        out.push_str("</tr>");
+        closed_row(&mut out, &c.info, c.reason, c.error.as_deref());
     }
-    let _ = write!(
-        out,
-        "</tbody></table><script>{SCRIPT}</script></body></html>"
-    );
+    let _ = write!(out, "</tbody></table><script>{SCRIPT}</script>");
+    if let Some(events) = &options.events {
+        let _ = write!(
+            out,
+            "<script id=\"live\" data-events=\"{}\" data-refresh=\"{}\">{LIVE_SCRIPT}</script>",
+            escape_html(events),
+            options.refresh_secs.unwrap_or(0)
+        );
+    }
+    out.push_str("</body></html>");
+    out
+}
+
+fn closed_row(out: &mut String, info: &ConnectionInfo, reason: CloseReason, error: Option<&str>) {
+    connection_row(out, info, Some(reason.as_str()));
+    // (`connection_row` closed the row after the reason cell.)
+    out.truncate(out.len() - "</tr>".len());
+    td(out, error.unwrap_or(""));
+    out.push_str("</tr>");
+}
+
+/// One live connection as a row (`<tr>...</tr>`) of [`html`]'s live table, for a page that
+/// updates itself ([`HtmlOptions::events`]).
+#[must_use]
+pub fn html_row(info: &ConnectionInfo) -> String {
+    let mut out = String::with_capacity(512);
+    connection_row(&mut out, info, None);
+    out
+}
+
+/// One closed connection as a row (`<tr>...</tr>`) of [`html`]'s "Recently closed" table.
+#[must_use]
+pub fn html_closed_row(info: &ConnectionInfo, reason: CloseReason, error: Option<&str>) -> String {
+    let mut out = String::with_capacity(512);
+    closed_row(&mut out, info, reason, error);
     out
 }
 

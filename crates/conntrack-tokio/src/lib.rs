@@ -30,8 +30,10 @@
 //! # Feature flags
 //!
 //! - `axum`: [`Listener`] implements `axum::serve::Listener`; `TrackedConnectInfo` is the
-//!   connect info for `into_make_service_with_connect_info`; `debug_router` (or
-//!   `DebugPage`) serves the debug page (HTML, JSON, text) to loopback peers.
+//!   connect info for `into_make_service_with_connect_info`; `debug::serve` serves the
+//!   debug page (HTML, JSON, text, and a live events stream) on a listener of its own, bound
+//!   to `127.0.0.1`; `debug_router` (or `DebugPage`) mounts it in your app, for direct
+//!   loopback requests only unless it has a bearer token.
 //! - `hyper`: [`Dialer`] is a hyper-util client connector (`tower::Service<Uri>`),
 //!   `TrackedConnector` wraps hyper-util's `HttpConnector`, and responses carry the
 //!   [`ConnectionId`](conntrack_core::ConnectionId) of their connection.
@@ -49,6 +51,10 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "axum")]
+pub mod debug;
+#[cfg(feature = "axum")]
+mod debug_events;
 #[cfg(feature = "axum")]
 mod debug_page;
 mod dialer;
@@ -71,7 +77,7 @@ pub use stream::Tracked;
 #[cfg(feature = "axum")]
 pub use crate::axum::TrackedConnectInfo;
 #[cfg(feature = "axum")]
-pub use crate::debug_page::{debug_router, DebugPage};
+pub use crate::debug_page::{debug_router, DebugPage, PROXY_HEADERS};
 #[cfg(feature = "hyper")]
 pub use crate::hyper::TrackedConnector;
 #[cfg(feature = "tonic")]

@@ -18,6 +18,26 @@ use tower::ServiceExt;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// A header of each kind a proxy or CDN adds, as it would set it.
+const PROXIED: [(&str, &str); 16] = [
+    ("forwarded", "for=192.0.2.7"),
+    ("x-forwarded-for", "192.0.2.7"),
+    ("x-forwarded-host", "debug.example"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-port", "443"),
+    ("x-forwarded-prefix", "/ops"),
+    ("x-real-ip", "192.0.2.7"),
+    ("via", "1.1 nginx"),
+    ("true-client-ip", "192.0.2.7"),
+    ("cf-connecting-ip", "192.0.2.7"),
+    ("x-client-ip", "192.0.2.7"),
+    ("fastly-client-ip", "192.0.2.7"),
+    ("x-cluster-client-ip", "192.0.2.7"),
+    ("x-original-forwarded-for", "192.0.2.7"),
+    ("X-Envoy-External-Address", "192.0.2.7"),
+    ("Forwarded", "for=\"[2001:db8::1]\""),
+];
+
 struct Fetched {
     status: u16,
     content_type: String,
@@ -158,19 +178,27 @@ async fn only_loopback_peers_by_default() {
     // A loopback peer over a real socket is served (above); a request relayed by a proxy is
     // not, although the proxy's own connection is from loopback.
     let addr = serve(&tracker, debug_router(&tracker)).await;
-    for header in [
-        ("x-forwarded-for", "192.0.2.7"),
-        ("forwarded", "for=192.0.2.7"),
-    ] {
-        let res = fetch(&client, addr, "", &[header]).await;
-        assert_eq!(res.status, 403, "{header:?}");
-        assert!(
-            res.body.contains("proxy") && res.body.lines().count() == 1,
-            "{}",
-            res.body
-        );
-        assert_eq!(res.cache_control, "no-store");
+    for header in PROXIED {
+        for path in ["", "/events"] {
+            let res = fetch(&client, addr, path, &[header]).await;
+            assert_eq!(res.status, 403, "{header:?} {path}");
+            assert!(
+                res.body.contains("proxy")
+                    && res.body.contains(&header.0.to_ascii_lowercase())
+                    && res.body.lines().count() == 1,
+                "{}",
+                res.body
+            );
+            assert_eq!(res.cache_control, "no-store");
+        }
     }
+    // Every name of the documented list is refused.
+    for name in conntrack_tokio::PROXY_HEADERS {
+        let res = fetch(&client, addr, "", &[(name, "192.0.2.7")]).await;
+        assert_eq!(res.status, 403, "{name}");
+    }
+    // A loopback request with no proxy header is served.
+    assert_eq!(fetch(&client, addr, "", &[]).await.status, 200);
 
     // Served without connect info, the peer is unknown: refused, saying what to do.
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -319,4 +347,252 @@ async fn a_large_tracker_gives_a_bounded_page_with_exact_totals() {
     assert_eq!(v["total_connections"], LIVE);
     drop(conns);
     assert!(tracker.is_empty());
+}
+
+/// A request to a router by hand, from `peer` (tests never leave loopback: a non-loopback peer
+/// is a connect info set by hand), with `headers`: the status and body.
+async fn oneshot(
+    router: axum::Router,
+    path: &str,
+    peer: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, axum::http::HeaderMap) {
+    let mut req = axum::http::Request::get(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut req = req.body(axum::body::Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    let res = router.oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    if headers["content-type"] == "text/event-stream" {
+        // A stream that does not end: its first bytes are enough.
+        return (status, String::new(), headers);
+    }
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap(), headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_opens_the_page_to_any_peer_and_only_with_it() {
+    const TOKEN: &str = "Zm9vYmFyLXRva2VuLTEyMzQ";
+    let tracker = Tracker::new();
+    let page = || DebugPage::new(&tracker).bearer_token(TOKEN).router();
+    let good = format!("Bearer {TOKEN}");
+    let lower = format!("bearer {TOKEN}");
+    let wrong = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
+    let prefix = format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]);
+    let far = "192.0.2.1:40000";
+    let near = "127.0.0.1:40000";
+
+    // The token opens the page and its events to a far peer, and through a proxy.
+    for path in ["/", "/events", "/?format=json"] {
+        let (status, body, _) = oneshot(page(), path, far, &[("authorization", &good)]).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    for header in PROXIED {
+        let (status, _, _) = oneshot(page(), "/", near, &[header, ("authorization", &good)]).await;
+        assert_eq!(status, 200, "{header:?}");
+    }
+    let (status, _, _) = oneshot(page(), "/", far, &[("authorization", &lower)]).await;
+    assert_eq!(status, 200, "the scheme ignores case");
+
+    // Without it, or with another, not even from loopback (a same-host proxy adding no
+    // header looks like loopback): 401 with a challenge.
+    for auth in [
+        None,
+        Some(wrong.as_str()),
+        Some(prefix.as_str()),
+        Some(TOKEN),
+        Some("Basic Zm9vOmJhcg=="),
+        Some("Bearer "),
+    ] {
+        for peer in [near, far] {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| ("authorization", a)).into_iter().collect();
+            let (status, body, h) = oneshot(page(), "/", peer, &headers).await;
+            assert_eq!(status, 401, "{auth:?} from {peer}");
+            assert_eq!(h["www-authenticate"], "Bearer realm=\"conntrack\"");
+            assert!(
+                body.contains("bearer token") && !body.contains(TOKEN),
+                "{body}"
+            );
+            let (status, _, _) = oneshot(page(), "/events", peer, &headers).await;
+            assert_eq!(status, 401, "events: {auth:?} from {peer}");
+        }
+    }
+
+    // Over a real socket too.
+    let addr = serve(&tracker, page()).await;
+    let client = client();
+    assert_eq!(fetch(&client, addr, "", &[]).await.status, 401);
+    let res = fetch(&client, addr, "", &[("authorization", &good)]).await;
+    assert_eq!(res.status, 200);
+    assert!(res.body.contains("<table"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_limit_gets_the_cap_and_says_so() {
+    let tracker = Tracker::new();
+    let local: SocketAddr = "127.0.0.1:443".parse().unwrap();
+    let conns: Vec<_> = (0..10_050u16)
+        .map(|i| {
+            tracker.register(
+                Registration::server(local, SocketAddr::from(([127, 0, 0, 1], 1024 + i)))
+                    .category("bulk"),
+            )
+        })
+        .collect();
+    let addr = serve(&Tracker::new(), debug_router(&tracker)).await;
+    let client = client();
+
+    let json = fetch(&client, addr, "?format=json&limit=1000000", &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(v["connections"].as_array().unwrap().len(), 10_000);
+    assert_eq!(v["total_connections"], 10_050);
+    assert_eq!(
+        v["limit_capped"],
+        serde_json::json!({"asked": 1_000_000, "limit": 10_000})
+    );
+
+    let html = fetch(&client, addr, "?limit=1000000", &[]).await;
+    assert_eq!(html.status, 200);
+    assert!(
+        html.body.contains(
+            "<p id=\"note\">Asked for 1000000 connections; a page shows at most 10000 (DebugPage::max_limit).</p>"
+        ),
+        "the page says it was capped"
+    );
+    assert!(html
+        .body
+        .contains("Showing 10000 of 10050 live connections (newest first)"));
+
+    let text = fetch(&client, addr, "?format=text&limit=1000000", &[]).await;
+    assert_eq!(
+        text.body.lines().filter(|l| l.contains("bulk")).count(),
+        10_001
+    );
+    assert!(text.body.contains("at most 10000"));
+
+    // Under the cap: no note.
+    let small = fetch(&client, addr, "?format=json&limit=10", &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&small.body).unwrap();
+    assert!(v.get("limit_capped").is_none());
+    assert_eq!(v["connections"].as_array().unwrap().len(), 10);
+
+    // A configured cap.
+    let capped = serve(
+        &Tracker::new(),
+        DebugPage::new(&tracker).max_limit(50).router(),
+    )
+    .await;
+    let json = fetch(&client, capped, "?format=json&limit=1000000", &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(v["connections"].as_array().unwrap().len(), 50);
+    assert_eq!(v["limit_capped"]["limit"], 50);
+    drop(conns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_on_its_own_listener_binds_loopback_by_default() {
+    use conntrack_tokio::debug::Server;
+
+    assert_eq!(
+        Server::DEFAULT_ADDR,
+        "127.0.0.1:6060".parse::<SocketAddr>().unwrap()
+    );
+    let tracker = Tracker::new();
+    let _conn = tracker.register(Registration::new(Role::Client).category("app"));
+    // Only the port changed: still 127.0.0.1.
+    let server = Server::new(&tracker).port(0).bind().await.unwrap();
+    let addr = server.local_addr();
+    assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert_ne!(addr.port(), 0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    // The page at `/`, its own connection not tracked.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let get = |path: &str| {
+        let req = hyper::Request::get(format!("http://{addr}{path}"))
+            .body(Empty::new())
+            .unwrap();
+        client.request(req)
+    };
+    let res = get("/?format=json").await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["total_connections"], 1);
+    assert_eq!(v["connections"][0]["category"], "app");
+    // Proxied requests are refused there too.
+    let req = hyper::Request::get(format!("http://{addr}/"))
+        .header("x-real-ip", "192.0.2.7")
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), 403);
+
+    // An open event stream does not hold up the graceful shutdown: it ends.
+    let res = get("/events").await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("event: summary\n"),
+        "{first:?}"
+    );
+    drop(client);
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream ended");
+    tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the server stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "not listening any more"
+    );
+
+    // `serve` binds what it is given.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let serving = tokio::spawn({
+        let tracker = tracker.clone();
+        async move { conntrack_tokio::debug::serve(&tracker, ("127.0.0.1", port)).await }
+    });
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/?format=text"))
+            .body(Empty::new())
+            .unwrap();
+        match client.request(req).await {
+            Ok(res) => {
+                assert_eq!(res.status(), 200);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "serve never answered: {e}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    serving.abort();
 }
