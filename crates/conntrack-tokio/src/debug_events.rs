@@ -3,17 +3,24 @@
 //!
 //! Each subscriber installs its own tracker [`Hook`] (connection events only: accept, dial,
 //! close; never per-I/O events) that pushes into that subscriber's bounded queue with
-//! `try_send`. A full queue drops the event and counts it: a slow subscriber loses events and
-//! is told so, and never slows a connection. The hook is removed when the subscriber's stream
-//! is dropped, so with nobody subscribed nothing is installed, queued or running; the summary
-//! timer lives inside the stream and goes with it.
+//! `try_send`. When the queue is full the event is dropped and counted, and the subscriber
+//! stops listening: its hook is removed, so a subscriber that does not read costs the
+//! connections nothing at all (not even the building of events a hook causes). Once the
+//! stream has delivered its queue it listens again; what it missed meanwhile is counted from
+//! the tracker's totals (opened + closed + failed + rejected, one event each) at the next
+//! summary: exact when no connection opens or closes at that moment, else off by those in
+//! flight. A slow subscriber loses events and is told so, and never slows a connection.
+//!
+//! The hook is removed when the subscriber's stream is dropped, so with nobody subscribed
+//! nothing is installed, queued or running; the summary timer lives inside the stream and goes
+//! with it.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,7 +63,39 @@ struct Failed {
 /// Shared by a subscriber's hook and its stream.
 #[derive(Default)]
 struct Feed {
+    /// Events dropped on a full queue.
     dropped: AtomicU64,
+    /// Events the hook was called with (queued or dropped).
+    seen: AtomicU64,
+    /// The installed hook; `None` while not listening.
+    handle: Mutex<Option<HookHandle>>,
+    /// The hook removed itself on a full queue: the stream installs it again once it has
+    /// caught up.
+    unhooked: AtomicBool,
+}
+
+impl Feed {
+    /// Removes the hook (from inside it, on a full queue). If the stream holds the slot (it is
+    /// installing or leaving), the next full event tries again.
+    fn unhook(&self) {
+        if let Ok(mut slot) = self.handle.try_lock() {
+            if let Some(handle) = slot.take() {
+                self.unhooked.store(true, Ordering::Release);
+                drop(slot);
+                drop(handle);
+            }
+        }
+    }
+}
+
+/// The events a tracker's totals stand for: one `opened` per opened connection, one `closed`
+/// per closed one, one `failed` per failed or rejected accept or dial.
+pub(crate) fn event_total(stats: &Stats) -> u64 {
+    stats
+        .categories
+        .iter()
+        .map(|c| c.opened + c.closed + c.failed + c.rejected)
+        .sum()
 }
 
 /// The hook of one subscriber.
@@ -67,18 +106,22 @@ struct LiveHook {
 
 impl LiveHook {
     fn push(&self, make: impl FnOnce() -> Live) {
-        // A full queue (a subscriber that does not read) costs a load and a count: the event is
-        // not even built.
+        self.feed.seen.fetch_add(1, Ordering::Relaxed);
+        // A full queue: the event is not even built, and the hook leaves until the subscriber
+        // has caught up.
         if self.tx.capacity() == 0 {
-            self.feed.dropped.fetch_add(1, Ordering::Relaxed);
+            self.overflow();
             return;
         }
         match self.tx.try_send(make()) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.feed.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflow(),
         }
+    }
+
+    fn overflow(&self) {
+        self.feed.dropped.fetch_add(1, Ordering::Relaxed);
+        self.feed.unhook();
     }
 }
 
@@ -164,31 +207,60 @@ impl Drop for CountGuard {
 /// One subscriber's stream of server-sent events.
 pub(crate) struct EventStream {
     rx: mpsc::Receiver<Live>,
+    /// For the hook installed again after an overflow (and so that the queue never closes).
+    tx: mpsc::Sender<Live>,
     feed: Arc<Feed>,
+    /// [`event_total`] before the hook was first installed.
+    base_total: u64,
+    /// Events missed while not listening, as of the last summary.
+    missed: u64,
     tracker: Tracker,
     /// Rows rendered as the page's HTML in an `html` field (the live page asks for them).
     html: bool,
     tick: tokio::time::Interval,
     /// The summary being computed off the async workers (it walks every connection).
-    summary_job: Option<JoinHandle<(Event, Vec<Event>, Vec<u64>)>>,
+    summary_job: Option<JoinHandle<SummaryDone>>,
     pending: VecDeque<Event>,
     told_dropped: u64,
     /// The ids of the finished requests seen at the last summary (`None` before the first).
     seen_requests: Option<Vec<u64>>,
     stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    // Dropped last: the hook goes with the stream.
-    _hook: HookHandle,
     _count: CountGuard,
+}
+
+/// A summary computed off the async workers: the event, the `request` events of requests
+/// finished since the last one, the ids of the requests seen, the events missed so far.
+struct SummaryDone {
+    summary: Event,
+    requests: Vec<Event>,
+    request_ids: Vec<u64>,
+    missed: u64,
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        // The hook goes with the stream (it is kept in the feed, which the hook holds).
+        let handle = self
+            .feed
+            .handle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(handle);
+    }
 }
 
 /// Why a subscriber was not let in.
 pub(crate) struct TooMany;
 
 impl EventStream {
+    /// A new subscriber; `base_total` is [`event_total`] of the tracker's stats taken just
+    /// before.
     pub(crate) fn subscribe(
         tracker: &Tracker,
         config: &EventsConfig,
         html: bool,
+        base_total: u64,
     ) -> Result<Self, TooMany> {
         let count = &config.subscribers;
         if count
@@ -203,9 +275,13 @@ impl EventStream {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let feed = Arc::new(Feed::default());
         let hook = tracker.add_hook(LiveHook {
-            tx,
+            tx: tx.clone(),
             feed: Arc::clone(&feed),
         });
+        *feed
+            .handle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
         let mut tick = tokio::time::interval(config.summary_every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = config.closing.clone().map(|mut rx| {
@@ -215,7 +291,10 @@ impl EventStream {
         });
         Ok(EventStream {
             rx,
+            tx,
             feed,
+            base_total,
+            missed: 0,
             tracker: tracker.clone(),
             html,
             tick,
@@ -224,7 +303,6 @@ impl EventStream {
             told_dropped: 0,
             seen_requests: None,
             stop,
-            _hook: hook,
             _count: guard,
         })
     }
@@ -265,12 +343,45 @@ impl EventStream {
         }
     }
 
+    /// Listens again once the queue has been delivered, if a full queue had stopped it.
+    fn rehook(&self) {
+        if !self.feed.unhooked.load(Ordering::Acquire) {
+            return;
+        }
+        let mut slot = self
+            .feed
+            .handle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(self.tracker.add_hook(LiveHook {
+                tx: self.tx.clone(),
+                feed: Arc::clone(&self.feed),
+            }));
+        }
+        self.feed.unhooked.store(false, Ordering::Release);
+    }
+
+    /// Everything dropped so far: on a full queue, and missed while not listening.
+    fn dropped(&self) -> u64 {
+        self.feed.dropped.load(Ordering::Relaxed) + self.missed
+    }
+
     fn start_summary(&mut self) {
         let tracker = self.tracker.clone();
         let seen = self.seen_requests.clone();
-        let dropped = self.feed.dropped.load(Ordering::Relaxed);
+        let feed = Arc::clone(&self.feed);
+        let (base, missed_before) = (self.base_total, self.missed);
         self.summary_job = Some(tokio::task::spawn_blocking(move || {
             let stats = tracker.stats();
+            // What the totals say happened since subscribing, less what the hook was called
+            // with: what it missed while not listening (read after the totals, so that an event
+            // in flight is not counted as missed).
+            let happened = event_total(&stats).saturating_sub(base);
+            let missed = happened
+                .saturating_sub(feed.seen.load(Ordering::Relaxed))
+                .max(missed_before);
+            let dropped = feed.dropped.load(Ordering::Relaxed) + missed;
             let summary = event(
                 "summary",
                 &Summary {
@@ -292,7 +403,12 @@ impl EventStream {
                     .map(|r| event("request", r))
                     .collect(),
             };
-            (summary, new, ids)
+            SummaryDone {
+                summary,
+                requests: new,
+                request_ids: ids,
+                missed,
+            }
         }));
     }
 }
@@ -310,7 +426,7 @@ impl Stream for EventStream {
         if let Some(ev) = this.pending.pop_front() {
             return Poll::Ready(Some(Ok(ev)));
         }
-        let dropped = this.feed.dropped.load(Ordering::Relaxed);
+        let dropped = this.dropped();
         if dropped > this.told_dropped {
             let lost = dropped - this.told_dropped;
             this.told_dropped = dropped;
@@ -319,10 +435,20 @@ impl Stream for EventStream {
         if let Some(job) = &mut this.summary_job {
             if let Poll::Ready(done) = Pin::new(job).poll(cx) {
                 this.summary_job = None;
-                if let Ok((summary, requests, ids)) = done {
-                    this.seen_requests = Some(ids);
-                    this.pending.extend(requests);
-                    return Poll::Ready(Some(Ok(summary)));
+                if let Ok(done) = done {
+                    this.seen_requests = Some(done.request_ids);
+                    this.missed = this.missed.max(done.missed);
+                    let dropped = this.dropped();
+                    if dropped > this.told_dropped {
+                        // Said before the summary that counts them.
+                        let lost = dropped - this.told_dropped;
+                        this.told_dropped = dropped;
+                        this.pending.push_back(done.summary);
+                        this.pending.extend(done.requests);
+                        return Poll::Ready(Some(Ok(event("dropped", &Dropped { dropped, lost }))));
+                    }
+                    this.pending.extend(done.requests);
+                    return Poll::Ready(Some(Ok(done.summary)));
                 }
             }
         } else if this.tick.poll_tick(cx).is_ready() {
@@ -332,9 +458,13 @@ impl Stream for EventStream {
         }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(live)) => Poll::Ready(Some(Ok(this.render(live)))),
-            // The hook holds the sender for as long as the stream lives.
+            // The stream holds a sender itself.
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                // Caught up: listen again if a full queue had stopped it.
+                this.rehook();
+                Poll::Pending
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use axum::Router;
 use conntrack_core::render::{self, HtmlOptions, Order, Page, Snapshot};
 use conntrack_core::{Addr, Tracker};
 
-use crate::debug_events::{EventStream, EventsConfig};
+use crate::debug_events::{event_total, EventStream, EventsConfig};
 use crate::TrackedConnectInfo;
 
 /// The debug page as an axum router (feature `axum`): HTML by default, JSON with
@@ -262,7 +262,7 @@ impl DebugPage {
                 "/events",
                 get(move |req: Request<axum::body::Body>| {
                     let page = events.clone();
-                    async move { with_headers(page.events(&req)) }
+                    async move { with_headers(page.events(req).await) }
                 }),
             )
     }
@@ -298,8 +298,8 @@ impl DebugPage {
         })
     }
 
-    fn events(self, req: &Request<axum::body::Body>) -> Response {
-        if let Err(refused) = self.admit(req) {
+    async fn events(self, req: Request<axum::body::Body>) -> Response {
+        if let Err(refused) = self.admit(&req) {
             return refused;
         }
         let html = req
@@ -308,7 +308,15 @@ impl DebugPage {
             .unwrap_or("")
             .split('&')
             .any(|p| p == "html=1");
-        match EventStream::subscribe(&self.tracker, &self.events, html) {
+        drop(req);
+        // The totals before the subscription begins, to count what it misses (a walk of the
+        // tracker: not on an async worker).
+        let tracker = self.tracker.clone();
+        let Ok(base) = tokio::task::spawn_blocking(move || event_total(&tracker.stats())).await
+        else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        match EventStream::subscribe(&self.tracker, &self.events, html, base) {
             Ok(stream) => Sse::new(stream).into_response(),
             Err(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -238,6 +238,10 @@ async fn the_stream_tells_what_happens() {
         ),
         (Some(1), Some(1), Some(1))
     );
+    assert_eq!(
+        summary["dropped"], 0,
+        "a subscriber that reads loses nothing"
+    );
     drop(conn);
 }
 
@@ -281,6 +285,10 @@ async fn a_subscriber_that_never_reads_loses_events_and_is_told_how_many() {
         drop(c);
     }
     assert!(tracker.is_empty());
+    // Its queue filled: it stopped listening, so the rest of the churn did not even build
+    // events for it.
+    assert_eq!(hooks_of(&tracker), "hooks: 0");
+    assert_eq!(page.subscribers(), 1);
 
     // Now it reads: every churn event either arrived or was counted as dropped, and the stream
     // said so.
@@ -322,6 +330,11 @@ async fn a_subscriber_that_never_reads_loses_events_and_is_told_how_many() {
         }
         assert_ne!(name, "dropped", "nothing more was dropped: {v}");
     }
+    // Caught up, it listens again.
+    assert_eq!(hooks_of(&tracker), "hooks: 1");
+    let c = tracker.register(Registration::new(Role::Client).category("after"));
+    let opened_after = events.next_named("opened").await;
+    assert_eq!(opened_after["info"]["id"], c.id().as_u64());
     eprintln!("stalled subscriber: {opened} opened + {closed} closed delivered, {told} dropped");
 }
 
