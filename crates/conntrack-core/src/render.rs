@@ -687,7 +687,7 @@ pub fn text_table(connections: &[ConnectionInfo]) -> String {
 }
 
 /// The recently closed connections as [`text_table`] shows live ones, with a last `REASON`
-/// column: why each closed ([`CloseReason`](crate::CloseReason)).
+/// column: why each closed ([`CloseReason`]).
 #[must_use]
 pub fn text_closed(closed: &[ClosedConnection]) -> String {
     let refs: Vec<&ConnectionInfo> = closed.iter().map(|c| &c.info).collect();

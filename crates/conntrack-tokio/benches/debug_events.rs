@@ -146,6 +146,7 @@ impl PageServer {
     /// Ends `sub` and waits until the page has no subscriber.
     fn unsubscribe(&self, sub: Subscriber) {
         sub.rt_task.abort();
+        drop(sub);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.page.subscribers() > 0 {
             assert!(Instant::now() < deadline, "the subscription never ended");
