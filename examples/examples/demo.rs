@@ -35,7 +35,7 @@ use conntrack_core::metrics::{MetricsCollector, MetricsHook};
 use conntrack_core::{render, DialerConfig, LimitMode, ListenerConfig, Role, Tracker};
 use conntrack_tokio::exchange::ExchangeLayer;
 use conntrack_tokio::hyper::TracedClient;
-use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
+use conntrack_tokio::{DebugPage, Dialer, Listener, TrackedConnectInfo};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -126,9 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let tracker = tracker.clone();
         async move { tracker.run_policies(tokio::time::sleep).await }
     });
+    let page = DebugPage::new(&tracker);
     let app = Router::new()
         .route("/data/{n}", get(data))
-        .nest("/debug/conntrack", debug_router(&tracker))
+        .nest("/debug/conntrack", page.clone().router())
         .route("/metrics", {
             let (collector, prometheus) = (collector.clone(), prometheus.clone());
             get(move || async move { scrape(&collector, &prometheus) })
@@ -143,6 +144,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_graceful_shutdown(async move {
             let _ = shutdown_rx.await;
+            // A browser following the page's events would hold the shutdown up: end them.
+            page.close_events();
         })
         .into_future(),
     );

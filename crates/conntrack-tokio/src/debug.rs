@@ -52,7 +52,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use conntrack_core::Tracker;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::watch;
 
 pub use crate::debug_page::{debug_router, DebugPage, PROXY_HEADERS};
 
@@ -171,10 +170,8 @@ impl BoundServer {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let (closing_tx, closing_rx) = watch::channel(false);
-        let mut page = self.page;
-        page.events.closing = Some(closing_rx);
-        let app = axum::Router::new().merge(page.router());
+        let page = self.page;
+        let app = axum::Router::new().merge(page.clone().router());
         axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -183,7 +180,7 @@ impl BoundServer {
             shutdown.await;
             // Event streams never end by themselves: end them, or the graceful shutdown would
             // wait for their subscribers forever.
-            let _ = closing_tx.send(true);
+            page.close_events();
         })
         .await
     }

@@ -179,8 +179,9 @@ pub(crate) struct EventsConfig {
     pub(crate) summary_every: Duration,
     /// Subscribers now.
     pub(crate) subscribers: Arc<AtomicUsize>,
-    /// Set to `true` when the server the page runs in shuts down: every stream ends.
-    pub(crate) closing: Option<watch::Receiver<bool>>,
+    /// Set to `true` by [`DebugPage::close_events`](crate::DebugPage::close_events): every
+    /// stream ends, and no new one begins.
+    pub(crate) closing: Arc<watch::Sender<bool>>,
 }
 
 impl Default for EventsConfig {
@@ -190,7 +191,7 @@ impl Default for EventsConfig {
             max_subscribers: 16,
             summary_every: Duration::from_secs(1),
             subscribers: Arc::default(),
-            closing: None,
+            closing: Arc::new(watch::Sender::new(false)),
         }
     }
 }
@@ -224,7 +225,8 @@ pub(crate) struct EventStream {
     told_dropped: u64,
     /// The ids of the finished requests seen at the last summary (`None` before the first).
     seen_requests: Option<Vec<u64>>,
-    stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Ends the stream when the page's events are closed.
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     _count: CountGuard,
 }
 
@@ -251,7 +253,12 @@ impl Drop for EventStream {
 }
 
 /// Why a subscriber was not let in.
-pub(crate) struct TooMany;
+pub(crate) enum Refused {
+    /// [`EventsConfig::max_subscribers`] are subscribed.
+    TooMany,
+    /// The page's events were closed (its server is shutting down).
+    Closed,
+}
 
 impl EventStream {
     /// A new subscriber; `base_total` is [`event_total`] of the tracker's stats taken just
@@ -261,7 +268,10 @@ impl EventStream {
         config: &EventsConfig,
         html: bool,
         base_total: u64,
-    ) -> Result<Self, TooMany> {
+    ) -> Result<Self, Refused> {
+        if *config.closing.borrow() {
+            return Err(Refused::Closed);
+        }
         let count = &config.subscribers;
         if count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -269,7 +279,7 @@ impl EventStream {
             })
             .is_err()
         {
-            return Err(TooMany);
+            return Err(Refused::TooMany);
         }
         let guard = CountGuard(Arc::clone(count));
         let (tx, rx) = mpsc::channel(config.queue.max(1));
@@ -284,10 +294,9 @@ impl EventStream {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
         let mut tick = tokio::time::interval(config.summary_every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stop = config.closing.clone().map(|mut rx| {
-            Box::pin(async move {
-                let _ = rx.wait_for(|closing| *closing).await;
-            }) as Pin<Box<dyn Future<Output = ()> + Send>>
+        let mut closing = config.closing.subscribe();
+        let stop: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            let _ = closing.wait_for(|closing| *closing).await;
         });
         Ok(EventStream {
             rx,
@@ -418,10 +427,8 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(stop) = &mut this.stop {
-            if stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
+        if this.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
         }
         if let Some(ev) = this.pending.pop_front() {
             return Poll::Ready(Some(Ok(ev)));

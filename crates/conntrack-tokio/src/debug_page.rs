@@ -13,7 +13,7 @@ use axum::Router;
 use conntrack_core::render::{self, HtmlOptions, Order, Page, Snapshot};
 use conntrack_core::{Addr, Tracker};
 
-use crate::debug_events::{event_total, EventStream, EventsConfig};
+use crate::debug_events::{event_total, EventStream, EventsConfig, Refused};
 use crate::TrackedConnectInfo;
 
 /// The debug page as an axum router (feature `axum`): HTML by default, JSON with
@@ -103,7 +103,7 @@ pub struct DebugPage {
     page: Page,
     max_limit: usize,
     html: HtmlOptions,
-    pub(crate) events: EventsConfig,
+    events: EventsConfig,
 }
 
 impl std::fmt::Debug for DebugPage {
@@ -238,6 +238,33 @@ impl DebugPage {
         self
     }
 
+    /// Ends every events stream of this page (and of its clones), now and from now on: a new
+    /// subscriber gets `503`, and the live page falls back to re-reading itself. Call it when
+    /// the server the router runs in begins a graceful shutdown: an events stream never ends by
+    /// itself, so a graceful shutdown would otherwise wait for its subscriber to hang up.
+    /// [`debug::BoundServer::run_until`](crate::debug::BoundServer::run_until) does it for you.
+    ///
+    /// ```no_run
+    /// # async fn run(listener: tokio::net::TcpListener, shutdown: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<()> {
+    /// use conntrack_core::Tracker;
+    /// use conntrack_tokio::DebugPage;
+    ///
+    /// let tracker = Tracker::new();
+    /// let page = DebugPage::new(&tracker);
+    /// let app = axum::Router::new().nest("/debug/conntrack", page.clone().router());
+    /// axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+    ///     .with_graceful_shutdown(async move {
+    ///         let _ = shutdown.await;
+    ///         page.close_events();
+    ///     })
+    ///     .await
+    /// # }
+    /// # let _ = run;
+    /// ```
+    pub fn close_events(&self) {
+        self.events.closing.send_replace(true);
+    }
+
     /// How many event subscribers are connected now (over this page and its clones).
     #[must_use]
     pub fn subscribers(&self) -> usize {
@@ -318,7 +345,13 @@ impl DebugPage {
         };
         match EventStream::subscribe(&self.tracker, &self.events, html, base) {
             Ok(stream) => Sse::new(stream).into_response(),
-            Err(_) => (
+            Err(Refused::Closed) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "the debug page's events are closed: the server is shutting down\n",
+            )
+                .into_response(),
+            Err(Refused::TooMany) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
                 "too many event subscribers (see DebugPage::max_subscribers)\n",

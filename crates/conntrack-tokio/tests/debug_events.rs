@@ -408,3 +408,47 @@ async fn too_many_subscribers_are_refused() {
     let mut again = subscribe(addr, "").await;
     assert_eq!(again.next().await.0, "summary");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_events_ends_every_stream() {
+    let tracker = Tracker::new();
+    let page = DebugPage::new(&tracker);
+    let addr = serve(page.clone()).await;
+    let mut events = subscribe(addr, "").await;
+    assert_eq!(events.next().await.0, "summary");
+    // What a graceful shutdown calls: the stream ends, so the connection can close.
+    page.close_events();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = events.body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended");
+    until("the subscriber to leave", || page.subscribers() == 0).await;
+    assert_eq!(hooks_of(&tracker), "hooks: 0");
+    // And no new one begins.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let res = client
+        .request(
+            hyper::Request::get(format!("http://{addr}/debug/events"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    // The page itself still answers.
+    let res = client
+        .request(
+            hyper::Request::get(format!("http://{addr}/debug?format=json"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
