@@ -3,7 +3,8 @@
 //! closes. Without a reload (a marker set in the page's `window` survives), the connection's
 //! row appears in the live table within 2 s of its opening, then leaves it and appears in
 //! "Recently closed" within 2 s of its closing. The page's own periodic re-read is set to a
-//! minute, so what moves the rows is the events stream.
+//! minute, so what moves the rows is the events stream. A second test opens the page with
+//! JavaScript off: plain server-rendered HTML, the reload in its `<noscript>`, no stream.
 //!
 //! Chromium: `$CHROME` or `$CHROMIUM`, else `/usr/bin/chromium`, else `chromium` on `PATH`;
 //! ChromeDriver: `$CHROMEDRIVER`, else `/usr/bin/chromedriver`, else `chromedriver` on `PATH`.
@@ -50,6 +51,7 @@ fn find_tool(vars: &[&str], name: &str) -> Option<PathBuf> {
 /// ChromeDriver, killed (with its browser, which shares its process group) on drop.
 struct Driver {
     child: Child,
+    port: u16,
     profile: PathBuf,
 }
 
@@ -73,7 +75,11 @@ async fn wd(client: &HttpClient, port: u16, method: &str, path: &str, body: Valu
         .method(method)
         .uri(format!("http://127.0.0.1:{port}{path}"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        }))
         .unwrap();
     let res = tokio::time::timeout(WAIT, client.request(req))
         .await
@@ -91,6 +97,72 @@ const ROW_IDS: &str = "var t = document.getElementById(arguments[0]); if (!t) re
     var ths = Array.from(t.tHead.rows[0].cells).map(function (c) { return c.textContent.trim(); });\
     var i = Math.max(0, ths.indexOf('ID'));\
     return Array.from(t.tBodies[0].rows).map(function (r) { var c = r.cells[i]; return Number(c.dataset.v || c.textContent); });";
+
+/// ChromeDriver on a free loopback port and a headless Chromium session (1200×900) with
+/// `prefs`: the driver, a client for it, the session id.
+async fn start_session(
+    chromedriver: &Path,
+    chromium: &Path,
+    prefs: Value,
+) -> (Driver, HttpClient, String) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let profile = std::env::temp_dir().join(format!(
+        "conntrack-browser-live-{}-{port}",
+        std::process::id()
+    ));
+    let driver = {
+        use std::os::unix::process::CommandExt as _;
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", chromedriver.display()));
+        Driver {
+            child,
+            port,
+            profile: profile.clone(),
+        }
+    };
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/status"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        if let Ok(res) = client.request(req).await {
+            if res.status().is_success() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "ChromeDriver did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let session = wd(
+        &client,
+        port,
+        "POST",
+        "/session",
+        json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-proxy-server",
+                     "--window-size=1200,900",
+                     format!("--user-data-dir={}", profile.display())],
+            "prefs": prefs,
+        }}}}),
+    )
+    .await;
+    let sid = session["sessionId"].as_str().expect("a session").to_owned();
+    (driver, client, sid)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_page_follows_a_connection_without_a_reload() {
@@ -123,61 +195,8 @@ async fn the_open_page_follows_a_connection_without_a_reload() {
         .into_future(),
     );
 
-    // ChromeDriver on a free loopback port.
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let profile = std::env::temp_dir().join(format!(
-        "conntrack-browser-live-{}-{port}",
-        std::process::id()
-    ));
-    let driver = {
-        use std::os::unix::process::CommandExt as _;
-        let child = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", chromedriver.display()));
-        Driver {
-            child,
-            profile: profile.clone(),
-        }
-    };
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let req = hyper::Request::get(format!("http://127.0.0.1:{port}/status"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        if let Ok(res) = client.request(req).await {
-            if res.status().is_success() {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "ChromeDriver did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let session = wd(
-        &client,
-        port,
-        "POST",
-        "/session",
-        json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-proxy-server",
-                     "--window-size=1200,900",
-                     format!("--user-data-dir={}", profile.display())],
-        }}}}),
-    )
-    .await;
-    let sid = session["sessionId"].as_str().expect("a session").to_owned();
+    let (driver, client, sid) = start_session(&chromedriver, &chromium, json!({})).await;
+    let port = driver.port;
     let exec = |script: &str, args: Value| {
         let body = json!({"script": script, "args": args});
         let path = format!("/session/{sid}/execute/sync");
@@ -306,5 +325,91 @@ async fn the_open_page_follows_a_connection_without_a_reload() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    server.abort();
+}
+
+/// With scripts off, the page is the plain HTML it always was: every table server-rendered,
+/// the live script inert, and the reload (inside `<noscript>`) in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_scripts_off_the_page_is_plain_html_that_reloads() {
+    let (Some(chromium), Some(chromedriver)) = (
+        find_tool(&["CHROME", "CHROMIUM"], "chromium"),
+        find_tool(&["CHROMEDRIVER"], "chromedriver"),
+    ) else {
+        conntrack_testkit::tool_missing(
+            "browser_live::with_scripts_off_the_page_is_plain_html_that_reloads",
+            "Chromium and ChromeDriver",
+            "apt-get install chromium chromium-driver, or set CHROME and CHROMEDRIVER",
+        );
+        return;
+    };
+    let tracker = Tracker::new();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
+    let page = DebugPage::new(&tracker);
+    let app = axum::Router::new().nest(PAGE_PATH, page.clone().router());
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .into_future(),
+    );
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("held"));
+    let held = dialer.connect_addr(addr).await.unwrap();
+
+    // Scripts off for the whole profile, as a user may have them.
+    let (driver, client, sid) = start_session(
+        &chromedriver,
+        &chromium,
+        json!({"profile.managed_default_content_settings.javascript": 2}),
+    )
+    .await;
+    let port = driver.port;
+    wd(
+        &client,
+        port,
+        "POST",
+        &format!("/session/{sid}/url"),
+        json!({"url": format!("http://{addr}{PAGE_PATH}")}),
+    )
+    .await;
+    let source = wd(
+        &client,
+        port,
+        "GET",
+        &format!("/session/{sid}/source"),
+        Value::Null,
+    )
+    .await;
+    let dom = source.as_str().expect("the page source").to_owned();
+    assert!(
+        dom.contains("id=\"connections\""),
+        "the live table, server-rendered:\n{dom}"
+    );
+    assert!(
+        dom.contains(&format!(">{}<", held.id().as_u64())),
+        "the held connection's row:\n{dom}"
+    );
+    assert!(
+        !dom.contains("id=\"live-status\""),
+        "the live script did not run:\n{dom}"
+    );
+    assert!(
+        dom.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"),
+        "the reload is there for a page without scripts:\n{dom}"
+    );
+    assert_eq!(page.subscribers(), 0, "no stream was opened");
+    wd(
+        &client,
+        port,
+        "DELETE",
+        &format!("/session/{sid}"),
+        json!({}),
+    )
+    .await;
+    drop(driver);
+    drop(held);
     server.abort();
 }
