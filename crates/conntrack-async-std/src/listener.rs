@@ -135,6 +135,15 @@ macro_rules! unix_accept {
             ) -> (conntrack_core::Addr, conntrack_core::Addr) {
                 (listen.clone(), $crate::listener::unix_addr(peer))
             }
+
+            fn watch_tcp_info(
+                stream: &$stream,
+                conn: &conntrack_core::Connection,
+            ) -> Option<conntrack_core::TcpInfoGuard> {
+                // No TCP statistics on a Unix socket; registered so that an abort shuts it
+                // down.
+                Some(conn.watch_socket(stream))
+            }
         }
     };
 }

@@ -92,7 +92,7 @@ mod tracker;
 pub use activity::{ActiveSample, Phases, RequestTiming};
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
 pub use connection::{
-    CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, TcpInfoGuard,
+    CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, SocketGuard, TcpInfoGuard,
 };
 pub use control::ShutdownReport;
 pub use dial::{ConnectAttempt, Dial};

@@ -245,10 +245,12 @@ impl RequestTrace {
         &self.inner.info
     }
 
-    /// Whether any hook would see this request's events (to skip building them).
+    /// Whether any hook would see this request's events (to skip building them): some hook
+    /// of its scope, its client or the tracker wants request events
+    /// ([`Hook::wants_request_events`]).
     #[must_use]
     pub fn has_hooks(&self) -> bool {
-        self.inner.tracker.has_hooks(&self.inner.chain)
+        self.inner.tracker.wants_requests(&self.inner.chain)
     }
 
     /// Time since the request began.
@@ -480,6 +482,9 @@ impl Inner {
     /// Keeps the finished request's marks in the tracker's ring, if it got a connection (the
     /// phases are worked out when the ring is read).
     fn record_timing(&self, conn: Option<crate::ConnectionId>, now: u64) {
+        if !self.tracker.activity.keeps_requests() {
+            return;
+        }
         let Some(got_conn) = self.mark_at(GOT_CONN) else {
             return;
         };
@@ -508,8 +513,12 @@ impl Inner {
         if self.finished.load(Ordering::Acquire) {
             return;
         }
-        if self.tracker.has_hooks(&self.chain) {
-            self.tracker.fire(&self.chain, f);
+        if self.tracker.wants_requests(&self.chain) {
+            self.tracker.fire(&self.chain, &mut |h| {
+                if h.wants_request_events() {
+                    f(h);
+                }
+            });
         }
     }
 
@@ -612,6 +621,11 @@ macro_rules! gate_hook {
             })*
             fn wants_io_events(&self) -> bool {
                 self.io
+            }
+            // The dial scope carries connection events only: request events go to the
+            // request's own chain.
+            fn wants_request_events(&self) -> bool {
+                false
             }
         }
     };

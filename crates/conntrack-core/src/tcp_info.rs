@@ -51,7 +51,7 @@ impl TcpStats {
 }
 
 /// Samples a raw descriptor. The caller makes sure `fd` is the connection's own, still open
-/// (see `TcpInfoGuard`): on any other descriptor the call is still memory-safe, it only
+/// (see `SocketGuard`): on any other descriptor the call is still memory-safe, it only
 /// reports the wrong socket or fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unsafe_code)]

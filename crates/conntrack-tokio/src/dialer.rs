@@ -162,7 +162,8 @@ impl Dialer {
             .inner
             .connect_with(path.display().to_string(), Addr::unix(path), connect, local)
             .await?;
-        Ok(Tracked::new(stream, conn))
+        // Registered so that an abort shuts the socket down (no TCP statistics on it).
+        Ok(Tracked::new(stream, conn).with_tcp_info())
     }
 }
 

@@ -123,6 +123,11 @@ impl Accept for tokio::net::UnixListener {
     fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
         self.local_addr()
     }
+
+    fn watch_tcp_info(stream: &Self::Stream, conn: &Connection) -> Option<TcpInfoGuard> {
+        // No TCP statistics on a Unix socket; registered so that an abort shuts it down.
+        Some(conn.watch_socket(stream))
+    }
 }
 
 /// How long the server integrations (axum, tonic) wait after an accept error that is not about

@@ -209,7 +209,9 @@ struct Sending {
     trace: RequestTrace,
     /// Whether the request's phases are watched: some hook sees the request, or it waits for
     /// `100 Continue`. If not, the request only counts as an exchange on its connection, from
-    /// its response on (nothing else would notice).
+    /// the moment hyper-util hands the connection to it (so that it is in flight, busy for an
+    /// idle timeout and a shutdown, while it waits for its answer) to the end of its response
+    /// body.
     watched: Option<Watched>,
     close_requested: bool,
     /// A `CONNECT` request: a 2xx answer turns the connection into a tunnel.
@@ -259,13 +261,39 @@ impl Slot {
     }
 }
 
+/// The request whose hyper-util future a thread is polling.
+#[derive(Clone)]
+enum Current {
+    /// A watched request: its slot learns the connection (and installs the I/O watch).
+    Watched(Arc<Slot>),
+    /// A request no hook watches: the connection only counts it as an exchange from the
+    /// moment it is handed over (so it is in flight while it waits for its answer).
+    Light(Tracker, RequestTrace),
+}
+
+impl Current {
+    fn got(&self, id: ConnectionId, h2: bool) {
+        match self {
+            Current::Watched(slot) => slot.got(id, h2),
+            Current::Light(tracker, trace) => {
+                if trace.connection().is_some_and(|c| c.id() == id) {
+                    return;
+                }
+                if let Some(conn) = tracker.lookup(id) {
+                    trace.got_conn(conn, false);
+                }
+            }
+        }
+    }
+}
+
 thread_local! {
     /// The request whose hyper-util future this thread is polling.
-    static SENDING: RefCell<Option<Arc<Slot>>> = const { RefCell::new(None) };
+    static SENDING: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
 /// Puts the previous request back on drop.
-struct Restore(Option<Arc<Slot>>);
+struct Restore(Option<Current>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -293,9 +321,9 @@ impl HandOff {
 
 impl Clone for HandOff {
     fn clone(&self) -> Self {
-        let slot = SENDING.with(|s| s.borrow().clone());
-        if let Some(slot) = slot {
-            slot.got(self.id, self.h2);
+        let current = SENDING.with(|s| s.borrow().clone());
+        if let Some(current) = current {
+            current.got(self.id, self.h2);
         }
         HandOff {
             id: self.id,
@@ -395,13 +423,14 @@ where
         let Some(sending) = this.sending.as_mut() else {
             panic!("ResponseFuture polled after completion");
         };
-        let res = match &sending.watched {
-            Some(w) => {
-                let prev = SENDING.with(|s| s.borrow_mut().replace(Arc::clone(&w.slot)));
-                let _restore = Restore(prev);
-                Pin::new(&mut sending.fut).poll(cx)
-            }
-            None => Pin::new(&mut sending.fut).poll(cx),
+        let current = match &sending.watched {
+            Some(w) => Current::Watched(Arc::clone(&w.slot)),
+            None => Current::Light(sending.tracker.clone(), sending.trace.clone()),
+        };
+        let res = {
+            let prev = SENDING.with(|s| s.borrow_mut().replace(current));
+            let _restore = Restore(prev);
+            Pin::new(&mut sending.fut).poll(cx)
         };
         sending.check_conn();
         let res = match res {
@@ -495,6 +524,12 @@ where
                 conn: Mutex::new(None),
             }),
         });
+        if watched.is_none() {
+            // hyper-util clones the connection's extras (the hand-off extra among them) into
+            // a capture when it hands the connection to the request: that is how an unwatched
+            // request learns its connection, and begins its exchange, before its answer.
+            drop(capture_connection(&mut req));
+        }
         let fut = trace.dial_scope().scope(client.request(req));
         Sending {
             fut,
@@ -553,11 +588,15 @@ impl Sending {
                 res.extensions_mut().remove::<HandOff>();
                 res.extensions_mut().insert(self.trace.clone());
                 let Some(watched) = &self.watched else {
-                    // Unwatched: the exchange is counted on the connection the response names.
-                    if let Some(conn) =
-                        super::connection_id(&res).and_then(|id| self.tracker.lookup(id))
-                    {
-                        self.trace.got_conn(conn, false);
+                    // Unwatched: the exchange began when the connection was handed over; for a
+                    // connector without the hand-off extra, it is counted on the connection the
+                    // response names.
+                    if self.trace.connection().is_none() {
+                        if let Some(conn) =
+                            super::connection_id(&res).and_then(|id| self.tracker.lookup(id))
+                        {
+                            self.trace.got_conn(conn, false);
+                        }
                     }
                     let trace = self.trace.clone();
                     return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, None)));
