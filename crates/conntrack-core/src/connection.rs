@@ -53,6 +53,9 @@ pub struct Registration {
     pub(crate) scoped: bool,
     /// When the dial started (nanos on the process clock), for `DialEvent::duration`.
     pub(crate) dial_started: Option<u64>,
+    /// When the connection was established, if the integration just read the clock (the end
+    /// of a dial's connect); else registration reads it.
+    pub(crate) opened_at: Option<u64>,
     /// The idle timeout and maximum age of the config.
     pub(crate) policy: Policy,
     /// The limit slot this connection holds, given back at close.
@@ -75,6 +78,7 @@ impl Registration {
             scope: Chain::default(),
             scoped: false,
             dial_started: None,
+            opened_at: None,
             policy: Policy::default(),
             permit: None,
         }
@@ -435,7 +439,7 @@ impl Entry {
         scope: &Chain,
         class: u32,
     ) -> Self {
-        let opened_nanos = clock::now_nanos();
+        let opened_nanos = reg.opened_at.unwrap_or_else(clock::now_nanos);
         Entry {
             id,
             shard,

@@ -56,6 +56,9 @@ pub struct Dial {
     target: Target,
     started: u64,
     dns_started: Option<u64>,
+    /// When the winning connect attempt finished (the connection's opening time: one clock
+    /// read fewer at registration).
+    connected_at: Option<u64>,
     timings: Timings,
     /// The slot of the config's connection limit this dial holds, if it has one: handed to the
     /// connection, or given back when the dial fails or is dropped.
@@ -106,6 +109,7 @@ impl Dial {
             target,
             started: clock::now_nanos(),
             dns_started: None,
+            connected_at: None,
             timings: Timings::new(),
             permit: None,
             policy: config.policy(),
@@ -239,9 +243,11 @@ impl Dial {
 
     /// A connect attempt finished (`on_connect_done`). A success sets `timings.connect`.
     pub fn connect_done(&mut self, attempt: &ConnectAttempt, result: Result<(), &io::Error>) {
-        let duration = clock::since(attempt.started);
+        let now = clock::now_nanos();
+        let duration = std::time::Duration::from_nanos(now.saturating_sub(attempt.started));
         if result.is_ok() {
             self.timings.connect = Some(duration);
+            self.connected_at = Some(now);
         }
         let category = &*self.category;
         let error = result.err();
@@ -285,6 +291,7 @@ impl Dial {
         reg.scope = std::mem::take(&mut self.scope);
         reg.scoped = true;
         reg.dial_started = Some(self.started);
+        reg.opened_at = self.connected_at;
         reg.permit = self.permit.take().map(|l| (l, None));
         reg.policy = self.policy;
         self.tracker.register_as(&self.category, reg)

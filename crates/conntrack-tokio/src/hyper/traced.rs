@@ -74,18 +74,24 @@ pub const DEFAULT_EXPECT_CONTINUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// # let _ = run;
 /// ```
 pub struct TracedClient<C, B> {
+    // Shared: a client is typically cloned for every request (an axum handler's state), so
+    // a clone is one reference count.
+    inner: Arc<ClientInner<C, B>>,
+}
+
+struct ClientInner<C, B> {
     tracker: Tracker,
-    client: Arc<Client<C, RequestBody<B>>>,
+    client: Client<C, RequestBody<B>>,
     hook: Option<Arc<dyn Hook>>,
     expect_continue_timeout: Duration,
     http2_only: bool,
 }
 
-impl<C, B> Clone for TracedClient<C, B> {
+impl<C: Clone, B> Clone for ClientInner<C, B> {
     fn clone(&self) -> Self {
-        TracedClient {
+        ClientInner {
             tracker: self.tracker.clone(),
-            client: Arc::clone(&self.client),
+            client: self.client.clone(),
             hook: self.hook.clone(),
             expect_continue_timeout: self.expect_continue_timeout,
             http2_only: self.http2_only,
@@ -93,26 +99,31 @@ impl<C, B> Clone for TracedClient<C, B> {
     }
 }
 
+impl<C, B> Clone for TracedClient<C, B> {
+    fn clone(&self) -> Self {
+        TracedClient {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
 impl<C, B> fmt::Debug for TracedClient<C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TracedClient")
-            .field("hook", &self.hook.is_some())
-            .field("expect_continue_timeout", &self.expect_continue_timeout)
-            .field("http2_only", &self.http2_only)
+            .field("hook", &self.inner.hook.is_some())
+            .field(
+                "expect_continue_timeout",
+                &self.inner.expect_continue_timeout,
+            )
+            .field("http2_only", &self.inner.http2_only)
             .finish_non_exhaustive()
     }
 }
 
-impl<C, B> TracedClient<C, B> {
-    /// Traces the requests of `client` on `tracker` (the tracker its connector reports to).
-    pub fn new(tracker: &Tracker, client: Client<C, RequestBody<B>>) -> Self {
-        TracedClient {
-            tracker: tracker.clone(),
-            client: Arc::new(client),
-            hook: None,
-            expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
-            http2_only: false,
-        }
+impl<C: Clone, B> TracedClient<C, B> {
+    /// The settings, to change (copied first if the client was cloned).
+    fn settings(&mut self) -> &mut ClientInner<C, B> {
+        Arc::make_mut(&mut self.inner)
     }
 
     /// Adds the client's own hook: it sees the events of every request made through this
@@ -120,7 +131,7 @@ impl<C, B> TracedClient<C, B> {
     /// dialed for them while those requests last.
     #[must_use]
     pub fn hook(mut self, hook: impl Hook) -> Self {
-        self.hook = Some(Arc::new(hook));
+        self.settings().hook = Some(Arc::new(hook));
         self
     }
 
@@ -128,7 +139,7 @@ impl<C, B> TracedClient<C, B> {
     /// its body anyway ([`DEFAULT_EXPECT_CONTINUE_TIMEOUT`] by default).
     #[must_use]
     pub fn expect_continue_timeout(mut self, timeout: Duration) -> Self {
-        self.expect_continue_timeout = timeout;
+        self.settings().expect_continue_timeout = timeout;
         self
     }
 
@@ -141,18 +152,33 @@ impl<C, B> TracedClient<C, B> {
     /// as is a connection whose TLS handshake negotiated `h2`.
     #[must_use]
     pub fn http2_only(mut self, enabled: bool) -> Self {
-        self.http2_only = enabled;
+        self.settings().http2_only = enabled;
         self
+    }
+}
+
+impl<C, B> TracedClient<C, B> {
+    /// Traces the requests of `client` on `tracker` (the tracker its connector reports to).
+    pub fn new(tracker: &Tracker, client: Client<C, RequestBody<B>>) -> Self {
+        TracedClient {
+            inner: Arc::new(ClientInner {
+                tracker: tracker.clone(),
+                client,
+                hook: None,
+                expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+                http2_only: false,
+            }),
+        }
     }
 
     /// The wrapped client.
     pub fn client(&self) -> &Client<C, RequestBody<B>> {
-        &self.client
+        &self.inner.client
     }
 
     /// The tracker.
     pub fn tracker(&self) -> &Tracker {
-        &self.tracker
+        &self.inner.tracker
     }
 }
 
@@ -172,11 +198,7 @@ where
     pub fn request(&self, req: Request<B>) -> ResponseFuture<C, B> {
         ResponseFuture {
             start: Some(Box::new(Start {
-                client: Arc::clone(&self.client),
-                tracker: self.tracker.clone(),
-                hook: self.hook.clone(),
-                expect_continue_timeout: self.expect_continue_timeout,
-                http2_only: self.http2_only,
+                client: Arc::clone(&self.inner),
                 req,
             })),
             sending: None,
@@ -195,11 +217,7 @@ where
 }
 
 struct Start<C, B> {
-    client: Arc<Client<C, RequestBody<B>>>,
-    tracker: Tracker,
-    hook: Option<Arc<dyn Hook>>,
-    expect_continue_timeout: Duration,
-    http2_only: bool,
+    client: Arc<ClientInner<C, B>>,
     req: Request<B>,
 }
 
@@ -452,17 +470,19 @@ where
     B::Error: Into<BoxError>,
 {
     fn begin(self) -> Sending {
-        let Start {
-            client,
+        let Start { client, req } = self;
+        let ClientInner {
             tracker,
             hook,
             expect_continue_timeout,
             http2_only,
-            req,
-        } = self;
+            ..
+        } = &*client;
+        let (tracker, expect_continue_timeout, http2_only) =
+            (tracker.clone(), *expect_continue_timeout, *http2_only);
         let method = req.method().as_str();
         let trace = with_uri_text(req.uri(), |uri| match hook {
-            Some(h) => tracker.request_with_hook(method, uri, h),
+            Some(h) => tracker.request_with_hook(method, uri, Arc::clone(h)),
             None => tracker.request(method, uri),
         });
         let hooks = trace.has_hooks();
@@ -530,7 +550,7 @@ where
             // request learns its connection, and begins its exchange, before its answer.
             drop(capture_connection(&mut req));
         }
-        let fut = trace.dial_scope().scope(client.request(req));
+        let fut = trace.dial_scope().scope(client.client.request(req));
         Sending {
             fut,
             tracker,
