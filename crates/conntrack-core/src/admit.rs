@@ -1,10 +1,10 @@
 //! The future of [`Tracker::admit_waiting`]: an accepted connection waiting for a slot of its
 //! config's connection limit.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -22,8 +22,8 @@ use crate::tracker::Tracker;
 /// Dropping it while it waits gives up its place in the queue and leaves nothing behind.
 #[must_use = "futures do nothing unless polled"]
 pub struct AdmitWaiting<'a> {
-    tracker: Cow<'a, Tracker>,
-    config: Cow<'a, ListenerConfig>,
+    tracker: Held<'a, Tracker>,
+    config: Held<'a, ListenerConfig>,
     local: Addr,
     remote: Addr,
     /// Its place in the limit's queue, once it waits.
@@ -33,14 +33,14 @@ pub struct AdmitWaiting<'a> {
 
 impl<'a> AdmitWaiting<'a> {
     pub(crate) fn new(
-        tracker: Cow<'a, Tracker>,
-        config: Cow<'a, ListenerConfig>,
+        tracker: &'a Tracker,
+        config: &'a ListenerConfig,
         local: Addr,
         remote: Addr,
     ) -> Self {
         AdmitWaiting {
-            tracker,
-            config,
+            tracker: Held::Borrowed(tracker),
+            config: Held::Borrowed(config),
             local,
             remote,
             wait: None,
@@ -53,8 +53,8 @@ impl<'a> AdmitWaiting<'a> {
     /// place in the queue, if it has one, is kept.
     pub fn into_owned(self) -> AdmitWaiting<'static> {
         AdmitWaiting {
-            tracker: Cow::Owned(self.tracker.into_owned()),
-            config: Cow::Owned(self.config.into_owned()),
+            tracker: self.tracker.into_owned(),
+            config: self.config.into_owned(),
             local: self.local,
             remote: self.remote,
             wait: self.wait,
@@ -105,5 +105,32 @@ impl fmt::Debug for AdmitWaiting<'_> {
             .field("remote", &self.remote)
             .field("waiting", &self.wait.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// A borrowed or a boxed value, two words either way: a waiting admission stays small (a
+/// `ListenerConfig` is a few hundred bytes), which matters when thousands wait.
+enum Held<'a, T> {
+    Borrowed(&'a T),
+    Owned(Box<T>),
+}
+
+impl<T: Clone> Held<'_, T> {
+    fn into_owned(self) -> Held<'static, T> {
+        match self {
+            Held::Borrowed(t) => Held::Owned(Box::new(t.clone())),
+            Held::Owned(t) => Held::Owned(t),
+        }
+    }
+}
+
+impl<T> Deref for Held<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Held::Borrowed(t) => t,
+            Held::Owned(t) => t,
+        }
     }
 }

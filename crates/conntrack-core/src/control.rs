@@ -7,7 +7,6 @@
 //! must happen later (a policy's deadline) is slept for by a future the user's runtime runs,
 //! [`Tracker::run_policies`], one per tracker, sleeping until the earliest deadline.
 
-use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::pin;
@@ -124,12 +123,7 @@ impl Tracker {
         local: impl Into<Addr>,
         remote: impl Into<Addr>,
     ) -> AdmitWaiting<'a> {
-        AdmitWaiting::new(
-            Cow::Borrowed(self),
-            Cow::Borrowed(config),
-            local.into(),
-            remote.into(),
-        )
+        AdmitWaiting::new(self, config, local.into(), remote.into())
     }
 
     /// Registers the connection, or refuses it (counted and reported), or, with `wait` and
