@@ -14,12 +14,13 @@
 //! is what the limit adds. Once N tasks' memory outgrows the CPU's cache, every task's turn
 //! misses it, in both runs alike.
 //!
-//! Printed per size: the median over the rounds of the whole run's wall time divided by N, for
-//! the limit and the control, the difference, the polls per task, and the ratios to the
-//! smallest size (flat = 1.0).
+//! Printed per size: the median over the rounds of the CPU time per task (of the one thread
+//! that runs everything; each measurement makes and runs 256,000 tasks, N at a time), for the
+//! limit and the control, the difference, the polls per task, and the ratios to the smallest
+//! size (flat = 1.0).
 //!
 //! Run with `cargo bench -p conntrack-core --bench limits` (`cargo xtask bench` runs it too).
-//! `CONNTRACK_BENCH_QUICK=1` (or `--quick`) runs one round per size instead of 15;
+//! `CONNTRACK_BENCH_QUICK=1` (or `--quick`) runs one round per size instead of 5;
 //! `CONNTRACK_LIMITS_N=8000` runs one size.
 
 use std::collections::VecDeque;
@@ -59,9 +60,40 @@ impl Wake for TaskWaker {
     }
 }
 
-/// Runs every task to completion, first woken first polled; returns the wall time and the
-/// number of polls.
-fn run(mut tasks: Vec<Option<Task>>) -> (Duration, u64) {
+/// The CPU time this thread has run (`/proc/thread-self/schedstat`, in nanoseconds), where
+/// the system says. The kernel brings it up to date at its scheduler tick, so a measurement
+/// must last many ticks: see [`measure`].
+fn thread_cpu_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = s.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Tasks made and run per measurement, whatever N: about 0.2 s of CPU, many scheduler ticks.
+const TASKS_PER_MEASUREMENT: usize = 256_000;
+
+/// Runs `case(n)` enough times for [`TASKS_PER_MEASUREMENT`] tasks and returns the CPU time
+/// of this thread per task (the wall time where CPU time cannot be read) and the polls per
+/// task. The executor runs on this thread alone, so that is the whole cost, free of the time
+/// other processes held the CPU. Making the tasks is in it too, alike for every case.
+fn measure(case: fn(usize) -> u64, n: usize) -> (f64, f64) {
+    let reps = TASKS_PER_MEASUREMENT.div_ceil(n);
+    let wall = Instant::now();
+    let cpu = thread_cpu_time();
+    let mut polls = 0;
+    for _ in 0..reps {
+        polls += case(n);
+    }
+    let spent = match (cpu, thread_cpu_time()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => wall.elapsed(),
+    };
+    let tasks = (reps * n) as f64;
+    (spent.as_secs_f64() * 1e9 / tasks, polls as f64 / tasks)
+}
+
+/// Runs every task to completion, first woken first polled; returns the number of polls.
+fn run(mut tasks: Vec<Option<Task>>) -> u64 {
     let n = tasks.len();
     let queue: RunQueue = Arc::new(Mutex::new((0..n).collect()));
     let wakers: Vec<(Arc<TaskWaker>, Waker)> = (0..n)
@@ -75,7 +107,6 @@ fn run(mut tasks: Vec<Option<Task>>) -> (Duration, u64) {
         })
         .collect();
     let (mut done, mut polls) = (0, 0u64);
-    let started = Instant::now();
     loop {
         let Some(id) = queue.lock().unwrap().pop_front() else {
             break;
@@ -94,9 +125,8 @@ fn run(mut tasks: Vec<Option<Task>>) -> (Duration, u64) {
             done += 1;
         }
     }
-    let elapsed = started.elapsed();
     assert_eq!(done, n, "every task passed the limit");
-    (elapsed, polls)
+    polls
 }
 
 /// Pending once, waking itself: lets every other task run before this one goes on.
@@ -122,7 +152,7 @@ fn remote(i: usize) -> SocketAddr {
 }
 
 /// N accepted connections through a listener config's limit of 1.
-fn connections(n: usize) -> (Duration, u64) {
+fn connections(n: usize) -> u64 {
     // Shared by the tasks, as a listener's tracker and config are (a clone of the config in
     // every task would add a few hundred bytes to each).
     let shared = Arc::new((
@@ -150,7 +180,7 @@ fn connections(n: usize) -> (Duration, u64) {
 }
 
 /// N dials through a dialer config's limit of 1.
-fn dials(n: usize) -> (Duration, u64) {
+fn dials(n: usize) -> u64 {
     let shared = Arc::new((
         Tracker::new(),
         DialerConfig::new().category("bench").max_connections(1),
@@ -221,7 +251,7 @@ impl Baton {
 }
 
 /// The control of [`connections`]: the baton, then an unlimited config.
-fn connections_control(n: usize) -> (Duration, u64) {
+fn connections_control(n: usize) -> u64 {
     let shared = Arc::new((
         Tracker::new(),
         ListenerConfig::new().category("bench"),
@@ -248,7 +278,7 @@ fn connections_control(n: usize) -> (Duration, u64) {
 }
 
 /// The control of [`dials`]: the baton, then an unlimited config.
-fn dials_control(n: usize) -> (Duration, u64) {
+fn dials_control(n: usize) -> u64 {
     let shared = Arc::new((
         Tracker::new(),
         DialerConfig::new().category("bench"),
@@ -259,8 +289,9 @@ fn dials_control(n: usize) -> (Duration, u64) {
             let shared = Arc::clone(&shared);
             let task: Task = Box::pin(async move {
                 let (tracker, config, baton) = &*shared;
-                baton.take().await;
+                // Made before waiting, as in the limited run: a waiting dial holds its `Dial`.
                 let mut dial = tracker.dial(config, "db.internal:5432");
+                baton.take().await;
                 dial.admit(config).await.expect("no limit");
                 yield_now().await;
                 drop(dial);
@@ -272,8 +303,8 @@ fn dials_control(n: usize) -> (Duration, u64) {
     run(tasks)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
@@ -282,7 +313,7 @@ fn main() {
         || std::env::args().any(|a| a == "--quick");
     // `cargo test --benches` runs this once as a smoke test, without `--bench`.
     let smoke = !std::env::args().any(|a| a == "--bench");
-    let rounds = if quick || smoke { 1 } else { 15 };
+    let rounds = if quick || smoke { 1 } else { 5 };
     let one: Vec<usize> = std::env::var("CONNTRACK_LIMITS_N")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -298,7 +329,7 @@ fn main() {
     println!(
         "conntrack-core limits: N tasks through a Wait-mode limit of 1 vs the same tasks through a minimal FIFO baton (control), per task, median of {rounds} alternating round(s)"
     );
-    type Case = fn(usize) -> (Duration, u64);
+    type Case = fn(usize) -> u64;
     let cases: [(&str, Case, Case); 2] = [
         ("admit_waiting", connections, connections_control),
         ("dial admit", dials, dials_control),
@@ -307,20 +338,19 @@ fn main() {
         let mut first: Option<(f64, f64)> = None;
         for &n in sizes {
             let (mut limited, mut controlled) = (Vec::new(), Vec::new());
-            let mut polls = 0;
+            let mut polls = 0.0;
             for _ in 0..rounds {
-                let (t, p) = limit(n);
+                let (t, p) = measure(limit, n);
                 limited.push(t);
                 polls = p;
-                controlled.push(control(n).0);
+                controlled.push(measure(control, n).0);
             }
-            let per = |v: Vec<Duration>| median(v).as_secs_f64() * 1e9 / n as f64;
-            let (l, c) = (per(limited), per(controlled));
+            let (l, c) = (median(limited), median(controlled));
             let added = l - c;
             let (l0, a0) = *first.get_or_insert((l, added));
             println!(
                 "{name:<14} N = {n:>5}   limit {l:>7.1} ns  control {c:>7.1} ns  added {added:>6.1} ns per task   {:.2} polls per task   ratio to N = {}: limit {:.2}, added {:.2}",
-                polls as f64 / n as f64,
+                polls,
                 sizes[0],
                 l / l0,
                 added / a0,
