@@ -76,8 +76,12 @@ const TASKS_PER_MEASUREMENT: usize = 256_000;
 /// of this thread per task (the wall time where CPU time cannot be read) and the polls per
 /// task. The executor runs on this thread alone, so that is the whole cost, free of the time
 /// other processes held the CPU. Making the tasks is in it too, alike for every case.
-fn measure(case: fn(usize) -> u64, n: usize) -> (f64, f64) {
-    let reps = TASKS_PER_MEASUREMENT.div_ceil(n);
+fn measure(case: fn(usize) -> u64, n: usize, smoke: bool) -> (f64, f64) {
+    let reps = if smoke {
+        1
+    } else {
+        TASKS_PER_MEASUREMENT.div_ceil(n)
+    };
     let wall = Instant::now();
     let cpu = thread_cpu_time();
     let mut polls = 0;
@@ -311,7 +315,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let quick = std::env::var_os("CONNTRACK_BENCH_QUICK").is_some()
         || std::env::args().any(|a| a == "--quick");
-    // `cargo test --benches` runs this once as a smoke test, without `--bench`.
+    // `cargo test --benches` runs this as a smoke test (without `--bench`): once, N = 500.
     let smoke = !std::env::args().any(|a| a == "--bench");
     let rounds = if quick || smoke { 1 } else { 5 };
     let one: Vec<usize> = std::env::var("CONNTRACK_LIMITS_N")
@@ -340,10 +344,10 @@ fn main() {
             let (mut limited, mut controlled) = (Vec::new(), Vec::new());
             let mut polls = 0.0;
             for _ in 0..rounds {
-                let (t, p) = measure(limit, n);
+                let (t, p) = measure(limit, n, smoke);
                 limited.push(t);
                 polls = p;
-                controlled.push(measure(control, n).0);
+                controlled.push(measure(control, n, smoke).0);
             }
             let (l, c) = (median(limited), median(controlled));
             let added = l - c;
