@@ -252,6 +252,9 @@ impl<L: Accept> Listener<L> {
     /// the task of the most recent call is woken; tasks sharing the listener should use
     /// [`accept`](Listener::accept) each in a loop.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
+        if self.config.max_connections_value().is_none() {
+            return self.poll_accept_unlimited(cx);
+        }
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         let w = &mut *waiting;
         loop {
@@ -286,6 +289,25 @@ impl<L: Accept> Listener<L> {
                             w.admitting = Some(Box::new((stream, peer, admitting.into_owned())));
                             return Poll::Pending;
                         }
+                    }
+                }
+                Err(e) => {
+                    self.tracker.accept_failed(&self.config, &self.local, &e);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+
+    /// [`poll_accept`](Listener::poll_accept) without a connection limit: nothing ever waits,
+    /// so nothing is kept between polls (only a per-IP limit or a shutdown can refuse).
+    fn poll_accept_unlimited(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
+        loop {
+            match ready!(self.inner.poll_accept(cx)) {
+                Ok((stream, peer)) => {
+                    let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
+                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
+                        return Poll::Ready(Ok(self.track(stream, peer, conn)));
                     }
                 }
                 Err(e) => {
