@@ -327,6 +327,7 @@ impl Drop for SlotWait {
 /// leaves nothing behind (its entry in the limit's waiter list goes with it). `Unpin`,
 /// `Send`, `Sync`, and owns what it needs (no borrow of the tracker or the config), so a
 /// poll-based listener can keep one between polls.
+#[must_use = "futures do nothing unless polled"]
 pub struct AcceptReady {
     limiter: Option<Arc<Limiter>>,
     listener: Option<EventListener>,

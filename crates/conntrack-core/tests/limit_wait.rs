@@ -313,3 +313,11 @@ fn threads_through_a_small_limit() {
     assert_eq!(config.limited_connections(), 0);
     assert_eq!(config.limit_waiters(), 0);
 }
+
+/// What a listener keeps between polls can be kept anywhere: owned, `Send`, `Sync`, `Unpin`.
+#[test]
+fn the_futures_can_be_kept_between_polls() {
+    fn keepable<T: Send + Sync + Unpin + std::fmt::Debug + 'static>() {}
+    keepable::<conntrack_core::AcceptReady>();
+    keepable::<conntrack_core::AdmitWaiting<'static>>();
+}
