@@ -248,9 +248,10 @@ impl<L: Accept> Listener<L> {
     /// shutdown is closed at once, counted as rejected, and the accept goes on to the next
     /// one.
     ///
-    /// As with tokio's own `poll_accept`, the listener keeps one wait between polls, and only
-    /// the task of the most recent call is woken; tasks sharing the listener should use
-    /// [`accept`](Listener::accept) each in a loop.
+    /// As tokio's own `poll_accept` keeps one waker, the listener keeps one wait between polls
+    /// (for a free slot, or a connection queued for one), woken for the task of the most
+    /// recent call; a call that is not polled again leaves that one wait, and the connection
+    /// in it is returned by the next call.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
         if self.config.max_connections_value().is_none() {
             return self.poll_accept_unlimited(cx);
