@@ -209,6 +209,16 @@ macro_rules! limit_getters {
             self.limiter.as_ref().map_or(0, |l| l.count())
         }
 
+        /// How many tasks wait on this config's limit now (0 without a limit): accepters
+        /// waiting for a free slot before accepting, connections accepted while another
+        /// accepter took the last slot, and dials waiting for a slot, in
+        /// [`LimitMode::Wait`](crate::LimitMode::Wait). Each is one entry holding its waker;
+        /// a waiter that gives up (its future dropped) is gone from the count at once.
+        #[must_use]
+        pub fn limit_waiters(&self) -> usize {
+            self.limiter.as_ref().map_or(0, |l| l.waiters())
+        }
+
         pub(crate) fn limiter(&self) -> Option<&Arc<Limiter>> {
             self.limiter.as_ref()
         }

@@ -120,6 +120,10 @@ impl Dial {
     /// ([`DialerConfig::max_connections`](crate::DialerConfig::max_connections)), waiting for
     /// one in [`LimitMode::Wait`](crate::LimitMode::Wait). Ready at once without a limit.
     ///
+    /// Waiting dials are served first come, first served: each slot that frees is handed to
+    /// the dial that has waited longest, waking that dial alone. Dropping the future (a dial
+    /// under a timeout) leaves the queue at once.
+    ///
     /// # Errors
     ///
     /// In [`LimitMode::Reject`](crate::LimitMode::Reject) at the limit: kind `ResourceBusy`.
@@ -129,25 +133,27 @@ impl Dial {
         let Some(limiter) = config.limiter() else {
             return Ok(());
         };
-        loop {
-            std::future::poll_fn(|cx| limiter.poll_ready(cx)).await;
-            match limiter.try_acquire(None) {
-                Ok(()) => {
-                    self.permit = Some(Arc::clone(limiter));
-                    return Ok(());
-                }
-                Err(why) if limiter.mode == LimitMode::Reject => {
-                    let err = io::Error::new(
-                        io::ErrorKind::ResourceBusy,
-                        format!("outbound {} ({} for this config)", why.why(), limiter.max),
-                    );
-                    self.rejected(&err);
-                    return Err(err);
-                }
-                // Taken by another dial between the wake-up and here: wait again.
-                Err(_) => {}
+        if limiter.mode == LimitMode::Reject {
+            if let Err(why) = limiter.try_acquire(None) {
+                let err = io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("outbound {} ({} for this config)", why.why(), limiter.max),
+                );
+                self.rejected(&err);
+                return Err(err);
             }
+        } else {
+            // First come, first served: a slot that frees is handed to the dial that has
+            // waited longest. Dropping this future gives up the place in the queue (and a slot
+            // handed over meanwhile goes on to the next dial).
+            let slot = match limiter.acquire() {
+                Ok(slot) => slot,
+                Err(mut queued) => std::future::poll_fn(|cx| queued.poll_slot(cx)).await,
+            };
+            slot.keep();
         }
+        self.permit = Some(Arc::clone(limiter));
+        Ok(())
     }
 
     /// The dial was refused by its config's limit.
