@@ -720,6 +720,12 @@ impl Entry {
         self.info_at(&Now::read())
     }
 
+    /// The record an event carries: as of now, with the TCP statistics last read (no system
+    /// call on the event's path; a hook wanting fresh ones reads the connection's `info()`).
+    pub(crate) fn event_info(&self) -> ConnectionInfo {
+        self.info_with(&Now::read(), false)
+    }
+
     /// Calls every hook for this connection: the trace scope's (while it lives), its own chain
     /// (config, registration), then the tracker's.
     pub(crate) fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
@@ -1088,15 +1094,17 @@ impl Connection {
     #[cold]
     fn fire_read(&self, n: usize, error: Option<&io::Error>) {
         let e = &*self.entry;
-        let category = e.category();
-        let ev = ReadEvent {
-            id: self.id(),
-            category: &category,
-            role: e.role,
-            n,
-            error,
-        };
+        // The event (and its category, a shared reference count) only for hooks that want it,
+        // not for a request's I/O watch alone.
         if e.chain_io || e.tracker().wants_io() {
+            let category = e.category();
+            let ev = ReadEvent {
+                id: self.id(),
+                category: &category,
+                role: e.role,
+                n,
+                error,
+            };
             e.fire(&mut |h| {
                 if h.wants_io_events() {
                     h.on_read(&ev);
@@ -1111,15 +1119,15 @@ impl Connection {
     #[cold]
     fn fire_write(&self, n: usize, error: Option<&io::Error>) {
         let e = &*self.entry;
-        let category = e.category();
-        let ev = WriteEvent {
-            id: self.id(),
-            category: &category,
-            role: e.role,
-            n,
-            error,
-        };
         if e.chain_io || e.tracker().wants_io() {
+            let category = e.category();
+            let ev = WriteEvent {
+                id: self.id(),
+                category: &category,
+                role: e.role,
+                n,
+                error,
+            };
             e.fire(&mut |h| {
                 if h.wants_io_events() {
                     h.on_write(&ev);
@@ -1223,7 +1231,7 @@ impl Connection {
     pub fn report_tls_handshake_start(&self, server_name: Option<&str>) {
         let e = &*self.entry;
         if e.has_hooks() {
-            let info = e.info();
+            let info = e.event_info();
             e.fire(&mut |h| {
                 h.on_tls_handshake_start(&TlsHandshakeStartEvent {
                     connection: &info,
@@ -1260,7 +1268,7 @@ impl Connection {
             }
         };
         if e.has_hooks() {
-            let info = e.info();
+            let info = e.event_info();
             let tls = e.tls();
             e.fire(&mut |h| {
                 h.on_tls_handshake_done(&TlsHandshakeDoneEvent {
