@@ -16,11 +16,12 @@
 //! `?format=text`) and Prometheus metrics at `/metrics` (conntrack-core's `metrics` feature
 //! through metrics-exporter-prometheus) while it runs.
 //!
-//! After `--seconds` (default 10) the clients stop; a burst of 12 connections shows the limit
-//! rejecting 4 or so; one of them stalls half-way through a request, and
+//! After `--seconds` (default 10) the clients stop; a plain connection sends half a request and
+//! stalls, then a burst of 11 more (12 at once) shows the limit rejecting 4 or so, and
 //! `tracker.shutdown(1 s)` (with axum's graceful shutdown) closes the rest, aborts the stalled
 //! one at the deadline and lists it; the demo prints the totals and the most recently closed
-//! connections with why they closed.
+//! connections with why they closed. `cargo xtask ci` checks that it ends this way and that its
+//! tables have the columns of the README's sample.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
