@@ -80,6 +80,8 @@ fn committed(root: &Path) -> Result<(), String> {
     let status = Command::new("git")
         .arg("-C")
         .arg(root)
+        .arg("-c")
+        .arg(format!("safe.directory={}", root.display()))
         .args(["status", "--porcelain", "--", "crates", "Cargo.toml"])
         .output()
         .map_err(|e| format!("install-check needs git: {e}"))?;
@@ -221,9 +223,12 @@ fn check(root: &Path, repository: &str, target: &Path, s: &Scenario) -> Result<(
         .arg(dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target.join("target"))
         .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true")
-        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_COUNT", "2")
         .env("GIT_CONFIG_KEY_0", format!("url.{clone}.insteadOf"))
         .env("GIT_CONFIG_VALUE_0", repository)
+        // A clone owned by another user than the one running the check is still fetched.
+        .env("GIT_CONFIG_KEY_1", "safe.directory")
+        .env("GIT_CONFIG_VALUE_1", &clone)
         // The block as written: no RUSTFLAGS of the caller's build (warnings are not errors).
         .env_remove("RUSTFLAGS")
         .status()
