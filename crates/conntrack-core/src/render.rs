@@ -620,7 +620,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The live connections as an aligned text table, one row per connection: id, category, role,
 /// local and remote address, the dialed target when any connection has one, age, bytes read
 /// and written, idle time, the exchange count and state (new, active, idle) when any connection
-/// has carried an exchange, and the TLS version and ALPN when any connection has TLS.
+/// has carried an exchange, the kernel's TCP statistics when any connection has them (`RTT`,
+/// the smoothed round-trip time, which on the side answering requests includes the peer's
+/// delayed ACKs; `MIN-RTT`, the smallest seen, the path's own delay; `RETRANS`, segments
+/// retransmitted), and the TLS version and ALPN when any connection has TLS.
 ///
 /// Every cell is escaped with [`escape_text`] (and a space that would read as a column gap is
 /// written `\u{20}`), so a peer-chosen string (a Unix socket path holding a newline, an ANSI
@@ -655,7 +658,7 @@ fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -
     }
     let tcp = connections.iter().any(|c| c.tcp.is_some());
     if tcp {
-        header.extend(["RTT", "RETRANS"]);
+        header.extend(["RTT", "MIN-RTT", "RETRANS"]);
     }
     if tls {
         header.push("TLS");
@@ -692,8 +695,12 @@ fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -
             }
             if tcp {
                 match &c.tcp {
-                    Some(t) => row.extend([fine_duration(t.rtt), t.retransmits.to_string()]),
-                    None => row.extend(["-".into(), "-".into()]),
+                    Some(t) => row.extend([
+                        fine_duration(t.rtt),
+                        t.min_rtt.map_or_else(|| "-".into(), fine_duration),
+                        t.retransmits.to_string(),
+                    ]),
+                    None => row.extend(["-".into(), "-".into(), "-".into()]),
                 }
             }
             if tls {
