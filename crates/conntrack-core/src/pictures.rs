@@ -332,9 +332,10 @@ fn waterfall(out: &mut String, snapshot: &Snapshot) {
     // The label column as wide as its longest label (at about 6.4 px a character).
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let label_w = (6.4 * longest as f64 + 16.0).clamp(140.0, 300.0).round();
-    let (w, row_h, axis_h) = (1100.0, 16.0, 34.0);
-    // Room after the plot for the last request's total.
-    let plot_w = w - label_w - 80.0;
+    let (w, row_h, axis_h, share_w) = (1100.0, 16.0, 34.0, 120.0);
+    // Room after the plot for the last request's total, then the column of shares.
+    let plot_w = w - label_w - 80.0 - share_w - 10.0;
+    let share_x = w - share_w - 4.0;
     let h = axis_h + row_h * requests.len() as f64 + 6.0;
     let x = |secs: f64| label_w + plot_w * secs / span;
     let _ = write!(
@@ -371,8 +372,9 @@ fn waterfall(out: &mut String, snapshot: &Snapshot) {
     }
     let _ = write!(
         out,
-        "<text class=\"note\" x=\"4\" y=\"{}\">request</text>",
-        axis_h - 9.0
+        "<text class=\"note\" x=\"4\" y=\"{ty}\">request</text>\
+         <text class=\"note\" x=\"{share_x}\" y=\"{ty}\">share of each phase</text>",
+        ty = axis_h - 9.0
     );
     for (row, (r, label)) in requests.iter().zip(&labels).enumerate() {
         let y = axis_h + row_h * row as f64;
@@ -417,17 +419,42 @@ fn waterfall(out: &mut String, snapshot: &Snapshot) {
         }
         let _ = write!(
             out,
-            "<text class=\"total\" x=\"{:.2}\" y=\"{}\">{}</text></g>",
+            "<text class=\"total\" x=\"{:.2}\" y=\"{}\">{}</text>",
             end.max(x(begin) + 2.0) + 4.0,
             y + 11.0,
             fine_duration(r.total)
         );
+        // The same phases as shares of this request's own total, readable however short it
+        // is next to the others.
+        let total = r.total.as_secs_f64();
+        let mut at = 0.0;
+        for (i, (name, d)) in r.phases.named().iter().enumerate() {
+            let Some(d) = d else { continue };
+            let share = if total > 0.0 {
+                d.as_secs_f64() / total
+            } else {
+                0.0
+            };
+            let _ = write!(
+                out,
+                "<rect class=\"share\" data-phase=\"{name}\" x=\"{:.2}\" y=\"{}\" width=\"{:.2}\" \
+                 height=\"{}\" fill=\"{}\"><title>{name} {:.0}%</title></rect>",
+                share_x + share_w * at,
+                y + 2.0,
+                share_w * share,
+                row_h - 4.0,
+                PHASE_COLORS[i],
+                share * 100.0
+            );
+            at += share;
+        }
+        out.push_str("</g>");
     }
     let _ = write!(
         out,
         "</svg><p class=\"note wide\" id=\"waterfall-note\">A row per request{}, at its start on \
          a time axis from the first one shown; its phases to scale (hover for each), its total \
-         after it.</p>",
+         after it; at the right, its phases as shares of its own total.</p>",
         origin.map_or_else(String::new, |o| format!(" (all to {})", escape_html(o)))
     );
 }

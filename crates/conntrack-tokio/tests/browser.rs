@@ -731,6 +731,12 @@ async fn chromium_draws_the_charts_and_the_waterfall() {
         }
     }
     assert!(phase_iter.next().is_none(), "no bar without a phase");
+    // And each phase again as a share of its request's total, in the column at the right.
+    let shares = tags_in(&dom, "waterfall", "share");
+    assert_eq!(shares.len(), phases.len());
+    for (share, phase) in shares.iter().zip(&phases) {
+        assert_eq!(attr(share, "data-phase"), attr(phase, "data-phase"));
+    }
 
     // The live chart: a line per category and role, ending at the summary's active count, and
     // the JSON (taken after) agrees for the connections the test holds.
