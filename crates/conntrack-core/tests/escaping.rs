@@ -528,7 +528,7 @@ fn shortened_cells_and_request_uris_stay_escaped() {
     assert!(!page.contains("<img") && !page.contains("<script>alert"));
 
     // A traced request whose method and URI are markup.
-    let tracker = Tracker::new();
+    let tracker = Tracker::builder().recent_requests(1).build();
     let conn = tracker.register(Registration::client(unix(b"a"), unix(b"b")));
     let req = tracker.request(hostile, &format!("http://h/{hostile}"));
     req.got_conn(conn.downgrade(), false);

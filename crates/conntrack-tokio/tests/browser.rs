@@ -644,7 +644,8 @@ async fn chromium_draws_the_charts_and_the_waterfall() {
         );
         return;
     };
-    let tracker = Tracker::new();
+    // The waterfall's ring of recent requests is opt-in.
+    let tracker = Tracker::builder().recent_requests(32).build();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
@@ -890,7 +891,7 @@ async fn chromium_at_1200_px_shows_every_column_and_a_timed_waterfall() {
         );
         return;
     };
-    let tracker = Tracker::builder().history(64).build();
+    let tracker = Tracker::builder().history(64).recent_requests(32).build();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
