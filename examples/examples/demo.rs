@@ -105,6 +105,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prometheus = install_prometheus()?;
     let tracker = Tracker::builder()
         .history(32)
+        // The debug page's waterfall of recent traced requests (off by default).
+        .recent_requests(32)
         .hook(MetricsHook::new())
         .build();
     let collector = MetricsCollector::new(&tracker);
