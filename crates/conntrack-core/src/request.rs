@@ -253,6 +253,15 @@ impl RequestTrace {
         self.inner.tracker.wants_requests(&self.inner.chain)
     }
 
+    /// Whether the tracker keeps the phases of finished requests
+    /// ([`TrackerBuilder::recent_requests`](crate::TrackerBuilder::recent_requests)): an HTTP
+    /// client then watches the request's I/O for its write and first-byte times even when no
+    /// hook wants its events.
+    #[must_use]
+    pub fn records_phases(&self) -> bool {
+        self.inner.tracker.activity.keeps_requests()
+    }
+
     /// Time since the request began.
     #[must_use]
     pub fn elapsed(&self) -> Duration {

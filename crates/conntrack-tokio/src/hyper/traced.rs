@@ -225,8 +225,8 @@ struct Sending {
     fut: InScope<hyper_util::client::legacy::ResponseFuture>,
     tracker: Tracker,
     trace: RequestTrace,
-    /// Whether the request's phases are watched: some hook sees the request, or it waits for
-    /// `100 Continue`. If not, the request only counts as an exchange on its connection, from
+    /// Whether the request's phases are watched: some hook wants its events, it waits for
+    /// `100 Continue`, or the tracker keeps recent requests' phases. If not, the request only counts as an exchange on its connection, from
     /// the moment hyper-util hands the connection to it (so that it is in flight, busy for an
     /// idle timeout and a shutdown, while it waits for its answer) to the end of its response
     /// body.
@@ -506,7 +506,8 @@ where
         // the request is not watched.
         // HTTP/2 known from the start (no ALPN needed): no I/O watch, no held body.
         let h2 = http2_only || parts.version == Version::HTTP_2;
-        let shared = (hooks || expect).then(|| {
+        // Watched for its phases too when the tracker keeps recent requests' phases.
+        let shared = (hooks || expect || trace.records_phases()).then(|| {
             let shared = Shared::default();
             shared.expects.store(expect, Ordering::Relaxed);
             shared.h2.store(h2, Ordering::Relaxed);
