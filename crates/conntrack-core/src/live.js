@@ -91,18 +91,27 @@
     });
   }
 
+  function tablesOf(n) {
+    return n.tagName === 'TABLE' ? [n] : Array.prototype.slice.call(n.querySelectorAll('table'));
+  }
+
+  // Swaps in a fresh rendering of the page: each table keeps its head (and the sort handlers
+  // bound to it) and takes the new body; everything else is replaced where it changed. When
+  // the page's structure changed, everything is replaced and the page's scripts run again.
   function swap(doc) {
     var keep = function (n) { return n.nodeType === 1 && n.tagName !== 'SCRIPT' && n.id !== 'live-status'; };
     var olds = Array.prototype.filter.call(document.body.childNodes, keep);
     var news = Array.prototype.filter.call(doc.body.childNodes, keep);
     var same = olds.length === news.length && olds.every(function (o, i) {
-      return o.tagName === news[i].tagName && o.id === news[i].id;
+      var n = news[i], a = tablesOf(o), b = tablesOf(n);
+      return o.tagName === n.tagName && o.id === n.id && a.length === b.length &&
+        a.every(function (t, j) { return t.id === b[j].id && t.tBodies[0] && b[j].tBodies[0]; });
     });
     if (same) {
       olds.forEach(function (o, i) {
-        var n = news[i];
-        if (o.tagName === 'TABLE' && o.tBodies[0] && n.tBodies[0]) {
-          o.replaceChild(document.adoptNode(n.tBodies[0]), o.tBodies[0]);
+        var n = news[i], a = tablesOf(o), b = tablesOf(n);
+        if (a.length) {
+          a.forEach(function (t, j) { t.replaceChild(document.adoptNode(b[j].tBodies[0]), t.tBodies[0]); });
         } else if (o.outerHTML !== n.outerHTML) {
           o.replaceWith(document.adoptNode(n));
         }

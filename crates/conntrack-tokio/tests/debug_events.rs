@@ -75,13 +75,15 @@ impl Events {
         }
     }
 
-    /// The next event named `name`, skipping others.
+    /// The next event named `name`, skipping others (bounded: summaries keep coming).
     async fn next_named(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
         loop {
             let (n, v) = self.next().await;
             if n == name {
                 return v;
             }
+            assert!(Instant::now() < deadline, "no {name} event in time");
         }
     }
 }
@@ -125,7 +127,8 @@ fn hooks_of(tracker: &Tracker) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_tells_what_happens() {
-    let tracker = Tracker::new();
+    // Keeping recent requests: the `request` event reads them.
+    let tracker = Tracker::builder().recent_requests(8).build();
     let page = DebugPage::new(&tracker).summary_every(Duration::from_millis(200));
     let addr = serve(page.clone()).await;
     let mut plain = subscribe(addr, "").await;
