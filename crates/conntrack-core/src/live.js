@@ -21,7 +21,7 @@
   var limit = parseInt(url.searchParams.get('limit'), 10) || 1000;
   var lost = 0;
   var lastSync = Date.now();
-  var syncing = false;
+  var syncing = null; // the re-read in progress
   var sorted = null; // {table, col, asc}: the last header the user clicked
 
   var status = document.createElement('p');
@@ -126,15 +126,17 @@
   }
 
   function resync() {
-    if (syncing) return;
-    syncing = true;
+    if (syncing) return syncing;
     lastSync = Date.now();
-    fetch(location.href, { headers: { Accept: 'text/html' }, cache: 'no-store' })
+    syncing = fetch(location.href, { headers: { Accept: 'text/html' }, cache: 'no-store' })
       .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.text(); })
       .then(function (html) { swap(new DOMParser().parseFromString(html, 'text/html')); })
       .catch(function (e) { say('stale: ' + e.message); })
-      .then(function () { syncing = false; });
+      .then(function () { syncing = null; });
+    return syncing;
   }
+  // For a console (and the browser test): re-read the page now; a promise.
+  window.conntrackLive = { resync: resync };
 
   function on(source, name, f) {
     source.addEventListener(name, function (e) {

@@ -389,8 +389,9 @@ th,td{padding:.25em .3em;text-align:left;border-bottom:1px solid #ddd;white-spac
 th{cursor:pointer;background:#f4f4f4}td.n,th.n{text-align:right}td[title]{text-decoration:underline dotted #999}\
 td.a{white-space:normal;min-width:8.7em}td.reason{font-weight:600}td.err{white-space:normal;overflow-wrap:anywhere;min-width:10em;color:#a00}";
 
-/// Click a header to sort its table by that column (numbers by `data-v`, text otherwise).
-const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){var t=th.closest('table'),b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(x,y){var a=x.cells[i],c=y.cells[i],p=parseFloat(a.dataset.v),q=parseFloat(c.dataset.v);var r=(!isNaN(p)&&!isNaN(q))?p-q:a.textContent.localeCompare(c.textContent);return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});});});";
+/// Click a header to sort its table by that column (numbers by `data-v`, text otherwise); the
+/// column is the header's own index in its row (`cellIndex`).
+const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){var t=th.closest('table'),b=t.tBodies[0],rows=Array.from(b.rows),i=th.cellIndex,asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(x,y){var a=x.cells[i],c=y.cells[i],p=parseFloat(a.dataset.v),q=parseFloat(c.dataset.v);var r=(!isNaN(p)&&!isNaN(q))?p-q:a.textContent.localeCompare(c.textContent);return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});});});";
 
 fn td(out: &mut String, text: &str) {
     let _ = write!(out, "<td>{}</td>", escape_html(text));

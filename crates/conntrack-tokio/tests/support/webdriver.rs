@@ -85,6 +85,19 @@ impl ChromeDriver {
         width: u32,
         height: u32,
     ) -> Result<Session, String> {
+        self.session_with_prefs(chromium, width, height, json!({}))
+            .await
+    }
+
+    /// [`session`](Self::session), with Chromium profile preferences (`prefs`), e.g.
+    /// `{"profile.managed_default_content_settings.javascript": 2}` for scripts off.
+    pub(crate) async fn session_with_prefs(
+        &self,
+        chromium: &Path,
+        width: u32,
+        height: u32,
+        prefs: Value,
+    ) -> Result<Session, String> {
         let args = [
             "--headless",
             "--no-sandbox",
@@ -100,7 +113,7 @@ impl ChromeDriver {
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:chromeOptions": {"binary": chromium, "args": args, "prefs": prefs},
         }}});
         let value = call(self.port, "POST", "/session", &caps).await?;
         let id = value["sessionId"]
@@ -177,6 +190,16 @@ impl Session {
             &json!({ "script": script, "args": [] }),
         )
         .await
+    }
+
+    /// The page's current DOM, serialized.
+    #[allow(dead_code)] // (not every test that includes this file reads the source)
+    pub(crate) async fn source(&self) -> Result<String, String> {
+        let path = format!("/session/{}/source", self.id);
+        let v = call(self.port, "GET", &path, &json!({})).await?;
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no page source in {v}"))
     }
 
     /// Ends the session, closing its browser.
