@@ -1,5 +1,5 @@
 //! A tracker shutdown drives the servers' own graceful shutdown (`tracker.shutdown_signal()`)
-//! and loses nothing: on axum and on a hyper-util server, with responses being produced and
+//! and loses nothing: on axum, on a hyper-util server and on tonic (HTTP/1 allowed), with responses being produced and
 //! written when it begins (64 KiB, 1 MiB streamed slowly, `204`; HTTP/1.1 keep-alive and
 //! HTTP/2), every client receives its whole response and then a clean close, idle keep-alive
 //! connections close at once, and the report counts them. An upgraded connection keeps
@@ -7,7 +7,7 @@
 //!
 //! Only the server side is tracked; the clients are plain sockets (HTTP/1, read to the end of
 //! stream: a reset would fail the read) and hyper's own HTTP/2 client connection.
-#![cfg(all(feature = "axum", feature = "hyper"))]
+#![cfg(all(feature = "axum", feature = "hyper", feature = "tonic"))]
 
 use std::convert::Infallible;
 use std::future::IntoFuture;
@@ -123,6 +123,7 @@ async fn respond(path: &str, gate: Gate) -> http::Response<Body> {
 enum Server {
     Axum,
     HyperUtil,
+    Tonic,
     /// axum given no shutdown signal: the tracker closes each connection itself, idle ones
     /// at once and busy ones once their last response has been written. HTTP/1 only for the
     /// busy ones: an HTTP/2 connection buffers frames of its own, which only hyper knows
@@ -170,6 +171,23 @@ async fn start(
             // The one line.
             .with_graceful_shutdown(tracker.shutdown_signal())
             .into_future();
+            tokio::spawn(async move { serve.await.unwrap() })
+        }
+        Server::Tonic => {
+            let mut incoming = listener.incoming();
+            let layer = incoming.exchange_layer();
+            let app = tower::service_fn(move |req: http::Request<tonic::body::Body>| {
+                let gate = gate.clone();
+                async move {
+                    let res = respond(req.uri().path(), gate).await;
+                    Ok::<_, Infallible>(res.map(tonic::body::Body::new))
+                }
+            });
+            let serve = tonic::transport::Server::builder()
+                .accept_http1(true)
+                .layer(layer)
+                // The one line.
+                .serve_with_incoming_shutdown(app, incoming, tracker.shutdown_signal());
             tokio::spawn(async move { serve.await.unwrap() })
         }
         Server::HyperUtil => {
@@ -574,6 +592,11 @@ async fn axum_shutdown_loses_no_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwired_axum_shutdown_loses_no_response() {
     lossless_shutdown(Server::AxumUnwired).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_shutdown_loses_no_response() {
+    lossless_shutdown(Server::Tonic).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
