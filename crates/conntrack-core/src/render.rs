@@ -416,15 +416,16 @@ fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
         s
     });
     td(out, &tls);
+    td(out, c.state.as_str());
     if let Some(extra) = extra {
         td(out, extra);
     }
     out.push_str("</tr>");
 }
 
-const CONN_HEADERS: [&str; 12] = [
+const CONN_HEADERS: [&str; 13] = [
     "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written", "Idle", "TCP",
-    "TLS",
+    "TLS", "State",
 ];
 
 /// The snapshot as a self-contained HTML page: a summary per category (over every
@@ -619,8 +620,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// The live connections as an aligned text table, one row per connection: id, category, role,
 /// local and remote address, the dialed target when any connection has one, age, bytes read
-/// and written, idle time, the exchange count and state (new, active, idle) when any connection
-/// has carried an exchange, and the TLS version and ALPN when any connection has TLS.
+/// and written, idle time, the exchange count and state (new, active, idle, upgraded) when any
+/// connection has carried an exchange, and the TLS version and ALPN when any connection has TLS.
 ///
 /// Every cell is escaped with [`escape_text`] (and a space that would read as a column gap is
 /// written `\u{20}`), so a peer-chosen string (a Unix socket path holding a newline, an ANSI

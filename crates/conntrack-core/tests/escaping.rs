@@ -284,10 +284,10 @@ fn check_html(snapshot: &Snapshot) {
     check_markup(&page);
     let live = html_rows(&page, "connections");
     assert_eq!(live.len(), snapshot.connections.len());
-    assert!(live.iter().all(|&n| n == 12), "{live:?}");
+    assert!(live.iter().all(|&n| n == 13), "{live:?}");
     let closed = html_rows(&page, "closed");
     assert_eq!(closed.len(), snapshot.recently_closed.len());
-    assert!(closed.iter().all(|&n| n == 14), "{closed:?}");
+    assert!(closed.iter().all(|&n| n == 15), "{closed:?}");
 }
 
 fn check_json(snapshot: &Snapshot) {

@@ -361,7 +361,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     let ids: Vec<u64> = rows
         .iter()
         .map(|r| {
-            assert_eq!(r.len(), 12, "a connection row has 12 cells: {r:?}");
+            assert_eq!(r.len(), 13, "a connection row has 13 cells: {r:?}");
             r[0].parse().unwrap()
         })
         .collect();

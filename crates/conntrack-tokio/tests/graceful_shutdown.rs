@@ -702,6 +702,11 @@ async fn upgraded_connection_keeps_working_until_the_deadline() {
     // Every view shows the state.
     assert!(render::text_table(std::slice::from_ref(&info)).contains("upgraded"));
     assert_eq!(serde_json::to_value(&info).unwrap()["state"], "upgraded");
+    let page = render::html(
+        &render::Snapshot::of(&tracker),
+        &render::HtmlOptions::default(),
+    );
+    assert!(page.contains("<td>upgraded</td>"), "{page}");
 
     let shutdown = tokio::spawn({
         let tracker = tracker.clone();
