@@ -409,6 +409,9 @@ pub(crate) struct Entry {
     ending: AtomicU32,
     /// Marked upgraded ([`Connection::mark_upgraded`]).
     upgraded: AtomicBool,
+    /// Marked multiplexed ([`Connection::mark_multiplexed`]): the tracker never closes it
+    /// before a shutdown's deadline.
+    multiplexed: AtomicBool,
     /// `last_io_ms` as it was when the connection was aborted: I/O that the abort itself
     /// causes (a blocked read woken by the socket's shutdown returns end of stream) is not
     /// activity, so the record taken at close keeps the idle time that decided it.
@@ -467,6 +470,7 @@ impl Entry {
             in_flight: AtomicU32::new(0),
             ending: AtomicU32::new(0),
             upgraded: AtomicBool::new(false),
+            multiplexed: AtomicBool::new(false),
             last_io_at_abort: AtomicU64::new(NO_IO),
             exchange_end_ms: AtomicU64::new(NO_END),
             reason: AtomicU8::new(0),
@@ -541,10 +545,13 @@ impl Entry {
         None
     }
 
-    /// Whether the connection is between exchanges (it has had some, none is in flight, it
-    /// was not upgraded).
+    /// Whether a shutdown without servers closing their connections closes this one now: it
+    /// is between exchanges (it has had some, none is in flight, it was not upgraded) and not
+    /// multiplexed.
     pub(crate) fn is_idle_exchange(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) > 0 && !self.is_busy()
+        self.requests.load(Ordering::Relaxed) > 0
+            && !self.is_busy()
+            && !self.multiplexed.load(Ordering::Relaxed)
     }
 
     /// Whether an exchange is in flight or the connection was upgraded: a shutdown waits for it.
@@ -844,11 +851,13 @@ impl Entry {
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
         // During a shutdown that no server closes gracefully itself, the tracker closes a
-        // connection as soon as its last exchange ends (an upgraded one stays busy).
+        // connection as soon as its last exchange ends (an upgraded one stays busy, and a
+        // multiplexed one may still hold response frames only its protocol knows about).
         if before == Ok(1)
             && self.tracker().is_shutting_down()
             && !self.tracker().servers_close()
             && !self.upgraded.load(Ordering::Acquire)
+            && !self.multiplexed.load(Ordering::Relaxed)
         {
             self.abort(CloseReason::Shutdown);
         }
@@ -874,6 +883,14 @@ impl Entry {
     /// See [`Connection::mark_upgraded`].
     pub(crate) fn mark_upgraded(&self) {
         self.upgraded.store(true, Ordering::Release);
+    }
+
+    /// See [`Connection::mark_multiplexed`].
+    pub(crate) fn mark_multiplexed(&self) {
+        // Read first: one store per connection, not one per request.
+        if !self.multiplexed.load(Ordering::Relaxed) {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
     }
 
     fn store_error(&self, err: &io::Error) {
@@ -1390,6 +1407,17 @@ impl Connection {
         self.entry.mark_upgraded();
     }
 
+    /// Marks the connection multiplexed: several exchanges share it and its protocol writes
+    /// their responses from buffers of its own (HTTP/2), so a completed flush does not mean
+    /// that every response has left. Without a [`ShutdownSignal`](crate::ShutdownSignal)
+    /// handed out, a shutdown closes idle connections itself, but never this one before its
+    /// deadline; given the signal, its server closes it the protocol's way (`GOAWAY`). The
+    /// exchange layer of the tokio adapter marks every connection that carries an HTTP/2
+    /// request.
+    pub fn mark_multiplexed(&self) {
+        self.entry.mark_multiplexed();
+    }
+
     /// A reference to this connection that does not keep it in the tracker: the entry still
     /// leaves with the last [`Connection`] handle. For code that observes a connection it does
     /// not own (a request on a pooled connection).
@@ -1722,6 +1750,11 @@ impl ConnectionRef {
     /// See [`Connection::mark_upgraded`].
     pub fn mark_upgraded(&self) {
         self.entry.mark_upgraded();
+    }
+
+    /// See [`Connection::mark_multiplexed`].
+    pub fn mark_multiplexed(&self) {
+        self.entry.mark_multiplexed();
     }
 }
 

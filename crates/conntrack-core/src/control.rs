@@ -405,7 +405,9 @@ impl Tracker {
     ///    [`Connection::end_exchange_when_flushed`]), so a response is never cut short;
     /// 3. if no [`ShutdownSignal`] was ever handed out, the tracker closes connections itself
     ///    (reason [`CloseReason::Shutdown`]): those idle between exchanges at once, busy ones
-    ///    as soon as their last exchange ends (never an upgraded one). Exchanges are those
+    ///    as soon as their last exchange ends (never an upgraded one, nor a
+    ///    [multiplexed](crate::Connection::mark_multiplexed) one: those wait for the
+    ///    deadline). Exchanges are those
     ///    marked with [`Connection::begin_exchange`] (the hyper, axum and tonic integrations
     ///    do); a connection that marks none is left to finish and close by itself. With a
     ///    signal handed out, the servers do this the protocol's way and the tracker closes

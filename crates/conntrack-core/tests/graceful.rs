@@ -212,3 +212,36 @@ fn the_signal_resolves_when_a_shutdown_begins_and_leaves_the_closing_to_the_serv
     }
     assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn without_the_signal_multiplexed_connections_wait_for_the_deadline() {
+    let tracker = Tracker::new();
+    let idle = tracker.register(Registration::server(addr(80), addr(5000)));
+    idle.begin_exchange();
+    idle.end_exchange();
+    idle.mark_multiplexed();
+    let busy = tracker.register(Registration::server(addr(80), addr(5001)));
+    busy.downgrade().mark_multiplexed();
+    busy.begin_exchange();
+    let plain = tracker.register(Registration::server(addr(80), addr(5002)));
+    plain.begin_exchange();
+    plain.end_exchange();
+    let report = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            blocking::block_on(tracker.shutdown(Duration::from_millis(300), blocking::sleep))
+        });
+        spin_until("the plain idle one closes", || plain.is_closed());
+        busy.end_exchange();
+        assert!(!busy.is_closed(), "its protocol may still hold frames");
+        t.join().unwrap()
+    });
+    assert!(!report.drained);
+    assert_eq!(
+        (report.closed_idle, report.closed_busy),
+        (1, 0),
+        "{report:?}"
+    );
+    let mut left: Vec<_> = report.still_open.iter().map(|c| c.id).collect();
+    left.sort();
+    assert_eq!(left, [idle.id(), busy.id()]);
+}

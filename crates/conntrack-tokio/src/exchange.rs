@@ -17,15 +17,22 @@
 //! frame (or, for a response without a body, its head), dropped the body, and the connection's
 //! tracked stream then completed a flush, so the response's last byte has been handed to the
 //! socket ([`Connection::end_exchange_when_flushed`](conntrack_core::Connection::end_exchange_when_flushed)).
-//! On HTTP/1 that flush is the one hyper makes after writing the last bytes; on HTTP/2 it is
-//! the connection's next flush after the stream's last frame was queued (a frame that flow
-//! control holds back is written, and flushed, later: such an exchange may end before it).
+//! On HTTP/1 that flush is the one hyper makes after writing the last bytes. On HTTP/2 it is
+//! the connection's next flush after the stream's last frame was queued: HTTP/2 writes the
+//! frames of all its streams from buffers of its own as flow control allows, flushing as it
+//! goes, so a stream's last frames may leave after that flush.
 //! Until then the connection counts the exchange in flight: an idle timeout does not close
 //! it and a [shutdown](conntrack_core::Tracker::shutdown) waits for it.
 //!
 //! It ends at once, with nothing more to write, when the handler fails, when its response
 //! future or body is dropped before the response was complete (the client went away, hyper
 //! gave up on the response), or when the body fails.
+//!
+//! An HTTP/2 request marks its connection
+//! [multiplexed](conntrack_core::Connection::mark_multiplexed): without a
+//! [shutdown signal](conntrack_core::Tracker::shutdown_signal) handed out, a shutdown leaves it
+//! to its deadline rather than closing it itself, since only hyper knows which of its frames
+//! are still to be written.
 //!
 //! A response `101 Switching Protocols`, or a `2xx` answer to `CONNECT`, marks the connection
 //! [upgraded](conntrack_core::ConnState::Upgraded) (the exchange itself ends when that response
@@ -213,6 +220,9 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let guard = self.layer.find(req.extensions()).map(|conn| {
+            if req.version() == http::Version::HTTP_2 {
+                conn.mark_multiplexed();
+            }
             conn.begin_exchange();
             req.extensions_mut().insert(conn.clone());
             Guard {

@@ -35,6 +35,8 @@ use tokio::time::timeout;
 const WAIT: Duration = Duration::from_secs(15);
 /// The grace period of the lossless scenario: far longer than it needs.
 const GRACE: Duration = Duration::from_secs(30);
+/// The grace period without the signal, which the HTTP/2 connections last out.
+const UNWIRED_GRACE: Duration = Duration::from_secs(3);
 const SIZE_64K: usize = 64 * 1024;
 const SIZE_1M: usize = 1024 * 1024;
 /// The 1 MiB body goes out in chunks of this size, paced.
@@ -124,10 +126,9 @@ enum Server {
     Axum,
     HyperUtil,
     Tonic,
-    /// axum given no shutdown signal: the tracker closes each connection itself, idle ones
-    /// at once and busy ones once their last response has been written. HTTP/1 only for the
-    /// busy ones: an HTTP/2 connection buffers frames of its own, which only hyper knows
-    /// about (see `docs/control.md`).
+    /// axum given no shutdown signal: the tracker closes HTTP/1 connections itself, idle ones
+    /// at once and busy ones once their last response has been written; it leaves HTTP/2
+    /// ones (multiplexed: hyper buffers their frames) to the deadline.
     AxumUnwired,
 }
 
@@ -434,33 +435,21 @@ async fn lossless_shutdown(server: Server) {
     // with the three requests at once.
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let h1 = ["/64k", "/204", "/1m"].map(|p| tokio::spawn(h1_request(addr, p, started_tx.clone())));
-    let with_h2 = server != Server::AxumUnwired;
-    let (h2_busy, h2_busy_end) = if with_h2 {
-        let (sender, end) = h2_connect(addr).await;
-        (Some(sender), Some(end))
-    } else {
-        (None, None)
-    };
-    let h2 = ["/64k", "/204", "/1m"].map(|p| {
-        h2_busy
-            .clone()
-            .map(|s| tokio::spawn(h2_request(s, p, started_tx.clone())))
-    });
-    let busy = if with_h2 { 4 } else { 3 };
+    let wired = server != Server::AxumUnwired;
+    let grace = if wired { GRACE } else { UNWIRED_GRACE };
+    let (h2_busy, h2_busy_end) = h2_connect(addr).await;
+    let mut h2_busy_end = Some(h2_busy_end);
+    let h2 = ["/64k", "/204", "/1m"]
+        .map(|p| tokio::spawn(h2_request(h2_busy.clone(), p, started_tx.clone())));
+    let busy = 4;
     // The held handlers have been entered, and the 1 MiB bodies are being written.
-    let want: &[&str] = if with_h2 {
-        &["204", "204", "64k", "64k"]
-    } else {
-        &["204", "64k"]
-    };
     assert_eq!(
-        receive(&mut entered, want.len(), "handlers entered").await,
-        want
+        receive(&mut entered, 4, "handlers entered").await,
+        ["204", "204", "64k", "64k"]
     );
-    let want: &[&str] = if with_h2 { &["/1m", "/1m"] } else { &["/1m"] };
     assert_eq!(
-        receive(&mut started, want.len(), "1 MiB bodies started").await,
-        want
+        receive(&mut started, 2, "1 MiB bodies started").await,
+        ["/1m", "/1m"]
     );
     let before = tracker.connections();
     assert_eq!(before.len(), busy + 2, "{before:?}");
@@ -475,28 +464,30 @@ async fn lossless_shutdown(server: Server) {
 
     let shutdown = tokio::spawn({
         let tracker = tracker.clone();
-        async move { tracker.shutdown(GRACE, tokio::time::sleep).await }
+        async move { tracker.shutdown(grace, tokio::time::sleep).await }
     });
     // The idle connections close at once, while the busy ones are still held.
     timeout(WAIT, h1_idle)
         .await
         .expect("the idle HTTP/1.1 connection closes at once")
         .unwrap();
-    let end = timeout(WAIT, h2_idle_end)
-        .await
-        .expect("the idle HTTP/2 connection closes at once")
-        .unwrap();
-    if server != Server::AxumUnwired {
-        // (Closed by the tracker, no `GOAWAY` precedes the close.)
+    let mut h2_idle_end = Some(h2_idle_end);
+    if wired {
+        let end = timeout(WAIT, h2_idle_end.take().unwrap())
+            .await
+            .expect("the idle HTTP/2 connection closes at once")
+            .unwrap();
         assert_eq!(end, "clean", "{server:?}: idle HTTP/2 connection");
+        assert!(
+            h2_idle.ready().await.is_err(),
+            "the idle HTTP/2 connection is closed"
+        );
     }
-    assert!(
-        h2_idle.ready().await.is_err(),
-        "the idle HTTP/2 connection is closed"
-    );
-    // (The server's end of the HTTP/2 one goes once it reads the client's close.)
+    // (The server's end of the HTTP/2 one goes once it reads the client's close; without the
+    // signal it stays to the deadline.)
+    let left = if wired { busy } else { busy + 1 };
     let start = std::time::Instant::now();
-    while tracker.len() != busy {
+    while tracker.len() != left {
         assert!(
             start.elapsed() < WAIT,
             "{server:?}: only the busy ones are left: {:?}",
@@ -504,7 +495,14 @@ async fn lossless_shutdown(server: Server) {
         );
         tokio::task::yield_now().await;
     }
-    assert!(tracker.connections().iter().all(|c| c.in_flight > 0));
+    assert_eq!(
+        tracker
+            .connections()
+            .iter()
+            .filter(|c| c.in_flight > 0)
+            .count(),
+        busy
+    );
 
     // The handlers answer now, after the shutdown began; the 1 MiB bodies go on.
     release.send(true).unwrap();
@@ -530,7 +528,7 @@ async fn lossless_shutdown(server: Server) {
             res.body.len(),
             body.len()
         );
-        if path != "/1m" && server != Server::AxumUnwired {
+        if path != "/1m" && wired {
             // Answered during the graceful shutdown: the server says it closes.
             assert!(
                 res.head.to_ascii_lowercase().contains("connection: close"),
@@ -539,10 +537,7 @@ async fn lossless_shutdown(server: Server) {
             );
         }
     }
-    for (path, task) in ["/64k", "/204", "/1m"]
-        .into_iter()
-        .zip(h2.into_iter().flatten())
-    {
+    for (path, task) in ["/64k", "/204", "/1m"].into_iter().zip(h2) {
         let (status, body) = timeout(WAIT, task).await.expect("HTTP/2 response").unwrap();
         let (want_status, want_body) = want(path);
         assert_eq!(status, want_status, "{server:?} HTTP/2 {path}");
@@ -553,32 +548,63 @@ async fn lossless_shutdown(server: Server) {
             want_body.len()
         );
     }
-    if let Some(end) = h2_busy_end {
-        let end = timeout(WAIT, end).await.expect("HTTP/2 close").unwrap();
+    if wired {
+        let end = timeout(WAIT, h2_busy_end.take().unwrap())
+            .await
+            .expect("HTTP/2 close")
+            .unwrap();
         assert_eq!(end, "clean", "{server:?}: busy HTTP/2 connection");
     }
 
-    let report: ShutdownReport = timeout(WAIT, shutdown).await.expect("shutdown").unwrap();
-    assert!(report.drained, "{server:?}: {report:?}");
-    assert!(report.still_open.is_empty(), "{server:?}: {report:?}");
-    assert_eq!(
-        (report.closed_idle, report.closed_busy),
-        (2, busy),
-        "{server:?}: {report:?}"
-    );
-    if server == Server::AxumUnwired {
-        server_task.abort();
-    } else {
+    let report: ShutdownReport = timeout(grace + WAIT, shutdown)
+        .await
+        .expect("shutdown")
+        .unwrap();
+    let closed = tracker.recently_closed();
+    assert_eq!(closed.len(), busy + 2);
+    for c in &closed {
+        assert_eq!(c.info.in_flight, 0, "{server:?}: {c:?}");
+    }
+    if wired {
+        assert!(report.drained, "{server:?}: {report:?}");
+        assert!(report.still_open.is_empty(), "{server:?}: {report:?}");
+        assert_eq!(
+            (report.closed_idle, report.closed_busy),
+            (2, busy),
+            "{server:?}: {report:?}"
+        );
         timeout(WAIT, server_task)
             .await
             .expect("the server ends after its graceful shutdown")
             .unwrap();
-    }
-    let closed = tracker.recently_closed();
-    assert_eq!(closed.len(), busy + 2);
-    for c in &closed {
-        assert_ne!(c.reason, CloseReason::ShutdownDeadline, "{server:?}: {c:?}");
-        assert_eq!(c.info.in_flight, 0, "{server:?}: {c:?}");
+        for c in &closed {
+            assert_ne!(c.reason, CloseReason::ShutdownDeadline, "{server:?}: {c:?}");
+        }
+    } else {
+        // The two HTTP/2 connections, their responses written, were left to the deadline.
+        assert!(!report.drained, "{report:?}");
+        assert_eq!(
+            (report.closed_idle, report.closed_busy),
+            (1, 3),
+            "{report:?}"
+        );
+        assert_eq!(report.still_open.len(), 2, "{report:?}");
+        assert!(
+            report.still_open.iter().all(|c| c.in_flight == 0),
+            "{report:?}"
+        );
+        let at_deadline = closed
+            .iter()
+            .filter(|c| c.reason == CloseReason::ShutdownDeadline)
+            .count();
+        assert_eq!(at_deadline, 2, "{closed:?}");
+        for end in [h2_idle_end.take().unwrap(), h2_busy_end.take().unwrap()] {
+            timeout(WAIT, end)
+                .await
+                .expect("closed at the deadline")
+                .unwrap();
+        }
+        server_task.abort();
     }
 }
 
@@ -587,8 +613,9 @@ async fn axum_shutdown_loses_no_response() {
     lossless_shutdown(Server::Axum).await;
 }
 
-/// Without the signal the tracker closes the connections itself, and still cuts no response
-/// short: an exchange ends once its response has been written.
+/// Without the signal the tracker closes the HTTP/1 connections itself and still cuts no
+/// response short (an exchange ends once its response has been written); it leaves the HTTP/2
+/// ones, whose frames hyper buffers, to the deadline, their responses whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwired_axum_shutdown_loses_no_response() {
     lossless_shutdown(Server::AxumUnwired).await;
