@@ -913,11 +913,23 @@ pub fn idle_timeout_records_idle_time<H: ControlHarness>(h: &H) {
             "{}: {res:?}",
             h.name()
         );
-        let closed = tracker
-            .recently_closed()
-            .into_iter()
-            .find(|c| c.info.id == id)
-            .expect("in the history");
+        // (The history gets the record just after `on_close` has run.)
+        let started = Instant::now();
+        let closed = loop {
+            if let Some(c) = tracker
+                .recently_closed()
+                .into_iter()
+                .find(|c| c.info.id == id)
+            {
+                break c;
+            }
+            assert!(
+                started.elapsed() < EVENT_TIMEOUT,
+                "{}: not in the history",
+                h.name()
+            );
+            std::thread::yield_now();
+        };
         assert_eq!(closed.reason, CloseReason::IdleTimeout);
         assert!(
             closed.info.idle_for >= IDLE,
