@@ -545,13 +545,23 @@ impl Entry {
         None
     }
 
-    /// Whether a shutdown without servers closing their connections closes this one now: it
-    /// is between exchanges (it has had some, none is in flight, it was not upgraded) and not
-    /// multiplexed.
+    /// Whether a shutdown closes this connection now: it is between exchanges (it has had
+    /// some, none is in flight) and the tracker closes it itself ([`Self::tracker_closes`]).
     pub(crate) fn is_idle_exchange(&self) -> bool {
         self.requests.load(Ordering::Relaxed) > 0
-            && !self.is_busy()
-            && !self.multiplexed.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.tracker_closes()
+    }
+
+    /// Whether a shutdown closes this connection itself once it is between exchanges: not an
+    /// upgraded one (busy until the deadline), not a multiplexed one (its protocol may still
+    /// hold response frames the tracker cannot see), and not a server connection once a
+    /// shutdown signal was handed out (its server closes it, the protocol's way).
+    fn tracker_closes(&self) -> bool {
+        let closed_by_server = self.role == Role::Server && self.tracker().servers_close();
+        !(self.upgraded.load(Ordering::Acquire)
+            || self.multiplexed.load(Ordering::Relaxed)
+            || closed_by_server)
     }
 
     /// Whether an exchange is in flight or the connection was upgraded: a shutdown waits for it.
@@ -850,15 +860,9 @@ impl Entry {
         let before = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
-        // During a shutdown that no server closes gracefully itself, the tracker closes a
-        // connection as soon as its last exchange ends (an upgraded one stays busy, and a
-        // multiplexed one may still hold response frames only its protocol knows about).
-        if before == Ok(1)
-            && self.tracker().is_shutting_down()
-            && !self.tracker().servers_close()
-            && !self.upgraded.load(Ordering::Acquire)
-            && !self.multiplexed.load(Ordering::Relaxed)
-        {
+        // During a shutdown the tracker closes a connection as soon as its last exchange
+        // ends, unless someone else does (see `tracker_closes`).
+        if before == Ok(1) && self.tracker().is_shutting_down() && self.tracker_closes() {
             self.abort(CloseReason::Shutdown);
         }
     }

@@ -89,7 +89,7 @@ impl SignalState {
 
 impl TrackerInner {
     /// Whether a shutdown signal was handed out: servers then close their own connections
-    /// gracefully, and the tracker closes none before the deadline.
+    /// gracefully, and the tracker closes no server connection before the deadline.
     pub(crate) fn servers_close(&self) -> bool {
         self.signal.handed_out.load(Ordering::Relaxed)
     }
@@ -382,10 +382,11 @@ impl Tracker {
     /// the shutdown waits for that, up to its deadline.
     ///
     /// **Handing out a signal tells the tracker that its servers close their connections
-    /// themselves**: from then on a shutdown closes none before its deadline (without a
-    /// signal it closes idle connections itself, see [`shutdown`](Tracker::shutdown)). Give
-    /// every server of the tracker a signal. Take one signal per server and keep it across its
-    /// accept loop (a signal created after the shutdown began resolves at once).
+    /// themselves**: from then on a shutdown closes no server connection before its deadline
+    /// (without a signal it closes idle ones itself, see [`shutdown`](Tracker::shutdown));
+    /// client connections (a pool's) it still closes when idle. Give every server of the
+    /// tracker a signal. Take one signal per server and keep it across its accept loop (a
+    /// signal created after the shutdown began resolves at once).
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         self.inner.signal.handed_out.store(true, Ordering::Relaxed);
         ShutdownSignal {
@@ -403,15 +404,13 @@ impl Tracker {
     /// 2. busy connections (an exchange in flight, or [upgraded](crate::ConnState::Upgraded))
     ///    are left to finish. An exchange ends when its response has been written (see
     ///    [`Connection::end_exchange_when_flushed`]), so a response is never cut short;
-    /// 3. if no [`ShutdownSignal`] was ever handed out, the tracker closes connections itself
-    ///    (reason [`CloseReason::Shutdown`]): those idle between exchanges at once, busy ones
-    ///    as soon as their last exchange ends (never an upgraded one, nor a
-    ///    [multiplexed](crate::Connection::mark_multiplexed) one: those wait for the
-    ///    deadline). Exchanges are those
-    ///    marked with [`Connection::begin_exchange`] (the hyper, axum and tonic integrations
-    ///    do); a connection that marks none is left to finish and close by itself. With a
-    ///    signal handed out, the servers do this the protocol's way and the tracker closes
-    ///    nothing before the deadline;
+    /// 3. the tracker closes connections itself (reason [`CloseReason::Shutdown`]): those
+    ///    idle between exchanges at once, busy ones as soon as their last exchange ends. Not
+    ///    an upgraded one, nor a [multiplexed](crate::Connection::mark_multiplexed) one (those
+    ///    wait for the deadline), nor, once a [`ShutdownSignal`] was handed out, a server
+    ///    connection: its server closes it, the protocol's way. Exchanges are those marked
+    ///    with [`Connection::begin_exchange`] (the hyper, axum and tonic integrations do); a
+    ///    connection that marks none is left to finish and close by itself;
     /// 4. waits for every connection to close, up to `grace`;
     /// 5. at the deadline, aborts what is left (reason [`CloseReason::ShutdownDeadline`]) and
     ///    reports it in [`ShutdownReport::still_open`].
@@ -426,7 +425,6 @@ impl Tracker {
         let start = clock::now_nanos();
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.inner.signal.wake_all();
-        let servers_close = self.inner.servers_close();
         // Every connection open now, and whether it was busy: the report counts each once.
         let open: Vec<_> = self
             .registry
@@ -438,11 +436,9 @@ impl Tracker {
                 (e, busy)
             })
             .collect();
-        if !servers_close {
-            for (e, _) in &open {
-                if e.is_idle_exchange() {
-                    e.abort(CloseReason::Shutdown);
-                }
+        for (e, _) in &open {
+            if e.is_idle_exchange() {
+                e.abort(CloseReason::Shutdown);
             }
         }
         let mut drained = pin!(self.drained());

@@ -180,6 +180,10 @@ fn the_signal_resolves_when_a_shutdown_begins_and_leaves_the_closing_to_the_serv
     idle.end_exchange();
     let busy = tracker.register(Registration::new(Role::Server));
     busy.begin_exchange();
+    // A pool's idle client connection: no server closes it, the tracker does.
+    let client = tracker.register(Registration::client(addr(5002), addr(443)));
+    client.begin_exchange();
+    client.end_exchange();
     let report = std::thread::scope(|s| {
         let t = s.spawn(|| {
             blocking::block_on(tracker.shutdown(Duration::from_secs(30), blocking::sleep))
@@ -193,6 +197,10 @@ fn the_signal_resolves_when_a_shutdown_begins_and_leaves_the_closing_to_the_serv
         assert!(pin!(tracker.shutdown_signal()).poll(&mut cx).is_ready());
         // With a signal handed out the servers close their connections: the tracker closes
         // neither the idle one nor, when its exchange ends, the busy one.
+        assert!(
+            client.is_aborted(),
+            "the idle client connection is closed at once"
+        );
         assert!(!idle.is_closed());
         busy.end_exchange();
         assert!(!busy.is_closed());
@@ -204,7 +212,7 @@ fn the_signal_resolves_when_a_shutdown_begins_and_leaves_the_closing_to_the_serv
     assert!(report.drained, "{report:?}");
     assert_eq!(
         (report.closed_idle, report.closed_busy),
-        (1, 1),
+        (2, 1),
         "{report:?}"
     );
     for c in tracker.recently_closed() {
