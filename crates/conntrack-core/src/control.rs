@@ -423,9 +423,8 @@ impl Tracker {
         F: Future,
     {
         let start = clock::now_nanos();
-        self.inner.shutting_down.store(true, Ordering::SeqCst);
-        self.inner.signal.wake_all();
-        // Every connection open now, and whether it was busy: the report counts each once.
+        // Every connection open now, and whether it is busy: the report counts each once.
+        // (Taken before the shutdown shows, so that none closes uncounted meanwhile.)
         let open: Vec<_> = self
             .registry
             .collect()
@@ -436,6 +435,8 @@ impl Tracker {
                 (e, busy)
             })
             .collect();
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.signal.wake_all();
         for (e, _) in &open {
             if e.is_idle_exchange() {
                 e.abort(CloseReason::Shutdown);
