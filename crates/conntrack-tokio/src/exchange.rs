@@ -22,7 +22,10 @@
 //! frames of all its streams from buffers of its own as flow control allows, flushing as it
 //! goes, so a stream's last frames may leave after that flush.
 //! Until then the connection counts the exchange in flight: an idle timeout does not close
-//! it and a [shutdown](conntrack_core::Tracker::shutdown) waits for it.
+//! it and a [shutdown](conntrack_core::Tracker::shutdown) waits for it. (So hyper must serve
+//! the connection over its [`Tracked`](crate::Tracked) stream, directly or under TLS, as the
+//! listeners of this crate give it; a custom stream reports its completed flushes with
+//! [`Connection::record_flush`](conntrack_core::Connection::record_flush).)
 //!
 //! It ends at once, with nothing more to write, when the handler fails, when its response
 //! future or body is dropped before the response was complete (the client went away, hyper
