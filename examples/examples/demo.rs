@@ -16,11 +16,12 @@
 //! `?format=text`) and Prometheus metrics at `/metrics` (conntrack-core's `metrics` feature
 //! through metrics-exporter-prometheus) while it runs.
 //!
-//! After `--seconds` (default 10) the clients stop; a burst of 12 connections shows the limit
-//! rejecting 4 or so; one of them stalls half-way through a request, and
+//! After `--seconds` (default 10) the clients stop; a plain connection sends half a request and
+//! stalls, then a burst of 11 more (12 at once) shows the limit rejecting 4 or so, and
 //! `tracker.shutdown(1 s)` (with axum's graceful shutdown) closes the rest, aborts the stalled
 //! one at the deadline and lists it; the demo prints the totals and the most recently closed
-//! connections with why they closed.
+//! connections with why they closed. `cargo xtask ci` checks that it ends this way and that its
+//! tables have the columns of the README's sample.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -104,6 +105,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prometheus = install_prometheus()?;
     let tracker = Tracker::builder()
         .history(32)
+        // The debug page's waterfall of recent traced requests (off by default).
+        .recent_requests(32)
         .hook(MetricsHook::new())
         .build();
     let collector = MetricsCollector::new(&tracker);
@@ -223,11 +226,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop((pool, churn));
 
-    // The limit: a burst of 12 plain connections against `max_connections(8)`.
+    // A connection that sends half a request and stalls: graceful shutdown waits for it. It is
+    // opened before the burst below, and the demo waits until the server has admitted it and
+    // read its half request, so it is neither one the limit rejects nor one that axum's
+    // graceful shutdown closes as never used.
+    let stuck = stalled_connection(&tracker, addr).await?;
+    // The limit: with it, a burst of 12 plain connections against `max_connections(8)`.
     let burst = limit_burst(&tracker, addr).await?;
-    // One of them sends half a request and stalls: graceful shutdown waits for it.
-    let mut stuck = burst.into_iter().next().ok_or("no connection")?;
-    let _ = stuck.write_all(b"GET /data/1 HTTP/1.1\r\n").await;
 
     // Shut down: axum stops accepting and finishes its requests; the tracker closes what is
     // idle, waits up to 1 s, then aborts the stalled connection and says which it was.
@@ -241,7 +246,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     print!("{}", render::text_table(&report.still_open));
     server.await??;
-    drop(stuck);
+    drop((stuck, burst));
     println!();
 
     println!("totals:");
@@ -260,29 +265,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Opens 12 plain connections at once to the limited server and says how many it rejected.
+/// Opens a plain connection that sends half a request and then nothing, and waits (bounded)
+/// until the server has admitted it and read those bytes.
+async fn stalled_connection(
+    tracker: &Tracker,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    const HALF_REQUEST: &[u8] = b"GET /data/1 HTTP/1.1\r\n";
+    let mut stuck = tokio::net::TcpStream::connect(addr).await?;
+    stuck.write_all(HALF_REQUEST).await?;
+    let local = stuck.local_addr()?;
+    // Polled rather than waited for with a hook: an `on_read` hook on the server's config
+    // would make every read of the demo's traffic call it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tracker.connections().iter().any(|c| {
+        c.role == Role::Server
+            && c.remote_addr.socket_addr() == Some(local)
+            && c.read_bytes >= HALF_REQUEST.len() as u64
+    }) {
+        if Instant::now() >= deadline {
+            eprintln!("the server has not read the stalled connection's half request after 5 s");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(stuck)
+}
+
+/// Opens 11 more plain connections at once to the limited server (12 with the stalled one)
+/// and says how many it rejected.
 async fn limit_burst(
     tracker: &Tracker,
     addr: SocketAddr,
 ) -> std::io::Result<Vec<tokio::net::TcpStream>> {
-    let before = tracker.stats().total().rejected;
+    let rejected_before = tracker.stats().total().rejected;
     let mut burst = Vec::new();
-    for _ in 0..12 {
-        burst.push(tokio::net::TcpStream::connect(addr).await?);
+    let mut ours = Vec::new();
+    for _ in 0..11 {
+        let conn = tokio::net::TcpStream::connect(addr).await?;
+        ours.push(conn.local_addr()?);
+        burst.push(conn);
     }
-    // Each rejected connection is closed by the server: wait (bounded) until all are counted
-    // or the server holds the rest.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while tracker
-        .stats()
-        .get("http-in", Role::Server)
-        .map_or(0, |s| s.active + s.rejected)
-        < 12 + before
-        && Instant::now() < deadline
-    {
+    // The server admits each connection (a live entry) or rejects it (counted, closed at
+    // once): wait (bounded) until it has done one or the other with all of them.
+    let rejected = || tracker.stats().total().rejected - rejected_before;
+    let admitted = || {
+        tracker
+            .connections()
+            .iter()
+            .filter(|c| c.role == Role::Server)
+            .filter(|c| {
+                c.remote_addr
+                    .socket_addr()
+                    .is_some_and(|a| ours.contains(&a))
+            })
+            .count() as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admitted() + rejected() < 11 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let rejected = tracker.stats().total().rejected - before;
+    let rejected = rejected();
     println!("limit: 12 connections at once against max_connections(8): {rejected} rejected");
     Ok(burst)
 }

@@ -1,24 +1,23 @@
 //! `cargo xtask install-check`: every dependency block of the README's "Installation" section,
-//! exactly as written, builds the example named under it.
+//! pasted as printed into a fresh package, builds the example named under it.
 //!
-//! For each `### scenario` the task makes a fresh package whose `[dependencies]` are the
-//! block's, points the conntrack crates at this repository with `[patch.crates-io]` (they are
-//! the same versions), copies the workspace's `Cargo.lock` so the other crates resolve to the
-//! versions CI already has, and `cargo check`s the example as its `main.rs`. A block that
-//! misses a feature its example needs (tokio's `macros`, hyper-util's `client-legacy`, a
-//! rustls provider) fails here.
+//! The conntrack crates are not on crates.io yet, so the blocks take them from the project's
+//! repository with git dependencies (`git = "<repository>"`, the `repository` of the
+//! workspace's `Cargo.toml`). For each `### scenario` the task makes a fresh package whose
+//! manifest is a `[package]` table followed by the block, byte for byte, copies the workspace's
+//! `Cargo.lock` so the other crates resolve to the versions CI already has, and `cargo check`s
+//! the example as its `main.rs`. A block that misses a feature its example needs (tokio's
+//! `macros`, hyper-util's `client-legacy`, a rustls provider) fails here, and so does one that
+//! names a conntrack crate any other way than by the repository's URL.
+//!
+//! CI has no network beyond the package registries, so the repository's URL is not fetched:
+//! git is told, for the check's `cargo` only, to fetch that URL from this clone instead
+//! (`url.<clone>.insteadOf = <repository>`, with Cargo's `net.git-fetch-with-cli` so that git
+//! itself does the fetch). The manifest is not touched; what is checked is the crates as
+//! committed (`HEAD`) in this clone, which in CI is the commit under test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The workspace crates a block may name, with their directories.
-const CRATES: &[(&str, &str)] = &[
-    ("conntrack-core", "crates/conntrack-core"),
-    ("conntrack-tokio", "crates/conntrack-tokio"),
-    ("conntrack-std", "crates/conntrack-std"),
-    ("conntrack-async-std", "crates/conntrack-async-std"),
-    ("conntrack-rustls", "crates/conntrack-rustls"),
-];
 
 /// One scenario: its heading, its dependency block, and the code it must compile.
 struct Scenario {
@@ -28,26 +27,30 @@ struct Scenario {
 }
 
 pub(crate) fn run(_args: &[String]) -> Result<(), String> {
-    let root = workspace_root()?;
+    let root = crate::workspace_root()?;
     let readme = read(&root.join("README.md"))?;
+    let repository = repository(&read(&root.join("Cargo.toml"))?)?;
     let scenarios = scenarios(&root, &readme)?;
     if scenarios.is_empty() {
         return Err("README.md: no installation scenarios found".into());
     }
+    committed(&root)?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from)
         .join("install-check");
     let mut failed = Vec::new();
     for s in &scenarios {
         eprintln!("\n==> install-check: {}", s.name);
-        if let Err(e) = check(&root, &target, s) {
+        if let Err(e) = names_crates_by_git(&s.deps, &repository)
+            .and_then(|()| check(&root, &repository, &target, s))
+        {
             eprintln!("{e}");
             failed.push(s.name.clone());
         }
     }
     if failed.is_empty() {
         eprintln!(
-            "install-check: {} scenarios build as written",
+            "install-check: {} scenarios build as pasted",
             scenarios.len()
         );
         Ok(())
@@ -56,16 +59,62 @@ pub(crate) fn run(_args: &[String]) -> Result<(), String> {
     }
 }
 
-fn workspace_root() -> Result<PathBuf, String> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| "no workspace root".into())
-}
-
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `repository` of the workspace's `[workspace.package]`.
+fn repository(manifest: &str) -> Result<String, String> {
+    manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("repository"))
+        .filter_map(|l| l.trim_start().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .next()
+        .ok_or_else(|| "Cargo.toml: no repository".into())
+}
+
+/// The crates are fetched from this clone's `HEAD`: say so when the working tree's crates
+/// differ from it (they are not what gets checked), and fail outside a git clone.
+fn committed(root: &Path) -> Result<(), String> {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .arg("-c")
+        .arg(format!("safe.directory={}", root.display()))
+        .args(["status", "--porcelain", "--", "crates", "Cargo.toml"])
+        .output()
+        .map_err(|e| format!("install-check needs git: {e}"))?;
+    if !status.status.success() {
+        return Err(format!(
+            "install-check fetches the crates from this clone's git history: {}",
+            String::from_utf8_lossy(&status.stderr).trim()
+        ));
+    }
+    if !status.stdout.is_empty() {
+        eprintln!(
+            "install-check: uncommitted changes under crates/ are not checked (the blocks fetch \
+             the crates as committed)"
+        );
+    }
+    Ok(())
+}
+
+/// Every conntrack crate a block names comes from the repository by git: they are not on
+/// crates.io, so a `version` alone (or another URL) fails when pasted.
+fn names_crates_by_git(deps: &str, repository: &str) -> Result<(), String> {
+    let want = format!("git = \"{repository}\"");
+    for line in deps
+        .lines()
+        .filter(|l| l.trim_start().starts_with("conntrack-"))
+    {
+        if !line.contains(&want) {
+            return Err(format!(
+                "{line:?}: the conntrack crates are not on crates.io; name them with {want}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `### ` subsections of `## Installation` with a `toml` block and a "Checked with:" line.
@@ -149,30 +198,37 @@ fn slug(name: &str) -> String {
         .join("-")
 }
 
-fn check(root: &Path, target: &Path, s: &Scenario) -> Result<(), String> {
+fn check(root: &Path, repository: &str, target: &Path, s: &Scenario) -> Result<(), String> {
     let dir = target.join("packages").join(slug(&s.name));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("src")).map_err(|e| e.to_string())?;
-    let mut manifest = format!(
+    // The block, byte for byte, after a package table. `[workspace]` keeps the package out of
+    // the conntrack workspace when it sits inside the clone (the default target directory).
+    let manifest = format!(
         "[package]\nname = \"install-{}\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n\
-         # A package of its own, outside the conntrack workspace.\n[workspace]\n\n{}\n[patch.crates-io]\n",
+         # A package of its own, outside the conntrack workspace.\n[workspace]\n\n{}",
         slug(&s.name),
-        s.deps.trim()
+        s.deps
     );
-    for (name, path) in CRATES {
-        manifest.push_str(&format!(
-            "{name} = {{ path = {:?} }}\n",
-            root.join(path).display().to_string()
-        ));
-    }
     std::fs::write(dir.join("Cargo.toml"), manifest).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("src/main.rs"), &s.source).map_err(|e| e.to_string())?;
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).map_err(|e| e.to_string())?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The only redirection: git fetches the repository's URL from this clone (CI has no
+    // network but the package registries). Cargo hands the fetch to the git command line,
+    // which applies the `insteadOf` rewrite given here through git's environment.
+    let clone = root.display().to_string();
     let status = Command::new(cargo)
         .args(["check", "--quiet", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target.join("target"))
+        .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true")
+        .env("GIT_CONFIG_COUNT", "2")
+        .env("GIT_CONFIG_KEY_0", format!("url.{clone}.insteadOf"))
+        .env("GIT_CONFIG_VALUE_0", repository)
+        // A clone owned by another user than the one running the check is still fetched.
+        .env("GIT_CONFIG_KEY_1", "safe.directory")
+        .env("GIT_CONFIG_VALUE_1", &clone)
         // The block as written: no RUSTFLAGS of the caller's build (warnings are not errors).
         .env_remove("RUSTFLAGS")
         .status()
@@ -185,5 +241,45 @@ fn check(root: &Path, target: &Path, s: &Scenario) -> Result<(), String> {
             s.name,
             dir.display()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_is_the_workspace_s() {
+        let manifest =
+            "[workspace.package]\nversion = \"0.1.0\"\nrepository = \"https://example.org/x/y\"\n";
+        assert_eq!(repository(manifest).unwrap(), "https://example.org/x/y");
+    }
+
+    #[test]
+    fn conntrack_crates_must_come_from_the_repository() {
+        let repo = "https://example.org/x/y";
+        names_crates_by_git(
+            "[dependencies]\nconntrack-core = { git = \"https://example.org/x/y\" }\ntokio = \"1\"\n",
+            repo,
+        )
+        .unwrap();
+        assert!(names_crates_by_git("conntrack-core = \"0.1\"\n", repo).is_err());
+        assert!(names_crates_by_git(
+            "conntrack-core = { git = \"https://example.org/z\" }\n",
+            repo
+        )
+        .is_err());
+    }
+
+    /// Every block of the README passes the naming check, and there are blocks.
+    #[test]
+    fn the_readme_blocks_name_the_repository() {
+        let root = crate::workspace_root().unwrap();
+        let repo = repository(&read(&root.join("Cargo.toml")).unwrap()).unwrap();
+        let scenarios = scenarios(&root, &read(&root.join("README.md")).unwrap()).unwrap();
+        assert!(scenarios.len() >= 5);
+        for s in &scenarios {
+            names_crates_by_git(&s.deps, &repo).unwrap();
+        }
     }
 }

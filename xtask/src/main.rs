@@ -1,21 +1,25 @@
 //! Project automation, run as `cargo xtask <task>`.
 //!
 //! - `ci`: everything CI checks: formatting, clippy (all targets, all features, warnings
-//!   denied), the whole test suite, rustdoc with warnings denied, and a short run of the demo.
+//!   denied), the whole test suite, rustdoc with warnings denied, and a short run of the demo
+//!   checked against the README (its ending and its table headers).
 //! - `features`: every library crate checked with no features and with each feature alone
 //!   (also part of `ci`).
 //! - `bench`: every benchmark of the workspace; the figures go to `docs/benchmarks.md`.
-//! - `install-check`: each dependency block of the README's "Installation" section, as
-//!   written, builds its example (also part of `ci`).
+//! - `install-check`: each dependency block of the README's "Installation" section, pasted
+//!   as printed into a fresh package, builds its example (also part of `ci`).
+//! - `demo-check [SECONDS]`: the demo's short run of `ci` alone (2 s by default).
 //! - `stress`: the bounded load runs at full size on every runtime (9,000 concurrent pairs,
 //!   100,000 churned connections).
 
 mod bench;
 mod ci;
+mod demo;
 mod features;
 mod install;
 mod stress;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
@@ -26,9 +30,14 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
         Some("install-check") => install::run(&args[1..]),
+        Some("demo-check") => match args.get(1).map(|s| s.parse::<u32>()) {
+            None => workspace_root().and_then(|root| demo::run(&root, 2)),
+            Some(Ok(seconds)) => workspace_root().and_then(|root| demo::run(&root, seconds)),
+            Some(Err(e)) => Err(format!("demo-check SECONDS: {e}")),
+        },
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]] | install-check>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]] | install-check | demo-check [SECONDS]>"
             );
             return ExitCode::from(2);
         }
@@ -40,6 +49,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The workspace's root directory (xtask's parent).
+fn workspace_root() -> Result<PathBuf, String> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "no workspace root".into())
 }
 
 /// Runs `cargo` with `args` (and extra environment), echoing the command; fails on a non-zero

@@ -107,7 +107,8 @@ macro_rules! dialer {
                         local,
                     )
                     .await?;
-                Ok($crate::Tracked::new(stream, conn))
+                // Registered so that an abort shuts the socket down (no TCP statistics).
+                Ok($crate::Tracked::new(stream, conn).with_tcp_info())
             }
         }
     };

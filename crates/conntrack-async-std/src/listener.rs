@@ -135,6 +135,15 @@ macro_rules! unix_accept {
             ) -> (conntrack_core::Addr, conntrack_core::Addr) {
                 (listen.clone(), $crate::listener::unix_addr(peer))
             }
+
+            fn watch_tcp_info(
+                stream: &$stream,
+                conn: &conntrack_core::Connection,
+            ) -> Option<conntrack_core::TcpInfoGuard> {
+                // No TCP statistics on a Unix socket; registered so that an abort shuts it
+                // down.
+                Some(conn.watch_socket(stream))
+            }
         }
     };
 }
@@ -192,13 +201,14 @@ impl<L: Accept> Listener<L> {
     /// accepting (new connections wait in the kernel's backlog). If another accepter takes
     /// that slot meanwhile (another task accepting from this listener, or a listener given
     /// the same config), the connection it accepted waits for the next free slot instead of
-    /// being refused ([`Tracker::admit_waiting`]). A connection refused by a limit
+    /// being refused ([`Tracker::admit_waiting`]), first come first served with the other
+    /// waiters of the limit. A connection refused by a limit
     /// ([`LimitMode::Reject`](conntrack_core::LimitMode::Reject), the per-IP limit) or a
     /// shutdown is closed at once, counted as rejected, and the accept goes on to the next
     /// one. Dropping the future drops a connection waiting for its slot.
     pub async fn accept(&self) -> io::Result<Accepted<L>> {
         loop {
-            std::future::poll_fn(|cx| self.tracker.poll_accept_ready(&self.config, cx)).await;
+            self.tracker.accept_ready(&self.config).await;
             match self.inner.accept().await {
                 Ok((stream, peer)) => {
                     let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);

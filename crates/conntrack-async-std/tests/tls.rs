@@ -38,7 +38,7 @@ macro_rules! tls_tests {
                 addr: std::net::SocketAddr,
                 acceptor: &TlsAcceptor,
                 connector: &TlsConnector,
-            ) -> (TlsInfo, TlsInfo) {
+            ) -> (std::sync::Arc<TlsInfo>, std::sync::Arc<TlsInfo>) {
                 let dialer = Dialer::new(tracker, DialerConfig::new().category("out"));
                 let server = async {
                     let (tcp, _) = listener.accept().await.unwrap();

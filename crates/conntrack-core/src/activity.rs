@@ -201,13 +201,27 @@ impl Marks {
 }
 
 /// The tracker's two rings.
-#[derive(Default)]
 pub(crate) struct Rings {
     samples: Mutex<VecDeque<ActiveSample>>,
     requests: Mutex<VecDeque<RawTiming>>,
+    /// How many request timings are kept (0: none, the default).
+    request_cap: usize,
 }
 
 impl Rings {
+    pub(crate) fn new(request_cap: usize) -> Self {
+        Rings {
+            samples: Mutex::default(),
+            requests: Mutex::default(),
+            request_cap,
+        }
+    }
+
+    /// Whether request timings are kept at all.
+    pub(crate) fn keeps_requests(&self) -> bool {
+        self.request_cap > 0
+    }
+
     /// Keeps a sample of `stats` taken at `at`; a sample within a second of the last one
     /// replaces it (so a page reloaded in a loop does not flush the ring).
     pub(crate) fn sample(&self, at: SystemTime, stats: &Stats) {
@@ -239,8 +253,11 @@ impl Rings {
     }
 
     pub(crate) fn push_request(&self, timing: RawTiming) {
+        if self.request_cap == 0 {
+            return;
+        }
         let mut ring = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        if ring.len() == REQUEST_TIMINGS {
+        if ring.len() >= self.request_cap {
             ring.pop_back();
         }
         ring.push_front(timing);

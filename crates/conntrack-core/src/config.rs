@@ -26,6 +26,8 @@ pub(crate) struct Policy {
     pub(crate) max_age: Option<Duration>,
     /// TCP statistics turned off ([`ListenerConfig::tcp_info`]).
     pub(crate) no_tcp_info: bool,
+    /// TCP statistics also read once at close ([`ListenerConfig::tcp_info_at_close`]).
+    pub(crate) tcp_info_at_close: bool,
 }
 
 impl Common {
@@ -144,15 +146,27 @@ macro_rules! common_setters {
         }
 
         /// Whether the kernel's TCP statistics ([`ConnectionInfo::tcp`](crate::ConnectionInfo::tcp))
-        /// are read for this config's connections: when a snapshot or record is built, and
-        /// once at close (Linux and Android; on by default). Each reading is a `getsockopt`
-        /// (~1.75 µs on the reference VM), so for very short-lived connections the one at close
-        /// is a visible share of a loopback connect/accept/close; `tcp_info(false)` turns it
-        /// off ([`Connection::watch_tcp_info`](crate::Connection::watch_tcp_info) then
-        /// registers nothing and `tcp` stays `None`).
+        /// are read for this config's connections when a snapshot or record is built, for
+        /// the records it returns (Linux and Android; on by default: nothing is read until
+        /// someone looks). `tcp_info(false)` turns it off (`tcp` stays `None`). The reading at
+        /// close is separate and off by default: see
+        /// [`tcp_info_at_close`](Self::tcp_info_at_close).
         #[must_use]
         pub fn tcp_info(mut self, on: bool) -> Self {
             self.common.policy.no_tcp_info = !on;
+            self
+        }
+
+        /// Whether the TCP statistics are also read once when a connection closes, so that
+        /// `on_close`, the history of closed connections and the metrics' round-trip-time
+        /// histogram carry the final figures (off by default). Each reading is a `getsockopt`
+        /// (~1 µs on the reference VM), a visible share of a short loopback connection's
+        /// connect/accept/close: turn it on where the final figures are worth it. With it off,
+        /// a closed connection's record carries the last statistics a snapshot read, if any.
+        /// Has no effect with [`tcp_info(false)`](Self::tcp_info).
+        #[must_use]
+        pub fn tcp_info_at_close(mut self, on: bool) -> Self {
+            self.common.policy.tcp_info_at_close = on;
             self
         }
 
@@ -193,6 +207,16 @@ macro_rules! limit_getters {
         #[must_use]
         pub fn limited_connections(&self) -> usize {
             self.limiter.as_ref().map_or(0, |l| l.count())
+        }
+
+        /// How many tasks wait on this config's limit now (0 without a limit): accepters
+        /// waiting for a free slot before accepting, connections accepted while another
+        /// accepter took the last slot, and dials waiting for a slot, in
+        /// [`LimitMode::Wait`](crate::LimitMode::Wait). Each is one entry holding its waker;
+        /// a waiter that gives up (its future dropped) is gone from the count at once.
+        #[must_use]
+        pub fn limit_waiters(&self) -> usize {
+            self.limiter.as_ref().map_or(0, |l| l.waiters())
         }
 
         pub(crate) fn limiter(&self) -> Option<&Arc<Limiter>> {

@@ -53,6 +53,9 @@ pub struct Registration {
     pub(crate) scoped: bool,
     /// When the dial started (nanos on the process clock), for `DialEvent::duration`.
     pub(crate) dial_started: Option<u64>,
+    /// When the connection was established, if the integration just read the clock (the end
+    /// of a dial's connect); else registration reads it.
+    pub(crate) opened_at: Option<u64>,
     /// The idle timeout and maximum age of the config.
     pub(crate) policy: Policy,
     /// The limit slot this connection holds, given back at close.
@@ -75,6 +78,7 @@ impl Registration {
             scope: Chain::default(),
             scoped: false,
             dial_started: None,
+            opened_at: None,
             policy: Policy::default(),
             permit: None,
         }
@@ -205,9 +209,13 @@ struct Rare {
     /// [`Connection::shutdown_on_abort`]).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     abort_fd: Option<std::os::fd::RawFd>,
-    /// The socket to read TCP statistics from, while its stream lives (see [`TcpInfoGuard`]).
+    /// The connection's socket while its stream lives (see [`SocketGuard`]): an abort shuts
+    /// it down, and TCP statistics are read from it when `tcp_stats`.
     #[cfg(unix)]
-    tcp_fd: Option<std::os::fd::RawFd>,
+    sock_fd: Option<std::os::fd::RawFd>,
+    /// Whether TCP statistics are read from `sock_fd`.
+    #[cfg(unix)]
+    tcp_stats: bool,
     /// The last TCP statistics read (the final ones once the socket is gone).
     tcp: Option<Arc<TcpStats>>,
 }
@@ -217,9 +225,11 @@ impl Rare {
     /// ones read.
     fn tcp_now(&mut self) -> Option<Arc<TcpStats>> {
         #[cfg(unix)]
-        if let Some(fd) = self.tcp_fd {
-            if let Some(s) = crate::tcp_info::sample(fd) {
-                self.tcp = Some(Arc::new(s));
+        if let (Some(fd), true) = (self.sock_fd, self.tcp_stats) {
+            match crate::tcp_info::sample(fd) {
+                Some(s) => self.tcp = Some(Arc::new(s)),
+                // Not a TCP socket (a Unix socket): never asked again.
+                None => self.tcp_stats = false,
             }
         }
         self.tcp.clone()
@@ -345,9 +355,7 @@ impl Snapshot {
             // The coarse clock lags the precise one by up to a tick: never more than the age.
             idle_for: Duration::from_millis(self.idle_ms).min(established_for),
             timings: self.timings,
-            // The record's type is the plain `TlsInfo` (the documented API); the entry shares
-            // one `Arc` and only connections with TLS pay for the copy.
-            tls: self.tls.map(|t| (*t).clone()),
+            tls: self.tls,
             requests: self.requests,
             in_flight: self.in_flight,
             state: if self.upgraded {
@@ -426,6 +434,12 @@ pub(crate) struct Entry {
     eof: AtomicBool,
     /// The config turned TCP statistics off (`tcp_info(false)`).
     no_tcp_info: bool,
+    /// The config asked for TCP statistics at close (`tcp_info_at_close(true)`).
+    tcp_at_close: bool,
+    /// A socket is registered that an abort shuts down ([`Connection::watch_socket`] or
+    /// [`Connection::shutdown_on_abort`]): the kernel then wakes whoever is blocked on it, and
+    /// a pending poll keeps no waker (read on the pending path only).
+    sock_abort: AtomicBool,
     /// The idle timeout in ms and the maximum age in nanos, `u64::MAX` when unset.
     idle_limit_ms: u64,
     max_age_nanos: u64,
@@ -442,7 +456,7 @@ impl Entry {
         scope: &Chain,
         class: u32,
     ) -> Self {
-        let opened_nanos = clock::now_nanos();
+        let opened_nanos = reg.opened_at.unwrap_or_else(clock::now_nanos);
         Entry {
             id,
             shard,
@@ -477,6 +491,8 @@ impl Entry {
             aborted: AtomicBool::new(false),
             eof: AtomicBool::new(false),
             no_tcp_info: reg.policy.no_tcp_info,
+            tcp_at_close: reg.policy.tcp_info_at_close,
+            sock_abort: AtomicBool::new(false),
             idle_limit_ms: reg.policy.idle_timeout.map_or(u64::MAX, |d| {
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
             }),
@@ -593,7 +609,7 @@ impl Entry {
             // Under the lock: the stream's guard takes it before the stream closes the
             // descriptor, so this is still the connection's socket.
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            if let Some(fd) = rare.abort_fd.take() {
+            if let Some(fd) = rare.abort_fd.take().or(rare.sock_fd) {
                 crate::tcp_info::shutdown(fd);
             }
             (
@@ -754,6 +770,12 @@ impl Entry {
 
     pub(crate) fn info(&self) -> ConnectionInfo {
         self.info_at(&Now::read())
+    }
+
+    /// The record an event carries: as of now, with the TCP statistics last read (no system
+    /// call on the event's path; a hook wanting fresh ones reads the connection's `info()`).
+    pub(crate) fn event_info(&self) -> ConnectionInfo {
+        self.info_with(&Now::read(), false)
     }
 
     /// Calls every hook for this connection: the trace scope's (while it lives), its own chain
@@ -949,11 +971,16 @@ impl Entry {
             rare.read_wakers = Parked::default();
             rare.write_wakers = Parked::default();
             // The final TCP statistics, read while the socket is still open (its guard drops
-            // before the stream); from now on nothing reads the descriptor.
-            let tcp = rare.tcp_now();
+            // before the stream) if the config asked for them; else the last ones a snapshot
+            // read. From now on nothing reads the descriptor.
+            let tcp = if self.tcp_at_close {
+                rare.tcp_now()
+            } else {
+                rare.tcp.clone()
+            };
             #[cfg(unix)]
             {
-                rare.tcp_fd = None;
+                rare.sock_fd = None;
             }
             #[cfg(any(target_os = "linux", target_os = "android"))]
             {
@@ -1150,15 +1177,17 @@ impl Connection {
     #[cold]
     fn fire_read(&self, n: usize, error: Option<&io::Error>) {
         let e = &*self.entry;
-        let category = e.category();
-        let ev = ReadEvent {
-            id: self.id(),
-            category: &category,
-            role: e.role,
-            n,
-            error,
-        };
+        // The event (and its category, a shared reference count) only for hooks that want it,
+        // not for a request's I/O watch alone.
         if e.chain_io || e.tracker().wants_io() {
+            let category = e.category();
+            let ev = ReadEvent {
+                id: self.id(),
+                category: &category,
+                role: e.role,
+                n,
+                error,
+            };
             e.fire(&mut |h| {
                 if h.wants_io_events() {
                     h.on_read(&ev);
@@ -1173,15 +1202,15 @@ impl Connection {
     #[cold]
     fn fire_write(&self, n: usize, error: Option<&io::Error>) {
         let e = &*self.entry;
-        let category = e.category();
-        let ev = WriteEvent {
-            id: self.id(),
-            category: &category,
-            role: e.role,
-            n,
-            error,
-        };
         if e.chain_io || e.tracker().wants_io() {
+            let category = e.category();
+            let ev = WriteEvent {
+                id: self.id(),
+                category: &category,
+                role: e.role,
+                n,
+                error,
+            };
             e.fire(&mut |h| {
                 if h.wants_io_events() {
                     h.on_write(&ev);
@@ -1285,7 +1314,7 @@ impl Connection {
     pub fn report_tls_handshake_start(&self, server_name: Option<&str>) {
         let e = &*self.entry;
         if e.has_hooks() {
-            let info = e.info();
+            let info = e.event_info();
             e.fire(&mut |h| {
                 h.on_tls_handshake_start(&TlsHandshakeStartEvent {
                     connection: &info,
@@ -1322,7 +1351,7 @@ impl Connection {
             }
         };
         if e.has_hooks() {
-            let info = e.info();
+            let info = e.event_info();
             let tls = e.tls();
             e.fire(&mut |h| {
                 h.on_tls_handshake_done(&TlsHandshakeDoneEvent {
@@ -1339,31 +1368,55 @@ impl Connection {
         }
     }
 
-    /// Registers the connection's TCP socket for [`ConnectionInfo::tcp`]: the kernel's
-    /// statistics are read from `socket`'s descriptor when a snapshot or record is built and once at close,
-    /// never on the I/O path (nothing is registered when the config said
-    /// [`tcp_info(false)`](crate::ListenerConfig::tcp_info)). Reading stops when the returned guard drops (after one last
-    /// read) or the connection closes, whichever comes first.
+    /// Registers the connection's socket (TCP or Unix) for as long as the returned guard
+    /// lives: an [abort](Connection::abort) then shuts it down (`shutdown(2)`, both
+    /// directions), which makes the kernel wake every task and thread blocked on it through
+    /// the runtime's reactor, so a pending poll keeps no waker for control; and, for a TCP
+    /// socket, the kernel's statistics ([`ConnectionInfo::tcp`]) are read from it when a
+    /// snapshot or record is built (never on the I/O path; not at all when the config said
+    /// [`tcp_info(false)`](crate::ListenerConfig::tcp_info); once more at close when it said
+    /// [`tcp_info_at_close(true)`](crate::ListenerConfig::tcp_info_at_close)). Every adapter's
+    /// listener and dialer register the sockets they make.
     ///
-    /// Keep the guard next to the stream that owns the descriptor and make sure it drops **before** the
-    /// stream (declare it before the stream in the struct that holds both: fields drop in
-    /// declaration order), so that no snapshot reads a descriptor that was closed and maybe
-    /// reused by another socket. A descriptor that is not a TCP socket reports `None`.
+    /// **The descriptor number is kept, not the socket**: keep the guard next to the stream
+    /// that owns the descriptor and make sure it drops **before** the stream (declare it
+    /// before the stream in the struct that holds both: fields drop in declaration order), so
+    /// that nothing reads or shuts down a descriptor that was closed and maybe reused by
+    /// another socket. The abort and the guard's drop take the same lock, so they never race.
     #[cfg(unix)]
-    pub fn watch_tcp_info<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> TcpInfoGuard {
+    pub fn watch_socket<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> SocketGuard {
         let e = &*self.entry;
-        {
-            // Nothing is read now: a snapshot or record reads the socket when it is built,
-            // and the guard once more at close (a `getsockopt` costs ~1.75 µs, a sizeable
-            // part of a loopback connect/accept/close).
+        let fd = socket.as_raw_fd();
+        let aborted = {
             let mut rare = e.rare();
-            if !e.is_closed() && !e.no_tcp_info {
-                rare.tcp_fd = Some(socket.as_raw_fd());
+            if e.is_closed() {
+                false
+            } else {
+                rare.sock_fd = Some(fd);
+                rare.tcp_stats = !e.no_tcp_info;
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                e.sock_abort.store(true, Ordering::Relaxed);
+                e.aborted.load(Ordering::SeqCst)
             }
+        };
+        // Aborted before the socket was registered: shut it down now (the caller holds it).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if aborted {
+            crate::tcp_info::shutdown(fd);
         }
-        TcpInfoGuard {
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = aborted;
+        SocketGuard {
             entry: Arc::clone(&self.entry),
+            #[cfg(unix)]
+            fd,
         }
+    }
+
+    /// [`watch_socket`](Connection::watch_socket) under its earlier name.
+    #[cfg(unix)]
+    pub fn watch_tcp_info<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> SocketGuard {
+        self.watch_socket(socket)
     }
 
     /// Marks the start of an exchange (an HTTP request, an RPC, a database query...) on this
@@ -1535,8 +1588,16 @@ impl Connection {
     ) -> std::task::Poll<io::Result<R>> {
         self.check()?;
         let res = poll(cx);
-        if res.is_pending() {
-            self.entry.park(cx.waker(), write)?;
+        match &res {
+            // A socket registered for abort is shut down by it, which wakes this task through
+            // the runtime's reactor: nothing to keep. Other streams keep the task's waker.
+            std::task::Poll::Pending => {
+                if !self.entry.sock_abort.load(Ordering::Relaxed) {
+                    self.entry.park(cx.waker(), write)?;
+                }
+            }
+            // Woken by an abort's shutdown (end of stream, a broken pipe): the abort's error.
+            std::task::Poll::Ready(_) => self.check()?,
         }
         res
     }
@@ -1591,6 +1652,7 @@ impl Connection {
             let mut rare = self.entry.rare();
             if !self.is_aborted() {
                 rare.abort_fd = Some(fd);
+                self.entry.sock_abort.store(true, Ordering::Relaxed);
                 return guard;
             }
         }
@@ -1628,31 +1690,44 @@ impl fmt::Debug for Connection {
     }
 }
 
-/// Keeps a connection's TCP socket registered for statistics, from
-/// [`Connection::watch_tcp_info`]; dropping it reads the statistics one last time and stops
-/// reading the descriptor. It does not keep the connection in the tracker. (It exists on every
-/// platform, so that a stream type can hold an `Option` of it; only Unix makes one.)
-pub struct TcpInfoGuard {
+/// Keeps a connection's socket registered (for abort and TCP statistics), from
+/// [`Connection::watch_socket`]; dropping it stops every use of the descriptor (reading the
+/// statistics one last time if the config asked for them at close). It does not keep the
+/// connection in the tracker. (It exists on every platform, so that a stream type can hold an
+/// `Option` of it; only Unix makes one.)
+pub struct SocketGuard {
     #[cfg_attr(not(unix), allow(dead_code))]
     entry: Arc<Entry>,
+    #[cfg(unix)]
+    fd: std::os::fd::RawFd,
 }
 
-impl Drop for TcpInfoGuard {
+/// The guard of [`Connection::watch_tcp_info`], [`SocketGuard`] under its earlier name.
+pub type TcpInfoGuard = SocketGuard;
+
+impl Drop for SocketGuard {
     fn drop(&mut self) {
         #[cfg(unix)]
         {
-            let mut rare = self.entry.rare();
-            if rare.tcp_fd.is_some() {
-                let _ = rare.tcp_now();
-                rare.tcp_fd = None;
+            let e = &*self.entry;
+            let mut rare = e.rare();
+            if rare.sock_fd == Some(self.fd) {
+                if e.tcp_at_close && !e.is_closed() {
+                    let _ = rare.tcp_now();
+                }
+                rare.sock_fd = None;
+                // Pending polls keep their wakers again (a split half outliving this one).
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                e.sock_abort
+                    .store(rare.abort_fd.is_some(), Ordering::Relaxed);
             }
         }
     }
 }
 
-impl fmt::Debug for TcpInfoGuard {
+impl fmt::Debug for SocketGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpInfoGuard")
+        f.debug_struct("SocketGuard")
             .field("id", &self.entry.id)
             .finish()
     }
@@ -1676,6 +1751,9 @@ impl Drop for CloserGuard {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             if self.fd {
                 rare.abort_fd = None;
+                self.entry
+                    .sock_abort
+                    .store(rare.sock_fd.is_some(), Ordering::Relaxed);
                 return;
             }
             rare.closer.take()

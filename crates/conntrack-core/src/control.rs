@@ -1,4 +1,5 @@
-//! Acting on connections: limits at accept ([`Tracker::admit`]), abort by id, the idle and
+//! Acting on connections: limits at accept ([`Tracker::accept_ready`],
+//! [`Tracker::admit_waiting`], [`Tracker::admit`]), abort by id, the idle and
 //! age policies ([`Tracker::enforce_policies`]) and [`Tracker::shutdown`] with its
 //! [`ShutdownReport`] and the [`ShutdownSignal`] that hands it to the servers.
 //!
@@ -15,22 +16,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::admit::AdmitWaiting;
 use crate::clock::{self, Now};
 use crate::config::ListenerConfig;
 use crate::connection::{Connection, Registration};
 use crate::event::AcceptEvent;
 use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role};
-use crate::limit::{Full, LimitMode};
+use crate::limit::{AcceptReady, Full, LimitMode, Slot, SlotWait};
 use crate::trace;
 use crate::tracker::{Tracker, TrackerInner};
 
 /// What [`Tracker::try_admit`] did with an accepted connection.
-enum Admission {
+pub(crate) enum Admission {
     Admitted(Connection),
     /// Refused, counted and reported.
     Refused(io::Error),
-    /// The connection limit is reached in `Wait` mode: wait for a slot, then try again.
-    Wait,
+    /// The connection limit is reached in `Wait` mode: queued for a slot.
+    Wait(SlotWait),
 }
 
 /// What [`Tracker::shutdown`] found.
@@ -150,28 +152,29 @@ impl fmt::Debug for ShutdownSignal {
 }
 
 impl Tracker {
-    /// Whether a listener with `config` may accept now: `Pending` while its
+    /// A future ready when a listener with `config` may accept: while its
     /// [`max_connections`](ListenerConfig::max_connections) limit is reached in
-    /// [`LimitMode::Wait`](crate::LimitMode::Wait) (the task is woken when a connection of the
-    /// config closes); `Ready` otherwise. A listener polls this before accepting, so that
-    /// waiting connections stay in the kernel's backlog.
-    pub fn poll_accept_ready(&self, config: &ListenerConfig, cx: &mut Context<'_>) -> Poll<()> {
-        match config.limiter() {
-            Some(l) => l.poll_ready(cx),
-            None => Poll::Ready(()),
-        }
+    /// [`LimitMode::Wait`](crate::LimitMode::Wait) it waits until a connection of the config
+    /// closes; otherwise it is ready at once. A listener awaits it before each accept, so that
+    /// waiting connections stay in the kernel's backlog, then registers what it accepted with
+    /// [`admit_waiting`](Tracker::admit_waiting).
+    ///
+    /// It takes no slot (see [`AcceptReady`]): every accepter waiting on the config is woken
+    /// when a slot frees, unless a connection or dial already waits for that slot
+    /// (first come, first served). Dropping it leaves nothing behind.
+    pub fn accept_ready(&self, config: &ListenerConfig) -> AcceptReady {
+        AcceptReady::new(config.limiter().cloned())
     }
 
     /// Registers a connection a listener with `config` accepted, as
-    /// [`accepted`](Tracker::accepted) does, unless a limit of the config is reached (or a
-    /// race past [`poll_accept_ready`](Tracker::poll_accept_ready) reached it) or the tracker
-    /// is shutting down. A refused connection is counted in
+    /// [`accepted`](Tracker::accepted) does, unless a limit of the config is reached or the
+    /// tracker is shutting down. A refused connection is counted in
     /// [`CategoryStats::rejected`](crate::CategoryStats::rejected) and reported to `on_accept`
     /// with `rejected: true`; the caller drops (closes) its stream and keeps accepting.
     ///
-    /// A listener in [`LimitMode::Wait`](crate::LimitMode::Wait) that may share its limit with
-    /// another accepter uses [`admit_waiting`](Tracker::admit_waiting) instead, which waits
-    /// for a slot rather than refusing the connection.
+    /// This form never waits: at the connection limit it refuses, whatever the
+    /// [`LimitMode`]. A listener in [`LimitMode::Wait`](crate::LimitMode::Wait) uses
+    /// [`admit_waiting`](Tracker::admit_waiting), which waits for a slot instead.
     ///
     /// # Errors
     ///
@@ -183,60 +186,60 @@ impl Tracker {
         local: impl Into<Addr>,
         remote: impl Into<Addr>,
     ) -> io::Result<Connection> {
-        match self.try_admit(config, local.into(), remote.into(), false) {
+        match self.try_admit(config, &local.into(), &remote.into(), false, None) {
             Admission::Admitted(conn) => Ok(conn),
             Admission::Refused(err) => Err(err),
-            Admission::Wait => unreachable!("only a waiting admission waits"),
+            Admission::Wait(_) => unreachable!("only a waiting admission waits"),
         }
     }
 
     /// [`admit`](Tracker::admit) for a listener in [`LimitMode::Wait`](crate::LimitMode::Wait)
     /// (in [`LimitMode::Reject`](crate::LimitMode::Reject) it is `admit`): when the config's
     /// [`max_connections`](ListenerConfig::max_connections) limit is reached, the connection
-    /// is not refused but waits, accepted, until a connection of the config closes, then takes
-    /// its slot.
+    /// is not refused but waits, accepted, for a slot, then takes it.
     ///
     /// That happens when two accepters share a limit (threads or tasks accepting from one
     /// listener, or listeners given clones of one config): both see a free slot in
-    /// [`poll_accept_ready`](Tracker::poll_accept_ready), both accept, and one connection takes
-    /// the slot first. Wait mode promises that no connection is refused for the limit; this
-    /// keeps it. The per-IP limit and a shutdown still refuse at once, as with `admit` (a
-    /// shutdown that begins while a connection waits refuses it when a slot frees). Dropping
-    /// the future gives up the wait; the caller then drops the stream.
+    /// [`accept_ready`](Tracker::accept_ready), both accept, and one connection takes the slot
+    /// first. Wait mode promises that no connection is refused for the limit; this keeps it.
+    /// Waiting connections (and waiting dials of a [`DialerConfig`](crate::DialerConfig)
+    /// limit) are served first come, first served: a slot that frees is handed to the one
+    /// that has waited longest, which alone is woken. The per-IP limit and a shutdown still
+    /// refuse at once, as with `admit` (a shutdown that begins while a connection waits
+    /// refuses it when its slot comes). Dropping the future gives up the wait and leaves
+    /// nothing behind (a slot handed to it meanwhile goes on to the next waiter); the caller
+    /// then drops the stream.
+    ///
+    /// The future borrows `self` and `config`; a poll-based listener that must keep it
+    /// between polls makes it `'static` with [`AdmitWaiting::into_owned`].
     ///
     /// # Errors
     ///
     /// As [`admit`](Tracker::admit), except that the connection limit in `Wait` mode never
     /// refuses.
-    pub async fn admit_waiting(
-        &self,
-        config: &ListenerConfig,
+    pub fn admit_waiting<'a>(
+        &'a self,
+        config: &'a ListenerConfig,
         local: impl Into<Addr>,
         remote: impl Into<Addr>,
-    ) -> io::Result<Connection> {
-        let (local, remote) = (local.into(), remote.into());
-        loop {
-            match self.try_admit(config, local.clone(), remote.clone(), true) {
-                Admission::Admitted(conn) => return Ok(conn),
-                Admission::Refused(err) => return Err(err),
-                // Woken when a connection of the config gives its slot back; another accepter
-                // may take it first, then this one waits again.
-                Admission::Wait => poll_fn(|cx| self.poll_accept_ready(config, cx)).await,
-            }
-        }
+    ) -> AdmitWaiting<'a> {
+        AdmitWaiting::new(self, config, local.into(), remote.into())
     }
 
     /// Registers the connection, or refuses it (counted and reported), or, with `wait` and
-    /// the config's connection limit reached in `Wait` mode, says to wait for a slot (nothing
-    /// counted or reported).
-    fn try_admit(
+    /// the config's connection limit reached in `Wait` mode, queues it for a slot (nothing
+    /// counted or reported). `handed` is the slot a queued connection was handed.
+    pub(crate) fn try_admit(
         &self,
         config: &ListenerConfig,
-        local: Addr,
-        remote: Addr,
+        local: &Addr,
+        remote: &Addr,
         wait: bool,
+        handed: Option<Slot>,
     ) -> Admission {
         let refused = if self.inner.is_shutting_down() {
+            // A slot handed to a waiting connection goes on to the next waiter.
+            drop(handed);
             Some(io::Error::new(
                 io::ErrorKind::Interrupted,
                 "the tracker is shutting down",
@@ -245,22 +248,39 @@ impl Tracker {
             // One peer, one count: an IPv4 peer on a dual-stack listener arrives as an
             // IPv4-mapped IPv6 address (`::ffff:127.0.0.1`).
             let ip = remote.socket_addr().map(|a| a.ip().to_canonical());
-            match l.try_acquire(ip) {
+            let taken = match handed {
+                Some(slot) => l.claim_ip(slot, ip),
+                None => match l.try_acquire(ip) {
+                    // Queue for the next slot, unless the per-IP limit would refuse it then.
+                    Err(Full::Count) if wait && l.mode == LimitMode::Wait => {
+                        if l.ip_full(ip) {
+                            Err(Full::PerIp)
+                        } else {
+                            match l.acquire() {
+                                // A slot freed since the try.
+                                Ok(slot) => l.claim_ip(slot, ip),
+                                Err(queued) => return Admission::Wait(queued),
+                            }
+                        }
+                    }
+                    taken => taken,
+                },
+            };
+            match taken {
                 Ok(()) => {
-                    let mut reg = Registration::server(local, remote);
+                    let mut reg = Registration::server(local.clone(), remote.clone());
                     reg.permit = Some((Arc::clone(l), ip));
                     reg.chain = config.chain().clone();
                     reg.policy = config.policy();
                     return Admission::Admitted(self.register_as(config.category_name(), reg));
                 }
-                Err(Full::Count) if wait && l.mode == LimitMode::Wait => return Admission::Wait,
                 Err(full) => Some(io::Error::new(io::ErrorKind::ConnectionRefused, full.why())),
             }
         } else {
             None
         };
         let Some(err) = refused else {
-            return Admission::Admitted(self.accepted(config, local, remote));
+            return Admission::Admitted(self.accepted(config, local.clone(), remote.clone()));
         };
         let category = config.category_name();
         let id = self.inner.stats.class_id(category, Role::Server);
@@ -271,7 +291,7 @@ impl Tracker {
         self.fire(&chain, &mut |h| {
             h.on_accept(&AcceptEvent {
                 category,
-                local_addr: &local,
+                local_addr: local,
                 connection: None,
                 error: Some(&err),
                 rejected: true,

@@ -56,6 +56,9 @@ pub struct Dial {
     target: Target,
     started: u64,
     dns_started: Option<u64>,
+    /// When the winning connect attempt finished (the connection's opening time: one clock
+    /// read fewer at registration).
+    connected_at: Option<u64>,
     timings: Timings,
     /// The slot of the config's connection limit this dial holds, if it has one: handed to the
     /// connection, or given back when the dial fails or is dropped.
@@ -106,6 +109,7 @@ impl Dial {
             target,
             started: clock::now_nanos(),
             dns_started: None,
+            connected_at: None,
             timings: Timings::new(),
             permit: None,
             policy: config.policy(),
@@ -116,6 +120,10 @@ impl Dial {
     /// ([`DialerConfig::max_connections`](crate::DialerConfig::max_connections)), waiting for
     /// one in [`LimitMode::Wait`](crate::LimitMode::Wait). Ready at once without a limit.
     ///
+    /// Waiting dials are served first come, first served: each slot that frees is handed to
+    /// the dial that has waited longest, waking that dial alone. Dropping the future (a dial
+    /// under a timeout) leaves the queue at once.
+    ///
     /// # Errors
     ///
     /// In [`LimitMode::Reject`](crate::LimitMode::Reject) at the limit: kind `ResourceBusy`.
@@ -125,25 +133,27 @@ impl Dial {
         let Some(limiter) = config.limiter() else {
             return Ok(());
         };
-        loop {
-            std::future::poll_fn(|cx| limiter.poll_ready(cx)).await;
-            match limiter.try_acquire(None) {
-                Ok(()) => {
-                    self.permit = Some(Arc::clone(limiter));
-                    return Ok(());
-                }
-                Err(why) if limiter.mode == LimitMode::Reject => {
-                    let err = io::Error::new(
-                        io::ErrorKind::ResourceBusy,
-                        format!("outbound {} ({} for this config)", why.why(), limiter.max),
-                    );
-                    self.rejected(&err);
-                    return Err(err);
-                }
-                // Taken by another dial between the wake-up and here: wait again.
-                Err(_) => {}
+        if limiter.mode == LimitMode::Reject {
+            if let Err(why) = limiter.try_acquire(None) {
+                let err = io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("outbound {} ({} for this config)", why.why(), limiter.max),
+                );
+                self.rejected(&err);
+                return Err(err);
             }
+        } else {
+            // First come, first served: a slot that frees is handed to the dial that has
+            // waited longest. Dropping this future gives up the place in the queue (and a slot
+            // handed over meanwhile goes on to the next dial).
+            let slot = match limiter.acquire() {
+                Ok(slot) => slot,
+                Err(mut queued) => std::future::poll_fn(|cx| queued.poll_slot(cx)).await,
+            };
+            slot.keep();
         }
+        self.permit = Some(Arc::clone(limiter));
+        Ok(())
     }
 
     /// The dial was refused by its config's limit.
@@ -239,9 +249,11 @@ impl Dial {
 
     /// A connect attempt finished (`on_connect_done`). A success sets `timings.connect`.
     pub fn connect_done(&mut self, attempt: &ConnectAttempt, result: Result<(), &io::Error>) {
-        let duration = clock::since(attempt.started);
+        let now = clock::now_nanos();
+        let duration = std::time::Duration::from_nanos(now.saturating_sub(attempt.started));
         if result.is_ok() {
             self.timings.connect = Some(duration);
+            self.connected_at = Some(now);
         }
         let category = &*self.category;
         let error = result.err();
@@ -285,6 +297,7 @@ impl Dial {
         reg.scope = std::mem::take(&mut self.scope);
         reg.scoped = true;
         reg.dial_started = Some(self.started);
+        reg.opened_at = self.connected_at;
         reg.permit = self.permit.take().map(|l| (l, None));
         reg.policy = self.policy;
         self.tracker.register_as(&self.category, reg)

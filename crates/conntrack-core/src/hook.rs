@@ -126,16 +126,33 @@ macro_rules! hook_trait {
             fn wants_io_events(&self) -> bool {
                 false
             }
+
+            /// Whether this hook wants the HTTP request events (`on_get_conn` to
+            /// `on_wrote_request`).
+            ///
+            /// Asked once, when the hook is installed. Defaults to `true`, so that a hook
+            /// implementing a request event gets it; a hook that handles none returns `false`:
+            /// while no hook in a request's scope wants them, an HTTP client integration skips
+            /// the machinery that exists only to produce them (the request's I/O watch, its
+            /// header-field copies, the events themselves), and a request costs little more
+            /// than counting it as an exchange on its connection. The ready hooks
+            /// ([`NoopHook`], the metrics and tracing hooks) and [`Callbacks`] (by the
+            /// closures set) answer for themselves.
+            fn wants_request_events(&self) -> bool {
+                true
+            }
         }
 
         impl<H: Hook + ?Sized> Hook for Arc<H> {
             $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
             fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
+            fn wants_request_events(&self) -> bool { (**self).wants_request_events() }
         }
 
         impl<H: Hook + ?Sized> Hook for Box<H> {
             $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
             fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
+            fn wants_request_events(&self) -> bool { (**self).wants_request_events() }
         }
 
         impl Hook for Hooks {
@@ -144,6 +161,9 @@ macro_rules! hook_trait {
             })*
             fn wants_io_events(&self) -> bool {
                 self.hooks.iter().any(|(_, io)| *io)
+            }
+            fn wants_request_events(&self) -> bool {
+                self.hooks.iter().any(|(h, _)| h.wants_request_events())
             }
         }
     };
@@ -154,7 +174,11 @@ for_each_event!(hook_trait);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoopHook;
 
-impl Hook for NoopHook {}
+impl Hook for NoopHook {
+    fn wants_request_events(&self) -> bool {
+        false
+    }
+}
 
 /// Several hooks called in order, as one.
 ///
@@ -289,6 +313,18 @@ macro_rules! callbacks {
             fn wants_io_events(&self) -> bool {
                 self.on_read.is_some() || self.on_write.is_some()
             }
+            fn wants_request_events(&self) -> bool {
+                self.on_get_conn.is_some()
+                    || self.on_got_conn.is_some()
+                    || self.on_put_idle_conn.is_some()
+                    || self.on_got_first_response_byte.is_some()
+                    || self.on_got_100_continue.is_some()
+                    || self.on_got_1xx_response.is_some()
+                    || self.on_wrote_header_field.is_some()
+                    || self.on_wrote_headers.is_some()
+                    || self.on_wait_100_continue.is_some()
+                    || self.on_wrote_request.is_some()
+            }
         }
 
         impl fmt::Debug for Callbacks {
@@ -324,6 +360,7 @@ pub(crate) struct Chain {
 struct ChainInner {
     hooks: Box<[Arc<dyn Hook>]>,
     io: bool,
+    requests: bool,
 }
 
 impl Chain {
@@ -332,10 +369,12 @@ impl Chain {
             return Chain::default();
         }
         let io = hooks.iter().any(|h| Hook::wants_io_events(&**h));
+        let requests = hooks.iter().any(|h| Hook::wants_request_events(&**h));
         Chain {
             inner: Some(Arc::new(ChainInner {
                 hooks: hooks.into_boxed_slice(),
                 io,
+                requests,
             })),
         }
     }
@@ -350,6 +389,11 @@ impl Chain {
 
     pub(crate) fn wants_io(&self) -> bool {
         self.inner.as_deref().is_some_and(|i| i.io)
+    }
+
+    /// Whether some hook wants HTTP request events.
+    pub(crate) fn wants_requests(&self) -> bool {
+        self.inner.as_deref().is_some_and(|i| i.requests)
     }
 
     /// `front` followed by `self`, sharing `self` when `front` is empty.

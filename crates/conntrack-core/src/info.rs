@@ -395,8 +395,10 @@ pub struct ConnectionInfo {
     pub idle_for: Duration,
     /// How long DNS, connect and the TLS handshake took.
     pub timings: Timings,
-    /// What TLS negotiated, once a handshake finished.
-    pub tls: Option<TlsInfo>,
+    /// What TLS negotiated, once a handshake finished: shared with the connection's entry
+    /// and immutable (an `Arc`, so that a record stays small and a snapshot of many TLS
+    /// connections copies no certificate summaries).
+    pub tls: Option<Arc<TlsInfo>>,
     /// Exchanges (HTTP requests, RPCs, ...) begun on the connection, as marked by
     /// [`Connection::begin_exchange`](crate::Connection::begin_exchange).
     pub requests: u64,
@@ -414,9 +416,10 @@ pub struct ConnectionInfo {
     )]
     pub exchange_idle_for: Option<Duration>,
     /// The kernel's TCP statistics (round-trip time, retransmits, congestion window, bytes
-    /// acknowledged), read when this record was built, or at close for a closed connection;
-    /// `None` unless the integration registered the socket
-    /// ([`Connection::watch_tcp_info`](crate::Connection::watch_tcp_info)), for non-TCP
+    /// acknowledged), read when this record was built; for a closed connection, read at close
+    /// if the config asked for it ([`tcp_info_at_close`](crate::ListenerConfig::tcp_info_at_close)),
+    /// else the last ones read. `None` unless the integration registered the socket
+    /// ([`Connection::watch_socket`](crate::Connection::watch_socket)), for non-TCP
     /// sockets, and on platforms other than Linux and Android. Shared (`Arc`) like `tls`, so
     /// that a record stays small.
     pub tcp: Option<Arc<crate::TcpStats>>,

@@ -58,6 +58,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod activity;
+mod admit;
 pub mod blocking;
 mod clock;
 mod config;
@@ -90,9 +91,10 @@ pub mod tracing;
 mod tracker;
 
 pub use activity::{ActiveSample, Phases, RequestTiming};
+pub use admit::AdmitWaiting;
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
 pub use connection::{
-    CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, TcpInfoGuard,
+    CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, SocketGuard, TcpInfoGuard,
 };
 pub use control::{ShutdownReport, ShutdownSignal};
 pub use dial::{ConnectAttempt, Dial};
@@ -108,7 +110,7 @@ pub use info::{
     Addr, CloseReason, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates,
     Role, Timings, TlsInfo,
 };
-pub use limit::LimitMode;
+pub use limit::{AcceptReady, LimitMode};
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use render::Snapshot;
 pub use request::{RequestTimings, RequestTrace};

@@ -842,6 +842,11 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl Hook for MetricsHook {
+    // Its metrics come from connection events only.
+    fn wants_request_events(&self) -> bool {
+        false
+    }
+
     fn on_accept(&self, ev: &AcceptEvent<'_>) {
         if ev.rejected {
             // A refused connection (limit or shutdown): `conntrack.errors` with phase

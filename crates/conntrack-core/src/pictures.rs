@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::activity::RequestTiming;
 use crate::info::{ConnectionInfo, Role};
 use crate::render::{duration, escape_html, fine_duration, Snapshot};
 
@@ -31,24 +32,84 @@ fn bin(d: Duration) -> usize {
         .unwrap_or(BINS.len() - 1)
 }
 
-/// All three pictures, each under its own heading.
+/// All three pictures, each under its own heading: the live chart and the two histograms side
+/// by side (they fit 1200 px), the waterfall under them.
 pub(crate) fn pictures(out: &mut String, snapshot: &Snapshot) {
-    out.push_str("<h2>Live connections over time</h2>");
+    out.push_str("<div class=\"charts\"><div><h2>Live connections over time</h2>");
     live_chart(out, snapshot);
-    out.push_str("<div class=\"charts\"><div><h2>Age of the connections shown</h2>");
+    out.push_str("</div><div><h2>Age of connections</h2>");
     histogram(out, "hist-age", &snapshot.connections, |c| {
         c.established_for
     });
-    out.push_str("</div><div><h2>Idle time of the connections shown</h2>");
+    out.push_str("</div><div><h2>Idle time of connections</h2>");
     histogram(out, "hist-idle", &snapshot.connections, |c| c.idle_for);
     out.push_str("</div></div><h2>Recent traced requests</h2>");
     waterfall(out, snapshot);
 }
 
-/// One line per (category, role) through the snapshots' samples. The category is only in the
-/// legend's text, never in an attribute (where a browser serializing the DOM would not escape
-/// `<`).
-#[allow(clippy::cast_precision_loss)]
+/// The smallest step of 1, 2 or 5 times a power of ten that cuts `span` into at most `n`
+/// steps.
+fn nice_step(span: f64, n: f64) -> f64 {
+    let raw = (span / n).max(f64::MIN_POSITIVE);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&step| step >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// A step for a time axis of `span` seconds cut into at most `n` steps: as [`nice_step`]
+/// under a second, else a round number of seconds, minutes or hours.
+fn time_step(span: f64, n: f64) -> f64 {
+    const STEPS: [f64; 18] = [
+        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+        10800.0, 21600.0, 43200.0, 86400.0,
+    ];
+    let raw = span / n;
+    if raw <= 1.0 {
+        return nice_step(span, n);
+    }
+    STEPS
+        .into_iter()
+        .find(|&s| s >= raw)
+        .unwrap_or_else(|| nice_step(span, n))
+}
+
+/// The label of a tick at `secs` on an axis whose ticks are `step` apart: `0`, `150ms`,
+/// `1.5ms`, `30s`, `1m30s`, `2h`.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
+fn tick_label(secs: f64, step: f64) -> String {
+    if secs.abs() < step * 1e-6 {
+        return "0".to_owned();
+    }
+    if step < 1.0 {
+        let decimals = (-(step * 1000.0).log10()).ceil().max(0.0) as usize;
+        return format!("{:.*}ms", decimals, secs * 1000.0);
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 if s % 60 == 0 => format!("{}m", s / 60),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The shortest time the live chart's axis covers: one sample is a point at "now" on a
+/// half-minute axis, not a lone dot with no scale.
+const LIVE_WINDOW_MIN: f64 = 30.0;
+
+/// One line per (category, role) through the snapshots' samples, on a time axis that ends
+/// "now" (the snapshot) and reaches back to the first sample, half a minute at least. The category
+/// is only in the legend's text, never in an attribute (where a browser serializing the DOM
+/// would not escape `<`).
+#[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
 fn live_chart(out: &mut String, snapshot: &Snapshot) {
     let samples = &snapshot.active_samples;
     let Some(last) = samples.last() else {
@@ -56,8 +117,10 @@ fn live_chart(out: &mut String, snapshot: &Snapshot) {
         return;
     };
     let first_at = samples[0].at;
-    let secs = |t: SystemTime| t.duration_since(first_at).unwrap_or_default().as_secs_f64();
-    let span = secs(last.at).max(1.0);
+    // Seconds from a sample to the last one.
+    let ago = |t: SystemTime| last.at.duration_since(t).unwrap_or_default().as_secs_f64();
+    let span = ago(first_at);
+    let window = span.max(LIVE_WINDOW_MIN);
     let mut series: Vec<(Arc<str>, Role)> = Vec::new();
     let mut max = 1u64;
     for s in samples {
@@ -68,28 +131,60 @@ fn live_chart(out: &mut String, snapshot: &Snapshot) {
             }
         }
     }
-    let (w, h, left, top, plot_w, plot_h) = (640.0, 200.0, 40.0, 10.0, 420.0, 160.0);
-    let x = |t: f64| left + plot_w * t / span;
-    let y = |n: u64| top + plot_h - plot_h * n as f64 / max as f64;
+    let y_step = nice_step(max as f64, 4.0).max(1.0);
+    let y_max = (max as f64 / y_step).ceil() * y_step;
+    let (w, left, top, plot_w, plot_h) = (540.0, 34.0, 8.0, 350.0, 150.0);
+    let h = top + plot_h + 20.0;
+    let x = |ago: f64| left + plot_w * (1.0 - ago / window);
+    let y = |n: f64| top + plot_h - plot_h * n / y_max;
+    let bottom = top + plot_h;
     let _ = write!(
         out,
         "<svg id=\"chart-live\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
-         data-samples=\"{}\" data-span=\"{span}\" data-max=\"{max}\">",
+         data-samples=\"{}\" data-span=\"{span}\" data-window=\"{window}\" data-max=\"{max}\" \
+         data-left=\"{left}\" data-top=\"{top}\" data-plot-width=\"{plot_w}\" \
+         data-plot-height=\"{plot_h}\" data-y-max=\"{y_max}\">",
         samples.len()
     );
+    // The count axis: gridlines at round counts.
+    let mut n = 0.0;
+    while n <= y_max + 1e-9 {
+        let _ = write!(
+            out,
+            "<g class=\"tick y\"><line class=\"grid\" x1=\"{left}\" y1=\"{py:.1}\" x2=\"{r}\" y2=\"{py:.1}\"/>\
+             <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{n}</text></g>",
+            py = y(n),
+            r = left + plot_w,
+            tx = left - 4.0,
+            ty = y(n) + 4.0,
+        );
+        n += y_step;
+    }
+    // The time axis: ticks back from now.
+    let step = time_step(window, 5.0);
+    let mut k = 0.0;
+    while k * step <= window + 1e-9 {
+        let a = k * step;
+        let label = if k == 0.0 {
+            "now".to_owned()
+        } else {
+            format!("-{}", tick_label(a, step))
+        };
+        let anchor = if k == 0.0 { "end" } else { "middle" };
+        let _ = write!(
+            out,
+            "<g class=\"tick x\" data-ago=\"{a}\"><line class=\"grid\" x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{bottom}\"/>\
+             <text x=\"{px:.1}\" y=\"{ly}\" text-anchor=\"{anchor}\">{label}</text></g>",
+            px = x(a),
+            ly = bottom + 14.0,
+        );
+        k += 1.0;
+    }
     let _ = write!(
         out,
-        "<line class=\"axis\" x1=\"{left}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\"/>\
-         <line class=\"axis\" x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{b}\"/>\
-         <text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{max}</text>\
-         <text x=\"{tx}\" y=\"{b}\" text-anchor=\"end\">0</text>\
-         <text x=\"{left}\" y=\"{lb}\">-{}</text><text x=\"{r}\" y=\"{lb}\" text-anchor=\"end\">now</text>",
-        duration(Duration::from_secs_f64(secs(last.at))),
-        b = top + plot_h,
+        "<line class=\"axis\" x1=\"{left}\" y1=\"{bottom}\" x2=\"{r}\" y2=\"{bottom}\"/>\
+         <line class=\"axis\" x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{bottom}\"/>",
         r = left + plot_w,
-        tx = left - 4.0,
-        ty = top + 10.0,
-        lb = top + plot_h + 14.0,
     );
     for (i, (cat, role)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -103,7 +198,7 @@ fn live_chart(out: &mut String, snapshot: &Snapshot) {
                 .find(|(c, r, _)| c == cat && r == role)
                 .map_or(0, |(_, _, n)| *n);
             last_n = n;
-            let (px, py) = (x(secs(s.at)), y(n));
+            let (px, py) = (x(ago(s.at)), y(n as f64));
             let _ = write!(points, "{px:.1},{py:.1} ");
             // A dot per sample: samples exist only where someone looked, and one alone is
             // no line.
@@ -130,6 +225,19 @@ fn live_chart(out: &mut String, snapshot: &Snapshot) {
         );
     }
     out.push_str("</svg>");
+    let note = if samples.len() == 1 {
+        "One sample so far, taken as this page was made: a point is added each time the page \
+         or its JSON is read (at most one a second)."
+            .to_owned()
+    } else {
+        format!(
+            "{} samples over the last {}, one each time the page or its JSON was read (at most \
+             one a second).",
+            samples.len(),
+            duration(Duration::from_secs_f64(span))
+        )
+    };
+    let _ = write!(out, "<p class=\"note\" id=\"chart-live-note\">{note}</p>");
 }
 
 /// A bar per bin of `value` over `connections`.
@@ -145,14 +253,14 @@ fn histogram(
         counts[bin(value(c))] += 1;
     }
     let max = counts.iter().copied().max().unwrap_or(0).max(1);
-    let (w, h, bar, gap, plot_h) = (360.0, 150.0, 48.0, 10.0, 110.0);
+    let (w, h, bar, gap, plot_h) = (270.0, 150.0, 36.0, 8.0, 110.0);
     let _ = write!(
         out,
         "<svg id=\"{id}\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" data-total=\"{}\">",
         connections.len()
     );
     for (i, (&(lo, hi, label), &n)) in BINS.iter().zip(&counts).enumerate() {
-        let x = 10.0 + (bar + gap) * i as f64;
+        let x = 6.0 + (bar + gap) * i as f64;
         let bh = plot_h * n as f64 / max as f64;
         let hi = if hi == u64::MAX {
             "inf".to_owned()
@@ -179,77 +287,225 @@ const PHASE_COLORS: [&str; 7] = [
     "#bbbbbb", "#17becf", "#ff7f0e", "#9467bd", "#2ca02c", "#1f77b4", "#8c564b",
 ];
 
-/// A row per traced request, its phases as consecutive bars on a shared scale.
+/// A row per traced request, oldest first, as a browser's network panel draws them: each
+/// placed at its start on a time axis that begins with the first one shown, its phases one
+/// after the other to scale, its total written after it. A request too short to see at this
+/// scale gets a thin mark, so every row shows where it happened.
 #[allow(clippy::cast_precision_loss)]
 fn waterfall(out: &mut String, snapshot: &Snapshot) {
-    let requests = &snapshot.requests;
+    let mut requests: Vec<&RequestTiming> = snapshot.requests.iter().collect();
     if requests.is_empty() {
         out.push_str(
             "<p id=\"waterfall-empty\">No traced requests yet (see <code>RequestTrace</code>).</p>",
         );
         return;
     }
-    let longest = requests
+    requests.sort_by_key(|r| (r.started_at, r.id));
+    let t0 = requests[0].started_at;
+    let start = |r: &RequestTiming| {
+        r.started_at
+            .duration_since(t0)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let span = requests
         .iter()
-        .map(|r| r.total.as_secs_f64())
+        .map(|r| start(r) + r.total.as_secs_f64())
         .fold(0.0, f64::max)
-        .max(1e-9);
-    let (label_w, plot_w, row_h) = (260.0, 440.0, 18.0);
-    let h = row_h * (requests.len() + 2) as f64;
-    let w = label_w + plot_w + 20.0;
+        .max(1e-6);
+    // When every request went to the same origin, the rows say only the path and the note
+    // under the picture says the origin once.
+    let origin = origin(&requests[0].uri).filter(|o| {
+        requests.iter().all(|r| {
+            r.uri
+                .strip_prefix(o)
+                .is_some_and(|rest| rest.starts_with(['/', '?', '#']))
+        })
+    });
+    let labels: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            let shown = origin.map_or(&*r.uri, |o| &r.uri[o.len()..]);
+            shorten_end(&format!("{} {shown}", r.method), 46)
+        })
+        .collect();
+    // The label column as wide as its longest label (at about 6.4 px a character).
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let label_w = (6.4 * longest as f64 + 16.0).clamp(140.0, 300.0).round();
+    let (w, row_h, axis_h, share_w) = (1100.0, 16.0, 34.0, 120.0);
+    // Room after the plot for the last request's total, then the column of shares.
+    let plot_w = w - label_w - 80.0 - share_w - 10.0;
+    let share_x = w - share_w - 4.0;
+    let h = axis_h + row_h * requests.len() as f64 + 6.0;
+    let x = |secs: f64| label_w + plot_w * secs / span;
     let _ = write!(
         out,
-        "<svg id=\"waterfall\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" data-scale=\"{longest}\">"
+        "<svg id=\"waterfall\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+         data-span=\"{span}\" data-left=\"{label_w}\" data-plot-width=\"{plot_w}\">"
     );
     // The legend.
     for (i, (name, _)) in requests[0].phases.named().iter().enumerate() {
-        let x = 10.0 + 80.0 * i as f64;
+        let lx = 4.0 + 76.0 * i as f64;
         let _ = write!(
             out,
-            "<rect x=\"{x}\" y=\"2\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"11\">{name}</text>",
+            "<rect x=\"{lx}\" y=\"2\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"11\">{name}</text>",
             PHASE_COLORS[i],
-            x + 14.0
+            lx + 14.0
         );
     }
-    for (row, r) in requests.iter().enumerate() {
-        let y = row_h * (row + 1) as f64 + 4.0;
-        let mut label: String = format!("{} {}", r.method, r.uri);
-        if label.chars().count() > 42 {
-            label = label.chars().take(41).chain(['…']).collect();
-        }
+    // The time axis, from the first request's start.
+    let step = nice_step(span, 8.0);
+    let mut k = 0.0;
+    while k * step <= span * (1.0 + 1e-9) {
+        let t = k * step;
         let _ = write!(
             out,
-            "<g class=\"request\" data-id=\"{}\" data-total=\"{}\"><text x=\"4\" y=\"{}\">{}</text>",
+            "<g class=\"tick\" data-secs=\"{t}\"><line class=\"grid\" x1=\"{px:.2}\" y1=\"{gy}\" x2=\"{px:.2}\" y2=\"{h}\"/>\
+             <text x=\"{px:.2}\" y=\"{ty}\" text-anchor=\"{anchor}\">{}</text></g>",
+            tick_label(t, step),
+            px = x(t),
+            gy = axis_h - 6.0,
+            ty = axis_h - 9.0,
+            anchor = if k == 0.0 { "start" } else { "middle" },
+        );
+        k += 1.0;
+    }
+    let _ = write!(
+        out,
+        "<text class=\"note\" x=\"4\" y=\"{ty}\">request</text>\
+         <text class=\"note\" x=\"{share_x}\" y=\"{ty}\">share of each phase</text>",
+        ty = axis_h - 9.0
+    );
+    for (row, (r, label)) in requests.iter().zip(&labels).enumerate() {
+        let y = axis_h + row_h * row as f64;
+        let full = format!("{} {}", r.method, r.uri);
+        let begin = start(r);
+        let _ = write!(
+            out,
+            "<g class=\"request\" data-id=\"{}\" data-start=\"{begin}\" data-total=\"{}\">\
+             <text x=\"4\" y=\"{}\"><title>{}</title>{}</text>",
             r.id,
             r.total.as_secs_f64(),
-            y + 12.0,
-            escape_html(&label)
+            y + 11.0,
+            escape_html(&full),
+            escape_html(label)
         );
-        let mut at = 0.0;
+        let mut at = begin;
         for (i, (name, d)) in r.phases.named().iter().enumerate() {
             let Some(d) = d else { continue };
             let secs = d.as_secs_f64();
-            let x = label_w + plot_w * at / longest;
-            let width = plot_w * secs / longest;
+            let width = plot_w * secs / span;
             let _ = write!(
                 out,
-                "<rect class=\"phase\" data-phase=\"{name}\" data-secs=\"{secs}\" x=\"{x:.2}\" y=\"{y}\" \
+                "<rect class=\"phase\" data-phase=\"{name}\" data-secs=\"{secs}\" x=\"{:.2}\" y=\"{}\" \
                  width=\"{width:.2}\" height=\"{}\" fill=\"{}\"><title>{name} {}</title></rect>",
+                x(at),
+                y + 2.0,
                 row_h - 4.0,
                 PHASE_COLORS[i],
                 fine_duration(*d)
             );
             at += secs;
         }
+        let end = x(begin + r.total.as_secs_f64());
+        if end - x(begin) < 2.0 {
+            let _ = write!(
+                out,
+                "<rect class=\"mark\" x=\"{:.2}\" y=\"{}\" width=\"2\" height=\"{}\" fill=\"#555\"/>",
+                x(begin),
+                y + 2.0,
+                row_h - 4.0
+            );
+        }
+        let _ = write!(
+            out,
+            "<text class=\"total\" x=\"{:.2}\" y=\"{}\">{}</text>",
+            end.max(x(begin) + 2.0) + 4.0,
+            y + 11.0,
+            fine_duration(r.total)
+        );
+        // The same phases as shares of this request's own total, readable however short it
+        // is next to the others.
+        let total = r.total.as_secs_f64();
+        let mut at = 0.0;
+        for (i, (name, d)) in r.phases.named().iter().enumerate() {
+            let Some(d) = d else { continue };
+            let share = if total > 0.0 {
+                d.as_secs_f64() / total
+            } else {
+                0.0
+            };
+            let _ = write!(
+                out,
+                "<rect class=\"share\" data-phase=\"{name}\" x=\"{:.2}\" y=\"{}\" width=\"{:.2}\" \
+                 height=\"{}\" fill=\"{}\"><title>{name} {:.0}%</title></rect>",
+                share_x + share_w * at,
+                y + 2.0,
+                share_w * share,
+                row_h - 4.0,
+                PHASE_COLORS[i],
+                share * 100.0
+            );
+            at += share;
+        }
         out.push_str("</g>");
     }
-    out.push_str("</svg>");
+    let _ = write!(
+        out,
+        "</svg><p class=\"note wide\" id=\"waterfall-note\">A row per request{}, at its start on \
+         a time axis from the first one shown; its phases to scale (hover for each), its total \
+         after it; at the right, its phases as shares of its own total.</p>",
+        origin.map_or_else(String::new, |o| format!(" (all to {})", escape_html(o)))
+    );
+}
+
+/// `scheme://authority` of an absolute URI, if it is one.
+fn origin(uri: &str) -> Option<&str> {
+    let after_scheme = uri.find("://")? + 3;
+    let end = uri[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(uri.len(), |i| after_scheme + i);
+    Some(&uri[..end])
+}
+
+/// `text` cut to `max` characters, the last one `…`.
+fn shorten_end(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    text.chars().take(max - 1).chain(['…']).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::bin;
     use std::time::Duration;
+
+    #[test]
+    fn origins() {
+        use super::origin;
+        assert_eq!(origin("http://h:80/a?b"), Some("http://h:80"));
+        assert_eq!(origin("https://h?q"), Some("https://h"));
+        assert_eq!(origin("http://h"), Some("http://h"));
+        assert_eq!(origin("/relative"), None);
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        use super::{nice_step, tick_label, time_step};
+        assert!((nice_step(0.3, 8.0) - 0.05).abs() < 1e-12);
+        assert!((nice_step(7.0, 4.0) - 2.0).abs() < 1e-12);
+        assert!((nice_step(1.0, 4.0) - 0.5).abs() < 1e-12);
+        assert!((time_step(60.0, 5.0) - 15.0).abs() < 1e-12);
+        assert!((time_step(600.0, 5.0) - 120.0).abs() < 1e-12);
+        assert_eq!(tick_label(0.0, 0.05), "0");
+        assert_eq!(tick_label(0.15, 0.05), "150ms");
+        assert_eq!(tick_label(0.0015, 0.0005), "1.5ms");
+        assert_eq!(tick_label(30.0, 15.0), "30s");
+        assert_eq!(tick_label(90.0, 30.0), "1m30s");
+        assert_eq!(tick_label(120.0, 60.0), "2m");
+        assert_eq!(tick_label(7200.0, 3600.0), "2h");
+    }
 
     #[test]
     fn bins_are_half_open() {

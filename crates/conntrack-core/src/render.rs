@@ -357,13 +357,74 @@ impl Default for HtmlOptions {
     }
 }
 
-const STYLE: &str = "svg{display:block;margin-bottom:1.5em;font:11px system-ui,sans-serif}svg .axis{stroke:#999}.charts{display:flex;flex-wrap:wrap;gap:2em}body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}th,td{padding:.25em .7em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap}th{cursor:pointer;background:#f4f4f4}td.n{text-align:right}h2{font-size:1.1em}";
+/// The page's style. At 1200 px every column of both connection tables fits (a browser test
+/// measures it): addresses, dial targets and categories longer than a cell are shortened in
+/// the middle (the whole value in the cell's `title`), and an address keeps room for an IPv4
+/// `address:port` and may break before its port only when the table is short of room; TCP
+/// and TLS cells show their headline figure (the rest in the `title`); error texts wrap and
+/// take what is left. Pictures shrink with the window; a table wider than a narrow window
+/// scrolls inside its own box, never the page.
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em}h2{font-size:1.1em}\
+svg{display:block;max-width:100%;height:auto;margin-bottom:.5em;font:11px system-ui,sans-serif}\
+svg .axis{stroke:#999}svg .grid{stroke:#e4e4e4}svg .tick text,svg .note{fill:#555}\
+.charts{display:flex;flex-wrap:wrap;column-gap:2em}.note{color:#555;font-size:12px;margin:0 0 1.5em;max-width:540px}.note.wide{max-width:none}\
+.scroll{overflow-x:auto;margin-bottom:1.5em}\
+table{border-collapse:collapse}table.conns{width:100%;font-size:12.5px}\
+th,td{padding:.25em .3em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap;vertical-align:top}\
+th{cursor:pointer;background:#f4f4f4}td.n,th.n{text-align:right}td[title]{text-decoration:underline dotted #999}\
+td.a{white-space:normal;min-width:8.7em}td.reason{font-weight:600}td.err{white-space:normal;overflow-wrap:anywhere;min-width:10em;color:#a00}";
 
 /// Click a header to sort its table by that column (numbers by `data-v`, text otherwise).
 const SCRIPT: &str = "document.querySelectorAll('table.sortable th').forEach(function(th,i){th.addEventListener('click',function(){var t=th.closest('table'),b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rows.sort(function(x,y){var a=x.cells[i],c=y.cells[i],p=parseFloat(a.dataset.v),q=parseFloat(c.dataset.v);var r=(!isNaN(p)&&!isNaN(q))?p-q:a.textContent.localeCompare(c.textContent);return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});});});";
 
 fn td(out: &mut String, text: &str) {
     let _ = write!(out, "<td>{}</td>", escape_html(text));
+}
+
+/// A cell that shows at most `max` characters of `text`: longer text is shortened in the
+/// middle (keeping its end, where an address has its port) and given whole in the `title`.
+fn td_short(out: &mut String, text: &str, max: usize) {
+    match shorten(text, max) {
+        Cow::Borrowed(_) => td(out, text),
+        Cow::Owned(short) => {
+            let _ = write!(
+                out,
+                "<td title=\"{}\">{}</td>",
+                escape_html(text),
+                escape_html(&short)
+            );
+        }
+    }
+}
+
+/// An address or dial target as [`td_short`] shows it, which may also break before its port
+/// (after the last `:`) when the table is short of room.
+fn td_addr(out: &mut String, text: &str, max: usize) {
+    let short = shorten(text, max);
+    let mut shown = escape_html(&short);
+    if let Some(colon) = shown.rfind(':') {
+        shown.insert_str(colon + 1, "<wbr>");
+    }
+    out.push_str("<td class=\"a\"");
+    if let Cow::Owned(_) = short {
+        let _ = write!(out, " title=\"{}\"", escape_html(text));
+    }
+    let _ = write!(out, ">{shown}</td>");
+}
+
+/// `text` if it has at most `max` characters, else its first third and its end around a `…`,
+/// `max` characters in all.
+fn shorten(text: &str, max: usize) -> Cow<'_, str> {
+    let n = text.chars().count();
+    if n <= max || max < 3 {
+        return Cow::Borrowed(text);
+    }
+    let head = (max - 1) / 3;
+    let tail = max - 1 - head;
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(n - tail));
+    Cow::Owned(out)
 }
 
 fn td_num(out: &mut String, value: f64, text: &str) {
@@ -374,15 +435,31 @@ fn td_num(out: &mut String, value: f64, text: &str) {
     );
 }
 
+// The longest address, dial target, category and ALPN a connection table shows whole (an
+// IPv4 `address:port` is at most 21 characters).
+const ADDR_CHARS: usize = 21;
+const TARGET_CHARS: usize = 18;
+const CATEGORY_CHARS: usize = 14;
+const ALPN_CHARS: usize = 10;
+
+/// A row of the live or closed table ([`CONN_HEADERS`]; a closed row has its reason after the
+/// role and its error last).
 #[allow(clippy::cast_precision_loss)]
-fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
+fn connection_row(out: &mut String, c: &ConnectionInfo, closed: Option<&ClosedConnection>) {
     out.push_str("<tr>");
     td_num(out, c.id.as_u64() as f64, &c.id.to_string());
-    td(out, &c.category);
+    td_short(out, &c.category, CATEGORY_CHARS);
     td(out, c.role.as_str());
-    td(out, &c.local_addr.to_string());
-    td(out, &c.remote_addr.to_string());
-    td(out, c.target.as_deref().unwrap_or(""));
+    if let Some(closed) = closed {
+        let _ = write!(
+            out,
+            "<td class=\"reason\">{}</td>",
+            escape_html(closed.reason.as_str())
+        );
+    }
+    td_addr(out, &c.local_addr.to_string(), ADDR_CHARS);
+    td_addr(out, &c.remote_addr.to_string(), ADDR_CHARS);
+    td_addr(out, c.target.as_deref().unwrap_or(""), TARGET_CHARS);
     td_num(
         out,
         c.established_for.as_secs_f64(),
@@ -391,47 +468,126 @@ fn connection_row(out: &mut String, c: &ConnectionInfo, extra: Option<&str>) {
     td_num(out, c.read_bytes as f64, &bytes(c.read_bytes));
     td_num(out, c.write_bytes as f64, &bytes(c.write_bytes));
     td_num(out, c.idle_for.as_secs_f64(), &duration(c.idle_for));
+    td_num(out, c.requests as f64, &c.requests.to_string());
+    td(out, &c.state.to_string());
     match &c.tcp {
-        Some(t) => td_num(
-            out,
-            t.rtt.as_secs_f64(),
-            &format!(
-                "rtt {} ±{} retrans {} cwnd {}",
+        Some(t) => {
+            let mut text = fine_duration(t.rtt);
+            if t.retransmits > 0 {
+                let _ = write!(text, " · {} retr.", t.retransmits);
+            }
+            let _ = write!(
+                out,
+                "<td class=\"n\" data-v=\"{}\" title=\"rtt {} ±{}, {} retransmits, cwnd {}\">{}</td>",
+                t.rtt.as_secs_f64(),
                 fine_duration(t.rtt),
                 fine_duration(t.rtt_var),
                 t.retransmits,
-                t.cwnd
-            ),
-        ),
+                t.cwnd,
+                escape_html(&text)
+            );
+        }
         None => td_num(out, -1.0, ""),
     }
-    let tls = c.tls.as_ref().map_or_else(String::new, |t| {
-        let mut s = format!("{} {}", t.protocol_version, t.cipher_suite);
-        if let Some(alpn) = t.alpn_str() {
-            let _ = write!(s, " alpn={alpn}");
+    match &c.tls {
+        Some(t) => {
+            let mut text = t.protocol_version.clone();
+            let mut title = format!("TLS {}, {}", t.protocol_version, t.cipher_suite);
+            if let Some(alpn) = t.alpn_str() {
+                let _ = write!(text, " {}", shorten(&alpn, ALPN_CHARS));
+                let _ = write!(title, ", ALPN {alpn}");
+            }
+            if let Some(sni) = &t.server_name {
+                let _ = write!(title, ", SNI {sni}");
+            }
+            if t.resumed {
+                title.push_str(", resumed");
+            }
+            let _ = write!(
+                out,
+                "<td title=\"{}\">{}</td>",
+                escape_html(&title),
+                escape_html(&text)
+            );
         }
-        if let Some(sni) = &t.server_name {
-            let _ = write!(s, " sni={sni}");
-        }
-        s
-    });
-    td(out, &tls);
-    td(out, c.state.as_str());
-    if let Some(extra) = extra {
-        td(out, extra);
+        None => td(out, ""),
+    }
+    if let Some(closed) = closed {
+        let _ = write!(
+            out,
+            "<td class=\"err\">{}</td>",
+            escape_html(closed.error.as_deref().unwrap_or(""))
+        );
     }
     out.push_str("</tr>");
 }
 
-const CONN_HEADERS: [&str; 13] = [
-    "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written", "Idle", "TCP",
-    "TLS", "State",
+/// The columns of the live table, with the title each header's tooltip gives. The closed
+/// table adds `Reason` after `Role` and `Error` last.
+const CONN_HEADERS: [(&str, &str); 14] = [
+    ("ID", "Connection id, in the order connections were made"),
+    ("Category", "The listener's or dialer's category"),
+    ("Role", "server: accepted; client: dialed"),
+    ("Local", "Local address"),
+    ("Remote", "Peer address"),
+    ("Target", "What was dialed"),
+    ("Age", "Time since established"),
+    ("Read", "Bytes read"),
+    ("Written", "Bytes written"),
+    ("Idle", "Time since the last read or write"),
+    ("Reqs", "Exchanges begun on the connection"),
+    (
+        "State",
+        "Exchange state: new (none yet), active (one in flight), idle (between them), \
+         upgraded (after a 101 or a CONNECT 2xx)",
+    ),
+    (
+        "RTT",
+        "TCP smoothed round-trip time (hover for variance, retransmits, cwnd)",
+    ),
+    (
+        "TLS",
+        "TLS version and ALPN (hover for cipher suite and SNI)",
+    ),
 ];
 
+/// The columns of [`CONN_HEADERS`] that hold numbers (right-aligned).
+const NUMERIC: [&str; 7] = ["ID", "Age", "Read", "Written", "Idle", "Reqs", "RTT"];
+
+fn conn_header(out: &mut String, id: &str, closed: bool) {
+    let _ = write!(
+        out,
+        "<div class=\"scroll\"><table class=\"sortable conns\" id=\"{id}\"><thead><tr>"
+    );
+    for (i, (h, title)) in CONN_HEADERS.iter().enumerate() {
+        let class = if NUMERIC.contains(h) {
+            " class=\"n\""
+        } else {
+            ""
+        };
+        let _ = write!(out, "<th{class} title=\"{title}\">{h}</th>");
+        if closed && i == 2 {
+            out.push_str("<th title=\"Why the connection closed\">Reason</th>");
+        }
+    }
+    if closed {
+        out.push_str("<th title=\"The last I/O error seen\">Error</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+}
+
 /// The snapshot as a self-contained HTML page: a summary per category (over every
-/// connection), the live connections the snapshot holds (click a header to sort) with
-/// "Showing N of M" when it is a limited [`Snapshot::page`], and the recently closed ones. Every string a user or peer
-/// controls (category, target, addresses, SNI, ALPN, error text) is escaped.
+/// connection), pictures (live connections over time, age and idle histograms, a waterfall
+/// of recent traced requests), the live connections the snapshot holds (click a header to
+/// sort) with "Showing N of M" when it is a limited [`Snapshot::page`], and the recently
+/// closed ones with why they closed and their last error.
+///
+/// Both connection tables have the columns ID, Category, Role, Local, Remote, Target, Age,
+/// Read, Written, Idle, Reqs, State (as [`ConnState`](crate::ConnState) writes it), RTT and
+/// TLS; the closed table adds Reason after Role and Error last. They fit a 1200 px window:
+/// a value too long for its cell is shortened, whole in the cell's `title` tooltip. Every
+/// string a user or peer controls (category, target, addresses, SNI, ALPN, request URI,
+/// error text) is escaped.
 #[must_use]
 #[allow(clippy::cast_precision_loss)]
 pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
@@ -456,7 +612,9 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         )
     );
 
-    out.push_str("<h2>By category</h2><table class=\"sortable\" id=\"summary\"><thead><tr>");
+    out.push_str(
+        "<h2>By category</h2><div class=\"scroll\"><table class=\"sortable\" id=\"summary\"><thead><tr>",
+    );
     for h in [
         "Category",
         "Role",
@@ -490,20 +648,15 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         td_num(&mut out, c.write_bytes as f64, &bytes(c.write_bytes));
         out.push_str("</tr>");
     }
-    out.push_str("</tbody></table>");
+    out.push_str("</tbody></table></div>");
     crate::pictures::pictures(&mut out, snapshot);
 
-    out.push_str(
-        "<h2>Live connections</h2><table class=\"sortable\" id=\"connections\"><thead><tr>",
-    );
-    for h in CONN_HEADERS {
-        let _ = write!(out, "<th>{h}</th>");
-    }
-    out.push_str("</tr></thead><tbody>");
+    out.push_str("<h2>Live connections</h2>");
+    conn_header(&mut out, "connections", false);
     for c in &snapshot.connections {
         connection_row(&mut out, c, None);
     }
-    out.push_str("</tbody></table>");
+    out.push_str("</tbody></table></div>");
 
     let _ = write!(
         out,
@@ -515,21 +668,13 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
             "newest",
         )
     );
-    out.push_str("<table class=\"sortable\" id=\"closed\"><thead><tr>");
-    for h in CONN_HEADERS.iter().chain(&["Reason", "Error"]) {
-        let _ = write!(out, "<th>{h}</th>");
-    }
-    out.push_str("</tr></thead><tbody>");
+    conn_header(&mut out, "closed", true);
     for c in &snapshot.recently_closed {
-        connection_row(&mut out, &c.info, Some(c.reason.as_str()));
-        // (`connection_row` closed the row after the reason cell.)
-        out.truncate(out.len() - "</tr>".len());
-        td(&mut out, c.error.as_deref().unwrap_or(""));
-        out.push_str("</tr>");
+        connection_row(&mut out, &c.info, Some(c));
     }
     let _ = write!(
         out,
-        "</tbody></table><script>{SCRIPT}</script></body></html>"
+        "</tbody></table></div><script>{SCRIPT}</script></body></html>"
     );
     out
 }
@@ -621,7 +766,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The live connections as an aligned text table, one row per connection: id, category, role,
 /// local and remote address, the dialed target when any connection has one, age, bytes read
 /// and written, idle time, the exchange count and state (new, active, idle, upgraded) when any
-/// connection has carried an exchange, and the TLS version and ALPN when any connection has TLS.
+/// connection has carried an exchange, the kernel's TCP statistics when any connection has
+/// them (`RTT`, the smoothed round-trip time, which on the side answering requests includes
+/// the peer's delayed ACKs; `MIN-RTT`, the smallest seen, the path's own delay; `RETRANS`,
+/// segments retransmitted), and the TLS version and ALPN when any connection has TLS.
 ///
 /// Every cell is escaped with [`escape_text`] (and a space that would read as a column gap is
 /// written `\u{20}`), so a peer-chosen string (a Unix socket path holding a newline, an ANSI
@@ -656,7 +804,7 @@ fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -
     }
     let tcp = connections.iter().any(|c| c.tcp.is_some());
     if tcp {
-        header.extend(["RTT", "RETRANS"]);
+        header.extend(["RTT", "MIN-RTT", "RETRANS"]);
     }
     if tls {
         header.push("TLS");
@@ -693,8 +841,12 @@ fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -
             }
             if tcp {
                 match &c.tcp {
-                    Some(t) => row.extend([fine_duration(t.rtt), t.retransmits.to_string()]),
-                    None => row.extend(["-".into(), "-".into()]),
+                    Some(t) => row.extend([
+                        fine_duration(t.rtt),
+                        t.min_rtt.map_or_else(|| "-".into(), fine_duration),
+                        t.retransmits.to_string(),
+                    ]),
+                    None => row.extend(["-".into(), "-".into(), "-".into()]),
                 }
             }
             if tls {

@@ -245,10 +245,21 @@ impl RequestTrace {
         &self.inner.info
     }
 
-    /// Whether any hook would see this request's events (to skip building them).
+    /// Whether any hook would see this request's events (to skip building them): some hook
+    /// of its scope, its client or the tracker wants request events
+    /// ([`Hook::wants_request_events`]).
     #[must_use]
     pub fn has_hooks(&self) -> bool {
-        self.inner.tracker.has_hooks(&self.inner.chain)
+        self.inner.tracker.wants_requests(&self.inner.chain)
+    }
+
+    /// Whether the tracker keeps the phases of finished requests
+    /// ([`TrackerBuilder::recent_requests`](crate::TrackerBuilder::recent_requests)): an HTTP
+    /// client then watches the request's I/O for its write and first-byte times even when no
+    /// hook wants its events.
+    #[must_use]
+    pub fn records_phases(&self) -> bool {
+        self.inner.tracker.activity.keeps_requests()
     }
 
     /// Time since the request began.
@@ -340,7 +351,7 @@ impl RequestTrace {
             conn.entry.set_watcher(Some(watch));
         }
         if self.has_hooks() {
-            let info = conn.info();
+            let info = conn.entry.event_info();
             let request = &self.inner.info;
             self.inner.fire(&mut |h| {
                 h.on_got_conn(&GotConnEvent {
@@ -480,6 +491,9 @@ impl Inner {
     /// Keeps the finished request's marks in the tracker's ring, if it got a connection (the
     /// phases are worked out when the ring is read).
     fn record_timing(&self, conn: Option<crate::ConnectionId>, now: u64) {
+        if !self.tracker.activity.keeps_requests() {
+            return;
+        }
         let Some(got_conn) = self.mark_at(GOT_CONN) else {
             return;
         };
@@ -508,8 +522,12 @@ impl Inner {
         if self.finished.load(Ordering::Acquire) {
             return;
         }
-        if self.tracker.has_hooks(&self.chain) {
-            self.tracker.fire(&self.chain, f);
+        if self.tracker.wants_requests(&self.chain) {
+            self.tracker.fire(&self.chain, &mut |h| {
+                if h.wants_request_events() {
+                    f(h);
+                }
+            });
         }
     }
 
@@ -612,6 +630,11 @@ macro_rules! gate_hook {
             })*
             fn wants_io_events(&self) -> bool {
                 self.io
+            }
+            // The dial scope carries connection events only: request events go to the
+            // request's own chain.
+            fn wants_request_events(&self) -> bool {
+                false
             }
         }
     };

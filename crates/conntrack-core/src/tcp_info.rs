@@ -15,11 +15,24 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct TcpStats {
     /// Smoothed round-trip time (`tcpi_rtt`, microsecond resolution).
+    ///
+    /// It measures from a segment sent to its acknowledgement, so on the side that answers
+    /// requests it includes the peer's delayed ACK: a request/response connection on loopback
+    /// can read several milliseconds here on the server's entry against tens of microseconds
+    /// on the client's. [`min_rtt`](TcpStats::min_rtt) shows the path itself.
     #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
     pub rtt: Duration,
     /// Round-trip time variance (`tcpi_rttvar`).
     #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
     pub rtt_var: Duration,
+    /// The smallest round-trip time seen over the connection's life, the kernel's windowed
+    /// minimum (`tcpi_min_rtt`, Linux 4.6): the path's own delay, free of delayed ACKs and
+    /// queueing. `None` before the first sample or when the kernel does not report it.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::info::ser::opt_secs")
+    )]
+    pub min_rtt: Option<Duration>,
     /// Segments retransmitted over the connection's life (`tcpi_total_retrans`).
     pub retransmits: u32,
     /// Congestion window, in segments (`tcpi_snd_cwnd`).
@@ -51,7 +64,7 @@ impl TcpStats {
 }
 
 /// Samples a raw descriptor. The caller makes sure `fd` is the connection's own, still open
-/// (see `TcpInfoGuard`): on any other descriptor the call is still memory-safe, it only
+/// (see `SocketGuard`): on any other descriptor the call is still memory-safe, it only
 /// reports the wrong socket or fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unsafe_code)]
@@ -82,9 +95,13 @@ pub(crate) fn sample(fd: std::os::fd::RawFd) -> Option<TcpStats> {
         return None;
     }
     let opt = |off: usize, v: u64| has(off + 8).then_some(v);
+    // The kernel reports `~0U` until it has a sample.
+    let min_rtt = (has(offset_of!(RawTcpInfo, min_rtt) + 4) && raw.min_rtt != u32::MAX)
+        .then(|| Duration::from_micros(u64::from(raw.min_rtt)));
     Some(TcpStats {
         rtt: Duration::from_micros(u64::from(raw.rtt)),
         rtt_var: Duration::from_micros(u64::from(raw.rttvar)),
+        min_rtt,
         retransmits: raw.total_retrans,
         cwnd: raw.snd_cwnd,
         mss: raw.snd_mss,
@@ -188,6 +205,7 @@ mod tests {
         assert_eq!(offset_of!(RawTcpInfo, rtt), 68);
         assert_eq!(offset_of!(RawTcpInfo, total_retrans), 100);
         assert_eq!(offset_of!(RawTcpInfo, bytes_acked), 120);
+        assert_eq!(offset_of!(RawTcpInfo, min_rtt), 148);
         assert_eq!(offset_of!(RawTcpInfo, delivery_rate), 160);
         assert_eq!(offset_of!(RawTcpInfo, delivered), 192);
         assert_eq!(offset_of!(RawTcpInfo, bytes_retrans), 208);

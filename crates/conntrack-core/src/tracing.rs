@@ -310,6 +310,11 @@ impl AddrParts {
 }
 
 impl Hook for TracingHook {
+    // Its spans and events are of connections only.
+    fn wants_request_events(&self) -> bool {
+        false
+    }
+
     fn on_accept(&self, ev: &AcceptEvent<'_>) {
         match (ev.connection, ev.error) {
             (Some(c), _) => {

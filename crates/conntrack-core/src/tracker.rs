@@ -38,6 +38,8 @@ pub(crate) struct TrackerInner {
     /// Whether the tracker-level chain is non-empty: one relaxed load instead of an arc-swap
     /// load on paths that only need to know whether to build an event at all.
     any_hooks: AtomicBool,
+    /// Whether a tracker-level hook wants HTTP request events.
+    request_hooks: AtomicBool,
     pub(crate) stats: StatTable,
     hook_panics: AtomicU64,
     history_cap: usize,
@@ -60,13 +62,14 @@ pub(crate) struct TrackerInner {
 }
 
 impl TrackerInner {
-    fn new(history_cap: usize, hooks: Vec<Arc<dyn Hook>>) -> Self {
+    fn new(history_cap: usize, request_cap: usize, hooks: Vec<Arc<dyn Hook>>) -> Self {
         let inner = TrackerInner {
             hooks: ArcSwap::from_pointee(Chain::default()),
             hook_list: Mutex::new(Vec::new()),
             next_hook_key: AtomicU64::new(0),
             io_hooks: AtomicBool::new(false),
             any_hooks: AtomicBool::new(false),
+            request_hooks: AtomicBool::new(false),
             stats: StatTable::default(),
             hook_panics: AtomicU64::new(0),
             history_cap,
@@ -74,7 +77,7 @@ impl TrackerInner {
             waiters: Mutex::new(HashMap::new()),
             waiter_count: AtomicUsize::new(0),
             next_waiter: AtomicU64::new(0),
-            activity: crate::activity::Rings::default(),
+            activity: crate::activity::Rings::new(request_cap),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             signal: crate::control::SignalState::default(),
             sweep_at: AtomicU64::new(u64::MAX),
@@ -94,6 +97,12 @@ impl TrackerInner {
 
     pub(crate) fn has_hooks(&self, chain: &Chain) -> bool {
         !chain.is_empty() || self.any_hooks.load(Ordering::Acquire)
+    }
+
+    /// Whether some hook of `chain` or of the tracker wants HTTP request events
+    /// ([`Hook::wants_request_events`]).
+    pub(crate) fn wants_requests(&self, chain: &Chain) -> bool {
+        chain.wants_requests() || self.request_hooks.load(Ordering::Acquire)
     }
 
     pub(crate) fn keeps_history(&self) -> bool {
@@ -135,6 +144,8 @@ impl TrackerInner {
     fn publish_hooks(&self, list: &[(u64, Arc<dyn Hook>)]) {
         let chain = Chain::new(list.iter().map(|(_, h)| Arc::clone(h)).collect());
         self.io_hooks.store(chain.wants_io(), Ordering::Relaxed);
+        self.request_hooks
+            .store(chain.wants_requests(), Ordering::Release);
         let any = !chain.is_empty();
         self.hooks.store(Arc::new(chain));
         self.any_hooks.store(any, Ordering::Release);
@@ -269,6 +280,7 @@ impl fmt::Debug for Tracker {
 #[derive(Default)]
 pub struct TrackerBuilder {
     history: Option<usize>,
+    recent_requests: usize,
     hooks: Vec<Arc<dyn Hook>>,
 }
 
@@ -276,6 +288,7 @@ impl fmt::Debug for TrackerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrackerBuilder")
             .field("history", &self.history)
+            .field("recent_requests", &self.recent_requests)
             .field("hooks", &self.hooks.len())
             .finish()
     }
@@ -287,6 +300,17 @@ impl TrackerBuilder {
     #[must_use]
     pub fn history(mut self, n: usize) -> Self {
         self.history = Some(n);
+        self
+    }
+
+    /// How many finished traced HTTP requests [`Tracker::recent_requests`] keeps for the
+    /// debug page's waterfall (at most
+    /// [`REQUEST_TIMINGS`](crate::activity::REQUEST_TIMINGS)). Off (0) by default: keeping
+    /// them costs a lock and a copy per request. Every traced response carries its own
+    /// [`RequestTrace`](crate::RequestTrace) (its phase timings) either way.
+    #[must_use]
+    pub fn recent_requests(mut self, n: usize) -> Self {
+        self.recent_requests = n.min(crate::activity::REQUEST_TIMINGS);
         self
     }
 
@@ -303,6 +327,7 @@ impl TrackerBuilder {
     pub fn build(self) -> Tracker {
         let inner = Arc::new(TrackerInner::new(
             self.history.unwrap_or(DEFAULT_HISTORY),
+            self.recent_requests,
             self.hooks,
         ));
         let registry = Arc::new(Registry::new(&inner));
@@ -440,8 +465,8 @@ impl Tracker {
     }
 
     /// The phases of the most recently finished traced HTTP requests
-    /// ([`RequestTrace`](crate::RequestTrace)), newest first, at most
-    /// [`REQUEST_TIMINGS`](crate::activity::REQUEST_TIMINGS).
+    /// ([`RequestTrace`](crate::RequestTrace)), newest first, at most as many as
+    /// [`TrackerBuilder::recent_requests`] asked for (none by default).
     #[must_use]
     pub fn recent_requests(&self) -> Vec<crate::RequestTiming> {
         self.inner.activity.requests()

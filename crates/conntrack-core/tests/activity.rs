@@ -6,7 +6,7 @@ use conntrack_core::{Registration, Role, Snapshot, Tracker};
 
 #[test]
 fn finished_requests_keep_their_phases_newest_first_bounded() {
-    let tracker = Tracker::new();
+    let tracker = Tracker::builder().recent_requests(REQUEST_TIMINGS).build();
     let conn = tracker.register(Registration::new(Role::Client));
     conn.set_timings(
         conntrack_core::Timings::new().with_connect(std::time::Duration::from_millis(3)),
@@ -41,7 +41,7 @@ fn finished_requests_keep_their_phases_newest_first_bounded() {
 
 #[test]
 fn the_first_request_on_a_dialed_connection_shows_the_dial() {
-    let tracker = Tracker::new();
+    let tracker = Tracker::builder().recent_requests(8).build();
     let conn = tracker.register(Registration::new(Role::Client));
     conn.set_timings(
         conntrack_core::Timings::new().with_connect(std::time::Duration::from_nanos(1)),
@@ -53,6 +53,29 @@ fn the_first_request_on_a_dialed_connection_shows_the_dial() {
     assert!(!t.reused);
     assert_eq!(t.phases.connect, Some(std::time::Duration::from_nanos(1)));
     assert_eq!(t.phases.send, None, "no write reported");
+}
+
+/// The ring is opt-in: a tracker built without `recent_requests` keeps none.
+#[test]
+fn the_request_ring_is_off_by_default() {
+    let tracker = Tracker::new();
+    let conn = tracker.register(Registration::new(Role::Client));
+    let req = tracker.request("GET", "http://example.com/");
+    let _ = req.got_conn(conn.downgrade(), false);
+    req.finish();
+    assert!(tracker.recent_requests().is_empty());
+    let tracker = Tracker::builder().recent_requests(1).build();
+    let conn = tracker.register(Registration::new(Role::Client));
+    for _ in 0..3 {
+        let req = tracker.request("GET", "http://example.com/");
+        let _ = req.got_conn(conn.downgrade(), false);
+        req.finish();
+    }
+    assert_eq!(
+        tracker.recent_requests().len(),
+        1,
+        "bounded by what was asked"
+    );
 }
 
 #[test]

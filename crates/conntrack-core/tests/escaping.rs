@@ -198,9 +198,11 @@ fn run(conns: &[Conn]) -> (Snapshot, String, Vec<(String, String)>) {
 }
 
 /// Splits a text-table line into its cells: they are separated by runs of two or more spaces.
+/// (Only ASCII spaces pad a cell: a cell holding other white space, such as a no-break space,
+/// is not empty.)
 fn cells(line: &str) -> Vec<&str> {
     line.split("  ")
-        .map(str::trim)
+        .map(|c| c.trim_matches(' '))
         .filter(|c| !c.is_empty())
         .collect()
 }
@@ -284,10 +286,10 @@ fn check_html(snapshot: &Snapshot) {
     check_markup(&page);
     let live = html_rows(&page, "connections");
     assert_eq!(live.len(), snapshot.connections.len());
-    assert!(live.iter().all(|&n| n == 13), "{live:?}");
+    assert!(live.iter().all(|&n| n == 14), "{live:?}");
     let closed = html_rows(&page, "closed");
     assert_eq!(closed.len(), snapshot.recently_closed.len());
-    assert!(closed.iter().all(|&n| n == 15), "{closed:?}");
+    assert!(closed.iter().all(|&n| n == 16), "{closed:?}");
 }
 
 fn check_json(snapshot: &Snapshot) {
@@ -401,8 +403,42 @@ fn check_tracing(fields: &[(String, String)]) {
     }
 }
 
+/// Strings longer than any cell of the HTML tables shows whole, so the page shortens them
+/// (cutting wherever the middle falls, inside an entity's worth of markup too).
+fn long_hostile_string() -> impl Strategy<Value = String> {
+    prop::collection::vec(hostile_char(), 15..48).prop_map(String::from_iter)
+}
+
+fn long_conn() -> impl Strategy<Value = Conn> {
+    (
+        long_hostile_string(),
+        long_hostile_string(),
+        long_hostile_string(),
+        long_hostile_string(),
+        any::<bool>(),
+    )
+        .prop_map(|(category, remote, target, alpn, closed)| Conn {
+            category,
+            role: Role::Client,
+            local: b"/run/a-socket-path-long-enough-to-be-shortened.sock".to_vec(),
+            remote: remote.into_bytes(),
+            target,
+            tls: Some(("sni".into(), alpn.into_bytes(), "cn".into())),
+            error: Some("x".repeat(30)),
+            closed,
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shortened_hostile_strings_leave_the_page_well_formed(
+        conns in prop::collection::vec(long_conn(), 1..4)
+    ) {
+        let (snapshot, _, _) = run(&conns);
+        check_html(&snapshot);
+    }
 
     #[test]
     fn hostile_strings_leave_every_output_well_formed(
@@ -447,4 +483,61 @@ fn the_forged_row_from_the_review_stays_in_its_cell() {
         r"x\n999 admin server FORGED-ROW \u{1b}[31mred\u{1b}[0m"
     );
     check_text(&snapshot);
+}
+
+/// A cell too narrow for its value shows it shortened, with the whole value, escaped, in its
+/// `title`; the waterfall shows a hostile request URI only as escaped text.
+#[test]
+fn shortened_cells_and_request_uris_stay_escaped() {
+    let hostile = "<img src=x onerror=alert(1)>\"'&<script>alert(2)</script>";
+    let conns = [Conn {
+        category: hostile.into(),
+        role: Role::Client,
+        local: b"/run/app.sock".to_vec(),
+        remote: hostile.as_bytes().to_vec(),
+        target: hostile.into(),
+        tls: Some((hostile.into(), hostile.as_bytes().to_vec(), hostile.into())),
+        error: Some(hostile.into()),
+        closed: true,
+    }];
+    let (snapshot, _, _) = run(&conns);
+    check_html(&snapshot);
+    let page = render::html(&snapshot, &HtmlOptions::default());
+    let escaped = render::escape_html(hostile);
+    // The category, the remote address, the target: each whole in a `title`.
+    assert!(
+        page.contains(&format!("<td title=\"{escaped}\">")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(" title=\"unix:{escaped}\">")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<td class=\"a\" title=\"{escaped}\">")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("ALPN {escaped}, SNI {escaped}")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<td class=\"err\">{escaped}</td>")),
+        "{page}"
+    );
+    assert!(!page.contains("<img") && !page.contains("<script>alert"));
+
+    // A traced request whose method and URI are markup.
+    let tracker = Tracker::builder().recent_requests(1).build();
+    let conn = tracker.register(Registration::client(unix(b"a"), unix(b"b")));
+    let req = tracker.request(hostile, &format!("http://h/{hostile}"));
+    req.got_conn(conn.downgrade(), false);
+    req.finish();
+    let page = render::html(&Snapshot::of(&tracker), &HtmlOptions::default());
+    check_markup(&page);
+    assert!(
+        page.contains(&format!("<title>{escaped} http://h/{escaped}</title>")),
+        "{page}"
+    );
+    assert!(!page.contains("<img") && !page.contains("<script>alert"));
 }

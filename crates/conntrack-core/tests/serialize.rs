@@ -208,6 +208,7 @@ fn tcp_statistics_serialize_with_the_documented_keys() {
             "bytes_retrans",
             "bytes_sent",
             "cwnd",
+            "min_rtt",
             "mss",
             "retransmits",
             "rtt",
@@ -215,6 +216,8 @@ fn tcp_statistics_serialize_with_the_documented_keys() {
         ]
     );
     assert!(tcp["rtt"].as_f64().unwrap() > 0.0, "{tcp}");
+    // Sampled by the handshake and the exchange above.
+    assert!(tcp["min_rtt"].is_number(), "{tcp}");
     assert_eq!(tcp["bytes_received"], 4, "{tcp}");
     // The side that opened the connection counts its SYN as one acknowledged byte.
     assert_eq!(tcp["bytes_acked"], 5, "{tcp}");

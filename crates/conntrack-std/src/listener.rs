@@ -177,15 +177,14 @@ impl<L: Accept> Listener<L> {
     /// free. If another accepter takes that slot meanwhile (another thread accepting from this
     /// listener, or a listener given the same config), the connection it accepted waits for
     /// the next free slot instead of being refused
-    /// ([`Tracker::admit_waiting`](conntrack_core::Tracker::admit_waiting)). A connection
+    /// ([`Tracker::admit_waiting`](conntrack_core::Tracker::admit_waiting)), first come first
+    /// served with the other waiters of the limit. A connection
     /// refused by a limit ([`LimitMode::Reject`](conntrack_core::LimitMode::Reject), the
     /// per-IP limit) or a shutdown is closed at once, counted as rejected, and the accept goes
     /// on to the next one.
     pub fn accept(&self) -> io::Result<Accepted<L>> {
         loop {
-            blocking::block_on(std::future::poll_fn(|cx| {
-                self.tracker.poll_accept_ready(&self.config, cx)
-            }));
+            blocking::block_on(self.tracker.accept_ready(&self.config));
             match self.inner.accept() {
                 Ok((stream, peer)) => {
                     let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);

@@ -269,3 +269,61 @@ fn local_addr_is_the_wrapped_listeners() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Four threads reading and two writing, each on its own clone of one accepted stream (the
+/// clones share the socket and the entry): one abort shuts the socket down, which wakes every
+/// one of them, each failing with `ConnectionAborted`. (Whether a thread was already blocked
+/// when the abort came or reaches its call after it, the outcome is the same: the abort's
+/// error; the pause only makes the blocked case the likely one.)
+#[test]
+fn abort_wakes_every_thread_blocked_on_clones() {
+    let tracker = Tracker::new();
+    let l = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ListenerConfig::new(),
+    );
+    let d = Dialer::new(&tracker, DialerConfig::new());
+    let client = d.connect_addr(l.get_ref().local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    let id = server.id();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for i in 0..6 {
+        let clone = server.try_clone().unwrap();
+        let started = started_tx.clone();
+        threads.push(std::thread::spawn(move || {
+            started.send(()).unwrap();
+            if i < 4 {
+                let mut buf = [0; 16];
+                (&clone).read(&mut buf).expect_err("the read fails")
+            } else {
+                let chunk = vec![7u8; 64 * 1024];
+                loop {
+                    if let Err(e) = (&clone).write(&chunk) {
+                        return e;
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..6 {
+        started_rx
+            .recv_timeout(EVENT_TIMEOUT)
+            .expect("thread started");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(tracker.abort(id));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let errors: Vec<io::Error> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        done_tx.send(errors).unwrap();
+    });
+    let errors = done_rx
+        .recv_timeout(EVENT_TIMEOUT)
+        .expect("every blocked thread is woken by the abort");
+    for err in errors {
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+    }
+    drop((server, client));
+}

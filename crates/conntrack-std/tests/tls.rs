@@ -27,7 +27,7 @@ fn exchange(
     tracker: &Tracker,
     server: &Arc<ServerConfig>,
     client: &TlsConnector,
-) -> (TlsInfo, TlsInfo) {
+) -> (std::sync::Arc<TlsInfo>, std::sync::Arc<TlsInfo>) {
     let inner = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = inner.local_addr().unwrap().port();
     let listener = Listener::new(tracker, inner, ListenerConfig::new().category("in"));

@@ -34,7 +34,7 @@ macro_rules! control_tests {
     ($harness:expr) => {
         $crate::control_tests!(@each $harness;
             limit_rejects_extra, limit_waits_for_a_slot, limit_waits_with_two_accepters,
-            per_ip_limit_rejects,
+            limit_waits_with_two_accepters_under_load, per_ip_limit_rejects,
             idle_timeout_closes_only_idle, idle_timeout_records_idle_time,
             max_age_closes_busy_connections,
             dialer_policies_apply_to_dialed_connections,
@@ -464,6 +464,111 @@ pub fn limit_waits_with_two_accepters<H: ControlHarness>(h: &H) {
         h.name()
     );
     wait_empty(&tracker, &rec, 4);
+}
+
+/// A hook that counts the connections refused at accept.
+#[derive(Clone, Default)]
+struct CountRejected(Arc<AtomicUsize>);
+
+impl conntrack_core::Hook for CountRejected {
+    fn on_accept(&self, ev: &conntrack_core::AcceptEvent<'_>) {
+        if ev.rejected {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Wait mode under load: two accepters (two listeners given clones of one config, each
+/// accepting on its own thread) share a limit of 1 while 8 client threads make 1,600 short
+/// connections to both at once, so that whenever the slot frees both accepters find it free
+/// and accept. Every client is served, never more than one connection is tracked at once,
+/// and none is rejected: the connection that finds the slot taken waits for the next one.
+pub fn limit_waits_with_two_accepters_under_load<H: ControlHarness>(h: &H) {
+    const CLIENT_THREADS: usize = 8;
+    const EACH: usize = 200;
+    let tracker = Tracker::new();
+    let refused = CountRejected::default();
+    let (most_hook, most_seen) = most_open(&tracker);
+    let config = ListenerConfig::new()
+        .category("shared")
+        .max_connections(1)
+        .limit_mode(LimitMode::Wait)
+        .hook(refused.clone())
+        .hook(most_hook);
+    let (first_listener, first_addr) = h.listen(&tracker, config.clone()).expect("listen");
+    let (second_listener, second_addr) = h.listen(&tracker, config.clone()).expect("listen");
+    let stop = AtomicBool::new(false);
+    let served = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let _stop = StopServers(
+            &stop,
+            vec![
+                (first_addr, serve(s, h, &first_listener, &stop, echo)),
+                (second_addr, serve(s, h, &second_listener, &stop, echo)),
+            ],
+        );
+        let clients: Vec<_> = (0..CLIENT_THREADS)
+            .map(|t| {
+                let served = &served;
+                s.spawn(move || {
+                    for i in 0..EACH {
+                        let addr = if (t + i) % 2 == 0 {
+                            first_addr
+                        } else {
+                            second_addr
+                        };
+                        let mut c = client(addr);
+                        let mut b = [0; 1];
+                        // A refused client sees its connection closed (end of stream or
+                        // a reset): counted, and the next one goes on.
+                        if c.write_all(b"x")
+                            .and_then(|()| c.read_exact(&mut b))
+                            .is_ok()
+                        {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            if let Err(p) = c.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+    });
+    let n = CLIENT_THREADS * EACH;
+    let (served, refused) = (
+        served.load(Ordering::SeqCst),
+        refused.0.load(Ordering::SeqCst),
+    );
+    assert_eq!(
+        (served, refused),
+        (n, 0),
+        "{}: wait mode serves every client and rejects none (served, rejected)",
+        h.name()
+    );
+    let stats = tracker.stats();
+    let st = stats.get("shared", Role::Server).expect("stats");
+    // The clients, and at least one connection per accept loop to stop it.
+    assert_eq!(st.rejected, 0, "{}: {st:?}", h.name());
+    assert!(st.opened >= n as u64 + 2, "{}: {st:?}", h.name());
+    let most = most_seen.load(Ordering::SeqCst);
+    assert!(most <= 1, "{}: {most} open at once", h.name());
+    conntrack_core::blocking::block_on(tracker.drained());
+    assert_eq!(
+        config.limited_connections(),
+        0,
+        "{}: slot given back",
+        h.name()
+    );
+    assert_eq!(config.limit_waiters(), 0, "{}: nobody waits", h.name());
+    eprintln!(
+        "{}: {n} connections through a shared limit of 1 in {:?}",
+        h.name(),
+        started.elapsed()
+    );
 }
 
 /// A per-IP limit (all clients come from 127.0.0.1) rejects past it, whatever the mode.

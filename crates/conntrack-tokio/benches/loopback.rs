@@ -21,8 +21,8 @@ type Stream = Box<dyn Io>;
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Whether the tracked listener and dialer carry an idle timeout and a maximum age (the
-/// `policies` rows: tracked with policies against tracked without).
+/// Whether the tracked listener and dialer carry a connection limit, an idle timeout and a
+/// maximum age (the `policies` rows: tracked with them against tracked without).
 static POLICIES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn configs() -> (ListenerConfig, DialerConfig) {
@@ -32,9 +32,11 @@ fn configs() -> (ListenerConfig, DialerConfig) {
     );
     if POLICIES.load(std::sync::atomic::Ordering::Relaxed) {
         l = l
+            .max_connections(10_000)
             .idle_timeout(Duration::from_secs(60))
             .max_age(Duration::from_secs(3600));
         d = d
+            .max_connections(10_000)
             .idle_timeout(Duration::from_secs(60))
             .max_age(Duration::from_secs(3600));
     }
@@ -106,11 +108,12 @@ async fn ping_pong(tracker: Option<&Tracker>, n: usize) -> Duration {
 
 /// `n` connections connected, accepted and closed, one at a time.
 async fn churn(tracker: Option<&Tracker>, n: usize) -> Duration {
-    churn_with(tracker, n, true).await
+    churn_with(tracker, n, false).await
 }
 
-/// [`churn`], the tracked configs reading TCP statistics or not (`tcp_info`).
-async fn churn_with(tracker: Option<&Tracker>, n: usize, tcp_info: bool) -> Duration {
+/// [`churn`], the tracked configs also reading TCP statistics at each close or not
+/// (`tcp_info_at_close`, off by default).
+async fn churn_with(tracker: Option<&Tracker>, n: usize, at_close: bool) -> Duration {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let start = Instant::now();
@@ -127,17 +130,9 @@ async fn churn_with(tracker: Option<&Tracker>, n: usize, tcp_info: bool) -> Dura
             server.await.unwrap();
         }
         Some(t) => {
-            let l = Listener::new(
-                t,
-                l,
-                ListenerConfig::new()
-                    .category("bench-in")
-                    .tcp_info(tcp_info),
-            );
-            let d = Dialer::new(
-                t,
-                DialerConfig::new().category("bench-out").tcp_info(tcp_info),
-            );
+            let (lc, dc) = configs();
+            let l = Listener::new(t, l, lc.tcp_info_at_close(at_close));
+            let d = Dialer::new(t, dc.tcp_info_at_close(at_close));
             let server = tokio::spawn(async move {
                 for _ in 0..n {
                     drop(l.accept().await.unwrap());
@@ -168,62 +163,83 @@ fn main() {
         .unwrap();
     let tracker = Tracker::new();
     let pick = |tracked: bool| tracked.then_some(&tracker);
+    // For profiling one side alone (`perf record`, `perf stat`, `strace -c`):
+    // `-- churn-only raw` or `-- churn-only tracked` runs 40,000 connections of that side.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "churn-only") {
+        let tracked = args.get(i + 1).is_some_and(|a| a == "tracked");
+        let n = scale(40_000);
+        let cpu = cpu_time_of(|| {
+            rt.block_on(churn(pick(tracked), n));
+        });
+        println!(
+            "churn-only {}: {n} connections, {:.2} µs CPU each",
+            if tracked { "tracked" } else { "raw" },
+            cpu.as_secs_f64() * 1e6 / n as f64
+        );
+        return;
+    }
     println!("conntrack-tokio loopback (current-thread runtime, CPU time of its thread), median of {ROUNDS} alternating rounds");
+    // Each case first runs raw against raw: the noise floor of the machine for that case,
+    // to read the tracked row against (this VM's rounds vary by several percent).
 
     if wanted("bulk") {
         let total = scale(512 * 1024 * 1024);
         let mib = total as f64 / (1024.0 * 1024.0);
+        compare("bulk raw vs raw", 0.99, "MiB/cpu-s", mib, |_| {
+            cpu_time_of(|| {
+                rt.block_on(bulk(None, total));
+            })
+        });
         compare("bulk transfer", 0.99, "MiB/cpu-s", mib, |t| {
             cpu_time_of(|| {
                 rt.block_on(bulk(pick(t), total));
             })
         });
     }
-    if wanted("churn") {
-        // The noise floor: raw against raw. This VM's connection churn varies by ±10% from
-        // round to round, so a median of 15 still moves by a few points from run to run.
-        let n = scale(4000);
-        compare("churn raw vs raw", 0.97, "conn/cpu-s", n as f64, |_| {
-            cpu_time_of(|| {
-                rt.block_on(churn(None, n));
-            })
-        });
-    }
-    if wanted("churn") {
-        let n = scale(4000);
-        compare("connection churn", 0.97, "conn/cpu-s", n as f64, |t| {
-            cpu_time_of(|| {
-                rt.block_on(churn(pick(t), n));
-            })
-        });
-    }
-    if wanted("churn") {
-        // The same, without the TCP statistics' `getsockopt` at each close.
-        let n = scale(4000);
-        compare(
-            "churn, tcp_info(false)",
-            0.97,
-            "conn/cpu-s",
-            n as f64,
-            |t| {
-                cpu_time_of(|| {
-                    rt.block_on(churn_with(pick(t), n, false));
-                })
-            },
-        );
-    }
     if wanted("ping") {
         let n = scale(20_000);
-        compare("64-byte ping-pong", 0.985, "rt/cpu-s", n as f64, |t| {
+        compare("ping-pong raw vs raw", 0.98, "rt/cpu-s", n as f64, |_| {
+            cpu_time_of(|| {
+                rt.block_on(ping_pong(None, n));
+            })
+        });
+        compare("64-byte ping-pong", 0.98, "rt/cpu-s", n as f64, |t| {
             cpu_time_of(|| {
                 rt.block_on(ping_pong(pick(t), n));
             })
         });
     }
+    if wanted("churn") {
+        let n = scale(4000);
+        compare("churn raw vs raw", 0.96, "conn/cpu-s", n as f64, |_| {
+            cpu_time_of(|| {
+                rt.block_on(churn(None, n));
+            })
+        });
+        compare("connection churn", 0.96, "conn/cpu-s", n as f64, |t| {
+            cpu_time_of(|| {
+                rt.block_on(churn(pick(t), n));
+            })
+        });
+        // For reference: with the TCP statistics' `getsockopt` at each close (opt-in).
+        compare(
+            "churn, tcp_info_at_close",
+            0.96,
+            "conn/cpu-s",
+            n as f64,
+            |t| {
+                cpu_time_of(|| {
+                    rt.block_on(churn_with(pick(t), n, true));
+                })
+            },
+        );
+    }
     if wanted("policies") {
-        // Both sides tracked; "raw" is without policies, "tracked" with an idle timeout and a
-        // maximum age on both configs and the tracker's enforcer running on the runtime (it
-        // sleeps until the first deadline, an hour away: the cost measured is the hot path's).
+        // Both sides tracked; "raw" is the default configuration, "tracked" the same with a
+        // connection limit, an idle timeout and a maximum age on both configs and the
+        // tracker's enforcer running on the runtime (it sleeps until the first deadline, an
+        // hour away: the cost measured is the hot path's and the registration's).
         let enforcer = tracker.clone();
         rt.spawn(async move { enforcer.run_policies(tokio::time::sleep).await });
         let with = |p: bool| POLICIES.store(p, std::sync::atomic::Ordering::Relaxed);
@@ -248,6 +264,13 @@ fn main() {
                 })
             },
         );
+        let n = scale(4000);
+        compare("churn +policies/none", 0.99, "conn/cpu-s", n as f64, |p| {
+            with(p);
+            cpu_time_of(|| {
+                rt.block_on(churn(Some(&tracker), n));
+            })
+        });
         with(false);
     }
     assert!(tracker.is_empty(), "connections left behind");

@@ -89,22 +89,25 @@ impl Runtime for Tokio {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Dialer {
-    inner: dialer::Dialer<Tokio>,
+    // Shared: hyper-util clones its connector for every request (its lazy connect), so a
+    // clone is one reference count, not one per part of the dialer.
+    inner: std::sync::Arc<dialer::Dialer<Tokio>>,
 }
 
 impl Dialer {
     /// A dialer registering with `tracker` under `config`, resolving with the system resolver.
     pub fn new(tracker: &Tracker, config: DialerConfig) -> Self {
         Dialer {
-            inner: dialer::Dialer::new(tracker, config, Tokio, SystemResolver),
+            inner: std::sync::Arc::new(dialer::Dialer::new(tracker, config, Tokio, SystemResolver)),
         }
     }
 
     /// Uses `resolver` for names instead of the system resolver.
     #[must_use]
     pub fn with_resolver(self, resolver: impl Resolve) -> Self {
+        let inner = std::sync::Arc::unwrap_or_clone(self.inner);
         Dialer {
-            inner: self.inner.with_resolver(resolver),
+            inner: std::sync::Arc::new(inner.with_resolver(resolver)),
         }
     }
 
@@ -162,7 +165,8 @@ impl Dialer {
             .inner
             .connect_with(path.display().to_string(), Addr::unix(path), connect, local)
             .await?;
-        Ok(Tracked::new(stream, conn))
+        // Registered so that an abort shuts the socket down (no TCP statistics on it).
+        Ok(Tracked::new(stream, conn).with_tcp_info())
     }
 }
 

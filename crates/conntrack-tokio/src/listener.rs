@@ -1,10 +1,15 @@
 //! [`Listener`]: a tracked accept loop over any tokio listener.
 
-use std::future::poll_fn;
+use std::fmt;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 
-use conntrack_core::{Addr, Connection, ListenerConfig, TcpInfoGuard, Tracker};
+use conntrack_core::{
+    AcceptReady, Addr, AdmitWaiting, Connection, ListenerConfig, TcpInfoGuard, Tracker,
+};
 
 use crate::Tracked;
 
@@ -123,6 +128,11 @@ impl Accept for tokio::net::UnixListener {
     fn bound_addr(&self) -> io::Result<Self::PeerAddr> {
         self.local_addr()
     }
+
+    fn watch_tcp_info(stream: &Self::Stream, conn: &Connection) -> Option<TcpInfoGuard> {
+        // No TCP statistics on a Unix socket; registered so that an abort shuts it down.
+        Some(conn.watch_socket(stream))
+    }
 }
 
 /// How long the server integrations (axum, tonic) wait after an accept error that is not about
@@ -166,11 +176,39 @@ pub type Accepted<L> = (Tracked<<L as Accept>::Stream>, <L as Accept>::PeerAddr)
 /// # let _ = run;
 /// ```
 #[derive(Debug)]
-pub struct Listener<L> {
+pub struct Listener<L: Accept> {
     inner: L,
     tracker: Tracker,
     config: ListenerConfig,
     local: Addr,
+    /// What an accept that has not returned yet waits on, kept between polls.
+    waiting: Mutex<Waiting<L>>,
+}
+
+/// What [`Listener::poll_accept`] keeps between polls while the config's limit makes it wait.
+struct Waiting<L: Accept> {
+    /// The wait for a free slot before accepting.
+    ready: Option<AcceptReady>,
+    /// A connection accepted after another accepter took the last slot: it waits, queued,
+    /// for the next one, and is what the next poll returns. Boxed: the listener stays `Unpin`
+    /// whatever the stream type.
+    admitting: Option<Box<Admitting<L>>>,
+}
+
+/// An accepted connection waiting for a slot: the stream, the peer address, the admission.
+type Admitting<L> = (
+    <L as Accept>::Stream,
+    <L as Accept>::PeerAddr,
+    AdmitWaiting<'static>,
+);
+
+impl<L: Accept> fmt::Debug for Waiting<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiting")
+            .field("ready", &self.ready)
+            .field("admitting", &self.admitting.as_ref().map(|a| &a.2))
+            .finish()
+    }
 }
 
 impl<L: Accept> Listener<L> {
@@ -182,6 +220,10 @@ impl<L: Accept> Listener<L> {
             tracker: tracker.clone(),
             config,
             local,
+            waiting: Mutex::new(Waiting {
+                ready: None,
+                admitting: None,
+            }),
         }
     }
 
@@ -189,6 +231,10 @@ impl<L: Accept> Listener<L> {
     ///
     /// A failed accept is counted, reported to `on_accept` with the error, and returned
     /// unchanged; the listener keeps working.
+    ///
+    /// Cancel safe, as tokio's own `accept` is: a connection accepted by a call that is then
+    /// dropped (in a `select!`) while it waits for a slot of the config's limit is kept by the
+    /// listener and returned by the next call.
     pub async fn accept(&self) -> io::Result<Accepted<L>> {
         poll_fn(|cx| self.poll_accept(cx)).await
     }
@@ -197,18 +243,58 @@ impl<L: Accept> Listener<L> {
     ///
     /// With a [`max_connections`](ListenerConfig::max_connections) limit in
     /// [`LimitMode::Wait`](conntrack_core::LimitMode::Wait) it stays pending while the limit
-    /// is reached (new connections wait in the kernel's backlog); a connection refused by a
-    /// limit or a shutdown is closed at once, counted as rejected, and the accept goes on to
-    /// the next one.
+    /// is reached (new connections wait in the kernel's backlog,
+    /// [`Tracker::accept_ready`]). If another accepter takes the last slot between that check
+    /// and the accept (another task accepting from this listener, or a listener given the
+    /// same config), the connection accepted meanwhile is not refused: it waits, kept by the
+    /// listener, for the next free slot ([`Tracker::admit_waiting`]), first come first
+    /// served with the other waiters of the limit. A connection refused by a limit
+    /// ([`LimitMode::Reject`](conntrack_core::LimitMode::Reject), the per-IP limit) or a
+    /// shutdown is closed at once, counted as rejected, and the accept goes on to the next
+    /// one.
+    ///
+    /// As tokio's own `poll_accept` keeps one waker, the listener keeps one wait between polls
+    /// (for a free slot, or a connection queued for one), woken for the task of the most
+    /// recent call; a call that is not polled again leaves that one wait, and the connection
+    /// in it is returned by the next call.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
+        if self.config.max_connections_value().is_none() {
+            return self.poll_accept_unlimited(cx);
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let w = &mut *waiting;
         loop {
-            ready!(self.tracker.poll_accept_ready(&self.config, cx));
+            if let Some(kept) = &mut w.admitting {
+                let admitted = ready!(Pin::new(&mut kept.2).poll(cx));
+                let Some(kept) = w.admitting.take() else {
+                    unreachable!("polled above");
+                };
+                let (stream, peer, _) = *kept;
+                match admitted {
+                    Ok(conn) => return Poll::Ready(Ok(self.track(stream, peer, conn))),
+                    // Refused (a shutdown began, or the per-IP limit): closed, next.
+                    Err(_) => continue,
+                }
+            }
+            let ready = w
+                .ready
+                .get_or_insert_with(|| self.tracker.accept_ready(&self.config));
+            ready!(Pin::new(ready).poll(cx));
+            w.ready = None;
             match ready!(self.inner.poll_accept(cx)) {
                 Ok((stream, peer)) => {
                     let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
-                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
-                        let tcp = L::watch_tcp_info(&stream, &conn);
-                        return Poll::Ready(Ok((Tracked::new(stream, conn).with_guard(tcp), peer)));
+                    let mut admitting = self.tracker.admit_waiting(&self.config, local, remote);
+                    match Pin::new(&mut admitting).poll(cx) {
+                        Poll::Ready(Ok(conn)) => {
+                            return Poll::Ready(Ok(self.track(stream, peer, conn)));
+                        }
+                        Poll::Ready(Err(_)) => {}
+                        // Queued for a slot (this task's waker is registered): kept.
+                        Poll::Pending => {
+                            w.admitting = Some(Box::new((stream, peer, admitting.into_owned())));
+                            return Poll::Pending;
+                        }
                     }
                 }
                 Err(e) => {
@@ -217,6 +303,30 @@ impl<L: Accept> Listener<L> {
                 }
             }
         }
+    }
+
+    /// [`poll_accept`](Listener::poll_accept) without a connection limit: nothing ever waits,
+    /// so nothing is kept between polls (only a per-IP limit or a shutdown can refuse).
+    fn poll_accept_unlimited(&self, cx: &mut Context<'_>) -> Poll<io::Result<Accepted<L>>> {
+        loop {
+            match ready!(self.inner.poll_accept(cx)) {
+                Ok((stream, peer)) => {
+                    let (local, remote) = self.inner.stream_addrs(&self.local, &stream, &peer);
+                    if let Ok(conn) = self.tracker.admit(&self.config, local, remote) {
+                        return Poll::Ready(Ok(self.track(stream, peer, conn)));
+                    }
+                }
+                Err(e) => {
+                    self.tracker.accept_failed(&self.config, &self.local, &e);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+
+    fn track(&self, stream: L::Stream, peer: L::PeerAddr, conn: Connection) -> Accepted<L> {
+        let tcp = L::watch_tcp_info(&stream, &conn);
+        (Tracked::new(stream, conn).with_guard(tcp), peer)
     }
 
     /// The listener's address, as the wrapped listener's `local_addr` returns it

@@ -141,11 +141,12 @@ impl Tracked<tokio::net::UnixStream> {
         Tracked<tokio::net::unix::OwnedReadHalf>,
         Tracked<tokio::net::unix::OwnedWriteHalf>,
     ) {
-        let (r, w) = self.inner.into_split();
-        (
-            Tracked::new(r, self.conn.clone()),
-            Tracked::new(w, self.conn),
-        )
+        let Tracked { tcp, inner, conn } = self;
+        let (r, w) = inner.into_split();
+        // The read half keeps the socket's registration (abort by shutdown), as for TCP.
+        let mut r = Tracked::new(r, conn.clone());
+        r.tcp = tcp;
+        (r, Tracked::new(w, conn))
     }
 }
 

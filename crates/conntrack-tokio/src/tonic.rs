@@ -53,7 +53,7 @@ impl<T: Connected> Connected for Tracked<T> {
 /// axum does. Errors about one connection (`ConnectionAborted`, `ConnectionReset`,
 /// `ConnectionRefused`) are retried at once.
 #[derive(Debug)]
-pub struct Incoming<L> {
+pub struct Incoming<L: Accept> {
     listener: Listener<L>,
     /// Armed after a yielded error; the next accept waits for it.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,

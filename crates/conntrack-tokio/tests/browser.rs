@@ -7,14 +7,23 @@
 //!
 //! A second test checks the pictures: the live-connections chart, the age and idle histograms
 //! and the waterfall of traced requests, against the page's own tables and the JSON. With
-//! `CONNTRACK_SCREENSHOT=<file.png>` set it also saves a screenshot of that page (the README's).
+//! `CONNTRACK_SCREENSHOT=<file.png>` set it also saves a 1200×900 screenshot of that page.
+//!
+//! A third drives Chromium through chromedriver (WebDriver) in a 1200×900 window and measures
+//! the laid-out page: no horizontal scrollbar, every column of both connection tables inside
+//! the window (the close reason and error of the first closed row among them), and a
+//! waterfall with a labelled time axis on which two requests started 100 ms apart are drawn
+//! at different x.
 //!
 //! Chromium: `$CHROME` or `$CHROMIUM` if set, else `/usr/bin/chromium`, else `chromium` on
-//! `PATH`. Without it the test is skipped with a note, except under `CI=true`, where it fails.
+//! `PATH`; chromedriver: `$CHROMEDRIVER`, `/usr/bin/chromedriver` or on `PATH`. Without them
+//! the tests are skipped with a note, except under `CI=true`, where they fail.
 #![cfg(all(feature = "axum", feature = "tls"))]
 
 #[path = "support/pki.rs"]
 mod pki;
+#[path = "support/webdriver.rs"]
+mod webdriver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::IntoFuture;
@@ -28,9 +37,10 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::{self, Next};
 use axum::routing::get;
 use axum::Router;
+use conntrack_core::render::HtmlOptions;
 use conntrack_core::{ConnectionId, DialerConfig, ListenerConfig, Tracker};
 use conntrack_tokio::tls::{TlsAcceptor, TlsConnector};
-use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
+use conntrack_tokio::{debug_router, DebugPage, Dialer, Listener, TrackedConnectInfo};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -171,8 +181,9 @@ fn run_chromium(
     std::fs::read_to_string(&out_path).map_err(|e| format!("the dumped DOM: {e}"))
 }
 
-/// The rows of the table with id `id` in a serialized DOM, each as its cells' serialized
-/// contents (HTML-escaped text, as the browser writes it back).
+/// The rows of the table with id `id` in a serialized DOM, each as its cells' full values as
+/// serialized HTML text: a cell's `title` when it has one (where the page puts what it
+/// shortened), else its contents (HTML-escaped text, as the browser writes it back).
 fn table_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
     let start = dom
         .find(&format!("id=\"{id}\""))
@@ -186,13 +197,76 @@ fn table_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
             row.split("<td")
                 .skip(1)
                 .map(|cell| {
-                    let open = cell.find('>').expect("cell tag end") + 1;
+                    let open = tag_end(cell) + 1;
                     let close = cell.find("</td>").expect("cell end");
-                    cell[open..close].to_owned()
+                    match attr(&cell[..open], "title") {
+                        Some(title) => escape_text(&unescape(title)),
+                        // (An address may break before its port.)
+                        None => cell[open..close].replace("<wbr>", ""),
+                    }
                 })
                 .collect()
         })
         .collect()
+}
+
+/// Where the tag that `tag` begins ends: its first `>` outside a quoted attribute value.
+fn tag_end(tag: &str) -> usize {
+    let mut quoted = false;
+    for (i, c) in tag.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '>' if !quoted => return i,
+            _ => {}
+        }
+    }
+    panic!("tag not closed: {tag}")
+}
+
+/// An attribute value as it was before serialization.
+fn unescape(value: &str) -> String {
+    value
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// Text as a browser serializes it: `&`, `<` and `>` escaped.
+fn escape_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A serialized DOM split in two: its markup with every attribute value emptied, and those
+/// values, unescaped. (Browsers differ in whether they escape `<` in an attribute value; in
+/// the markup that is left, a `<` always opens a tag.)
+fn split_attributes(dom: &str) -> (String, Vec<String>) {
+    let (mut markup, mut values) = (String::new(), Vec::new());
+    let (mut in_tag, mut value) = (false, None::<String>);
+    for c in dom.chars() {
+        if let Some(v) = value.as_mut() {
+            if c == '"' {
+                values.push(unescape(v));
+                value = None;
+                markup.push(c);
+            } else {
+                v.push(c);
+            }
+            continue;
+        }
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            '"' if in_tag => value = Some(String::new()),
+            _ => {}
+        }
+        markup.push(c);
+    }
+    (markup, values)
 }
 
 /// Whether a request is for the `src=x` of a hostile string.
@@ -343,17 +417,27 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
         "the page was requested: {requests:?}"
     );
 
-    // No markup from a string anyone controls: no <img> element, the strings only as text.
+    // No markup from a string anyone controls: no <img> element, the strings only as text
+    // (or as attribute values: the full text of a shortened cell is in its `title`).
+    let (markup, attributes) = split_attributes(&dom);
     assert!(
-        !dom.to_ascii_lowercase().contains("<img"),
+        !markup.to_ascii_lowercase().contains("<img"),
         "an <img> element in the DOM:\n{dom}"
     );
-    assert!(!dom.contains("onerror=\""), "an onerror attribute:\n{dom}");
+    assert!(
+        !markup.contains("onerror=\""),
+        "an onerror attribute:\n{dom}"
+    );
     assert_eq!(
-        dom.matches(HOSTILE_TEXT).count(),
-        5,
-        "the hostile category in its summary and connection rows and in the live chart's \
-         legend, the ALPN in both TLS rows:\n{dom}"
+        markup.matches(HOSTILE_TEXT).count(),
+        2,
+        "the hostile category as text in its summary row and in the live chart's legend:\n{dom}"
+    );
+    assert_eq!(
+        attributes.iter().filter(|v| v.contains(HOSTILE)).count(),
+        3,
+        "the hostile category in the title of its (shortened) connection cell, the ALPN in the \
+         titles of both TLS cells: {attributes:?}"
     );
 
     // One row per live connection: everything held, plus Chromium's own connection(s).
@@ -361,7 +445,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
     let ids: Vec<u64> = rows
         .iter()
         .map(|r| {
-            assert_eq!(r.len(), 13, "a connection row has 13 cells: {r:?}");
+            assert_eq!(r.len(), 14, "a connection row has 14 cells: {r:?}");
             r[0].parse().unwrap()
         })
         .collect();
@@ -400,7 +484,7 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
         let row = by_id[&id.as_u64()];
         assert_eq!(row[2], role);
         assert!(
-            row[11].contains(&format!("alpn={HOSTILE_TEXT}")) && row[11].contains("sni=localhost"),
+            row[13].contains(&format!("ALPN {HOSTILE_TEXT}")) && row[13].contains("SNI localhost"),
             "{row:?}"
         );
     }
@@ -560,7 +644,8 @@ async fn chromium_draws_the_charts_and_the_waterfall() {
         );
         return;
     };
-    let tracker = Tracker::new();
+    // The waterfall's ring of recent requests is opt-in.
+    let tracker = Tracker::builder().recent_requests(32).build();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
@@ -618,17 +703,19 @@ async fn chromium_draws_the_charts_and_the_waterfall() {
         serde_json::from_str(&fetch(addr, &format!("{PAGE_PATH}?format=json")).await).unwrap();
 
     // Still escaped everywhere: the markup of the URI is text in the waterfall.
-    assert!(!dom.to_ascii_lowercase().contains("<img"), "{dom}");
-    assert!(dom.contains("&lt;img"), "{dom}");
+    let (markup, _) = split_attributes(&dom);
+    assert!(!markup.to_ascii_lowercase().contains("<img"), "{dom}");
+    assert!(markup.contains("&lt;img"), "{dom}");
 
-    // The waterfall: a row per traced request, each phase the JSON has, with its value.
+    // The waterfall: a row per traced request, oldest first (the JSON lists them newest
+    // first), each phase the JSON has, with its value.
     let rows = tags_in(&dom, "waterfall", "request");
     let json_requests = json["requests"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(json_requests.len(), 3);
     let phases = tags_in(&dom, "waterfall", "phase");
     let mut phase_iter = phases.iter();
-    for (row, r) in rows.iter().zip(json_requests) {
+    for (row, r) in rows.iter().zip(json_requests.iter().rev()) {
         assert_eq!(attr(row, "data-id").unwrap(), r["id"].to_string());
         let total: f64 = attr(row, "data-total").unwrap().parse().unwrap();
         assert_eq!(total, r["total"].as_f64().unwrap());
@@ -645,6 +732,12 @@ async fn chromium_draws_the_charts_and_the_waterfall() {
         }
     }
     assert!(phase_iter.next().is_none(), "no bar without a phase");
+    // And each phase again as a share of its request's total, in the column at the right.
+    let shares = tags_in(&dom, "waterfall", "share");
+    assert_eq!(shares.len(), phases.len());
+    for (share, phase) in shares.iter().zip(&phases) {
+        assert_eq!(attr(share, "data-phase"), attr(phase, "data-phase"));
+    }
 
     // The live chart: a line per category and role, ending at the summary's active count, and
     // the JSON (taken after) agrees for the connections the test holds.
@@ -736,7 +829,7 @@ async fn chromium_draws_the_charts_and_the_waterfall() {
                 &chromium,
                 &url,
                 &stop,
-                &[&shot, "--window-size=1100,1300", "--hide-scrollbars"],
+                &[&shot, "--window-size=1200,900", "--hide-scrollbars"],
             )
         })
         .await
@@ -744,5 +837,267 @@ async fn chromium_draws_the_charts_and_the_waterfall() {
         .unwrap_or_else(|e| panic!("{e}"));
     }
     drop(stream);
+    server.abort();
+}
+
+/// Measures the page laid out in the window: the document's and each table box's widths, the
+/// headers, every cell of the first closed row once it is scrolled into view, the axis labels
+/// of the live chart and the waterfall, and where each waterfall row's first bar begins.
+const MEASURE: &str = r"
+const de = document.documentElement;
+const box = e => { const r = e.getBoundingClientRect();
+  return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, text: e.textContent}; };
+const out = {innerWidth: innerWidth, innerHeight: innerHeight,
+  scrollWidth: de.scrollWidth, clientWidth: de.clientWidth};
+out.tables = Array.from(document.querySelectorAll('table')).map(t => ({id: t.id,
+  right: t.getBoundingClientRect().right, boxScrollWidth: t.parentElement.scrollWidth,
+  boxClientWidth: t.parentElement.clientWidth}));
+out.liveHeaders = Array.from(document.querySelectorAll('#connections th')).map(h => h.textContent);
+out.closedHeaders = Array.from(document.querySelectorAll('#closed th')).map(h => h.textContent);
+out.liveRows = Array.from(document.querySelectorAll('#connections tbody tr'))
+  .map(r => Array.from(r.cells).map(c => c.textContent));
+const row = document.querySelector('#closed tbody tr');
+row.querySelector('td.reason').scrollIntoView({block: 'center', inline: 'nearest'});
+out.scrollX = scrollX;
+out.closedRow = Array.from(row.cells).map(box);
+out.reason = box(row.querySelector('td.reason'));
+out.error = box(row.querySelector('td.err'));
+out.liveTicks = Array.from(document.querySelectorAll('#chart-live g.tick.x text')).map(t => t.textContent);
+out.ticks = Array.from(document.querySelectorAll('#waterfall g.tick text')).map(t => t.textContent);
+out.requests = Array.from(document.querySelectorAll('#waterfall g.request')).map(g => ({
+  id: Number(g.dataset.id), start: Number(g.dataset.start),
+  x: g.querySelector('rect.phase').getBoundingClientRect().left}));
+out.images = document.getElementsByTagName('img').length;
+return out;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)]
+async fn chromium_at_1200_px_shows_every_column_and_a_timed_waterfall() {
+    const TEST: &str = "browser::chromium_at_1200_px_shows_every_column_and_a_timed_waterfall";
+    let Some(chromium) = find_chromium() else {
+        conntrack_testkit::tool_missing(
+            TEST,
+            "Chromium",
+            "apt-get install chromium chromium-driver, or set CHROME to a Chromium binary",
+        );
+        return;
+    };
+    let Some(chromedriver) = webdriver::find_chromedriver() else {
+        conntrack_testkit::tool_missing(
+            TEST,
+            "chromedriver",
+            "apt-get install chromium-driver, or set CHROMEDRIVER to a chromedriver binary",
+        );
+        return;
+    };
+    let tracker = Tracker::builder().history(64).recent_requests(32).build();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http-in"));
+    // No reload while the page is measured.
+    let mut options = HtmlOptions::default();
+    options.refresh_secs = None;
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello" }))
+        .nest(
+            PAGE_PATH,
+            DebugPage::new(&tracker).html_options(options).router(),
+        );
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .into_future(),
+    );
+
+    // Two traced requests on one keep-alive connection, the second begun 100 ms after the
+    // first (a gap the scenario makes, not a wait for anything).
+    let host = addr.to_string();
+    let dialer = Dialer::new(&tracker, DialerConfig::new().category("http-traced"));
+    let mut stream = dialer.connect_addr(addr).await.unwrap();
+    let first_started = tokio::time::Instant::now();
+    let req = tracker.request("GET", &format!("http://{host}/hello?first"));
+    assert_eq!(
+        traced_get(&mut stream, &req, &host, "/hello?first").await,
+        "hello"
+    );
+    tokio::time::sleep_until(first_started + Duration::from_millis(100)).await;
+    let req = tracker.request("GET", &format!("http://{host}/hello?second"));
+    assert_eq!(
+        traced_get(&mut stream, &req, &host, "/hello?second").await,
+        "hello"
+    );
+    let timings = tracker.recent_requests();
+    assert_eq!(timings.len(), 2, "{timings:?}");
+    let (second, first) = (&timings[0], &timings[1]);
+    assert!(
+        second.started_at.duration_since(first.started_at).unwrap() >= Duration::from_millis(100),
+        "{timings:?}"
+    );
+
+    // Closed connections whose cells are as wide as they get: a long category and a
+    // long dial target (shortened, the whole in the tooltip), and last, so that it is the
+    // first closed row, a real loopback connection closed with a long error text.
+    let wide = tracker.register(
+        conntrack_core::Registration::client(
+            "[::1]:40000".parse::<std::net::SocketAddr>().unwrap(),
+            "[::1]:8443".parse::<std::net::SocketAddr>().unwrap(),
+        )
+        .category("a-category-name-wider-than-its-column")
+        .target("an-internal-service-with-a-long-name.cluster.local:8443"),
+    );
+    wide.close();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_addr = inner.local_addr().unwrap();
+    let reset_listener = Listener::new(
+        &tracker,
+        inner,
+        ListenerConfig::new().category("upload-service"),
+    );
+    let (accepted, raw_client) = tokio::join!(
+        reset_listener.accept(),
+        tokio::net::TcpStream::connect(reset_addr)
+    );
+    let (reset_server, raw_client) = (accepted.unwrap().0, raw_client.unwrap());
+    let reset_id = reset_server.id();
+    reset_server.connection().record_error(&std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "connection reset by peer (os error 104) while writing a 16384-byte response body",
+    ));
+    drop(reset_server);
+    let newest_closed = tracker.recently_closed();
+    assert_eq!(newest_closed[0].info.id, reset_id);
+
+    // The browser, through chromedriver, in a 1200×900 window.
+    let driver = webdriver::ChromeDriver::start(&chromedriver).unwrap_or_else(|e| panic!("{e}"));
+    let session = driver
+        .session(&chromium, 1200, 900)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://{addr}{PAGE_PATH}");
+    session
+        .navigate(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    session
+        .set_viewport(1200, 900)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let m = session
+        .execute(MEASURE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = session.close().await;
+    drop(driver);
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("a number: {v}"));
+
+    assert_eq!(
+        (num(&m["innerWidth"]), num(&m["innerHeight"])),
+        (1200.0, 900.0),
+        "{m}"
+    );
+    assert_eq!(m["images"], 0, "no <img> element");
+    // No horizontal scrollbar, on the page or on any table's box.
+    let width = num(&m["clientWidth"]);
+    assert!(
+        num(&m["scrollWidth"]) <= width,
+        "the page scrolls sideways: {m}"
+    );
+    let tables = m["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 3, "{m}");
+    for t in tables {
+        assert!(
+            num(&t["boxScrollWidth"]) <= num(&t["boxClientWidth"]) && num(&t["right"]) <= width,
+            "table #{} does not fit: {t}",
+            t["id"]
+        );
+    }
+
+    // REQS and STATE, as the text table has them; the traced connection has carried two.
+    let headers: Vec<&str> = m["liveHeaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "ID", "Category", "Role", "Local", "Remote", "Target", "Age", "Read", "Written",
+            "Idle", "Reqs", "State", "RTT", "TLS"
+        ]
+    );
+    let closed_headers: Vec<&str> = m["closedHeaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(closed_headers[3], "Reason");
+    assert_eq!(closed_headers.last(), Some(&"Error"));
+    assert_eq!(closed_headers.len(), headers.len() + 2);
+    let traced_id = stream.id().as_u64().to_string();
+    let traced_row = m["liveRows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == traced_id.as_str())
+        .unwrap_or_else(|| panic!("the traced connection's row: {m}"));
+    assert_eq!(
+        (&traced_row[10], &traced_row[11]),
+        (&"2".into(), &"idle".into())
+    );
+
+    // The first closed row, scrolled into view: every cell, its reason and error among them,
+    // inside the window, the page not scrolled sideways.
+    assert_eq!(num(&m["scrollX"]), 0.0);
+    let inside =
+        |cell: &serde_json::Value| num(&cell["left"]) >= 0.0 && num(&cell["right"]) <= width;
+    for cell in m["closedRow"].as_array().unwrap() {
+        assert!(inside(cell), "a cell outside the window: {cell}");
+    }
+    let reason = &m["reason"];
+    assert!(inside(reason), "{reason}");
+    assert!(
+        num(&reason["top"]) >= 0.0 && num(&reason["bottom"]) <= 900.0,
+        "{reason}"
+    );
+    assert_eq!(reason["text"], newest_closed[0].reason.as_str());
+    assert!(m["error"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("connection reset by peer"));
+
+    // The live chart's time axis ends at "now".
+    let live_ticks = m["liveTicks"].as_array().unwrap();
+    assert_eq!(live_ticks[0], "now", "{m}");
+    assert!(live_ticks.len() >= 3, "{m}");
+
+    // The waterfall: a labelled time axis from 0, in milliseconds here; the two requests in
+    // the order they began, the second drawn to the right of the first, where its start is.
+    let ticks: Vec<&str> = m["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert_eq!(ticks[0], "0");
+    assert!(ticks[1..].iter().all(|t| t.ends_with("ms")), "{ticks:?}");
+    let requests = m["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2, "{m}");
+    assert_eq!(num(&requests[0]["id"]), first.id as f64);
+    assert_eq!(num(&requests[1]["id"]), second.id as f64);
+    assert_eq!(num(&requests[0]["start"]), 0.0);
+    assert!(num(&requests[1]["start"]) >= 0.1, "{requests:?}");
+    let (x0, x1) = (num(&requests[0]["x"]), num(&requests[1]["x"]));
+    assert!(
+        x1 > x0 + 100.0,
+        "started 100 ms apart, drawn at {x0} and {x1}"
+    );
+
+    drop((stream, raw_client));
     server.abort();
 }

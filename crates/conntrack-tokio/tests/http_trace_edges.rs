@@ -103,7 +103,8 @@ async fn expect_continue_timings_stay_in_order() {
             });
         }
     });
-    let tracker = Tracker::new();
+    // The ring of recent requests is opt-in.
+    let tracker = Tracker::builder().recent_requests(8).build();
     let client = traced(&tracker, loopback_dialer(&tracker, "client"));
     let rec = RecordingHook::new();
     let req = Request::post(format!("http://app.test:{}/echo", addr.port()))

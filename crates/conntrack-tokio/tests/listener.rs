@@ -235,3 +235,129 @@ async fn local_addr_is_the_wrapped_listeners() -> std::io::Result<()> {
     assert_eq!(Addr::from(addr).ip(), Some(want.ip()));
     Ok(())
 }
+
+/// Wraps `fut`, counting every poll in `polls` and the first pending one in `pending`.
+async fn counted<F: std::future::Future>(
+    fut: F,
+    polls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        polls.fetch_add(1, Ordering::SeqCst);
+        let res = fut.as_mut().poll(cx);
+        if res.is_pending() && std::mem::take(&mut first) {
+            pending.fetch_add(1, Ordering::SeqCst);
+        }
+        res
+    })
+    .await
+}
+
+/// A task blocked reading and one blocked writing (the split halves of one accepted stream,
+/// for tokio's streams are not `Clone`), on each of two connections dialed and accepted on a
+/// TCP and a Unix socket: while the peer is silent they make no polls beyond their first (an
+/// abort shuts the socket down, so nothing is parked with the connection), and one abort per
+/// connection wakes both, each failing with `ConnectionAborted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_wakes_every_blocked_task_and_blocked_tasks_stay_quiet() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    async fn check<R, W>(tracker: &Tracker, id: conntrack_core::ConnectionId, mut r: R, mut w: W)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let read = tokio::spawn(counted(
+            async move {
+                let mut buf = [0; 16];
+                r.read(&mut buf).await
+            },
+            Arc::clone(&polls),
+            Arc::clone(&pending),
+        ));
+        let write = tokio::spawn(counted(
+            async move {
+                let chunk = vec![7u8; 64 * 1024];
+                loop {
+                    if let Err(e) = w.write(&chunk).await {
+                        return e;
+                    }
+                }
+            },
+            Arc::clone(&polls),
+            Arc::clone(&pending),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pending.load(Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "both tasks block");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let before = polls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let during = polls.load(Ordering::SeqCst) - before;
+        assert_eq!(during, 0, "blocked tasks polled {during} times while idle");
+        assert!(tracker.abort(id));
+        let timeout = Duration::from_secs(10);
+        let err = tokio::time::timeout(timeout, read)
+            .await
+            .expect("the read is woken")
+            .unwrap()
+            .expect_err("the read fails");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+        let err = tokio::time::timeout(timeout, write)
+            .await
+            .expect("the write is woken")
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+    }
+
+    let tracker = Tracker::new();
+    let listener = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ListenerConfig::new(),
+    );
+    let addr = listener.get_ref().local_addr().unwrap();
+    let dialer = Dialer::new(&tracker, DialerConfig::new());
+    let client = dialer.connect_addr(addr).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let id = server.id();
+    let (r, w) = server.into_split();
+    check(&tracker, id, r, w).await;
+    // The dialed side too.
+    let (server, _) = {
+        let c = dialer.connect_addr(addr).await.unwrap();
+        let s = listener.accept().await.unwrap();
+        let id = c.id();
+        let (r, w) = c.into_split();
+        check(&tracker, id, r, w).await;
+        s
+    };
+    drop((client, server));
+
+    #[cfg(unix)]
+    {
+        let dir = std::env::temp_dir().join(format!("conntrack-abort-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("abort.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = Listener::new(
+            &tracker,
+            tokio::net::UnixListener::bind(&path).unwrap(),
+            ListenerConfig::new(),
+        );
+        let client = dialer.connect_unix(&path).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let id = server.id();
+        let (r, w) = server.into_split();
+        check(&tracker, id, r, w).await;
+        drop(client);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

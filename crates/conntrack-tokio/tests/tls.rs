@@ -174,7 +174,7 @@ async fn tls13_with_alpn_and_sni_shows_the_same_info_on_both_sides() {
             } else {
                 (&stls, server.timings.tls_handshake)
             };
-            assert_eq!(tls.as_ref(), Some(want_tls));
+            assert_eq!(tls.as_ref(), Some(&**want_tls));
             assert_eq!(Some(*duration), want_time);
         }
     }

@@ -74,18 +74,24 @@ pub const DEFAULT_EXPECT_CONTINUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// # let _ = run;
 /// ```
 pub struct TracedClient<C, B> {
+    // Shared: a client is typically cloned for every request (an axum handler's state), so
+    // a clone is one reference count.
+    inner: Arc<ClientInner<C, B>>,
+}
+
+struct ClientInner<C, B> {
     tracker: Tracker,
-    client: Arc<Client<C, RequestBody<B>>>,
+    client: Client<C, RequestBody<B>>,
     hook: Option<Arc<dyn Hook>>,
     expect_continue_timeout: Duration,
     http2_only: bool,
 }
 
-impl<C, B> Clone for TracedClient<C, B> {
+impl<C: Clone, B> Clone for ClientInner<C, B> {
     fn clone(&self) -> Self {
-        TracedClient {
+        ClientInner {
             tracker: self.tracker.clone(),
-            client: Arc::clone(&self.client),
+            client: self.client.clone(),
             hook: self.hook.clone(),
             expect_continue_timeout: self.expect_continue_timeout,
             http2_only: self.http2_only,
@@ -93,26 +99,31 @@ impl<C, B> Clone for TracedClient<C, B> {
     }
 }
 
+impl<C, B> Clone for TracedClient<C, B> {
+    fn clone(&self) -> Self {
+        TracedClient {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
 impl<C, B> fmt::Debug for TracedClient<C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TracedClient")
-            .field("hook", &self.hook.is_some())
-            .field("expect_continue_timeout", &self.expect_continue_timeout)
-            .field("http2_only", &self.http2_only)
+            .field("hook", &self.inner.hook.is_some())
+            .field(
+                "expect_continue_timeout",
+                &self.inner.expect_continue_timeout,
+            )
+            .field("http2_only", &self.inner.http2_only)
             .finish_non_exhaustive()
     }
 }
 
-impl<C, B> TracedClient<C, B> {
-    /// Traces the requests of `client` on `tracker` (the tracker its connector reports to).
-    pub fn new(tracker: &Tracker, client: Client<C, RequestBody<B>>) -> Self {
-        TracedClient {
-            tracker: tracker.clone(),
-            client: Arc::new(client),
-            hook: None,
-            expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
-            http2_only: false,
-        }
+impl<C: Clone, B> TracedClient<C, B> {
+    /// The settings, to change (copied first if the client was cloned).
+    fn settings(&mut self) -> &mut ClientInner<C, B> {
+        Arc::make_mut(&mut self.inner)
     }
 
     /// Adds the client's own hook: it sees the events of every request made through this
@@ -120,7 +131,7 @@ impl<C, B> TracedClient<C, B> {
     /// dialed for them while those requests last.
     #[must_use]
     pub fn hook(mut self, hook: impl Hook) -> Self {
-        self.hook = Some(Arc::new(hook));
+        self.settings().hook = Some(Arc::new(hook));
         self
     }
 
@@ -128,7 +139,7 @@ impl<C, B> TracedClient<C, B> {
     /// its body anyway ([`DEFAULT_EXPECT_CONTINUE_TIMEOUT`] by default).
     #[must_use]
     pub fn expect_continue_timeout(mut self, timeout: Duration) -> Self {
-        self.expect_continue_timeout = timeout;
+        self.settings().expect_continue_timeout = timeout;
         self
     }
 
@@ -141,18 +152,33 @@ impl<C, B> TracedClient<C, B> {
     /// as is a connection whose TLS handshake negotiated `h2`.
     #[must_use]
     pub fn http2_only(mut self, enabled: bool) -> Self {
-        self.http2_only = enabled;
+        self.settings().http2_only = enabled;
         self
+    }
+}
+
+impl<C, B> TracedClient<C, B> {
+    /// Traces the requests of `client` on `tracker` (the tracker its connector reports to).
+    pub fn new(tracker: &Tracker, client: Client<C, RequestBody<B>>) -> Self {
+        TracedClient {
+            inner: Arc::new(ClientInner {
+                tracker: tracker.clone(),
+                client,
+                hook: None,
+                expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
+                http2_only: false,
+            }),
+        }
     }
 
     /// The wrapped client.
     pub fn client(&self) -> &Client<C, RequestBody<B>> {
-        &self.client
+        &self.inner.client
     }
 
     /// The tracker.
     pub fn tracker(&self) -> &Tracker {
-        &self.tracker
+        &self.inner.tracker
     }
 }
 
@@ -172,11 +198,7 @@ where
     pub fn request(&self, req: Request<B>) -> ResponseFuture<C, B> {
         ResponseFuture {
             start: Some(Box::new(Start {
-                client: Arc::clone(&self.client),
-                tracker: self.tracker.clone(),
-                hook: self.hook.clone(),
-                expect_continue_timeout: self.expect_continue_timeout,
-                http2_only: self.http2_only,
+                client: Arc::clone(&self.inner),
                 req,
             })),
             sending: None,
@@ -195,11 +217,7 @@ where
 }
 
 struct Start<C, B> {
-    client: Arc<Client<C, RequestBody<B>>>,
-    tracker: Tracker,
-    hook: Option<Arc<dyn Hook>>,
-    expect_continue_timeout: Duration,
-    http2_only: bool,
+    client: Arc<ClientInner<C, B>>,
     req: Request<B>,
 }
 
@@ -207,9 +225,11 @@ struct Sending {
     fut: InScope<hyper_util::client::legacy::ResponseFuture>,
     tracker: Tracker,
     trace: RequestTrace,
-    /// Whether the request's phases are watched: some hook sees the request, or it waits for
-    /// `100 Continue`. If not, the request only counts as an exchange on its connection, from
-    /// its response on (nothing else would notice).
+    /// Whether the request's phases are watched: some hook wants its events, it waits for
+    /// `100 Continue`, or the tracker keeps recent requests' phases. If not, the request only counts as an exchange on its connection, from
+    /// the moment hyper-util hands the connection to it (so that it is in flight, busy for an
+    /// idle timeout and a shutdown, while it waits for its answer) to the end of its response
+    /// body.
     watched: Option<Watched>,
     close_requested: bool,
     /// A `CONNECT` request: a 2xx answer turns the connection into a tunnel.
@@ -259,13 +279,39 @@ impl Slot {
     }
 }
 
+/// The request whose hyper-util future a thread is polling.
+#[derive(Clone)]
+enum Current {
+    /// A watched request: its slot learns the connection (and installs the I/O watch).
+    Watched(Arc<Slot>),
+    /// A request no hook watches: the connection only counts it as an exchange from the
+    /// moment it is handed over (so it is in flight while it waits for its answer).
+    Light(Tracker, RequestTrace),
+}
+
+impl Current {
+    fn got(&self, id: ConnectionId, h2: bool) {
+        match self {
+            Current::Watched(slot) => slot.got(id, h2),
+            Current::Light(tracker, trace) => {
+                if trace.connection().is_some_and(|c| c.id() == id) {
+                    return;
+                }
+                if let Some(conn) = tracker.lookup(id) {
+                    trace.got_conn(conn, false);
+                }
+            }
+        }
+    }
+}
+
 thread_local! {
     /// The request whose hyper-util future this thread is polling.
-    static SENDING: RefCell<Option<Arc<Slot>>> = const { RefCell::new(None) };
+    static SENDING: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
 /// Puts the previous request back on drop.
-struct Restore(Option<Arc<Slot>>);
+struct Restore(Option<Current>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -293,9 +339,9 @@ impl HandOff {
 
 impl Clone for HandOff {
     fn clone(&self) -> Self {
-        let slot = SENDING.with(|s| s.borrow().clone());
-        if let Some(slot) = slot {
-            slot.got(self.id, self.h2);
+        let current = SENDING.with(|s| s.borrow().clone());
+        if let Some(current) = current {
+            current.got(self.id, self.h2);
         }
         HandOff {
             id: self.id,
@@ -395,13 +441,14 @@ where
         let Some(sending) = this.sending.as_mut() else {
             panic!("ResponseFuture polled after completion");
         };
-        let res = match &sending.watched {
-            Some(w) => {
-                let prev = SENDING.with(|s| s.borrow_mut().replace(Arc::clone(&w.slot)));
-                let _restore = Restore(prev);
-                Pin::new(&mut sending.fut).poll(cx)
-            }
-            None => Pin::new(&mut sending.fut).poll(cx),
+        let current = match &sending.watched {
+            Some(w) => Current::Watched(Arc::clone(&w.slot)),
+            None => Current::Light(sending.tracker.clone(), sending.trace.clone()),
+        };
+        let res = {
+            let prev = SENDING.with(|s| s.borrow_mut().replace(current));
+            let _restore = Restore(prev);
+            Pin::new(&mut sending.fut).poll(cx)
         };
         sending.check_conn();
         let res = match res {
@@ -423,17 +470,19 @@ where
     B::Error: Into<BoxError>,
 {
     fn begin(self) -> Sending {
-        let Start {
-            client,
+        let Start { client, req } = self;
+        let ClientInner {
             tracker,
             hook,
             expect_continue_timeout,
             http2_only,
-            req,
-        } = self;
+            ..
+        } = &*client;
+        let (tracker, expect_continue_timeout, http2_only) =
+            (tracker.clone(), *expect_continue_timeout, *http2_only);
         let method = req.method().as_str();
         let trace = with_uri_text(req.uri(), |uri| match hook {
-            Some(h) => tracker.request_with_hook(method, uri, h),
+            Some(h) => tracker.request_with_hook(method, uri, Arc::clone(h)),
             None => tracker.request(method, uri),
         });
         let hooks = trace.has_hooks();
@@ -457,7 +506,8 @@ where
         // the request is not watched.
         // HTTP/2 known from the start (no ALPN needed): no I/O watch, no held body.
         let h2 = http2_only || parts.version == Version::HTTP_2;
-        let shared = (hooks || expect).then(|| {
+        // Watched for its phases too when the tracker keeps recent requests' phases.
+        let shared = (hooks || expect || trace.records_phases()).then(|| {
             let shared = Shared::default();
             shared.expects.store(expect, Ordering::Relaxed);
             shared.h2.store(h2, Ordering::Relaxed);
@@ -495,7 +545,13 @@ where
                 conn: Mutex::new(None),
             }),
         });
-        let fut = trace.dial_scope().scope(client.request(req));
+        if watched.is_none() {
+            // hyper-util clones the connection's extras (the hand-off extra among them) into
+            // a capture when it hands the connection to the request: that is how an unwatched
+            // request learns its connection, and begins its exchange, before its answer.
+            drop(capture_connection(&mut req));
+        }
+        let fut = trace.dial_scope().scope(client.client.request(req));
         Sending {
             fut,
             tracker,
@@ -553,11 +609,15 @@ impl Sending {
                 res.extensions_mut().remove::<HandOff>();
                 res.extensions_mut().insert(self.trace.clone());
                 let Some(watched) = &self.watched else {
-                    // Unwatched: the exchange is counted on the connection the response names.
-                    if let Some(conn) =
-                        super::connection_id(&res).and_then(|id| self.tracker.lookup(id))
-                    {
-                        self.trace.got_conn(conn, false);
+                    // Unwatched: the exchange began when the connection was handed over; for a
+                    // connector without the hand-off extra, it is counted on the connection the
+                    // response names.
+                    if self.trace.connection().is_none() {
+                        if let Some(conn) =
+                            super::connection_id(&res).and_then(|id| self.tracker.lookup(id))
+                        {
+                            self.trace.got_conn(conn, false);
+                        }
                     }
                     let trace = self.trace.clone();
                     return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, None)));

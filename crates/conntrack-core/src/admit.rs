@@ -1,0 +1,136 @@
+//! The future of [`Tracker::admit_waiting`]: an accepted connection waiting for a slot of its
+//! config's connection limit.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use crate::config::ListenerConfig;
+use crate::connection::Connection;
+use crate::control::Admission;
+use crate::info::Addr;
+use crate::limit::SlotWait;
+use crate::tracker::Tracker;
+
+/// The future of [`Tracker::admit_waiting`]: a connection accepted by a listener in
+/// [`LimitMode::Wait`](crate::LimitMode::Wait), registered as soon as its config's
+/// connection limit has a slot for it.
+///
+/// Dropping it while it waits gives up its place in the queue and leaves nothing behind.
+#[must_use = "futures do nothing unless polled"]
+pub struct AdmitWaiting<'a> {
+    tracker: Held<'a, Tracker>,
+    config: Held<'a, ListenerConfig>,
+    local: Addr,
+    remote: Addr,
+    /// Its place in the limit's queue, once it waits.
+    wait: Option<SlotWait>,
+    done: bool,
+}
+
+impl<'a> AdmitWaiting<'a> {
+    pub(crate) fn new(
+        tracker: &'a Tracker,
+        config: &'a ListenerConfig,
+        local: Addr,
+        remote: Addr,
+    ) -> Self {
+        AdmitWaiting {
+            tracker: Held::Borrowed(tracker),
+            config: Held::Borrowed(config),
+            local,
+            remote,
+            wait: None,
+            done: false,
+        }
+    }
+
+    /// The same admission owning a clone of the tracker and of the config, for a poll-based
+    /// listener that keeps it between polls (a listener's `poll_accept` taking `&self`). Its
+    /// place in the queue, if it has one, is kept.
+    pub fn into_owned(self) -> AdmitWaiting<'static> {
+        AdmitWaiting {
+            tracker: self.tracker.into_owned(),
+            config: self.config.into_owned(),
+            local: self.local,
+            remote: self.remote,
+            wait: self.wait,
+            done: self.done,
+        }
+    }
+}
+
+impl Future for AdmitWaiting<'_> {
+    type Output = io::Result<Connection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(!this.done, "`AdmitWaiting` polled after it completed");
+        loop {
+            let handed = match this.wait.as_mut() {
+                Some(queued) => {
+                    let slot = ready!(queued.poll_slot(cx));
+                    this.wait = None;
+                    Some(slot)
+                }
+                None => None,
+            };
+            let (local, remote) = (&this.local, &this.remote);
+            match this
+                .tracker
+                .try_admit(&this.config, local, remote, true, handed)
+            {
+                Admission::Admitted(conn) => {
+                    this.done = true;
+                    return Poll::Ready(Ok(conn));
+                }
+                Admission::Refused(err) => {
+                    this.done = true;
+                    return Poll::Ready(Err(err));
+                }
+                // Polled at once, to register this task's waker.
+                Admission::Wait(queued) => this.wait = Some(queued),
+            }
+        }
+    }
+}
+
+impl fmt::Debug for AdmitWaiting<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdmitWaiting")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("waiting", &self.wait.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A borrowed or a boxed value, two words either way: a waiting admission stays small (a
+/// `ListenerConfig` is a few hundred bytes), which matters when thousands wait.
+enum Held<'a, T> {
+    Borrowed(&'a T),
+    Owned(Box<T>),
+}
+
+impl<T: Clone> Held<'_, T> {
+    fn into_owned(self) -> Held<'static, T> {
+        match self {
+            Held::Borrowed(t) => Held::Owned(Box::new(t.clone())),
+            Held::Owned(t) => Held::Owned(t),
+        }
+    }
+}
+
+impl<T> Deref for Held<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Held::Borrowed(t) => t,
+            Held::Owned(t) => t,
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! A service set up as the README recommends, under a real load generator, against the same
+//! topology with no tracking at all: what tracking costs a whole service.
+//!
+//! The topology (one process, a tokio runtime with two workers): an axum front on a tracked
+//! `Listener` with `ExchangeLayer`, the debug page and Prometheus metrics (`MetricsHook` +
+//! `MetricsCollector`), forwarding each request through a `TracedClient` over the tracked
+//! `Dialer` to an axum upstream on a tracked `Listener` answering 2 KiB. `wrk -t2 -c64` loads
+//! the front for a few seconds per round; the setups alternate round by round:
+//!
+//! - `untracked`: the same two axum services on plain listeners, hyper-util's plain client;
+//! - `no hook`: everything tracked, no hook on the tracker;
+//! - `MetricsHook`: everything tracked, `MetricsHook` on the tracker (the README's setup);
+//! - `all request events`: a no-op hook that wants every request event, on the tracker.
+//!
+//! Each round prints the requests per second and the process' CPU time per request (the load
+//! generator is another process). The summary gives medians and the ratios to `untracked`.
+//!
+//! `cargo bench -p conntrack-tokio --features axum,hyper,metrics --bench service`
+//! (`cargo xtask bench service`); needs `wrk` on the PATH (`apt-get install wrk`), and says so
+//! if it is missing. `CONNTRACK_BENCH_QUICK=1` or `--quick` runs 1-second rounds.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use conntrack_core::metrics::{MetricsCollector, MetricsHook};
+use conntrack_core::{DialerConfig, Hook, ListenerConfig, Tracker};
+use conntrack_tokio::exchange::ExchangeLayer;
+use conntrack_tokio::hyper::TracedClient;
+use conntrack_tokio::{debug_router, Dialer, Listener, TrackedConnectInfo};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+const ANSWER: [u8; 2048] = [b'x'; 2048];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Setup {
+    Untracked,
+    NoHook,
+    Metrics,
+    AllRequestEvents,
+}
+
+impl Setup {
+    const ALL: [Setup; 4] = [
+        Setup::Untracked,
+        Setup::NoHook,
+        Setup::Metrics,
+        Setup::AllRequestEvents,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Untracked => "untracked",
+            Setup::NoHook => "tracked, no hook",
+            Setup::Metrics => "tracked, MetricsHook",
+            Setup::AllRequestEvents => "tracked, all request events",
+        }
+    }
+}
+
+/// A hook that wants every request event and does nothing with them.
+struct EveryRequestEvent;
+
+impl Hook for EveryRequestEvent {
+    fn wants_request_events(&self) -> bool {
+        true
+    }
+}
+
+/// How the front reaches the upstream.
+#[derive(Clone)]
+enum Upstream {
+    Plain(Client<HttpConnector, Empty<Bytes>>, String),
+    Traced(TracedClient<Dialer, Empty<Bytes>>, String),
+}
+
+async fn forward(State(up): State<Upstream>) -> axum::response::Response {
+    let res = match &up {
+        Upstream::Plain(client, uri) => {
+            let res = client.get(uri.parse().unwrap()).await.unwrap();
+            res.into_body().collect().await.unwrap().to_bytes()
+        }
+        Upstream::Traced(client, uri) => {
+            let res = client.get(uri.parse().unwrap()).await.unwrap();
+            res.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+    axum::response::Response::new(Body::from(res))
+}
+
+async fn answer() -> &'static [u8] {
+    &ANSWER
+}
+
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .with_recommended_naming(true)
+            .install_recorder()
+            .expect("one recorder");
+        conntrack_core::metrics::describe();
+        handle
+    })
+}
+
+/// Starts the topology for `setup`; returns the front's address and what stops it.
+async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, Tracker) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let tracker = match setup {
+        Setup::Metrics => Tracker::builder().hook(MetricsHook::new()).build(),
+        Setup::AllRequestEvents => Tracker::builder().hook(EveryRequestEvent).build(),
+        _ => Tracker::new(),
+    };
+    let up_inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up_inner.local_addr().unwrap();
+    let front_inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front_inner.local_addr().unwrap();
+    let up_uri = format!("http://{up_addr}/");
+    if setup == Setup::Untracked {
+        let upstream = Router::new().route("/", get(answer));
+        tokio::spawn(
+            axum::serve(up_inner, upstream)
+                .with_graceful_shutdown(stopped())
+                .into_future(),
+        );
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let front = Router::new()
+            .route("/", get(forward))
+            .with_state(Upstream::Plain(client, up_uri));
+        tokio::spawn(
+            axum::serve(front_inner, front)
+                .with_graceful_shutdown(stopped())
+                .into_future(),
+        );
+    } else {
+        let upstream = Router::new()
+            .route("/", get(answer))
+            .layer(ExchangeLayer::new(&tracker));
+        let up_listener = Listener::new(
+            &tracker,
+            up_inner,
+            ListenerConfig::new().category("upstream-in"),
+        );
+        tokio::spawn(
+            axum::serve(
+                up_listener,
+                upstream.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+            )
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+        );
+        let dialer = Dialer::new(&tracker, DialerConfig::new().category("upstream-out"));
+        let client = TracedClient::new(
+            &tracker,
+            Client::builder(TokioExecutor::new()).build(dialer),
+        );
+        let collector = MetricsCollector::new(&tracker);
+        let front = Router::new()
+            .route("/", get(forward))
+            .with_state(Upstream::Traced(client, up_uri))
+            .nest("/debug/conntrack", debug_router(&tracker))
+            .route(
+                "/metrics",
+                get(move || {
+                    let collector = collector.clone();
+                    async move {
+                        collector.collect();
+                        prometheus().render()
+                    }
+                }),
+            )
+            .layer(ExchangeLayer::new(&tracker));
+        let front_listener = Listener::new(
+            &tracker,
+            front_inner,
+            ListenerConfig::new().category("front-in"),
+        );
+        tokio::spawn(
+            axum::serve(
+                front_listener,
+                front.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+            )
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+        );
+    }
+    (front_addr, stop_tx, tracker)
+}
+
+/// The process' user + system CPU time so far.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs wrk against `addr` for `secs`; returns (requests, requests per second).
+fn wrk(addr: SocketAddr, secs: u64) -> (f64, f64) {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{secs}s"),
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut requests = 0.0;
+    let mut rate = 0.0;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(n) = line
+            .split(" requests in")
+            .next()
+            .filter(|_| line.contains(" requests in"))
+        {
+            requests = n.trim().parse().unwrap_or(0.0);
+        }
+        if let Some(r) = line.strip_prefix("Requests/sec:") {
+            rate = r.trim().parse().unwrap_or(0.0);
+        }
+        if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
+            eprintln!("wrk: {line}");
+        }
+    }
+    (requests, rate)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("service bench: skipped, `wrk` is not installed (apt-get install wrk)");
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var_os("CONNTRACK_BENCH_QUICK").is_some_and(|v| v == "1");
+    let (secs, rounds) = if quick { (1, 1) } else { (4, 5) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { prometheus() });
+    // For profiling one setup alone: `-- only untracked|nohook|metrics|all`.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "only") {
+        let setup = match args.get(i + 1).map(String::as_str) {
+            Some("nohook") => Setup::NoHook,
+            Some("metrics") => Setup::Metrics,
+            Some("all") => Setup::AllRequestEvents,
+            _ => Setup::Untracked,
+        };
+        let (addr, stop, _tracker) = rt.block_on(start(setup));
+        let _ = wrk(addr, 1);
+        let cpu0 = process_cpu();
+        let (requests, rate) = wrk(addr, secs);
+        let cpu = process_cpu().saturating_sub(cpu0);
+        let _ = stop.send(true);
+        println!(
+            "{}: {rate:.0} req/s, {:.1} µs CPU/request",
+            setup.name(),
+            cpu.as_secs_f64() * 1e6 / requests
+        );
+        return;
+    }
+    println!(
+        "conntrack-tokio service (axum front + TracedClient upstream, wrk -t2 -c64, {secs} s \
+         rounds, setups alternating), {rounds} rounds"
+    );
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); Setup::ALL.len()];
+    for round in 0..=rounds {
+        for (i, &setup) in Setup::ALL.iter().enumerate() {
+            let (addr, stop, tracker) = rt.block_on(start(setup));
+            // Warm the connections up (not measured).
+            let _ = wrk(addr, 1);
+            let cpu0 = process_cpu();
+            let (requests, rate) = wrk(addr, secs);
+            let cpu = process_cpu().saturating_sub(cpu0);
+            let _ = stop.send(true);
+            drop(tracker);
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
+            if round == 0 || requests == 0.0 {
+                continue; // the first round warms everything up
+            }
+            let per_request = cpu.as_secs_f64() * 1e6 / requests;
+            if std::env::var_os("CONNTRACK_BENCH_VERBOSE").is_some_and(|v| v == "1") {
+                eprintln!(
+                    "round {round} {:<28} {rate:>10.0} req/s {per_request:>6.1} µs CPU/request",
+                    setup.name()
+                );
+            }
+            results[i].0.push(rate);
+            results[i].1.push(per_request);
+        }
+    }
+    let base_rate = median(results[0].0.clone());
+    let base_cpu = median(results[0].1.clone());
+    let none_cpu = median(results[1].1.clone());
+    for (i, setup) in Setup::ALL.iter().enumerate() {
+        let rate = median(results[i].0.clone());
+        let cpu = median(results[i].1.clone());
+        println!(
+            "{:<28} {rate:>10.0} req/s  x{:.3} of untracked   {cpu:>6.1} µs CPU/request  ({:+.1} µs vs untracked, {:+.2} µs vs no hook)",
+            setup.name(),
+            rate / base_rate,
+            cpu - base_cpu,
+            cpu - none_cpu,
+        );
+    }
+}
