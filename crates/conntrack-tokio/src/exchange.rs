@@ -101,6 +101,11 @@ enum Finder {
 /// [module docs](self)).
 #[derive(Clone)]
 pub struct ExchangeLayer {
+    // Shared: axum clones a route's service (this layer with it) for every request.
+    inner: Arc<LayerInner>,
+}
+
+struct LayerInner {
     tracker: Tracker,
     finder: Finder,
 }
@@ -115,19 +120,22 @@ impl ExchangeLayer {
     /// A layer finding each request's connection in its extensions: a [`ConnectionId`], or
     /// axum's `ConnectInfo<TrackedConnectInfo>`.
     pub fn new(tracker: &Tracker) -> Self {
+        ExchangeLayer::with(tracker, Finder::Extensions)
+    }
+
+    fn with(tracker: &Tracker, finder: Finder) -> Self {
         ExchangeLayer {
-            tracker: tracker.clone(),
-            finder: Finder::Extensions,
+            inner: Arc::new(LayerInner {
+                tracker: tracker.clone(),
+                finder,
+            }),
         }
     }
 
     /// A layer for a service that serves one connection (hyper's `serve_connection`): every
     /// request is an exchange on `id`.
     pub fn for_connection(tracker: &Tracker, id: ConnectionId) -> Self {
-        ExchangeLayer {
-            tracker: tracker.clone(),
-            finder: Finder::Fixed(id),
-        }
+        ExchangeLayer::with(tracker, Finder::Fixed(id))
     }
 
     /// A layer finding the connection with `find` (for integrations whose connect info is not
@@ -136,31 +144,32 @@ impl ExchangeLayer {
         tracker: &Tracker,
         find: impl Fn(&http::Extensions) -> Option<ConnectionId> + Send + Sync + 'static,
     ) -> Self {
-        ExchangeLayer {
-            tracker: tracker.clone(),
-            finder: Finder::Lookup(Arc::new(find)),
-        }
+        ExchangeLayer::with(tracker, Finder::Lookup(Arc::new(find)))
     }
 
     fn find(&self, ext: &http::Extensions) -> Option<ConnectionRef> {
-        let id = match &self.finder {
+        let id = match &self.inner.finder {
             Finder::Fixed(id) => Some(*id),
             Finder::Lookup(f) => f(ext),
-            Finder::Extensions => ext.get::<ConnectionId>().copied().or_else(|| axum_id(ext)),
+            Finder::Extensions => match ext.get::<ConnectionId>() {
+                Some(id) => Some(*id),
+                // axum's connect info carries the connection: no lookup.
+                None => return axum_conn(ext),
+            },
         }?;
-        self.tracker.lookup(id)
+        self.inner.tracker.lookup(id)
     }
 }
 
-/// The id in axum's `ConnectInfo<TrackedConnectInfo>`.
+/// The connection in axum's `ConnectInfo<TrackedConnectInfo>`.
 #[cfg(feature = "axum")]
-fn axum_id(ext: &http::Extensions) -> Option<ConnectionId> {
+fn axum_conn(ext: &http::Extensions) -> Option<ConnectionRef> {
     ext.get::<axum::extract::ConnectInfo<crate::TrackedConnectInfo>>()
-        .map(|c| c.0.id)
+        .map(|c| c.0.connection().clone())
 }
 
 #[cfg(not(feature = "axum"))]
-fn axum_id(_: &http::Extensions) -> Option<ConnectionId> {
+fn axum_conn(_: &http::Extensions) -> Option<ConnectionRef> {
     None
 }
 
