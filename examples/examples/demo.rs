@@ -18,8 +18,9 @@
 //!
 //! After `--seconds` (default 10) the clients stop; a plain connection sends half a request and
 //! stalls, then a burst of 11 more (12 at once) shows the limit rejecting 4 or so, and
-//! `tracker.shutdown(1 s)` (with axum's graceful shutdown) closes the rest, aborts the stalled
-//! one at the deadline and lists it; the demo prints the totals and the most recently closed
+//! `tracker.shutdown(1 s)` (driving axum's graceful shutdown through
+//! `tracker.shutdown_signal()`) closes the rest, aborts the stalled one at the deadline and
+//! lists it; the demo prints the totals and the most recently closed
 //! connections with why they closed. `cargo xtask ci` checks that it ends this way and that its
 //! tables have the columns of the README's sample.
 
@@ -139,16 +140,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         // Each request counted on its server connection: the table's REQS and STATE columns.
         .layer(ExchangeLayer::new(&tracker));
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    // One line wires axum's graceful shutdown to the tracker's: when `tracker.shutdown(..)`
+    // starts, axum stops accepting and lets each connection finish its response.
     let server = tokio::spawn(
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
         )
-        .with_graceful_shutdown(async move {
-            let _ = shutdown_rx.await;
-            // A browser following the page's events would hold the shutdown up: end them.
-            page.close_events();
+        .with_graceful_shutdown({
+            let signal = tracker.shutdown_signal();
+            async move {
+                signal.await;
+                // A browser following the page's events would hold the shutdown up: end them.
+                page.close_events();
+            }
         })
         .into_future(),
     );
@@ -237,9 +242,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The limit: with it, a burst of 12 plain connections against `max_connections(8)`.
     let burst = limit_burst(&tracker, addr).await?;
 
-    // Shut down: axum stops accepting and finishes its requests; the tracker closes what is
-    // idle, waits up to 1 s, then aborts the stalled connection and says which it was.
-    let _ = shutdown_tx.send(());
+    // Shut down: the tracker's signal makes axum stop accepting and finish its requests; the
+    // tracker waits up to 1 s, then aborts the stalled connection and says which it was.
     let report = tracker
         .shutdown(Duration::from_secs(1), tokio::time::sleep)
         .await;

@@ -185,7 +185,9 @@ fn main() {
     if wanted("bulk") {
         let total = scale(512 * 1024 * 1024);
         let mib = total as f64 / (1024.0 * 1024.0);
-        compare("bulk transfer", 0.98, "MiB/s", mib, |t| {
+        // The noise floor first: raw against raw.
+        compare("bulk raw vs raw", 0.99, "MiB/s", mib, |_| bulk(&Raw, total));
+        compare("bulk transfer", 0.99, "MiB/s", mib, |t| {
             if t {
                 bulk(&tracked, total)
             } else {
@@ -195,7 +197,10 @@ fn main() {
     }
     if wanted("churn") {
         let n = scale(4000);
-        compare("connection churn", 0.97, "conn/cpu-s", n as f64, |t| {
+        compare("churn raw vs raw", 0.96, "conn/cpu-s", n as f64, |_| {
+            churn(&Raw, n)
+        });
+        compare("connection churn", 0.96, "conn/cpu-s", n as f64, |t| {
             if t {
                 churn(&tracked, n)
             } else {
@@ -205,7 +210,10 @@ fn main() {
     }
     if wanted("ping") {
         let n = scale(20_000);
-        compare("64-byte ping-pong", 0.97, "rt/s", n as f64, |t| {
+        compare("ping-pong raw vs raw", 0.98, "rt/s", n as f64, |_| {
+            ping_pong(&Raw, n)
+        });
+        compare("64-byte ping-pong", 0.98, "rt/s", n as f64, |t| {
             if t {
                 ping_pong(&tracked, n)
             } else {

@@ -320,6 +320,7 @@ pub(crate) struct Snapshot {
     tls: Option<Arc<TlsInfo>>,
     requests: u64,
     in_flight: u32,
+    upgraded: bool,
     exchange_end_ms: u64,
     tcp: Option<Arc<TcpStats>>,
 }
@@ -357,7 +358,11 @@ impl Snapshot {
             tls: self.tls,
             requests: self.requests,
             in_flight: self.in_flight,
-            state: ConnState::of(self.requests, self.in_flight),
+            state: if self.upgraded {
+                ConnState::Upgraded
+            } else {
+                ConnState::of(self.requests, self.in_flight)
+            },
             exchange_idle_for: (self.in_flight == 0 && self.exchange_end_ms != NO_END).then(|| {
                 Duration::from_millis(
                     (self.at_nanos / 1_000_000).saturating_sub(self.exchange_end_ms),
@@ -407,6 +412,18 @@ pub(crate) struct Entry {
     requests: AtomicU64,
     /// Exchanges begun and not yet ended.
     in_flight: AtomicU32,
+    /// Exchanges whose response has been handed to the connection, ended by its next
+    /// completed flush ([`Connection::end_exchange_when_flushed`]).
+    ending: AtomicU32,
+    /// Marked upgraded ([`Connection::mark_upgraded`]).
+    upgraded: AtomicBool,
+    /// Marked multiplexed ([`Connection::mark_multiplexed`]): the tracker never closes it
+    /// before a shutdown's deadline.
+    multiplexed: AtomicBool,
+    /// `last_io_ms` as it was when the connection was aborted: I/O that the abort itself
+    /// causes (a blocked read woken by the socket's shutdown returns end of stream) is not
+    /// activity, so the record taken at close keeps the idle time that decided it.
+    last_io_at_abort: AtomicU64,
     /// When the last exchange ended (ms on the process clock), `NO_END` before any did.
     exchange_end_ms: AtomicU64,
     /// The close reason decided by the tracker (`CloseReason::code`), 0 when none.
@@ -465,6 +482,10 @@ impl Entry {
             watched: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            ending: AtomicU32::new(0),
+            upgraded: AtomicBool::new(false),
+            multiplexed: AtomicBool::new(false),
+            last_io_at_abort: AtomicU64::new(NO_IO),
             exchange_end_ms: AtomicU64::new(NO_END),
             reason: AtomicU8::new(0),
             aborted: AtomicBool::new(false),
@@ -529,16 +550,39 @@ impl Entry {
                 NO_IO => now.saturating_sub(self.opened_nanos) / 1_000_000,
                 ms => now_ms.saturating_sub(ms),
             };
-            if idle_ms >= self.idle_limit_ms {
+            // Never idle for longer than it has existed: the coarse clock of the last I/O
+            // may run a tick ahead of the process clock of the registration, and the record
+            // of the close must show an idle time of at least the timeout.
+            let age_ms = now.saturating_sub(self.opened_nanos) / 1_000_000;
+            if idle_ms >= self.idle_limit_ms && age_ms >= self.idle_limit_ms {
                 return Some(CloseReason::IdleTimeout);
             }
         }
         None
     }
 
-    /// Whether the connection is between exchanges (it has had some, none is in flight).
+    /// Whether a shutdown closes this connection now: it is between exchanges (it has had
+    /// some, none is in flight) and the tracker closes it itself ([`Self::tracker_closes`]).
     pub(crate) fn is_idle_exchange(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) > 0 && self.in_flight.load(Ordering::Acquire) == 0
+        self.requests.load(Ordering::Relaxed) > 0
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.tracker_closes()
+    }
+
+    /// Whether a shutdown closes this connection itself once it is between exchanges: not an
+    /// upgraded one (busy until the deadline), not a multiplexed one (its protocol may still
+    /// hold response frames the tracker cannot see), and not a server connection once a
+    /// shutdown signal was handed out (its server closes it, the protocol's way).
+    fn tracker_closes(&self) -> bool {
+        let closed_by_server = self.role == Role::Server && self.tracker().servers_close();
+        !(self.upgraded.load(Ordering::Acquire)
+            || self.multiplexed.load(Ordering::Relaxed)
+            || closed_by_server)
+    }
+
+    /// Whether an exchange is in flight or the connection was upgraded: a shutdown waits for it.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 || self.upgraded.load(Ordering::Acquire)
     }
 
     /// Sets the close reason unless one is set already.
@@ -556,6 +600,9 @@ impl Entry {
             return false;
         }
         self.set_reason(reason);
+        // Before anything is woken: see `last_io_at_abort`.
+        self.last_io_at_abort
+            .store(self.last_io_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         self.aborted.store(true, Ordering::SeqCst);
         let (mut r, mut w, closer) = {
             let mut rare = self.rare();
@@ -688,7 +735,11 @@ impl Entry {
         tls: Option<Arc<TlsInfo>>,
         tcp: Option<Arc<TcpStats>>,
     ) -> Snapshot {
-        let last_io_ms = self.last_io_ms.load(Ordering::Relaxed);
+        let last_io_ms = if self.aborted.load(Ordering::Relaxed) {
+            self.last_io_at_abort.load(Ordering::Relaxed)
+        } else {
+            self.last_io_ms.load(Ordering::Relaxed)
+        };
         let idle_ms = if last_io_ms == NO_IO {
             u64::MAX
         } else {
@@ -711,6 +762,7 @@ impl Entry {
             tls,
             requests: self.requests.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            upgraded: self.upgraded.load(Ordering::Relaxed),
             exchange_end_ms: self.exchange_end_ms.load(Ordering::Relaxed),
             tcp,
         }
@@ -830,12 +882,40 @@ impl Entry {
         let before = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
-        // During a shutdown a connection closes as soon as its last exchange ends.
-        if before == Ok(1) && self.tracker().is_shutting_down() && self.abort(CloseReason::Shutdown)
-        {
-            self.tracker()
-                .shutdown_closed
-                .fetch_add(1, Ordering::Relaxed);
+        // During a shutdown the tracker closes a connection as soon as its last exchange
+        // ends, unless someone else does (see `tracker_closes`).
+        if before == Ok(1) && self.tracker().is_shutting_down() && self.tracker_closes() {
+            self.abort(CloseReason::Shutdown);
+        }
+    }
+
+    /// See [`Connection::end_exchange_when_flushed`].
+    pub(crate) fn end_exchange_when_flushed(&self) {
+        self.ending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A flush of the connection's stream completed: the exchanges waiting for it end.
+    #[cold]
+    fn flushed(&self) {
+        let n = self.ending.swap(0, Ordering::AcqRel);
+        if n > 0 {
+            let now = clock::now_nanos();
+            for _ in 0..n {
+                self.end_exchange_at(now);
+            }
+        }
+    }
+
+    /// See [`Connection::mark_upgraded`].
+    pub(crate) fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
+    }
+
+    /// See [`Connection::mark_multiplexed`].
+    pub(crate) fn mark_multiplexed(&self) {
+        // Read first: one store per connection, not one per request.
+        if !self.multiplexed.load(Ordering::Relaxed) {
+            self.multiplexed.store(true, Ordering::Relaxed);
         }
     }
 
@@ -929,6 +1009,9 @@ impl Entry {
                     }
                     Some(_) => CloseReason::Error,
                     None if self.eof.load(Ordering::Relaxed) => CloseReason::PeerClosed,
+                    // Closed by this side during a graceful shutdown (its server closed it
+                    // after the shutdown signal, or it finished by itself).
+                    None if t.is_shutting_down() => CloseReason::Shutdown,
                     None => CloseReason::ClosedLocally,
                 }
             });
@@ -1349,6 +1432,49 @@ impl Connection {
         self.entry.end_exchange();
     }
 
+    /// Marks the end of an exchange whose response has been handed to the connection's stream
+    /// but maybe not written yet: it ends at the stream's next completed flush
+    /// ([`record_flush`](Connection::record_flush)), once the response's last byte has been
+    /// handed to the socket. Until then it is in flight: an idle timeout or a shutdown does
+    /// not take the connection for idle while the response is still being written. A server
+    /// integration calls it when the protocol layer lets go of a finished response (hyper
+    /// drops the response body once it has its last frame, then writes and flushes it); the
+    /// tracked streams of every adapter call `record_flush`.
+    pub fn end_exchange_when_flushed(&self) {
+        self.entry.end_exchange_when_flushed();
+    }
+
+    /// What a tracked stream calls when a flush completed: the exchanges waiting for it
+    /// ([`end_exchange_when_flushed`](Connection::end_exchange_when_flushed)) end. One relaxed
+    /// load when none waits.
+    #[inline]
+    pub fn record_flush(&self) {
+        if self.entry.ending.load(Ordering::Relaxed) != 0 {
+            self.entry.flushed();
+        }
+    }
+
+    /// Marks the connection upgraded: its protocol was switched (after a `101 Switching
+    /// Protocols`, or a `2xx` answer to `CONNECT`) and it now carries traffic that marks no
+    /// exchanges (a WebSocket, a tunnel). Its [state](ConnectionInfo::state) is
+    /// [`Upgraded`](ConnState::Upgraded) from then on; a shutdown counts it busy (it gets the
+    /// grace period, then is aborted at the deadline) and the idle timeout judges it by its I/O.
+    /// The exchange layer of the tokio adapter marks it when a response says so.
+    pub fn mark_upgraded(&self) {
+        self.entry.mark_upgraded();
+    }
+
+    /// Marks the connection multiplexed: several exchanges share it and its protocol writes
+    /// their responses from buffers of its own (HTTP/2), so a completed flush does not mean
+    /// that every response has left. Without a [`ShutdownSignal`](crate::ShutdownSignal)
+    /// handed out, a shutdown closes idle connections itself, but never this one before its
+    /// deadline; given the signal, its server closes it the protocol's way (`GOAWAY`). The
+    /// exchange layer of the tokio adapter marks every connection that carries an HTTP/2
+    /// request.
+    pub fn mark_multiplexed(&self) {
+        self.entry.mark_multiplexed();
+    }
+
     /// A reference to this connection that does not keep it in the tracker: the entry still
     /// leaves with the last [`Connection`] handle. For code that observes a connection it does
     /// not own (a request on a pooled connection).
@@ -1696,6 +1822,21 @@ impl ConnectionRef {
     /// See [`Connection::end_exchange`].
     pub fn end_exchange(&self) {
         self.entry.end_exchange();
+    }
+
+    /// See [`Connection::end_exchange_when_flushed`].
+    pub fn end_exchange_when_flushed(&self) {
+        self.entry.end_exchange_when_flushed();
+    }
+
+    /// See [`Connection::mark_upgraded`].
+    pub fn mark_upgraded(&self) {
+        self.entry.mark_upgraded();
+    }
+
+    /// See [`Connection::mark_multiplexed`].
+    pub fn mark_multiplexed(&self) {
+        self.entry.mark_multiplexed();
     }
 }
 

@@ -1,18 +1,19 @@
 //! Acting on connections: limits at accept ([`Tracker::accept_ready`],
 //! [`Tracker::admit_waiting`], [`Tracker::admit`]), abort by id, the idle and
 //! age policies ([`Tracker::enforce_policies`]) and [`Tracker::shutdown`] with its
-//! [`ShutdownReport`].
+//! [`ShutdownReport`] and the [`ShutdownSignal`] that hands it to the servers.
 //!
 //! Everything here runs when called: no thread, no timer per connection. The one thing that
 //! must happen later (a policy's deadline) is slept for by a future the user's runtime runs,
 //! [`Tracker::run_policies`], one per tracker, sleeping until the earliest deadline.
 
+use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
-use std::task::Poll;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::admit::AdmitWaiting;
@@ -23,7 +24,7 @@ use crate::event::AcceptEvent;
 use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role};
 use crate::limit::{AcceptReady, Full, LimitMode, Slot, SlotWait};
 use crate::trace;
-use crate::tracker::Tracker;
+use crate::tracker::{Tracker, TrackerInner};
 
 /// What [`Tracker::try_admit`] did with an accepted connection.
 pub(crate) enum Admission {
@@ -35,6 +36,10 @@ pub(crate) enum Admission {
 }
 
 /// What [`Tracker::shutdown`] found.
+///
+/// Every connection open when the shutdown began is counted once: in
+/// [`closed_idle`](ShutdownReport::closed_idle) or [`closed_busy`](ShutdownReport::closed_busy)
+/// if it closed before the deadline, in [`still_open`](ShutdownReport::still_open) otherwise.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -42,13 +47,108 @@ pub struct ShutdownReport {
     pub drained: bool,
     /// How long the shutdown took.
     pub elapsed: Duration,
-    /// Connections closed at once because they were idle between exchanges, or as soon as
-    /// their last exchange ended, during this call to [`shutdown`](Tracker::shutdown).
+    /// Connections with no exchange in flight when the shutdown began (idle between
+    /// exchanges, or new), closed before the deadline: by the tracker at once, or by their
+    /// server (an idle HTTP/1 keep-alive connection is closed at once by hyper's graceful
+    /// shutdown; an HTTP/2 one after its `GOAWAY`).
     pub closed_idle: usize,
+    /// Connections busy when the shutdown began (an exchange in flight, or
+    /// [upgraded](crate::ConnState::Upgraded)) that closed before the deadline: their
+    /// exchanges finished (their responses were written) and they closed.
+    pub closed_busy: usize,
     /// The connections still open at the deadline, as they were then (category, peer, age,
-    /// bytes, exchanges in flight), oldest first. Each was then aborted with
+    /// bytes, exchanges in flight, state), oldest first. Each was then aborted with
     /// [`CloseReason::ShutdownDeadline`].
     pub still_open: Vec<ConnectionInfo>,
+}
+
+/// The shutdown signals of a tracker: whether one was ever handed out, and the tasks waiting
+/// on them.
+#[derive(Default)]
+pub(crate) struct SignalState {
+    /// A signal was handed out: the servers close their connections gracefully themselves.
+    handed_out: AtomicBool,
+    next_key: AtomicU64,
+    waiters: Mutex<Vec<(u64, Waker)>>,
+}
+
+impl SignalState {
+    fn wake_all(&self) {
+        let waiters =
+            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        for (_, w) in waiters {
+            w.wake();
+        }
+    }
+
+    fn remove(&self, key: u64) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(k, _)| *k != key);
+    }
+}
+
+impl TrackerInner {
+    /// Whether a shutdown signal was handed out: servers then close their own connections
+    /// gracefully, and the tracker closes no server connection before the deadline.
+    pub(crate) fn servers_close(&self) -> bool {
+        self.signal.handed_out.load(Ordering::Relaxed)
+    }
+}
+
+/// A future that resolves when [`Tracker::shutdown`] begins (at once if it has begun), from
+/// [`Tracker::shutdown_signal`]: the graceful-shutdown signal for a server (axum's
+/// `with_graceful_shutdown`, tonic's `serve_with_incoming_shutdown`, the accept loop of a
+/// hyper-util server). Runtime-agnostic, `Send + 'static`; dropping it unregisters it.
+#[must_use = "futures do nothing unless polled"]
+pub struct ShutdownSignal {
+    tracker: Arc<TrackerInner>,
+    key: u64,
+}
+
+impl Future for ShutdownSignal {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let t = &self.tracker;
+        if t.shutting_down.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        {
+            let mut w = t
+                .signal
+                .waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match w.iter_mut().find(|(k, _)| *k == self.key) {
+                Some((_, old)) if old.will_wake(cx.waker()) => {}
+                Some((_, old)) => old.clone_from(cx.waker()),
+                None => w.push((self.key, cx.waker().clone())),
+            }
+        }
+        // SeqCst with the store in `shutdown`, which then takes the wakers: either it finds
+        // this one or this load sees the store.
+        if t.shutting_down.load(Ordering::SeqCst) {
+            t.signal.remove(self.key);
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ShutdownSignal {
+    fn drop(&mut self) {
+        self.tracker.signal.remove(self.key);
+    }
+}
+
+impl fmt::Debug for ShutdownSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownSignal")
+            .field("shutting_down", &self.tracker.is_shutting_down())
+            .finish()
+    }
 }
 
 impl Tracker {
@@ -285,31 +385,81 @@ impl Tracker {
         }
     }
 
+    /// A future that resolves when [`shutdown`](Tracker::shutdown) begins: hand it to your
+    /// server's graceful shutdown, one line per server, so that a tracker shutdown drives it.
+    ///
+    /// ```text
+    /// axum::serve(listener, app).with_graceful_shutdown(tracker.shutdown_signal())
+    /// Server::builder().serve_with_incoming_shutdown(svc, listener.incoming(), tracker.shutdown_signal())
+    /// tokio::select! { a = listener.accept() => .., () = &mut signal => break }  // hyper-util, then
+    ///                                                                         // GracefulShutdown::shutdown
+    /// ```
+    ///
+    /// The server then stops accepting, lets each connection finish the exchange it is
+    /// serving and closes it the way its protocol wants (HTTP/1: `Connection: close` on the
+    /// response in flight, a half-close after its last byte, idle keep-alive connections
+    /// closed at once; HTTP/2: `GOAWAY`, the streams in flight finish, then the close), and
+    /// the shutdown waits for that, up to its deadline.
+    ///
+    /// **Handing out a signal tells the tracker that its servers close their connections
+    /// themselves**: from then on a shutdown closes no server connection before its deadline
+    /// (without a signal it closes idle ones itself, see [`shutdown`](Tracker::shutdown));
+    /// client connections (a pool's) it still closes when idle. Give every server of the
+    /// tracker a signal. Take one signal per server and keep it across its accept loop (a
+    /// signal created after the shutdown began resolves at once).
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.inner.signal.handed_out.store(true, Ordering::Relaxed);
+        ShutdownSignal {
+            tracker: Arc::clone(&self.inner),
+            key: self.inner.signal.next_key.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     /// Shuts down gracefully with a deadline, on any runtime (`sleep` is the runtime's, as for
     /// [`run_policies`](Tracker::run_policies)):
     ///
     /// 1. listeners refuse new connections from now on ([`admit`](Tracker::admit) rejects
-    ///    them; the tracker stays shut down);
-    /// 2. connections idle between exchanges close at once, and busy ones as soon as their
-    ///    last exchange ends (reason [`CloseReason::Shutdown`]); exchanges are those marked
-    ///    with [`Connection::begin_exchange`] (the hyper, axum and tonic integrations do);
-    ///    a connection that marks none is left to finish and close by itself;
-    /// 3. waits for every connection to close, up to `grace`;
-    /// 4. at the deadline, aborts what is left (reason [`CloseReason::ShutdownDeadline`]) and
+    ///    them; the tracker stays shut down), and every [`ShutdownSignal`] resolves: the
+    ///    servers given one begin their own graceful shutdown;
+    /// 2. busy connections (an exchange in flight, or [upgraded](crate::ConnState::Upgraded))
+    ///    are left to finish. An exchange ends when its response has been written (see
+    ///    [`Connection::end_exchange_when_flushed`]), so a response is never cut short;
+    /// 3. the tracker closes connections itself (reason [`CloseReason::Shutdown`]): those
+    ///    idle between exchanges at once, busy ones as soon as their last exchange ends. Not
+    ///    an upgraded one, nor a [multiplexed](crate::Connection::mark_multiplexed) one (those
+    ///    wait for the deadline), nor, once a [`ShutdownSignal`] was handed out, a server
+    ///    connection: its server closes it, the protocol's way. Exchanges are those marked
+    ///    with [`Connection::begin_exchange`] (the hyper, axum and tonic integrations do); a
+    ///    connection that marks none is left to finish and close by itself;
+    /// 4. waits for every connection to close, up to `grace`;
+    /// 5. at the deadline, aborts what is left (reason [`CloseReason::ShutdownDeadline`]) and
     ///    reports it in [`ShutdownReport::still_open`].
+    ///
+    /// A connection that closes without error during a shutdown, by itself or by its server,
+    /// has the reason [`CloseReason::Shutdown`] too.
     pub async fn shutdown<S, F>(&self, grace: Duration, sleep: S) -> ShutdownReport
     where
         S: FnOnce(Duration) -> F,
         F: Future,
     {
         let start = clock::now_nanos();
-        // The count is the tracker's since its first shutdown (busy connections keep adding
-        // to it as their exchanges end); this report gives what closed during this call.
-        let closed_before = self.inner.shutdown_closed.load(Ordering::Relaxed);
+        // Every connection open now, and whether it is busy: the report counts each once.
+        // (Taken before the shutdown shows, so that none closes uncounted meanwhile.)
+        let open: Vec<_> = self
+            .registry
+            .collect()
+            .into_iter()
+            .filter(|(_, e)| !e.is_closed())
+            .map(|(_, e)| {
+                let busy = e.is_busy();
+                (e, busy)
+            })
+            .collect();
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        for (_, e) in self.registry.collect() {
-            if e.is_idle_exchange() && e.abort(CloseReason::Shutdown) {
-                self.inner.shutdown_closed.fetch_add(1, Ordering::Relaxed);
+        self.inner.signal.wake_all();
+        for (e, _) in &open {
+            if e.is_idle_exchange() {
+                e.abort(CloseReason::Shutdown);
             }
         }
         let mut drained = pin!(self.drained());
@@ -334,14 +484,24 @@ impl Tracker {
                 }
             }
         }
+        // Oldest first is by id: the aborted ones are found by a binary search.
+        let (mut closed_idle, mut closed_busy) = (0, 0);
+        for (e, busy) in &open {
+            let id = ConnectionId(e.id);
+            if still_open.binary_search_by_key(&id, |c| c.id).is_err() {
+                *(if *busy {
+                    &mut closed_busy
+                } else {
+                    &mut closed_idle
+                }) += 1;
+            }
+        }
+        drop(open);
         ShutdownReport {
             drained,
             elapsed: clock::since(start),
-            closed_idle: self
-                .inner
-                .shutdown_closed
-                .load(Ordering::Relaxed)
-                .wrapping_sub(closed_before),
+            closed_idle,
+            closed_busy,
             still_open,
         }
     }

@@ -404,7 +404,9 @@ pub struct ConnectionInfo {
     pub requests: u64,
     /// Exchanges begun and not yet ended.
     pub in_flight: u32,
-    /// New, active or idle, derived from `requests` and `in_flight` (Go: `http.ConnState`).
+    /// New, active or idle, derived from `requests` and `in_flight` (Go: `http.ConnState`);
+    /// upgraded once a protocol layer marked it so
+    /// ([`Connection::mark_upgraded`](crate::Connection::mark_upgraded)).
     pub state: ConnState,
     /// Time since the last exchange ended, while none is in flight; `None` before the first
     /// exchange ended and while one is in flight.
@@ -423,7 +425,8 @@ pub struct ConnectionInfo {
     pub tcp: Option<Arc<crate::TcpStats>>,
 }
 
-/// A connection's exchange state, derived from its request counts (Go: `http.ConnState`).
+/// A connection's exchange state, derived from its request counts (Go: `http.ConnState`), or
+/// [`Upgraded`](ConnState::Upgraded) once its protocol was switched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(
     feature = "serde",
@@ -438,10 +441,17 @@ pub enum ConnState {
     Active,
     /// Exchanges have been made, none is in flight.
     Idle,
+    /// The connection left its exchange protocol: after a `101 Switching Protocols` (a
+    /// WebSocket) or a `2xx` answer to `CONNECT` (a tunnel), as marked by
+    /// [`Connection::mark_upgraded`](crate::Connection::mark_upgraded). Busy for a shutdown
+    /// (it gets the grace period, then is aborted at the deadline); judged by its I/O for the
+    /// idle timeout.
+    Upgraded,
 }
 
 impl ConnState {
-    /// The state of a connection with `requests` begun and `in_flight` not yet ended.
+    /// The state of a connection with `requests` begun and `in_flight` not yet ended (never
+    /// [`Upgraded`](ConnState::Upgraded): that is a mark, not a count).
     #[must_use]
     pub const fn of(requests: u64, in_flight: u32) -> Self {
         if in_flight > 0 {
@@ -453,13 +463,14 @@ impl ConnState {
         }
     }
 
-    /// `"new"`, `"active"` or `"idle"`.
+    /// `"new"`, `"active"`, `"idle"` or `"upgraded"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             ConnState::New => "new",
             ConnState::Active => "active",
             ConnState::Idle => "idle",
+            ConnState::Upgraded => "upgraded",
         }
     }
 }

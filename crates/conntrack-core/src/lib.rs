@@ -96,7 +96,7 @@ pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
 pub use connection::{
     CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, SocketGuard, TcpInfoGuard,
 };
-pub use control::ShutdownReport;
+pub use control::{ShutdownReport, ShutdownSignal};
 pub use dial::{ConnectAttempt, Dial};
 pub use event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,

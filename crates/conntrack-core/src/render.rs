@@ -554,7 +554,8 @@ const CONN_HEADERS: [(&str, &str); 14] = [
     ("Reqs", "Exchanges begun on the connection"),
     (
         "State",
-        "Exchange state: new (none yet), active (one in flight), idle (between them)",
+        "Exchange state: new (none yet), active (one in flight), idle (between them), \
+         upgraded (after a 101 or a CONNECT 2xx)",
     ),
     (
         "RTT",
@@ -823,11 +824,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// The live connections as an aligned text table, one row per connection: id, category, role,
 /// local and remote address, the dialed target when any connection has one, age, bytes read
-/// and written, idle time, the exchange count and state (new, active, idle) when any connection
-/// has carried an exchange, the kernel's TCP statistics when any connection has them (`RTT`,
-/// the smoothed round-trip time, which on the side answering requests includes the peer's
-/// delayed ACKs; `MIN-RTT`, the smallest seen, the path's own delay; `RETRANS`, segments
-/// retransmitted), and the TLS version and ALPN when any connection has TLS.
+/// and written, idle time, the exchange count and state (new, active, idle, upgraded) when any
+/// connection has carried an exchange, the kernel's TCP statistics when any connection has
+/// them (`RTT`, the smoothed round-trip time, which on the side answering requests includes
+/// the peer's delayed ACKs; `MIN-RTT`, the smallest seen, the path's own delay; `RETRANS`,
+/// segments retransmitted), and the TLS version and ALPN when any connection has TLS.
 ///
 /// Every cell is escaped with [`escape_text`] (and a space that would read as a column gap is
 /// written `\u{20}`), so a peer-chosen string (a Unix socket path holding a newline, an ANSI

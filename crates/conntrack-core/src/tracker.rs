@@ -52,8 +52,8 @@ pub(crate) struct TrackerInner {
     pub(crate) activity: crate::activity::Rings,
     /// Set by `shutdown`: listeners refuse new connections, idle ones close.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
-    /// Connections closed idle by the shutdown.
-    pub(crate) shutdown_closed: AtomicUsize,
+    /// The shutdown signals handed out ([`Tracker::shutdown_signal`]) and their wakers.
+    pub(crate) signal: crate::control::SignalState,
     /// The policy enforcer's next wake-up (nanos on the process clock), `u64::MAX` when it
     /// waits for a policy-bearing connection or is checking (then lowered by each
     /// registration due earlier, see `policy_registered`); and its waker.
@@ -79,7 +79,7 @@ impl TrackerInner {
             next_waiter: AtomicU64::new(0),
             activity: crate::activity::Rings::new(request_cap),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-            shutdown_closed: AtomicUsize::new(0),
+            signal: crate::control::SignalState::default(),
             sweep_at: AtomicU64::new(u64::MAX),
             sweep_waker: std::sync::Mutex::new(None),
         };

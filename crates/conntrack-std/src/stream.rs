@@ -219,7 +219,8 @@ fn write_vectored(
 
 fn flush(conn: &Connection, nb: &AtomicBool, mut w: impl Write) -> io::Result<()> {
     conn.check()?;
-    seen(conn, nb, Dir::Write, w.flush(), |()| {})
+    // What was written is on its way: exchanges waiting for it end.
+    seen(conn, nb, Dir::Write, w.flush(), |()| conn.record_flush())
 }
 
 impl<T: Read> Read for Tracked<T> {

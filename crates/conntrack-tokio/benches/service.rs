@@ -80,6 +80,7 @@ impl Hook for EveryRequestEvent {
 
 /// How the front reaches the upstream.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // made once per setup, cloned (shallowly) per request
 enum Upstream {
     Plain(Client<HttpConnector, Empty<Bytes>>, String),
     Traced(TracedClient<Dialer, Empty<Bytes>>, String),

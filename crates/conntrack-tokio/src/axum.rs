@@ -24,7 +24,7 @@ use std::io;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
-use conntrack_core::{Addr, ConnectionId};
+use conntrack_core::{Addr, ConnectionId, ConnectionRef};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::listener::{is_connection_error, ACCEPT_ERROR_PAUSE};
@@ -75,6 +75,17 @@ pub struct TrackedConnectInfo {
     pub local_addr: Addr,
     /// The client's address.
     pub remote_addr: Addr,
+    /// The connection itself, so that `ExchangeLayer` finds it without a lookup.
+    conn: ConnectionRef,
+}
+
+impl TrackedConnectInfo {
+    /// The connection (reading it or marking exchanges on it; it does not keep the connection
+    /// in the tracker).
+    #[must_use]
+    pub fn connection(&self) -> &ConnectionRef {
+        &self.conn
+    }
 }
 
 impl<L> Connected<IncomingStream<'_, Listener<L>>> for TrackedConnectInfo
@@ -84,11 +95,13 @@ where
     L::PeerAddr: Send,
 {
     fn connect_info(stream: IncomingStream<'_, Listener<L>>) -> Self {
-        let info = stream.io().info();
+        let conn = stream.io().connection().downgrade();
+        let info = conn.info();
         TrackedConnectInfo {
             id: info.id,
             local_addr: info.local_addr,
             remote_addr: info.remote_addr,
+            conn,
         }
     }
 }

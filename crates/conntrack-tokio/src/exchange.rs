@@ -5,11 +5,42 @@
 //! server connection shows how many requests it has served
 //! ([`ConnectionInfo::requests`](conntrack_core::ConnectionInfo::requests)),
 //! how many are in flight, and its state (`new`, `active` while a request is being served,
-//! `idle` between requests, Go's `http.ConnState`), in snapshots, the debug page and JSON. An
-//! exchange begins when the request reaches the layer and ends when the response body has been
-//! sent to its end (or dropped). A handler reads its own connection from the request's
-//! extensions: a [`ConnectionRef`] (`Extension<ConnectionRef>` in axum; `.info()` gives the id,
-//! peer, TLS details, ...).
+//! `idle` between requests, Go's `http.ConnState`; `upgraded` after a `101 Switching
+//! Protocols` or a `2xx` answer to `CONNECT`), in snapshots, the debug page and JSON. A handler
+//! reads its own connection from the request's extensions: a [`ConnectionRef`]
+//! (`Extension<ConnectionRef>` in axum; `.info()` gives the id, peer, TLS details, ...).
+//!
+//! # When an exchange begins and ends
+//!
+//! An exchange **begins** when the request reaches the layer (its head has been read) and
+//! **ends when its response has been written**: hyper has taken the response body's last
+//! frame (or, for a response without a body, its head), dropped the body, and the connection's
+//! tracked stream then completed a flush, so the response's last byte has been handed to the
+//! socket ([`Connection::end_exchange_when_flushed`](conntrack_core::Connection::end_exchange_when_flushed)).
+//! On HTTP/1 that flush is the one hyper makes after writing the last bytes. On HTTP/2 it is
+//! the connection's next flush after the stream's last frame was queued: HTTP/2 writes the
+//! frames of all its streams from buffers of its own as flow control allows, flushing as it
+//! goes, so a stream's last frames may leave after that flush.
+//! Until then the connection counts the exchange in flight: an idle timeout does not close
+//! it and a [shutdown](conntrack_core::Tracker::shutdown) waits for it. (So hyper must serve
+//! the connection over its [`Tracked`](crate::Tracked) stream, directly or under TLS, as the
+//! listeners of this crate give it; a custom stream reports its completed flushes with
+//! [`Connection::record_flush`](conntrack_core::Connection::record_flush).)
+//!
+//! It ends at once, with nothing more to write, when the handler fails, when its response
+//! future or body is dropped before the response was complete (the client went away, hyper
+//! gave up on the response), or when the body fails.
+//!
+//! An HTTP/2 request marks its connection
+//! [multiplexed](conntrack_core::Connection::mark_multiplexed): without a
+//! [shutdown signal](conntrack_core::Tracker::shutdown_signal) handed out, a shutdown leaves it
+//! to its deadline rather than closing it itself, since only hyper knows which of its frames
+//! are still to be written.
+//!
+//! A response `101 Switching Protocols`, or a `2xx` answer to `CONNECT`, marks the connection
+//! [upgraded](conntrack_core::ConnState::Upgraded) (the exchange itself ends when that response
+//! has been written): busy for a shutdown, judged by its I/O for the idle timeout. On HTTP/2
+//! a `CONNECT` stream marks the whole connection, for the rest of its life.
 //!
 //! The layer finds the connection from the request's extensions: axum's
 //! `ConnectInfo<TrackedConnectInfo>` (serve with `into_make_service_with_connect_info`), a
@@ -70,6 +101,11 @@ enum Finder {
 /// [module docs](self)).
 #[derive(Clone)]
 pub struct ExchangeLayer {
+    // Shared: axum clones a route's service (this layer with it) for every request.
+    inner: Arc<LayerInner>,
+}
+
+struct LayerInner {
     tracker: Tracker,
     finder: Finder,
 }
@@ -84,19 +120,22 @@ impl ExchangeLayer {
     /// A layer finding each request's connection in its extensions: a [`ConnectionId`], or
     /// axum's `ConnectInfo<TrackedConnectInfo>`.
     pub fn new(tracker: &Tracker) -> Self {
+        ExchangeLayer::with(tracker, Finder::Extensions)
+    }
+
+    fn with(tracker: &Tracker, finder: Finder) -> Self {
         ExchangeLayer {
-            tracker: tracker.clone(),
-            finder: Finder::Extensions,
+            inner: Arc::new(LayerInner {
+                tracker: tracker.clone(),
+                finder,
+            }),
         }
     }
 
     /// A layer for a service that serves one connection (hyper's `serve_connection`): every
     /// request is an exchange on `id`.
     pub fn for_connection(tracker: &Tracker, id: ConnectionId) -> Self {
-        ExchangeLayer {
-            tracker: tracker.clone(),
-            finder: Finder::Fixed(id),
-        }
+        ExchangeLayer::with(tracker, Finder::Fixed(id))
     }
 
     /// A layer finding the connection with `find` (for integrations whose connect info is not
@@ -105,31 +144,32 @@ impl ExchangeLayer {
         tracker: &Tracker,
         find: impl Fn(&http::Extensions) -> Option<ConnectionId> + Send + Sync + 'static,
     ) -> Self {
-        ExchangeLayer {
-            tracker: tracker.clone(),
-            finder: Finder::Lookup(Arc::new(find)),
-        }
+        ExchangeLayer::with(tracker, Finder::Lookup(Arc::new(find)))
     }
 
     fn find(&self, ext: &http::Extensions) -> Option<ConnectionRef> {
-        let id = match &self.finder {
+        let id = match &self.inner.finder {
             Finder::Fixed(id) => Some(*id),
             Finder::Lookup(f) => f(ext),
-            Finder::Extensions => ext.get::<ConnectionId>().copied().or_else(|| axum_id(ext)),
+            Finder::Extensions => match ext.get::<ConnectionId>() {
+                Some(id) => Some(*id),
+                // axum's connect info carries the connection: no lookup.
+                None => return axum_conn(ext),
+            },
         }?;
-        self.tracker.lookup(id)
+        self.inner.tracker.lookup(id)
     }
 }
 
-/// The id in axum's `ConnectInfo<TrackedConnectInfo>`.
+/// The connection in axum's `ConnectInfo<TrackedConnectInfo>`.
 #[cfg(feature = "axum")]
-fn axum_id(ext: &http::Extensions) -> Option<ConnectionId> {
+fn axum_conn(ext: &http::Extensions) -> Option<ConnectionRef> {
     ext.get::<axum::extract::ConnectInfo<crate::TrackedConnectInfo>>()
-        .map(|c| c.0.id)
+        .map(|c| c.0.connection().clone())
 }
 
 #[cfg(not(feature = "axum"))]
-fn axum_id(_: &http::Extensions) -> Option<ConnectionId> {
+fn axum_conn(_: &http::Extensions) -> Option<ConnectionRef> {
     None
 }
 
@@ -159,12 +199,21 @@ impl<S: fmt::Debug> fmt::Debug for Exchange<S> {
     }
 }
 
-/// Ends an exchange when dropped.
-struct Guard(ConnectionRef);
+/// Ends an exchange when dropped: once its response has been written if the response was
+/// complete, else at once.
+struct Guard {
+    conn: ConnectionRef,
+    /// The response has been handed over whole: the exchange ends at the next flush.
+    complete: bool,
+}
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.0.end_exchange();
+        if self.complete {
+            self.conn.end_exchange_when_flushed();
+        } else {
+            self.conn.end_exchange();
+        }
     }
 }
 
@@ -183,13 +232,43 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let guard = self.layer.find(req.extensions()).map(|conn| {
+            if req.version() == http::Version::HTTP_2 {
+                conn.mark_multiplexed();
+            }
             conn.begin_exchange();
             req.extensions_mut().insert(conn.clone());
-            Guard(conn)
+            Guard {
+                conn,
+                complete: false,
+            }
         });
+        let method = Method::of(req.method());
         ResponseFuture {
             inner: self.inner.call(req),
             guard,
+            method,
+        }
+    }
+}
+
+/// What of the request method decides how its response ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// A `HEAD` request: its response carries no body, whatever the body says.
+    Head,
+    /// A `CONNECT` request: a `2xx` answer makes a tunnel.
+    Connect,
+    Other,
+}
+
+impl Method {
+    fn of(m: &http::Method) -> Self {
+        if m == http::Method::HEAD {
+            Method::Head
+        } else if m == http::Method::CONNECT {
+            Method::Connect
+        } else {
+            Method::Other
         }
     }
 }
@@ -200,6 +279,7 @@ pin_project! {
         #[pin]
         inner: F,
         guard: Option<Guard>,
+        method: Method,
     }
 }
 
@@ -220,18 +300,31 @@ where
         let this = self.project();
         let res = std::task::ready!(this.inner.poll(cx));
         // An error ends the exchange here (the guard drops); a response carries it in its body.
-        let guard = this.guard.take();
+        let mut guard = this.guard.take();
         Poll::Ready(res.map(|res| {
-            res.map(|body| {
-                let guard = if body.is_end_stream() { None } else { guard };
-                ExchangeBody { inner: body, guard }
-            })
+            let status = res.status();
+            let upgrade = status == http::StatusCode::SWITCHING_PROTOCOLS
+                || (*this.method == Method::Connect && status.is_success());
+            // Responses that hyper writes without a body, whatever the body says.
+            let no_body = *this.method == Method::Head
+                || status.is_informational()
+                || status == http::StatusCode::NO_CONTENT
+                || status == http::StatusCode::NOT_MODIFIED;
+            if let Some(g) = &mut guard {
+                if upgrade {
+                    g.conn.mark_upgraded();
+                }
+                g.complete = no_body || res.body().is_end_stream();
+            }
+            res.map(|body| ExchangeBody { inner: body, guard })
         }))
     }
 }
 
 pin_project! {
-    /// A response body that ends its request's exchange when it ends (or is dropped).
+    /// A response body that ends its request's exchange when hyper has written it: the
+    /// exchange ends at the connection's first flush after the body, having ended, is dropped
+    /// (at once if it is dropped unfinished or fails; see the [module docs](self)).
     pub struct ExchangeBody<B> {
         #[pin]
         inner: B,
@@ -253,10 +346,21 @@ impl<B: Body> Body for ExchangeBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if frame.is_none() || frame.as_ref().is_some_and(Result::is_err) {
-            this.guard.take();
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        if let Some(g) = this.guard {
+            match &frame {
+                // The body failed: the response is cut short, nothing more is owed.
+                Some(Err(_)) => {
+                    g.complete = false;
+                    this.guard.take();
+                }
+                // Its end (trailers are the last frame; hyper stops at a data frame after
+                // which the body says it has ended): the exchange ends once hyper, having
+                // dropped the body, has written and flushed what it holds.
+                None => g.complete = true,
+                Some(Ok(f)) => g.complete = f.is_trailers() || this.inner.is_end_stream(),
+            }
         }
         Poll::Ready(frame)
     }

@@ -70,7 +70,7 @@ impl<T: Connection> Connection for Tracked<T> {
         let h2 = connected.is_negotiated_h2();
         connected
             .extra(self.id())
-            .extra(traced::HandOff::new(self.id(), h2))
+            .extra(traced::HandOff::new(self.connection().downgrade(), h2))
     }
 }
 

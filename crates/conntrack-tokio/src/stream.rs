@@ -206,8 +206,10 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         let res = ready!(this
             .conn
             .poll_write_guarded(cx, |cx| this.inner.poll_flush(cx)));
-        if let Err(e) = &res {
-            this.conn.record_write_error(e);
+        match &res {
+            // What was written is on its way: exchanges waiting for it end.
+            Ok(()) => this.conn.record_flush(),
+            Err(e) => this.conn.record_write_error(e),
         }
         Poll::Ready(res)
     }

@@ -194,7 +194,9 @@ impl Connection for MaybeHttpsStream {
                 } else {
                     connected
                 };
-                connected.extra(tcp.id()).extra(HandOff::new(tcp.id(), h2))
+                connected
+                    .extra(tcp.id())
+                    .extra(HandOff::new(tcp.connection().downgrade(), h2))
             }
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ::hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use conntrack_core::trace::InScope;
-use conntrack_core::{ConnectionId, Hook, RequestTrace, Tracker};
+use conntrack_core::{ConnectionId, ConnectionRef, Hook, RequestTrace, Tracker};
 use http::header::{CONNECTION, EXPECT, HOST};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection, Connect};
@@ -254,19 +254,28 @@ struct Slot {
 
 impl Slot {
     /// The request got connection `id` (again if hyper-util retries it on another one).
-    fn got(&self, id: ConnectionId, h2: bool) {
+    /// The request got connection `id`, known by its id only (looked up).
+    fn got_id(&self, id: ConnectionId, h2: bool) {
+        if let Some(conn) = self.tracker.lookup(id) {
+            self.got(&conn, h2);
+        }
+    }
+
+    /// The request got `conn` (again if hyper-util retries it on another one).
+    fn got(&self, conn: &ConnectionRef, h2: bool) {
         let h2 = h2 || self.shared.h2.load(Ordering::Acquire);
+        let id = conn.id();
         {
-            let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            if *conn == Some(id) {
+            let mut current = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            if *current == Some(id) {
                 return;
             }
-            *conn = Some(id);
+            *current = Some(id);
         }
-        let Some(conn) = self.tracker.lookup(id) else {
+        if conn.is_closed() {
             return;
-        };
-        self.trace.got_conn(conn, !h2);
+        }
+        self.trace.got_conn(conn.clone(), !h2);
         if h2 {
             // HTTP/2: the stream's HEADERS frame goes out as soon as the request is handed to
             // the connection; the body's end is reported by the body wrapper.
@@ -286,20 +295,18 @@ enum Current {
     Watched(Arc<Slot>),
     /// A request no hook watches: the connection only counts it as an exchange from the
     /// moment it is handed over (so it is in flight while it waits for its answer).
-    Light(Tracker, RequestTrace),
+    Light(RequestTrace),
 }
 
 impl Current {
-    fn got(&self, id: ConnectionId, h2: bool) {
+    fn got(&self, conn: &ConnectionRef, h2: bool) {
         match self {
-            Current::Watched(slot) => slot.got(id, h2),
-            Current::Light(tracker, trace) => {
-                if trace.connection().is_some_and(|c| c.id() == id) {
+            Current::Watched(slot) => slot.got(conn, h2),
+            Current::Light(trace) => {
+                if conn.is_closed() || trace.connection().is_some_and(|c| c.id() == conn.id()) {
                     return;
                 }
-                if let Some(conn) = tracker.lookup(id) {
-                    trace.got_conn(conn, false);
-                }
+                trace.got_conn(conn.clone(), false);
             }
         }
     }
@@ -327,13 +334,14 @@ impl Drop for Restore {
 /// connection's I/O is watched before the request's first byte is written.
 #[derive(Debug)]
 pub(crate) struct HandOff {
-    id: ConnectionId,
+    /// The connection itself (not keeping it in the tracker): no lookup at the hand-off.
+    conn: ConnectionRef,
     h2: bool,
 }
 
 impl HandOff {
-    pub(crate) fn new(id: ConnectionId, h2: bool) -> Self {
-        HandOff { id, h2 }
+    pub(crate) fn new(conn: ConnectionRef, h2: bool) -> Self {
+        HandOff { conn, h2 }
     }
 }
 
@@ -341,10 +349,10 @@ impl Clone for HandOff {
     fn clone(&self) -> Self {
         let current = SENDING.with(|s| s.borrow().clone());
         if let Some(current) = current {
-            current.got(self.id, self.h2);
+            current.got(&self.conn, self.h2);
         }
         HandOff {
-            id: self.id,
+            conn: self.conn.clone(),
             h2: self.h2,
         }
     }
@@ -443,7 +451,7 @@ where
         };
         let current = match &sending.watched {
             Some(w) => Current::Watched(Arc::clone(&w.slot)),
-            None => Current::Light(sending.tracker.clone(), sending.trace.clone()),
+            None => Current::Light(sending.trace.clone()),
         };
         let res = {
             let prev = SENDING.with(|s| s.borrow_mut().replace(current));
@@ -593,7 +601,7 @@ impl Sending {
             };
             (id, connected.is_negotiated_h2())
         };
-        w.slot.got(id, h2);
+        w.slot.got_id(id, h2);
     }
 
     fn done(
