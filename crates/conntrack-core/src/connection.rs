@@ -213,6 +213,10 @@ struct Rare {
     /// it down, and TCP statistics are read from it when `tcp_stats`.
     #[cfg(unix)]
     sock_fd: Option<std::os::fd::RawFd>,
+    /// How many [`SocketGuard`]s (the one `watch_socket` returned and its clones) keep
+    /// `sock_fd` registered: the registration ends with the last of them.
+    #[cfg(unix)]
+    sock_refs: usize,
     /// Whether TCP statistics are read from `sock_fd`.
     #[cfg(unix)]
     tcp_stats: bool,
@@ -1383,6 +1387,11 @@ impl Connection {
     /// before the stream in the struct that holds both: fields drop in declaration order), so
     /// that nothing reads or shuts down a descriptor that was closed and maybe reused by
     /// another socket. The abort and the guard's drop take the same lock, so they never race.
+    ///
+    /// Streams that share one socket (split halves, clones of a runtime's `Arc`-backed socket)
+    /// each keep a [clone](SocketGuard::clone) of the guard: the registration lasts until the
+    /// last of them drops, so that an abort still shuts the socket down, and wakes a task
+    /// blocked on one of them, after the others are gone.
     #[cfg(unix)]
     pub fn watch_socket<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> SocketGuard {
         let e = &*self.entry;
@@ -1393,6 +1402,7 @@ impl Connection {
                 false
             } else {
                 rare.sock_fd = Some(fd);
+                rare.sock_refs = 1;
                 rare.tcp_stats = !e.no_tcp_info;
                 #[cfg(any(target_os = "linux", target_os = "android"))]
                 e.sock_abort.store(true, Ordering::Relaxed);
@@ -1691,8 +1701,9 @@ impl fmt::Debug for Connection {
 }
 
 /// Keeps a connection's socket registered (for abort and TCP statistics), from
-/// [`Connection::watch_socket`]; dropping it stops every use of the descriptor (reading the
-/// statistics one last time if the config asked for them at close). It does not keep the
+/// [`Connection::watch_socket`]; dropping it (the last of its clones) stops every use of the
+/// descriptor (reading the statistics one last time if the config asked for them at close).
+/// It does not keep the
 /// connection in the tracker. (It exists on every platform, so that a stream type can hold an
 /// `Option` of it; only Unix makes one.)
 pub struct SocketGuard {
@@ -1705,6 +1716,27 @@ pub struct SocketGuard {
 /// The guard of [`Connection::watch_tcp_info`], [`SocketGuard`] under its earlier name.
 pub type TcpInfoGuard = SocketGuard;
 
+/// Another holder of the same registration: the socket stays registered until the last clone
+/// drops. For streams sharing the socket (split halves, clones), each keeping its clone
+/// declared before its stream: the last of them to drop ends the registration before it
+/// closes the socket.
+impl Clone for SocketGuard {
+    fn clone(&self) -> Self {
+        #[cfg(unix)]
+        {
+            let mut rare = self.entry.rare();
+            if rare.sock_fd == Some(self.fd) {
+                rare.sock_refs += 1;
+            }
+        }
+        SocketGuard {
+            entry: Arc::clone(&self.entry),
+            #[cfg(unix)]
+            fd: self.fd,
+        }
+    }
+}
+
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         #[cfg(unix)]
@@ -1712,6 +1744,11 @@ impl Drop for SocketGuard {
             let e = &*self.entry;
             let mut rare = e.rare();
             if rare.sock_fd == Some(self.fd) {
+                rare.sock_refs = rare.sock_refs.saturating_sub(1);
+                if rare.sock_refs > 0 {
+                    // Another stream sharing the socket still holds it.
+                    return;
+                }
                 if e.tcp_at_close && !e.is_closed() {
                     let _ = rare.tcp_now();
                 }

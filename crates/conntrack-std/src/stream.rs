@@ -91,14 +91,16 @@ impl<T> Tracked<T> {
 
     /// The inner stream, mutably. I/O done directly on it is not counted. On Linux and
     /// Android an abort shuts the stream's socket down through its descriptor number (see
-    /// [`abortable`](Tracked::abortable)); since the stream could be replaced through this
-    /// reference, that registration is dropped first: an abort still fails this stream's
-    /// later I/O, but no longer wakes a call blocked in it.
+    /// [`abortable`](Tracked::abortable) and [`with_tcp_info`](Tracked::with_tcp_info));
+    /// since the stream could be replaced through this reference, those registrations are
+    /// dropped first: an abort still fails this stream's later I/O, but no longer wakes a call
+    /// blocked in it, and the TCP statistics are the last ones read.
     pub fn get_mut(&mut self) -> &mut T {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             self.closer = None;
         }
+        self.tcp = None;
         &mut self.inner
     }
 

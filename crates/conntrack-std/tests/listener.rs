@@ -327,3 +327,35 @@ fn abort_wakes_every_thread_blocked_on_clones() {
     }
     drop((server, client));
 }
+
+/// A socket replaced through `get_mut` is no longer the connection's: an abort does not shut it
+/// down (its descriptor number could belong to any socket by then), as `get_mut` promises. The
+/// accepted stream holds two registrations (the abortable one and the TCP statistics' one):
+/// neither may reach the old socket.
+#[test]
+fn abort_leaves_a_socket_replaced_through_get_mut_alone() {
+    let tracker = Tracker::new();
+    let l = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ListenerConfig::new(),
+    );
+    let mut client = TcpStream::connect(l.get_ref().local_addr().unwrap()).unwrap();
+    let (mut server, _) = l.accept().unwrap();
+    // An untracked pair to put in its place.
+    let other_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpStream::connect(other_listener.local_addr().unwrap()).unwrap();
+    let _other_peer = other_listener.accept().unwrap();
+    let mut old = std::mem::replace(server.get_mut(), other);
+    assert!(tracker.abort(server.id()));
+    old.write_all(b"still mine")
+        .expect("the old socket is not shut down");
+    client.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    let mut buf = [0; 10];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still mine");
+    let err = server
+        .write_all(b"x")
+        .expect_err("the tracked stream is aborted");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+}
