@@ -1401,8 +1401,15 @@ impl Connection {
             if e.is_closed() {
                 false
             } else {
+                // The same socket registered again (`with_tcp_info` on a stream its listener
+                // registered): one more holder, so that the earlier guard's drop does not end
+                // the registration the new one keeps.
+                rare.sock_refs = if rare.sock_fd == Some(fd) {
+                    rare.sock_refs + 1
+                } else {
+                    1
+                };
                 rare.sock_fd = Some(fd);
-                rare.sock_refs = 1;
                 rare.tcp_stats = !e.no_tcp_info;
                 #[cfg(any(target_os = "linux", target_os = "android"))]
                 e.sock_abort.store(true, Ordering::Relaxed);
