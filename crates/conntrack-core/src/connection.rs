@@ -209,6 +209,10 @@ struct Rare {
     /// [`Connection::shutdown_on_abort`]).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     abort_fd: Option<std::os::fd::RawFd>,
+    /// More of them (each `try_clone` of a blocking stream registers its own descriptor of
+    /// the one socket); empty while `abort_fd` is `None`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    more_abort_fds: Vec<std::os::fd::RawFd>,
     /// The connection's socket while its stream lives (see [`SocketGuard`]): an abort shuts
     /// it down, and TCP statistics are read from it when `tcp_stats`.
     #[cfg(unix)]
@@ -613,7 +617,12 @@ impl Entry {
             // Under the lock: the stream's guard takes it before the stream closes the
             // descriptor, so this is still the connection's socket.
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            if let Some(fd) = rare.abort_fd.take().or(rare.sock_fd) {
+            if let Some(fd) = rare.abort_fd.take() {
+                crate::tcp_info::shutdown(fd);
+                for fd in std::mem::take(&mut rare.more_abort_fds) {
+                    crate::tcp_info::shutdown(fd);
+                }
+            } else if let Some(fd) = rare.sock_fd {
                 crate::tcp_info::shutdown(fd);
             }
             (
@@ -989,6 +998,7 @@ impl Entry {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             {
                 rare.abort_fd = None;
+                rare.more_abort_fds = Vec::new();
             }
             (
                 rare.last_error.take(),
@@ -1629,6 +1639,8 @@ impl Connection {
         let guard = CloserGuard {
             entry: Arc::clone(&self.entry),
             fd: false,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            raw: -1,
         };
         if self.is_aborted() {
             closer();
@@ -1647,8 +1659,10 @@ impl Connection {
     /// Makes an abort shut `socket` down (`shutdown(Both)`), which wakes a thread blocked in a
     /// read or write on it, as [`set_closer`](Connection::set_closer) with a clone of the
     /// socket does, without the clone (the `dup` and its `close` are two system calls per
-    /// connection). Linux and Android. One registration per connection: a new one replaces
-    /// the last.
+    /// connection). Linux and Android. Several may be registered at once (a blocking stream
+    /// and its `try_clone`s, each with its own descriptor of the one socket): an abort shuts
+    /// every one down, and each guard's drop removes its own, so that an abort still wakes a
+    /// thread blocked on a clone once the stream it was cloned from is gone.
     ///
     /// **The descriptor number is kept, not the socket**: while the returned guard lives, the
     /// socket must stay open and stay the one behind that number. A stream wrapper that owns
@@ -1660,15 +1674,20 @@ impl Connection {
     /// so an abort never races the drop.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn shutdown_on_abort<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> CloserGuard {
+        let fd = socket.as_raw_fd();
         let guard = CloserGuard {
             entry: Arc::clone(&self.entry),
             fd: true,
+            raw: fd,
         };
-        let fd = socket.as_raw_fd();
         {
             let mut rare = self.entry.rare();
             if !self.is_aborted() {
-                rare.abort_fd = Some(fd);
+                if rare.abort_fd.is_none() {
+                    rare.abort_fd = Some(fd);
+                } else {
+                    rare.more_abort_fds.push(fd);
+                }
                 self.entry.sock_abort.store(true, Ordering::Relaxed);
                 return guard;
             }
@@ -1786,6 +1805,9 @@ pub struct CloserGuard {
     /// (`set_closer`): it removes only its own kind.
     #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
     fd: bool,
+    /// The registered descriptor (when `fd`).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    raw: std::os::fd::RawFd,
 }
 
 impl Drop for CloserGuard {
@@ -1794,10 +1816,16 @@ impl Drop for CloserGuard {
             let mut rare = self.entry.rare();
             #[cfg(any(target_os = "linux", target_os = "android"))]
             if self.fd {
-                rare.abort_fd = None;
-                self.entry
-                    .sock_abort
-                    .store(rare.sock_fd.is_some(), Ordering::Relaxed);
+                // Its own registration only (another stream's may remain).
+                if rare.abort_fd == Some(self.raw) {
+                    rare.abort_fd = rare.more_abort_fds.pop();
+                } else if let Some(i) = rare.more_abort_fds.iter().position(|&f| f == self.raw) {
+                    rare.more_abort_fds.swap_remove(i);
+                }
+                self.entry.sock_abort.store(
+                    rare.abort_fd.is_some() || rare.sock_fd.is_some(),
+                    Ordering::Relaxed,
+                );
                 return;
             }
             rare.closer.take()

@@ -359,3 +359,64 @@ fn abort_leaves_a_socket_replaced_through_get_mut_alone() {
         .expect_err("the tracked stream is aborted");
     assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
 }
+
+/// Threads blocked reading and writing on `try_clone`s of a stream whose original was dropped
+/// (accepted and dialed): one abort still wakes them all, each failing with
+/// `ConnectionAborted`.
+#[test]
+fn abort_wakes_threads_blocked_on_clones_after_the_original_is_dropped() {
+    let tracker = Tracker::new();
+    let l = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ListenerConfig::new(),
+    );
+    let d = Dialer::new(&tracker, DialerConfig::new());
+    for dialed in [false, true] {
+        let client = d.connect_addr(l.get_ref().local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let (stream, peer) = if dialed {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let id = stream.id();
+        let reader = stream.try_clone().unwrap();
+        let writer = stream.try_clone().unwrap();
+        drop(stream);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let started = started_tx.clone();
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            started.send(()).unwrap();
+            let mut buf = [0; 16];
+            let _ = done.send((&reader).read(&mut buf).expect_err("the read fails"));
+        });
+        std::thread::spawn(move || {
+            started_tx.send(()).unwrap();
+            let chunk = vec![7u8; 64 * 1024];
+            loop {
+                if let Err(e) = (&writer).write(&chunk) {
+                    let _ = done_tx.send(e);
+                    return;
+                }
+            }
+        });
+        for _ in 0..2 {
+            started_rx
+                .recv_timeout(EVENT_TIMEOUT)
+                .expect("thread started");
+        }
+        // Let both block (the abort fails them all the same if they have not yet).
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(tracker.abort(id));
+        for _ in 0..2 {
+            let err = done_rx
+                .recv_timeout(EVENT_TIMEOUT)
+                .expect("every blocked thread is woken by the abort");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+        }
+        drop(peer);
+    }
+}
