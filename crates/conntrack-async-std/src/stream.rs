@@ -38,8 +38,8 @@ impl<T> Tracked<T> {
 
     /// Reads the kernel's TCP statistics of `inner` into the connection's records
     /// ([`ConnectionInfo::tcp`]) when a snapshot is taken and at close (Linux and Android).
-    /// The tracked listeners and dialers do this for every TCP stream they make. (A clone of
-    /// a `Tracked` stream does not read them; the statistics stay with the original.)
+    /// The tracked listeners and dialers do this for every TCP stream they make. (The clones
+    /// of a `Tracked` socket share the registration: it ends with the last of them.)
     #[cfg(unix)]
     #[must_use]
     pub fn with_tcp_info(mut self) -> Self
@@ -53,6 +53,12 @@ impl<T> Tracked<T> {
     pub(crate) fn with_guard(mut self, tcp: Option<TcpInfoGuard>) -> Self {
         self.tcp = tcp;
         self
+    }
+
+    /// The socket's registration this stream holds, if any (for a clone to share).
+    #[cfg(any(feature = "smol", feature = "async-std"))] // only a runtime's `Clone` uses it
+    pub(crate) fn guard(&self) -> Option<&TcpInfoGuard> {
+        self.tcp.as_ref()
     }
 
     /// The connection's tracker id.
@@ -76,13 +82,23 @@ impl<T> Tracked<T> {
     }
 
     /// The inner stream, mutably. I/O done directly on it is not counted.
+    ///
+    /// Since the stream could be replaced or closed through this reference, this stream's
+    /// hold on the socket's registration with the connection ends first: an abort then no
+    /// longer shuts down a descriptor that may not be this stream's any more (unless a clone
+    /// still holds it). It still fails this stream's later I/O and wakes the tasks that poll
+    /// it from then on (their wakers are kept with the connection again).
     pub fn get_mut(&mut self) -> &mut T {
+        self.tcp = None;
         &mut self.inner
     }
 
-    /// The inner stream, pinned.
+    /// The inner stream, pinned. As [`get_mut`](Tracked::get_mut), it ends this stream's
+    /// hold on the socket's registration first.
     pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {
-        self.project().inner
+        let this = self.project();
+        *this.tcp = None;
+        this.inner
     }
 
     /// Unwraps the stream. The connection leaves the tracker unless another handle to it is
@@ -187,10 +203,13 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
 macro_rules! socket_impls {
     ($stream:ty, $addr:ty) => {
         /// A clone shares this connection's tracker entry: I/O on any clone is counted on the
-        /// one entry, which leaves the tracker when the last clone is dropped.
+        /// one entry, which leaves the tracker when the last clone is dropped. It shares the
+        /// socket's registration too, so that an abort still shuts the socket down (waking a
+        /// task blocked on a clone) after the stream it was cloned from is dropped.
         impl Clone for $crate::Tracked<$stream> {
             fn clone(&self) -> Self {
                 $crate::Tracked::new(self.get_ref().clone(), self.connection().clone())
+                    .with_guard(self.guard().cloned())
             }
         }
 

@@ -232,6 +232,55 @@ macro_rules! runtime_tests {
                 }));
             }
 
+            /// A clone blocked in a read, and one blocked in a write, after the stream they
+            /// were cloned from was dropped: an abort still wakes both, failing them with
+            /// `ConnectionAborted` (the clones share the socket's registration, which ends
+            /// only with the last of them).
+            #[test]
+            fn abort_wakes_clones_after_the_original_is_dropped() {
+                $block_on(bounded(async {
+                    let tracker = Tracker::new();
+                    let l = Listener::new(
+                        &tracker,
+                        <$tcp_listener>::bind("127.0.0.1:0").await.unwrap(),
+                        ListenerConfig::new(),
+                    );
+                    let addr = l.get_ref().local_addr().unwrap();
+                    let dialer = Dialer::new(&tracker, DialerConfig::new());
+                    // Accepted, then dialed.
+                    for dialed in [false, true] {
+                        let client = dialer.connect_addr(addr).await.unwrap();
+                        let (server, _) = l.accept().await.unwrap();
+                        let (stream, peer) = if dialed {
+                            (client, server)
+                        } else {
+                            (server, client)
+                        };
+                        let id = stream.id();
+                        let read_pending = Arc::new(AtomicUsize::new(0));
+                        let read = $spawn(read_once(stream.clone(), Arc::clone(&read_pending)));
+                        let write_pending = Arc::new(AtomicUsize::new(0));
+                        let write = $spawn(counted(
+                            write_until_error(stream.clone()),
+                            Arc::new(AtomicUsize::new(0)),
+                            Arc::clone(&write_pending),
+                        ));
+                        while read_pending.load(Ordering::SeqCst) < 1
+                            || write_pending.load(Ordering::SeqCst) < 1
+                        {
+                            smol::Timer::after(std::time::Duration::from_millis(2)).await;
+                        }
+                        drop(stream);
+                        assert!(tracker.abort(id));
+                        let err = read.await.expect_err("the blocked read fails");
+                        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+                        let err = write.await;
+                        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+                        drop(peer);
+                    }
+                }));
+            }
+
             #[cfg(unix)]
             #[test]
             fn unix_listener_and_dialer() {

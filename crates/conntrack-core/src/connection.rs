@@ -209,10 +209,18 @@ struct Rare {
     /// [`Connection::shutdown_on_abort`]).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     abort_fd: Option<std::os::fd::RawFd>,
+    /// More of them (each `try_clone` of a blocking stream registers its own descriptor of
+    /// the one socket); empty while `abort_fd` is `None`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    more_abort_fds: Vec<std::os::fd::RawFd>,
     /// The connection's socket while its stream lives (see [`SocketGuard`]): an abort shuts
     /// it down, and TCP statistics are read from it when `tcp_stats`.
     #[cfg(unix)]
     sock_fd: Option<std::os::fd::RawFd>,
+    /// How many [`SocketGuard`]s (the one `watch_socket` returned and its clones) keep
+    /// `sock_fd` registered: the registration ends with the last of them.
+    #[cfg(unix)]
+    sock_refs: usize,
     /// Whether TCP statistics are read from `sock_fd`.
     #[cfg(unix)]
     tcp_stats: bool,
@@ -609,7 +617,12 @@ impl Entry {
             // Under the lock: the stream's guard takes it before the stream closes the
             // descriptor, so this is still the connection's socket.
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            if let Some(fd) = rare.abort_fd.take().or(rare.sock_fd) {
+            if let Some(fd) = rare.abort_fd.take() {
+                crate::tcp_info::shutdown(fd);
+                for fd in std::mem::take(&mut rare.more_abort_fds) {
+                    crate::tcp_info::shutdown(fd);
+                }
+            } else if let Some(fd) = rare.sock_fd {
                 crate::tcp_info::shutdown(fd);
             }
             (
@@ -985,6 +998,7 @@ impl Entry {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             {
                 rare.abort_fd = None;
+                rare.more_abort_fds = Vec::new();
             }
             (
                 rare.last_error.take(),
@@ -1383,6 +1397,11 @@ impl Connection {
     /// before the stream in the struct that holds both: fields drop in declaration order), so
     /// that nothing reads or shuts down a descriptor that was closed and maybe reused by
     /// another socket. The abort and the guard's drop take the same lock, so they never race.
+    ///
+    /// Streams that share one socket (split halves, clones of a runtime's `Arc`-backed socket)
+    /// each keep a [clone](SocketGuard::clone) of the guard: the registration lasts until the
+    /// last of them drops, so that an abort still shuts the socket down, and wakes a task
+    /// blocked on one of them, after the others are gone.
     #[cfg(unix)]
     pub fn watch_socket<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> SocketGuard {
         let e = &*self.entry;
@@ -1392,6 +1411,14 @@ impl Connection {
             if e.is_closed() {
                 false
             } else {
+                // The same socket registered again (`with_tcp_info` on a stream its listener
+                // registered): one more holder, so that the earlier guard's drop does not end
+                // the registration the new one keeps.
+                rare.sock_refs = if rare.sock_fd == Some(fd) {
+                    rare.sock_refs + 1
+                } else {
+                    1
+                };
                 rare.sock_fd = Some(fd);
                 rare.tcp_stats = !e.no_tcp_info;
                 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -1612,6 +1639,8 @@ impl Connection {
         let guard = CloserGuard {
             entry: Arc::clone(&self.entry),
             fd: false,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            raw: -1,
         };
         if self.is_aborted() {
             closer();
@@ -1630,8 +1659,10 @@ impl Connection {
     /// Makes an abort shut `socket` down (`shutdown(Both)`), which wakes a thread blocked in a
     /// read or write on it, as [`set_closer`](Connection::set_closer) with a clone of the
     /// socket does, without the clone (the `dup` and its `close` are two system calls per
-    /// connection). Linux and Android. One registration per connection: a new one replaces
-    /// the last.
+    /// connection). Linux and Android. Several may be registered at once (a blocking stream
+    /// and its `try_clone`s, each with its own descriptor of the one socket): an abort shuts
+    /// every one down, and each guard's drop removes its own, so that an abort still wakes a
+    /// thread blocked on a clone once the stream it was cloned from is gone.
     ///
     /// **The descriptor number is kept, not the socket**: while the returned guard lives, the
     /// socket must stay open and stay the one behind that number. A stream wrapper that owns
@@ -1643,15 +1674,20 @@ impl Connection {
     /// so an abort never races the drop.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn shutdown_on_abort<S: std::os::fd::AsRawFd + ?Sized>(&self, socket: &S) -> CloserGuard {
+        let fd = socket.as_raw_fd();
         let guard = CloserGuard {
             entry: Arc::clone(&self.entry),
             fd: true,
+            raw: fd,
         };
-        let fd = socket.as_raw_fd();
         {
             let mut rare = self.entry.rare();
             if !self.is_aborted() {
-                rare.abort_fd = Some(fd);
+                if rare.abort_fd.is_none() {
+                    rare.abort_fd = Some(fd);
+                } else {
+                    rare.more_abort_fds.push(fd);
+                }
                 self.entry.sock_abort.store(true, Ordering::Relaxed);
                 return guard;
             }
@@ -1691,8 +1727,9 @@ impl fmt::Debug for Connection {
 }
 
 /// Keeps a connection's socket registered (for abort and TCP statistics), from
-/// [`Connection::watch_socket`]; dropping it stops every use of the descriptor (reading the
-/// statistics one last time if the config asked for them at close). It does not keep the
+/// [`Connection::watch_socket`]; dropping it (the last of its clones) stops every use of the
+/// descriptor (reading the statistics one last time if the config asked for them at close).
+/// It does not keep the
 /// connection in the tracker. (It exists on every platform, so that a stream type can hold an
 /// `Option` of it; only Unix makes one.)
 pub struct SocketGuard {
@@ -1705,6 +1742,27 @@ pub struct SocketGuard {
 /// The guard of [`Connection::watch_tcp_info`], [`SocketGuard`] under its earlier name.
 pub type TcpInfoGuard = SocketGuard;
 
+/// Another holder of the same registration: the socket stays registered until the last clone
+/// drops. For streams sharing the socket (split halves, clones), each keeping its clone
+/// declared before its stream: the last of them to drop ends the registration before it
+/// closes the socket.
+impl Clone for SocketGuard {
+    fn clone(&self) -> Self {
+        #[cfg(unix)]
+        {
+            let mut rare = self.entry.rare();
+            if rare.sock_fd == Some(self.fd) {
+                rare.sock_refs += 1;
+            }
+        }
+        SocketGuard {
+            entry: Arc::clone(&self.entry),
+            #[cfg(unix)]
+            fd: self.fd,
+        }
+    }
+}
+
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         #[cfg(unix)]
@@ -1712,6 +1770,11 @@ impl Drop for SocketGuard {
             let e = &*self.entry;
             let mut rare = e.rare();
             if rare.sock_fd == Some(self.fd) {
+                rare.sock_refs = rare.sock_refs.saturating_sub(1);
+                if rare.sock_refs > 0 {
+                    // Another stream sharing the socket still holds it.
+                    return;
+                }
                 if e.tcp_at_close && !e.is_closed() {
                     let _ = rare.tcp_now();
                 }
@@ -1742,6 +1805,9 @@ pub struct CloserGuard {
     /// (`set_closer`): it removes only its own kind.
     #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
     fd: bool,
+    /// The registered descriptor (when `fd`).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    raw: std::os::fd::RawFd,
 }
 
 impl Drop for CloserGuard {
@@ -1750,10 +1816,16 @@ impl Drop for CloserGuard {
             let mut rare = self.entry.rare();
             #[cfg(any(target_os = "linux", target_os = "android"))]
             if self.fd {
-                rare.abort_fd = None;
-                self.entry
-                    .sock_abort
-                    .store(rare.sock_fd.is_some(), Ordering::Relaxed);
+                // Its own registration only (another stream's may remain).
+                if rare.abort_fd == Some(self.raw) {
+                    rare.abort_fd = rare.more_abort_fds.pop();
+                } else if let Some(i) = rare.more_abort_fds.iter().position(|&f| f == self.raw) {
+                    rare.more_abort_fds.swap_remove(i);
+                }
+                self.entry.sock_abort.store(
+                    rare.abort_fd.is_some() || rare.sock_fd.is_some(),
+                    Ordering::Relaxed,
+                );
                 return;
             }
             rare.closer.take()

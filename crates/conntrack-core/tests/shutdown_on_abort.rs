@@ -74,3 +74,26 @@ fn registering_after_an_abort_shuts_the_socket_at_once() {
     let mut buf = [0u8; 4];
     assert_eq!((&server).read(&mut buf).unwrap(), 0);
 }
+
+#[test]
+fn each_registration_lasts_while_its_own_guard_lives() {
+    let tracker = Tracker::new();
+    let (mut client, server) = pair();
+    let clone = server.try_clone().unwrap();
+    let conn = register(&tracker, &server);
+    let first = conn.shutdown_on_abort(&server);
+    let second = conn.shutdown_on_abort(&clone);
+    // The stream goes, its clone stays: the clone's registration still serves the abort.
+    drop(first);
+    drop(server);
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    (&clone).read_exact(&mut buf).unwrap();
+    assert!(tracker.abort(conn.id()));
+    assert_eq!(
+        (&clone).read(&mut buf).unwrap(),
+        0,
+        "shut down by the abort"
+    );
+    drop(second);
+}

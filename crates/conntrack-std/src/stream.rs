@@ -91,14 +91,16 @@ impl<T> Tracked<T> {
 
     /// The inner stream, mutably. I/O done directly on it is not counted. On Linux and
     /// Android an abort shuts the stream's socket down through its descriptor number (see
-    /// [`abortable`](Tracked::abortable)); since the stream could be replaced through this
-    /// reference, that registration is dropped first: an abort still fails this stream's
-    /// later I/O, but no longer wakes a call blocked in it.
+    /// [`abortable`](Tracked::abortable) and [`with_tcp_info`](Tracked::with_tcp_info));
+    /// since the stream could be replaced through this reference, those registrations are
+    /// dropped first: an abort still fails this stream's later I/O, but no longer wakes a call
+    /// blocked in it, and the TCP statistics are the last ones read.
     pub fn get_mut(&mut self) -> &mut T {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             self.closer = None;
         }
+        self.tcp = None;
         &mut self.inner
     }
 
@@ -280,20 +282,33 @@ macro_rules! socket_impls {
             /// the last of them is dropped.
             pub fn try_clone(&self) -> io::Result<Self> {
                 // The clone's descriptor is its own: the statistics stay with the original.
-                Ok(Tracked {
+                #[cfg_attr(
+                    not(any(target_os = "linux", target_os = "android")),
+                    allow(unused_mut)
+                )]
+                let mut clone = Tracked {
                     tcp: None,
                     inner: self.inner.try_clone()?,
                     conn: self.conn.clone(),
                     nonblocking: AtomicBool::new(self.nonblocking.load(Ordering::Relaxed)),
                     closer: None,
-                })
+                };
+                // An abortable stream's clones are abortable through their own descriptor,
+                // so that an abort still wakes a thread blocked on a clone once the stream
+                // it was cloned from is gone.
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                if self.closer.is_some() {
+                    clone.closer = Some(clone.conn.shutdown_on_abort(&clone.inner));
+                }
+                Ok(clone)
             }
 
             /// Lets an abort of this connection ([`Tracker::abort`](conntrack_core::Tracker::abort),
             /// a policy, a shutdown deadline) wake a thread blocked in a read or write on it:
-            /// the abort shuts the socket down (`shutdown(Both)`), as long as this stream (not
-            /// its `try_clone`s) lives. The listener and dialer of this crate call it on every
-            /// stream they return. On Linux and Android it costs nothing more than a
+            /// the abort shuts the socket down (`shutdown(Both)`), as long as this stream lives
+            /// (on Linux and Android, or one of its later [`try_clone`](Self::try_clone)s, each
+            /// registering its own descriptor). The listener and dialer of this crate call it on
+            /// every stream they return. On Linux and Android it costs nothing more than a
             /// registration ([`Connection::shutdown_on_abort`]); elsewhere the abort goes
             /// through a clone of the socket, one `dup`.
             pub fn abortable(mut self) -> Self {

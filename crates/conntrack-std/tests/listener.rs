@@ -327,3 +327,96 @@ fn abort_wakes_every_thread_blocked_on_clones() {
     }
     drop((server, client));
 }
+
+/// A socket replaced through `get_mut` is no longer the connection's: an abort does not shut it
+/// down (its descriptor number could belong to any socket by then), as `get_mut` promises. The
+/// accepted stream holds two registrations (the abortable one and the TCP statistics' one):
+/// neither may reach the old socket.
+#[test]
+fn abort_leaves_a_socket_replaced_through_get_mut_alone() {
+    let tracker = Tracker::new();
+    let l = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ListenerConfig::new(),
+    );
+    let mut client = TcpStream::connect(l.get_ref().local_addr().unwrap()).unwrap();
+    let (mut server, _) = l.accept().unwrap();
+    // An untracked pair to put in its place.
+    let other_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpStream::connect(other_listener.local_addr().unwrap()).unwrap();
+    let _other_peer = other_listener.accept().unwrap();
+    let mut old = std::mem::replace(server.get_mut(), other);
+    assert!(tracker.abort(server.id()));
+    old.write_all(b"still mine")
+        .expect("the old socket is not shut down");
+    client.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    let mut buf = [0; 10];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still mine");
+    let err = server
+        .write_all(b"x")
+        .expect_err("the tracked stream is aborted");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+}
+
+/// Threads blocked reading and writing on `try_clone`s of a stream whose original was dropped
+/// (accepted and dialed): one abort still wakes them all, each failing with
+/// `ConnectionAborted`.
+#[test]
+fn abort_wakes_threads_blocked_on_clones_after_the_original_is_dropped() {
+    let tracker = Tracker::new();
+    let l = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        ListenerConfig::new(),
+    );
+    let d = Dialer::new(&tracker, DialerConfig::new());
+    for dialed in [false, true] {
+        let client = d.connect_addr(l.get_ref().local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let (stream, peer) = if dialed {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let id = stream.id();
+        let reader = stream.try_clone().unwrap();
+        let writer = stream.try_clone().unwrap();
+        drop(stream);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let started = started_tx.clone();
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            started.send(()).unwrap();
+            let mut buf = [0; 16];
+            let _ = done.send((&reader).read(&mut buf).expect_err("the read fails"));
+        });
+        std::thread::spawn(move || {
+            started_tx.send(()).unwrap();
+            let chunk = vec![7u8; 64 * 1024];
+            loop {
+                if let Err(e) = (&writer).write(&chunk) {
+                    let _ = done_tx.send(e);
+                    return;
+                }
+            }
+        });
+        for _ in 0..2 {
+            started_rx
+                .recv_timeout(EVENT_TIMEOUT)
+                .expect("thread started");
+        }
+        // Let both block (the abort fails them all the same if they have not yet).
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(tracker.abort(id));
+        for _ in 0..2 {
+            let err = done_rx
+                .recv_timeout(EVENT_TIMEOUT)
+                .expect("every blocked thread is woken by the abort");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+        }
+        drop(peer);
+    }
+}

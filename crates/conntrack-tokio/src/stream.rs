@@ -74,13 +74,23 @@ impl<T> Tracked<T> {
     }
 
     /// The inner stream, mutably. I/O done directly on it is not counted.
+    ///
+    /// Since the stream could be replaced or closed through this reference, the socket's
+    /// registration with the connection ends first: an abort then no longer shuts down a
+    /// descriptor that may not be this stream's any more. It still fails this stream's later
+    /// I/O and wakes the tasks that poll it from then on (their wakers are kept with the
+    /// connection again), and the TCP statistics are the last ones read.
     pub fn get_mut(&mut self) -> &mut T {
+        self.tcp = None;
         &mut self.inner
     }
 
-    /// The inner stream, pinned.
+    /// The inner stream, pinned. As [`get_mut`](Tracked::get_mut), it ends the socket's
+    /// registration with the connection first.
     pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {
-        self.project().inner
+        let this = self.project();
+        *this.tcp = None;
+        this.inner
     }
 
     /// Unwraps the stream. The connection leaves the tracker unless another handle to it is
@@ -106,11 +116,14 @@ impl Tracked<tokio::net::TcpStream> {
     ) {
         let Tracked { tcp, inner, conn } = self;
         let (r, w) = inner.into_split();
-        // The socket stays open until both halves drop; the read half keeps the statistics
-        // registration, which ends (safely early) when that half drops.
-        let mut r = Tracked::new(r, conn.clone());
+        // The socket stays open until both halves drop, and so does its registration (abort
+        // by shutdown, statistics): each half holds it, so that an abort still wakes a task
+        // blocked on one half after the other was dropped.
+        let mut w = Tracked::new(w, conn.clone());
+        w.tcp = tcp.clone();
+        let mut r = Tracked::new(r, conn);
         r.tcp = tcp;
-        (r, Tracked::new(w, conn))
+        (r, w)
     }
 
     /// This side's address.
@@ -143,10 +156,12 @@ impl Tracked<tokio::net::UnixStream> {
     ) {
         let Tracked { tcp, inner, conn } = self;
         let (r, w) = inner.into_split();
-        // The read half keeps the socket's registration (abort by shutdown), as for TCP.
-        let mut r = Tracked::new(r, conn.clone());
+        // Both halves hold the socket's registration (abort by shutdown), as for TCP.
+        let mut w = Tracked::new(w, conn.clone());
+        w.tcp = tcp.clone();
+        let mut r = Tracked::new(r, conn);
         r.tcp = tcp;
-        (r, Tracked::new(w, conn))
+        (r, w)
     }
 }
 

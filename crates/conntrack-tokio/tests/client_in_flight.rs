@@ -173,3 +173,45 @@ async fn no_hook_request_survives_shutdown_http1() {
 async fn no_hook_request_survives_shutdown_http2() {
     survives_shutdown(true).await;
 }
+
+/// Three requests with no hook share one HTTP/2 connection, each in flight from its hand-off
+/// (`in_flight == 3`, counted once each); cancelling them (their futures dropped while they
+/// wait for the answer) ends every exchange: the connection stays open with nothing in flight.
+#[tokio::test]
+async fn no_hook_cancelled_requests_leave_nothing_in_flight_http2() {
+    let tracker = Tracker::new();
+    let addr = slow_server(true).await;
+    let client = client(&tracker, DialerConfig::new().category("upstream"), true);
+    let uri: hyper::Uri = format!("http://{addr}/").parse().unwrap();
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let client = client.clone();
+            let uri = uri.clone();
+            tokio::spawn(async move { client.get(uri).await.map(|_| ()) })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let id = loop {
+        let conns = tracker.connections();
+        if let [c] = &conns[..] {
+            if c.in_flight == 3 {
+                break c.id;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "three requests in flight: {conns:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    for r in &requests {
+        r.abort();
+    }
+    for r in requests {
+        assert!(r.await.unwrap_err().is_cancelled());
+    }
+    let info = tracker.get(id).expect("the connection stays open");
+    assert_eq!(info.in_flight, 0, "{info:?}");
+    assert_eq!(info.requests, 3, "{info:?}");
+    assert_eq!(info.state, ConnState::Idle, "{info:?}");
+}

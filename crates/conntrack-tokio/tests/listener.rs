@@ -361,3 +361,173 @@ async fn abort_wakes_every_blocked_task_and_blocked_tasks_stay_quiet() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// One half of a split stream blocked (a write on a full socket buffer, or a read of a silent
+/// peer) after the other half was dropped: an abort still wakes it, failing it with
+/// `ConnectionAborted` (the halves share the socket's registration, which ends only with the
+/// last of them), on TCP and Unix, accepted and dialed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_wakes_a_half_whose_other_half_was_dropped() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    async fn wait_pending(pending: &AtomicUsize) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while pending.load(Ordering::SeqCst) < 1 {
+            assert!(std::time::Instant::now() < deadline, "the task blocks");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn write_blocked<R, W>(
+        tracker: &Tracker,
+        id: conntrack_core::ConnectionId,
+        r: R,
+        mut w: W,
+    ) where
+        R: Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let write = tokio::spawn(counted(
+            async move {
+                let chunk = vec![7u8; 64 * 1024];
+                loop {
+                    if let Err(e) = w.write(&chunk).await {
+                        return e;
+                    }
+                }
+            },
+            Arc::new(AtomicUsize::new(0)),
+            Arc::clone(&pending),
+        ));
+        wait_pending(&pending).await;
+        drop(r);
+        assert!(tracker.abort(id));
+        let err = tokio::time::timeout(WAIT, write)
+            .await
+            .expect("the blocked write is woken by the abort")
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+    }
+
+    async fn read_blocked<R, W>(tracker: &Tracker, id: conntrack_core::ConnectionId, mut r: R, w: W)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: Send + 'static,
+    {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let read = tokio::spawn(counted(
+            async move {
+                let mut buf = [0; 16];
+                r.read(&mut buf).await
+            },
+            Arc::new(AtomicUsize::new(0)),
+            Arc::clone(&pending),
+        ));
+        wait_pending(&pending).await;
+        drop(w);
+        assert!(tracker.abort(id));
+        let err = tokio::time::timeout(WAIT, read)
+            .await
+            .expect("the blocked read is woken by the abort")
+            .unwrap()
+            .expect_err("the read fails");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+    }
+
+    let tracker = Tracker::new();
+    let listener = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ListenerConfig::new(),
+    );
+    let addr = listener.get_ref().local_addr().unwrap();
+    let dialer = Dialer::new(&tracker, DialerConfig::new());
+    for read_side in [false, true] {
+        // Accepted.
+        let client = dialer.connect_addr(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let id = server.id();
+        let (r, w) = server.into_split();
+        if read_side {
+            read_blocked(&tracker, id, r, w).await;
+        } else {
+            write_blocked(&tracker, id, r, w).await;
+        }
+        // Dialed.
+        let c = dialer.connect_addr(addr).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let id = c.id();
+        let (r, w) = c.into_split();
+        if read_side {
+            read_blocked(&tracker, id, r, w).await;
+        } else {
+            write_blocked(&tracker, id, r, w).await;
+        }
+        drop((client, s));
+    }
+
+    #[cfg(unix)]
+    {
+        let dir = std::env::temp_dir().join(format!("conntrack-half-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("half.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = Listener::new(
+            &tracker,
+            tokio::net::UnixListener::bind(&path).unwrap(),
+            ListenerConfig::new(),
+        );
+        for read_side in [false, true] {
+            let client = dialer.connect_unix(&path).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let id = server.id();
+            let (r, w) = server.into_split();
+            if read_side {
+                read_blocked(&tracker, id, r, w).await;
+            } else {
+                write_blocked(&tracker, id, r, w).await;
+            }
+            drop(client);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A stream replaced through `get_mut` is no longer the connection's: an abort does not shut
+/// the old socket down (its descriptor number could belong to any socket by then).
+#[tokio::test]
+async fn abort_leaves_a_socket_replaced_through_get_mut_alone() {
+    let tracker = Tracker::new();
+    let listener = Listener::new(
+        &tracker,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ListenerConfig::new(),
+    );
+    let addr = listener.get_ref().local_addr().unwrap();
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    // An untracked pair to put in its place.
+    let other_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = TcpStream::connect(other_listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let _other_peer = other_listener.accept().await.unwrap();
+    let mut old = std::mem::replace(server.get_mut(), other);
+    assert!(tracker.abort(server.id()));
+    old.write_all(b"still mine")
+        .await
+        .expect("the old socket is not shut down");
+    let mut buf = [0; 10];
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still mine");
+    let err = server
+        .write_all(b"x")
+        .await
+        .expect_err("the tracked stream is aborted");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+}

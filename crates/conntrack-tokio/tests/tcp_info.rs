@@ -2,6 +2,7 @@
 //! and once at close, agreeing with the bytes the tracker counted.
 #![cfg(any(target_os = "linux", target_os = "android"))]
 
+use std::future::Future;
 use std::time::Duration;
 
 use conntrack_core::{
@@ -125,4 +126,50 @@ async fn unix_sockets_have_no_tcp_statistics() {
     assert!(tracker.get(a.id()).unwrap().tcp.is_none());
     assert!(tracker.get(d.id()).unwrap().tcp.is_none());
     let _ = std::fs::remove_file(&dir);
+}
+
+/// `with_tcp_info` on a stream the listener or dialer registered already (as they all do)
+/// keeps it registered: the statistics are still read, and an abort still shuts the socket
+/// down, waking a read blocked on it.
+#[tokio::test]
+async fn with_tcp_info_on_a_registered_stream_keeps_it_registered() {
+    let tracker = Tracker::new();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new());
+    let dialer = Dialer::new(&tracker, DialerConfig::new());
+    let (accepted, dialed) = tokio::join!(listener.accept(), dialer.connect_addr(addr));
+    let server = accepted.unwrap().0.with_tcp_info();
+    let client = dialed.unwrap().with_tcp_info();
+    for t in [&server, &client] {
+        let info = tracker.get(t.id()).unwrap();
+        assert!(info.tcp.is_some(), "still read: {info:?}");
+    }
+    let (mut r, _w) = server.into_split();
+    let id = r.id();
+    let (pending_tx, pending_rx) = tokio::sync::oneshot::channel();
+    let read = tokio::spawn(async move {
+        let mut buf = [0; 8];
+        let mut fut = std::pin::pin!(r.read(&mut buf));
+        let mut pending_tx = Some(pending_tx);
+        std::future::poll_fn(|cx| {
+            let res = fut.as_mut().poll(cx);
+            if res.is_pending() {
+                if let Some(tx) = pending_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            res
+        })
+        .await
+    });
+    pending_rx.await.unwrap();
+    assert!(tracker.abort(id));
+    let err = tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the blocked read is woken by the abort")
+        .unwrap()
+        .expect_err("the read fails");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted, "{err}");
+    drop(client);
 }

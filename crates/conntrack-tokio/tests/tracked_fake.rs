@@ -208,3 +208,69 @@ async fn vectored_writes_are_forwarded_and_counted() {
         assert_eq!(t.info().write_bytes, 2);
     }
 }
+
+/// A stream that is no socket (an in-memory pipe) has nothing for an abort to shut down: its
+/// tasks blocked reading and writing are woken through the wakers they left with the
+/// connection, and fail with `ConnectionAborted`.
+#[tokio::test]
+async fn abort_wakes_tasks_blocked_on_a_pipe() {
+    let tracker = Tracker::new();
+    let (a, _peer) = tokio::io::duplex(16);
+    let (r, w) = tokio::io::split(Tracked::new(
+        a,
+        tracker.register(Registration::new(Role::Client)),
+    ));
+    let (mut r, mut w) = (r, w);
+    let id = tracker.connections()[0].id;
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
+    let read = tokio::spawn(async move {
+        let mut buf = [0; 8];
+        let mut fut = std::pin::pin!(r.read(&mut buf));
+        assert!(
+            futures_poll_once(fut.as_mut()).await.is_none(),
+            "the read blocks"
+        );
+        read_tx.send(()).unwrap();
+        fut.await
+    });
+    let (write_tx, write_rx) = tokio::sync::oneshot::channel();
+    let write = tokio::spawn(async move {
+        // 16 bytes fit in the pipe; the rest blocks.
+        let mut fut = std::pin::pin!(w.write_all(&[1; 64]));
+        assert!(
+            futures_poll_once(fut.as_mut()).await.is_none(),
+            "the write blocks"
+        );
+        write_tx.send(()).unwrap();
+        fut.await
+    });
+    read_rx.await.unwrap();
+    write_rx.await.unwrap();
+    assert!(tracker.abort(id));
+    let wait = std::time::Duration::from_secs(10);
+    let err = tokio::time::timeout(wait, read)
+        .await
+        .expect("the read is woken")
+        .unwrap()
+        .expect_err("the read fails");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+    let err = tokio::time::timeout(wait, write)
+        .await
+        .expect("the write is woken")
+        .unwrap()
+        .expect_err("the write fails");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+}
+
+/// Polls `fut` once: its output if ready.
+async fn futures_poll_once<F: std::future::Future>(fut: Pin<&mut F>) -> Option<F::Output> {
+    let mut fut = Some(fut);
+    std::future::poll_fn(|cx| {
+        let f = fut.take().unwrap();
+        Poll::Ready(match f.poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
