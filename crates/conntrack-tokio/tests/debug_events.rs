@@ -159,8 +159,11 @@ async fn the_stream_tells_what_happens() {
         while opened.len() < 2 {
             opened.push(events.next_named("opened").await);
         }
-        opened.sort_by_key(|o| o["info"]["id"].as_u64());
+        // The two registrations race (the accept can finish before the dial registers):
+        // the client's record first, whatever the ids.
+        opened.sort_by_key(|o| o["info"]["role"] != "client");
         assert_eq!(opened[0]["info"]["id"], ids[0]);
+        assert_eq!(opened[1]["info"]["id"], ids[1]);
         assert_eq!(opened[0]["info"]["category"], "db");
         assert_eq!(opened[0]["info"]["role"], "client");
         assert_eq!(opened[0]["info"]["target"], target.to_string());
@@ -288,9 +291,12 @@ async fn a_subscriber_that_never_reads_loses_events_and_is_told_how_many() {
         drop(c);
     }
     assert!(tracker.is_empty());
-    // Its queue filled: it stopped listening, so the rest of the churn did not even build
-    // events for it.
-    assert_eq!(hooks_of(&tracker), "hooks: 0");
+    // Its queue filled: it stopped listening, so most of the churn did not even build events
+    // for it (counted below: most were dropped). Its stream may have listened again once it had
+    // passed its queue on to the socket, before the socket's buffers filled: never more than
+    // its one hook.
+    let hooks = hooks_of(&tracker);
+    assert!(hooks == "hooks: 0" || hooks == "hooks: 1", "{hooks}");
     assert_eq!(page.subscribers(), 1);
 
     // Now it reads: every churn event either arrived or was counted as dropped, and the stream
