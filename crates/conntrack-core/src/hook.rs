@@ -62,6 +62,10 @@ macro_rules! for_each_event {
             on_wait_100_continue(Wait100ContinueEvent) io=false listener=false dialer=true;
             /// The whole request was written, or writing it failed.
             on_wrote_request(WroteRequestEvent) io=false listener=false dialer=true;
+            /// A server exchange (a request served through an exchange layer) ended, with its
+            /// phases. A request event: called only if
+            /// [`wants_request_events`](Hook::wants_request_events) is `true`.
+            on_server_exchange(ServerExchangeEvent) io=false listener=true dialer=false;
         }
     };
 }
@@ -95,6 +99,8 @@ macro_rules! hook_trait {
         /// `on_get_conn` to `on_wrote_request` are Go httptrace's `ClientTrace` hooks for one
         /// HTTP request, fired by an HTTP client integration through a
         /// [`RequestTrace`](crate::RequestTrace) (see `docs/http-trace.md`).
+        /// [`on_server_exchange`](Hook::on_server_exchange) is the server's: one event per
+        /// served request, with its phases, while a hook of the connection wants request events.
         ///
         /// # Panics
         ///
@@ -128,7 +134,7 @@ macro_rules! hook_trait {
             }
 
             /// Whether this hook wants the HTTP request events (`on_get_conn` to
-            /// `on_wrote_request`).
+            /// `on_wrote_request`, and `on_server_exchange`).
             ///
             /// Asked once, when the hook is installed. Defaults to `true`, so that a hook
             /// implementing a request event gets it; a hook that handles none returns `false`:
@@ -324,6 +330,7 @@ macro_rules! callbacks {
                     || self.on_wrote_headers.is_some()
                     || self.on_wait_100_continue.is_some()
                     || self.on_wrote_request.is_some()
+                    || self.on_server_exchange.is_some()
             }
         }
 

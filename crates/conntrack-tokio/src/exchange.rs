@@ -79,7 +79,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use conntrack_core::{ConnectionId, ConnectionRef, Tracker};
+use conntrack_core::{BodyTimer, ConnectionId, ConnectionRef, ServerExchange, Tracker};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -173,6 +173,18 @@ fn axum_conn(_: &http::Extensions) -> Option<ConnectionRef> {
     None
 }
 
+/// The route template that matched (axum's `MatchedPath`: present when the layer was added
+/// with `Router::layer` or `route_layer`).
+#[cfg(feature = "axum")]
+fn matched_path(ext: &http::Extensions) -> Option<&str> {
+    ext.get::<axum::extract::MatchedPath>().map(|p| p.as_str())
+}
+
+#[cfg(not(feature = "axum"))]
+fn matched_path(_: &http::Extensions) -> Option<&str> {
+    None
+}
+
 impl<S> tower_layer::Layer<S> for ExchangeLayer {
     type Service = Exchange<S>;
 
@@ -205,21 +217,56 @@ struct Guard {
     conn: ConnectionRef,
     /// The response has been handed over whole: the exchange ends at the next flush.
     complete: bool,
+    /// The exchange's phases, while a hook wants them.
+    phases: Option<ServerExchange>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let phases = self.phases.take();
         if self.complete {
+            if let Some(p) = phases {
+                p.finish_when_flushed();
+            }
             self.conn.end_exchange_when_flushed();
         } else {
             self.conn.end_exchange();
+            if let Some(p) = phases {
+                p.finish();
+            }
         }
+    }
+}
+
+impl Guard {
+    /// Records the gRPC status in `headers` (a trailers-only response's head, or trailers).
+    fn grpc_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(p) = &mut self.phases {
+            let status = headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            if let Some(status) = status {
+                p.set_grpc_status(status);
+            }
+        }
+    }
+}
+
+/// The protocol version as OpenTelemetry's `network.protocol.version` writes it.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
     }
 }
 
 impl<S, B, RB> tower_service::Service<http::Request<B>> for Exchange<S>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    S: tower_service::Service<http::Request<RequestBody<B>>, Response = http::Response<RB>>,
     RB: Body,
 {
     type Response = http::Response<ExchangeBody<RB>>;
@@ -236,13 +283,27 @@ where
                 conn.mark_multiplexed();
             }
             conn.begin_exchange();
+            // Timed only while a hook wants the phases (else `None`, at no cost).
+            let mut phases =
+                conn.server_exchange(req.method().as_str(), version_name(req.version()));
+            if let Some(p) = &mut phases {
+                if let Some(route) = matched_path(req.extensions()) {
+                    p.set_route(route);
+                }
+            }
             req.extensions_mut().insert(conn.clone());
             Guard {
                 conn,
                 complete: false,
+                phases,
             }
         });
         let method = Method::of(req.method());
+        let timer = guard
+            .as_ref()
+            .and_then(|g| g.phases.as_ref())
+            .map(ServerExchange::body_timer);
+        let req = req.map(|inner| RequestBody { inner, timer });
         ResponseFuture {
             inner: self.inner.call(req),
             guard,
@@ -314,6 +375,10 @@ where
                 if upgrade {
                     g.conn.mark_upgraded();
                 }
+                if let Some(p) = &mut g.phases {
+                    p.response_head(status.as_u16());
+                    g.grpc_status(res.headers());
+                }
                 g.complete = no_body || res.body().is_end_stream();
             }
             res.map(|body| ExchangeBody { inner: body, guard })
@@ -359,10 +424,65 @@ impl<B: Body> Body for ExchangeBody<B> {
                 // which the body says it has ended): the exchange ends once hyper, having
                 // dropped the body, has written and flushed what it holds.
                 None => g.complete = true,
-                Some(Ok(f)) => g.complete = f.is_trailers() || this.inner.is_end_stream(),
+                Some(Ok(f)) => {
+                    if let Some(t) = f.trailers_ref() {
+                        g.grpc_status(t);
+                    }
+                    g.complete = f.is_trailers() || this.inner.is_end_stream();
+                }
             }
         }
         Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The request body as the service under an [`ExchangeLayer`] gets it: the body as it
+    /// came, which, while a hook wants the exchange's phases, sums the time its reader spent
+    /// waiting for its frames (the request body phase: from a poll answered `pending` to the
+    /// next frame or end).
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        timer: Option<BodyTimer>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// The body inside.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let poll = this.inner.poll_frame(cx);
+        if let Some(t) = this.timer {
+            t.poll(poll.is_pending());
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,0 +1,289 @@
+//! Server requests phase by phase: axum over a tracked listener with `ExchangeLayer`, a hook
+//! taking `on_server_exchange`, and raw TCP clients on loopback whose timing is the scenario
+//! (a slow head, a slow upload, a slow reader, a keep-alive pause); each phase is measured
+//! against what the client or the handler did.
+#![cfg(feature = "axum")]
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use conntrack_core::{Callbacks, ConnectionId, ListenerConfig, ServerExchangeEvent, Tracker};
+use conntrack_tokio::exchange::ExchangeLayer;
+use conntrack_tokio::{Listener, TrackedConnectInfo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// An owned copy of one `on_server_exchange` event.
+#[derive(Debug, Clone)]
+struct Phases {
+    id: ConnectionId,
+    method: String,
+    route: Option<String>,
+    version: String,
+    status: Option<u16>,
+    completed: bool,
+    waiting: Option<Duration>,
+    head: Duration,
+    body: Duration,
+    handler: Duration,
+    write: Duration,
+    total: Duration,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+impl Phases {
+    fn of(ev: &ServerExchangeEvent<'_>) -> Self {
+        Phases {
+            id: ev.id,
+            method: ev.method.to_owned(),
+            route: ev.route.map(str::to_owned),
+            version: ev.version.to_owned(),
+            status: ev.status,
+            completed: ev.completed,
+            waiting: ev.waiting,
+            head: ev.request_head,
+            body: ev.request_body,
+            handler: ev.handler,
+            write: ev.response_write,
+            total: ev.total,
+            bytes_read: ev.bytes_read,
+            bytes_written: ev.bytes_written,
+        }
+    }
+
+    /// The phases add up to the total (the clock is read once per boundary, so exactly, but
+    /// allow the coarse clock's millisecond).
+    fn assert_adds_up(&self) {
+        let sum =
+            self.waiting.unwrap_or_default() + self.head + self.body + self.handler + self.write;
+        let diff = if sum > self.total {
+            sum - self.total
+        } else {
+            self.total - sum
+        };
+        assert!(
+            diff <= Duration::from_millis(1),
+            "phases do not add up: {self:?}"
+        );
+    }
+}
+
+/// The big response's size.
+const BIG: usize = 512 * 1024;
+
+/// An axum server over a tracked listener whose accepted sockets have a small send buffer (so
+/// a slow reader holds the response's writes back), and the channel of its exchanges.
+async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<Phases>, Tracker) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tracker = Tracker::builder()
+        .hook(Callbacks::new().on_server_exchange(move |ev| {
+            let _ = tx.send(Phases::of(ev));
+        }))
+        .build();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // Inherited by the accepted sockets; a fixed size also turns autotuning off.
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let inner = socket.listen(64).unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http"));
+    let app = Router::new()
+        .route("/fast", get(|| async { "ok" }))
+        .route(
+            "/items/{id}",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                "slept"
+            }),
+        )
+        .route(
+            "/upload",
+            post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+        .route("/big", get(|| async { vec![b'x'; BIG] }))
+        .layer(ExchangeLayer::new(&tracker));
+    tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .into_future(),
+    );
+    (addr, rx, tracker)
+}
+
+/// The next exchange (bounded wait).
+async fn next(rx: &mut mpsc::UnboundedReceiver<Phases>) -> Phases {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an exchange within 10 s")
+        .expect("the hook is alive")
+}
+
+/// Reads one HTTP/1 response with a `content-length` body, `chunk` bytes per read with
+/// `pause` after each read; returns its head and its body's length.
+async fn read_response(s: &mut TcpStream, chunk: usize, pause: Duration) -> (String, usize) {
+    let mut buf = Vec::new();
+    let mut tmp = vec![0; chunk];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut tmp).await.unwrap();
+        assert!(n > 0, "connection closed in the head");
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut got = buf.len() - head_end;
+    while got < len {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let n = s.read(&mut tmp).await.unwrap();
+        assert!(n > 0, "connection closed in the body");
+        got += n;
+    }
+    assert_eq!(got, len, "one response at a time");
+    (head, len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_head_is_the_request_head_phase() {
+    let (addr, mut rx, _tracker) = server().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The head in three parts over 520 ms (a little over 500 ms: the server's first read
+    // may complete a little after the first part was sent).
+    s.write_all(b"GET /fast HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(260)).await;
+    s.write_all(b"x-slow: 1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(260)).await;
+    s.write_all(b"\r\n").await.unwrap();
+    let (head, len) = read_response(&mut s, 4096, Duration::ZERO).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(len, 2);
+
+    let p = next(&mut rx).await;
+    assert!(p.head >= Duration::from_millis(500), "{p:?}");
+    assert!(p.handler < Duration::from_millis(50), "{p:?}");
+    assert!(p.completed, "{p:?}");
+    assert_eq!((p.method.as_str(), p.version.as_str()), ("GET", "1.1"));
+    assert_eq!(p.route.as_deref(), Some("/fast"));
+    assert_eq!(p.status, Some(200));
+    // On a new connection the waiting runs from the accept to the first byte: short here.
+    assert!(
+        p.waiting.is_some_and(|w| w < Duration::from_millis(200)),
+        "{p:?}"
+    );
+    // The whole head was read, the response written.
+    let sent = b"GET /fast HTTP/1.1\r\nhost: x\r\nx-slow: 1\r\n\r\n";
+    assert_eq!(p.bytes_read, sent.len() as u64, "{p:?}");
+    assert!(p.bytes_written > 2, "{p:?}");
+    p.assert_adds_up();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upload_is_the_request_body_phase() {
+    let (addr, mut rx, _tracker) = server().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(420)).await;
+    s.write_all(b"efgh").await.unwrap();
+    let (head, _) = read_response(&mut s, 4096, Duration::ZERO).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let p = next(&mut rx).await;
+    assert!(p.body >= Duration::from_millis(400), "{p:?}");
+    // The handler's own time does not include the wait for the body.
+    assert!(p.handler < Duration::from_millis(50), "{p:?}");
+    assert!(p.head < Duration::from_millis(100), "{p:?}");
+    assert_eq!(p.method, "POST");
+    assert_eq!(p.route.as_deref(), Some("/upload"));
+    p.assert_adds_up();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_handler_is_the_handler_phase() {
+    let (addr, mut rx, _tracker) = server().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /items/7 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s, 4096, Duration::ZERO).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let p = next(&mut rx).await;
+    assert!(p.handler >= Duration::from_millis(200), "{p:?}");
+    assert!(p.body < Duration::from_millis(50), "{p:?}");
+    assert!(p.head < Duration::from_millis(100), "{p:?}");
+    // The route template, not the path.
+    assert_eq!(p.route.as_deref(), Some("/items/{id}"));
+    p.assert_adds_up();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_is_the_response_write_phase() {
+    let (addr, mut rx, _tracker) = server().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // 512 KiB in 8 KiB reads 16 ms apart: about a second.
+    let (head, len) = read_response(&mut s, 8192, Duration::from_millis(16)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(len, BIG);
+
+    let p = next(&mut rx).await;
+    assert!(p.write >= Duration::from_millis(800), "{p:?}");
+    assert!(p.handler < Duration::from_millis(100), "{p:?}");
+    assert!(p.bytes_written >= BIG as u64, "{p:?}");
+    p.assert_adds_up();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_pause_is_the_waiting_phase() {
+    let (addr, mut rx, _tracker) = server().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /fast HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut s, 4096, Duration::ZERO).await;
+    let first = next(&mut rx).await;
+    first.assert_adds_up();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second_req = b"GET /fast HTTP/1.1\r\nhost: x\r\n\r\n";
+    s.write_all(second_req).await.unwrap();
+    read_response(&mut s, 4096, Duration::ZERO).await;
+    let second = next(&mut rx).await;
+    assert_eq!(second.id, first.id, "one connection");
+    assert!(
+        second
+            .waiting
+            .is_some_and(|w| w >= Duration::from_millis(300)),
+        "{second:?}"
+    );
+    assert!(second.head < Duration::from_millis(100), "{second:?}");
+    // The second exchange's bytes are its own request and response.
+    assert_eq!(second.bytes_read, second_req.len() as u64, "{second:?}");
+    assert_eq!(second.bytes_written, first.bytes_written, "{second:?}");
+    second.assert_adds_up();
+}
