@@ -1034,7 +1034,7 @@ impl Entry {
                 first_byte: start,
                 head: now,
                 response: None,
-                body_wait: 0,
+                body_wait: None,
                 read0,
                 write0,
             },
@@ -1046,10 +1046,11 @@ impl Entry {
     /// Fires `on_server_exchange` for an exchange that ended at `now`.
     #[cold]
     fn fire_server_exchange(&self, x: &ServerExchangeData, now: u64, completed: bool) {
-        let body = Duration::from_nanos(x.body_wait);
+        let body = x.body_wait.map(Duration::from_nanos);
         let head_at = x.head.min(now);
         let response_at = x.response.unwrap_or(now).clamp(head_at, now);
-        let handler = Duration::from_nanos(response_at - head_at).saturating_sub(body);
+        let handler =
+            Duration::from_nanos(response_at - head_at).saturating_sub(body.unwrap_or_default());
         let from = x.waiting_from.unwrap_or(x.first_byte);
         let category = self.category();
         let ev = ServerExchangeEvent {
@@ -2099,8 +2100,8 @@ struct ServerExchangeData {
     first_byte: u64,
     head: u64,
     response: Option<u64>,
-    /// The body waiting, summed (nanos), copied from `BodyWait` at the end.
-    body_wait: u64,
+    /// The body waiting, summed (nanos), copied from `BodyWait` at the end; `None`: not timed.
+    body_wait: Option<u64>,
     /// The connection's byte counters at the start.
     read0: u64,
     write0: u64,
@@ -2113,6 +2114,8 @@ struct BodyWait {
     total: AtomicU64,
     /// When the current wait began (process clock), 0 when not waiting.
     since: AtomicU64,
+    /// A [`BodyTimer`] was handed out.
+    timed: AtomicBool,
 }
 
 /// The timing of one server exchange, from [`ConnectionRef::server_exchange`]: the request's
@@ -2162,9 +2165,11 @@ impl fmt::Debug for BodyTimer {
 }
 
 impl ServerExchange {
-    /// A handle for the request body's wrapper to report its polls.
+    /// A handle for the request body's wrapper to report its polls. Asking for it says the
+    /// body is timed: the event's `request_body` is `Some`.
     #[must_use]
     pub fn body_timer(&self) -> BodyTimer {
+        self.body.timed.store(true, Ordering::Relaxed);
         BodyTimer(self.body.clone())
     }
 
@@ -2185,15 +2190,18 @@ impl ServerExchange {
         self.data.grpc_status = Some(status);
     }
 
-    fn take_body_wait(&mut self) -> u64 {
+    fn take_body_wait(&mut self) -> Option<u64> {
         let w = &self.body;
+        if !w.timed.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut total = w.total.load(Ordering::Relaxed);
         // Still waiting when the exchange ended (the body was dropped pending): count it.
         let since = w.since.swap(0, Ordering::Relaxed);
         if since != 0 {
             total += clock::now_nanos().saturating_sub(since);
         }
-        total
+        Some(total)
     }
 
     /// The response has been handed over whole: the exchange ends, and its event fires, at
@@ -2236,7 +2244,7 @@ impl ServerExchangeData {
             first_byte: 0,
             head: 0,
             response: None,
-            body_wait: 0,
+            body_wait: None,
             read0: 0,
             write0: 0,
         }

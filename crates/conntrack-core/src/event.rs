@@ -335,7 +335,7 @@ pub struct WroteRequestEvent<'a> {
 ///
 /// The phases follow one another on the monotonic clock and add up to
 /// [`total`](ServerExchangeEvent::total): `waiting + request_head + request_body + handler +
-/// response_write`. The first byte of a request is taken when the connection's first read
+/// response_write` (a missing phase counting zero). The first byte of a request is taken when the connection's first read
 /// after the previous exchange (or the accept) completed; on HTTP/2, whose streams share the
 /// connection's reads, a stream has no waiting phase (`None`) and its head phase is zero: it
 /// starts when its HEADERS frame reached the server.
@@ -368,8 +368,10 @@ pub struct ServerExchangeEvent<'a> {
     /// From the request's first byte to its head parsed (the request reaching the exchange
     /// layer).
     pub request_head: Duration,
-    /// The time the handler spent waiting for the request body's frames.
-    pub request_body: Duration,
+    /// The time the handler spent waiting for the request body's frames; `None` when the
+    /// body was not timed (the tokio adapter's `ExchangeLayer` without `timed_body()`), the
+    /// handler phase then includes it.
+    pub request_body: Option<Duration>,
     /// From the head parsed to the response head produced, less `request_body`. When no
     /// response was produced, up to the exchange's end.
     pub handler: Duration,

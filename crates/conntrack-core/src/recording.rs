@@ -146,7 +146,7 @@ pub enum Recorded {
         completed: bool,
         waiting: Option<Duration>,
         request_head: Duration,
-        request_body: Duration,
+        request_body: Option<Duration>,
         handler: Duration,
         response_write: Duration,
         total: Duration,

@@ -75,6 +75,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -99,10 +100,66 @@ enum Finder {
 
 /// A tower layer marking each request as an exchange on its tracked connection (see the
 /// [module docs](self)).
-#[derive(Clone)]
-pub struct ExchangeLayer {
+///
+/// `M` says what the service under it gets as the request body: the body as it came
+/// ([`UntimedBody`], the default), or, after [`timed_body`](ExchangeLayer::timed_body), a
+/// [`RequestBody`] wrapping it that measures the request body phase.
+pub struct ExchangeLayer<M = UntimedBody> {
     // Shared: axum clones a route's service (this layer with it) for every request.
     inner: Arc<LayerInner>,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for ExchangeLayer<M> {
+    fn clone(&self) -> Self {
+        ExchangeLayer {
+            inner: self.inner.clone(),
+            mode: PhantomData,
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What the service under an [`ExchangeLayer`] gets as the request body: [`UntimedBody`] or
+/// [`TimedBody`].
+pub trait BodyMode: sealed::Sealed + 'static {
+    /// The request body type for a request that came with `B`.
+    type Body<B>;
+    /// Wraps a request's body (`timer`: while a hook wants the exchange's phases).
+    #[doc(hidden)]
+    fn wrap<B>(body: B, timer: Option<&ServerExchange>) -> Self::Body<B>;
+}
+
+/// The service gets the request body as it came; the request body phase is not measured (the
+/// handler phase includes it).
+#[derive(Debug, Clone, Copy)]
+pub enum UntimedBody {}
+
+/// The service gets a [`RequestBody`]: the request body phase is measured.
+#[derive(Debug, Clone, Copy)]
+pub enum TimedBody {}
+
+impl sealed::Sealed for UntimedBody {}
+impl sealed::Sealed for TimedBody {}
+
+impl BodyMode for UntimedBody {
+    type Body<B> = B;
+    fn wrap<B>(body: B, _: Option<&ServerExchange>) -> B {
+        body
+    }
+}
+
+impl BodyMode for TimedBody {
+    type Body<B> = RequestBody<B>;
+    fn wrap<B>(inner: B, phases: Option<&ServerExchange>) -> RequestBody<B> {
+        RequestBody {
+            inner,
+            timer: phases.map(ServerExchange::body_timer),
+        }
+    }
 }
 
 struct LayerInner {
@@ -110,7 +167,7 @@ struct LayerInner {
     finder: Finder,
 }
 
-impl fmt::Debug for ExchangeLayer {
+impl<M> fmt::Debug for ExchangeLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExchangeLayer").finish_non_exhaustive()
     }
@@ -129,6 +186,7 @@ impl ExchangeLayer {
                 tracker: tracker.clone(),
                 finder,
             }),
+            mode: PhantomData,
         }
     }
 
@@ -145,6 +203,23 @@ impl ExchangeLayer {
         find: impl Fn(&http::Extensions) -> Option<ConnectionId> + Send + Sync + 'static,
     ) -> Self {
         ExchangeLayer::with(tracker, Finder::Lookup(Arc::new(find)))
+    }
+}
+
+impl<M> ExchangeLayer<M> {
+    /// The same layer, handing the service a [`RequestBody`] (`Request<RequestBody<B>>`) that
+    /// measures the request body phase: the time the handler spent waiting for the body's
+    /// frames (see `on_server_exchange`). axum's router takes any body, so an axum app only
+    /// adds this call; a service typed on one body (`service_fn` over
+    /// `Request<hyper::body::Incoming>`) takes the new body, whose
+    /// [`into_inner`](RequestBody::into_inner) gives the original. Without it the request body
+    /// phase is `None` and the handler phase includes it.
+    #[must_use]
+    pub fn timed_body(self) -> ExchangeLayer<TimedBody> {
+        ExchangeLayer {
+            inner: self.inner,
+            mode: PhantomData,
+        }
     }
 
     fn find(&self, ext: &http::Extensions) -> Option<ConnectionRef> {
@@ -185,10 +260,10 @@ fn matched_path(_: &http::Extensions) -> Option<&str> {
     None
 }
 
-impl<S> tower_layer::Layer<S> for ExchangeLayer {
-    type Service = Exchange<S>;
+impl<S, M> tower_layer::Layer<S> for ExchangeLayer<M> {
+    type Service = Exchange<S, M>;
 
-    fn layer(&self, inner: S) -> Exchange<S> {
+    fn layer(&self, inner: S) -> Exchange<S, M> {
         Exchange {
             inner,
             layer: self.clone(),
@@ -197,13 +272,21 @@ impl<S> tower_layer::Layer<S> for ExchangeLayer {
 }
 
 /// The service of an [`ExchangeLayer`].
-#[derive(Clone)]
-pub struct Exchange<S> {
+pub struct Exchange<S, M = UntimedBody> {
     inner: S,
-    layer: ExchangeLayer,
+    layer: ExchangeLayer<M>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for Exchange<S> {
+impl<S: Clone, M> Clone for Exchange<S, M> {
+    fn clone(&self) -> Self {
+        Exchange {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for Exchange<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Exchange")
             .field("inner", &self.inner)
@@ -264,9 +347,10 @@ fn version_name(v: http::Version) -> &'static str {
     }
 }
 
-impl<S, B, RB> tower_service::Service<http::Request<B>> for Exchange<S>
+impl<S, B, RB, M> tower_service::Service<http::Request<B>> for Exchange<S, M>
 where
-    S: tower_service::Service<http::Request<RequestBody<B>>, Response = http::Response<RB>>,
+    M: BodyMode,
+    S: tower_service::Service<http::Request<M::Body<B>>, Response = http::Response<RB>>,
     RB: Body,
 {
     type Response = http::Response<ExchangeBody<RB>>;
@@ -299,11 +383,8 @@ where
             }
         });
         let method = Method::of(req.method());
-        let timer = guard
-            .as_ref()
-            .and_then(|g| g.phases.as_ref())
-            .map(ServerExchange::body_timer);
-        let req = req.map(|inner| RequestBody { inner, timer });
+        let phases = guard.as_ref().and_then(|g| g.phases.as_ref());
+        let req = req.map(|body| M::wrap(body, phases));
         ResponseFuture {
             inner: self.inner.call(req),
             guard,
