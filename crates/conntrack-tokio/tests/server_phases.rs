@@ -64,11 +64,7 @@ impl Phases {
             + self.body.unwrap_or_default()
             + self.handler
             + self.write;
-        let diff = if sum > self.total {
-            sum - self.total
-        } else {
-            self.total - sum
-        };
+        let diff = sum.abs_diff(self.total);
         assert!(
             diff <= Duration::from_millis(1),
             "phases do not add up: {self:?}"
