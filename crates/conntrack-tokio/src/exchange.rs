@@ -252,7 +252,8 @@ fn axum_conn(_: &http::Extensions) -> Option<ConnectionRef> {
 /// with `Router::layer` or `route_layer`).
 #[cfg(feature = "axum")]
 fn matched_path(ext: &http::Extensions) -> Option<&str> {
-    ext.get::<axum::extract::MatchedPath>().map(axum::extract::MatchedPath::as_str)
+    ext.get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
 }
 
 #[cfg(not(feature = "axum"))]

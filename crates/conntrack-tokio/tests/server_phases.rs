@@ -286,3 +286,128 @@ async fn keep_alive_pause_is_the_waiting_phase() {
     assert_eq!(second.bytes_written, first.bytes_written, "{second:?}");
     second.assert_adds_up();
 }
+
+/// An HTTP/2 client (prior knowledge, h2c) on one plain TCP connection.
+async fn h2_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_concurrent_streams_each_get_their_phases() {
+    use http_body_util::BodyExt;
+    let (addr, mut rx, _tracker) = server().await;
+    let client = h2_client(addr).await;
+    let get = |path: &'static str| {
+        let mut c = client.clone();
+        async move {
+            let req = http::Request::get(format!("http://x{path}"))
+                .body(http_body_util::Full::default())
+                .unwrap();
+            let res = c.send_request(req).await.unwrap();
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            res.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+    // Two streams at once on the one connection: a handler sleeping 200 ms and a fast one.
+    let (slow, fast) = tokio::join!(get("/items/1"), get("/fast"));
+    assert_eq!((&slow[..], &fast[..]), (&b"slept"[..], &b"ok"[..]));
+
+    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    got.sort_by_key(|p| p.route.clone());
+    let (fast, slow) = (&got[0], &got[1]);
+    assert_eq!(fast.route.as_deref(), Some("/fast"));
+    assert_eq!(slow.route.as_deref(), Some("/items/{id}"));
+    assert_eq!(fast.id, slow.id, "one connection");
+    for p in [fast, slow] {
+        assert_eq!(p.version, "2");
+        // A stream has no waiting phase, and its head starts at its HEADERS frame.
+        assert_eq!(p.waiting, None, "{p:?}");
+        assert_eq!(p.head, Duration::ZERO, "{p:?}");
+        assert_eq!(p.status, Some(200));
+        assert!(p.completed, "{p:?}");
+        p.assert_adds_up();
+    }
+    assert!(slow.handler >= Duration::from_millis(200), "{slow:?}");
+    assert!(fast.handler < Duration::from_millis(50), "{fast:?}");
+}
+
+#[cfg(feature = "tonic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_unary_and_failing_calls_record_their_grpc_status() {
+    use http_body_util::BodyExt;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tracker = Tracker::builder()
+        .hook(Callbacks::new().on_server_exchange(move |ev| {
+            let _ = tx.send((Phases::of(ev), ev.grpc_status));
+        }))
+        .build();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("grpc"));
+    let mut incoming = listener.incoming();
+    let layer = incoming.exchange_layer();
+    // A gRPC-shaped service without protobuf: a unary answer with a `grpc-status: 0` trailer,
+    // and a failure as tonic writes it (a trailers-only response: `grpc-status` in the head).
+    let svc = tower::service_fn(|req: http::Request<tonic::body::Body>| async move {
+        if req.uri().path().ends_with("/Fail") {
+            return Ok(tonic::Status::not_found("no such thing").into_http());
+        }
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let body = http_body_util::Full::new(hyper::body::Bytes::from_static(b"\0\0\0\0\0"))
+            .with_trailers(async move { Some(Ok(trailers)) });
+        let mut res = http::Response::new(tonic::body::Body::new(body));
+        res.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        Ok::<_, std::convert::Infallible>(res)
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .serve_with_incoming_shutdown(svc, incoming, async move {
+                let _ = stop_rx.await;
+            }),
+    );
+
+    let client = h2_client(addr).await;
+    let mut statuses = Vec::new();
+    for path in ["/pkg.Svc/Call", "/pkg.Svc/Fail"] {
+        let mut c = client.clone();
+        let req = http::Request::post(format!("http://x{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from_static(
+                b"\0\0\0\0\0",
+            )))
+            .unwrap();
+        let res = c.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+        let (p, grpc) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.method.as_str(), p.version.as_str()), ("POST", "2"));
+        assert_eq!(p.status, Some(200));
+        assert!(p.completed, "{p:?}");
+        p.assert_adds_up();
+        statuses.push(grpc);
+    }
+    // OK (0) from the trailer, NOT_FOUND (5) from the trailers-only head.
+    assert_eq!(statuses, [Some(0), Some(5)]);
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
