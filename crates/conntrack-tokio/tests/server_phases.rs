@@ -322,7 +322,7 @@ async fn h2c_concurrent_streams_each_get_their_phases() {
     let (slow, fast) = tokio::join!(get("/items/1"), get("/fast"));
     assert_eq!((&slow[..], &fast[..]), (&b"slept"[..], &b"ok"[..]));
 
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by_key(|p| p.route.clone());
     let (fast, slow) = (&got[0], &got[1]);
     assert_eq!(fast.route.as_deref(), Some("/fast"));
