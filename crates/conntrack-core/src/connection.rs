@@ -17,7 +17,8 @@ use crate::event::{
 };
 use crate::hook::{Chain, Hook, WeakChain};
 use crate::info::{
-    Addr, CloseReason, ConnState, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo,
+    Addr, CloseReason, ConnState, ConnectionId, ConnectionInfo, Role, ServerExchangeProgress,
+    ServerPhase, Timings, TlsInfo,
 };
 use crate::limit::Limiter;
 use crate::registry::Shard;
@@ -200,6 +201,8 @@ struct Rare {
     tls: Option<Arc<TlsInfo>>,
     /// Server exchanges whose response waits for the connection's next flush.
     server_done: Vec<ServerExchangeData>,
+    /// The timed server exchanges in progress, oldest first.
+    live: Vec<Arc<Live>>,
     last_error: Option<io::Error>,
     /// An HTTP request watching this connection's I/O for its write/first-byte events.
     watcher: Option<Arc<dyn IoWatch>>,
@@ -385,6 +388,7 @@ impl Snapshot {
                 )
             }),
             tcp: self.tcp,
+            exchange: None,
         }
     }
 }
@@ -755,17 +759,20 @@ impl Entry {
     /// The record as of `now`; with `read_tcp` false the TCP statistics are the last ones
     /// read (no system call), for readers that do not show them (the metrics collector).
     pub(crate) fn info_with(&self, now: &Now, read_tcp: bool) -> ConnectionInfo {
-        let (tls, tcp) = {
+        let (tls, tcp, live) = {
             let mut rare = self.rare();
             let tcp = if read_tcp {
                 rare.tcp_now()
             } else {
                 rare.tcp.clone()
             };
-            (rare.tls.clone(), tcp)
+            (rare.tls.clone(), tcp, rare.live.first().cloned())
         };
-        self.snapshot(now.nanos, now.coarse_ms, tls, tcp)
-            .into_info(self.category(), now)
+        let mut info = self
+            .snapshot(now.nanos, now.coarse_ms, tls, tcp)
+            .into_info(self.category(), now);
+        info.exchange = live.map(|l| l.progress(now.nanos));
+        info
     }
 
     /// The state as of `now`, with `tls` and `tcp` as read from the entry. Copies only: no
@@ -987,6 +994,7 @@ impl Entry {
     fn server_exchange(
         self: &Arc<Self>,
         method: &str,
+        route: Option<&str>,
         version: &'static str,
     ) -> Option<ServerExchange> {
         if !self.tracker().wants_requests(&self.chain) && !self.scope.upgrade().wants_requests() {
@@ -1022,11 +1030,19 @@ impl Entry {
             };
             (first, Some(from), read0, write0)
         };
+        let live = Arc::new(Live {
+            method: method.into(),
+            route: route.map(Into::into),
+            head: now,
+            response: AtomicU64::new(0),
+            status: AtomicU32::new(0),
+            body: BodyWait::default(),
+        });
+        self.rare().live.push(live.clone());
         Some(ServerExchange {
             entry: self.clone(),
             data: ServerExchangeData {
-                method: method.into(),
-                route: None,
+                live,
                 version,
                 status: None,
                 grpc_status: None,
@@ -1038,7 +1054,6 @@ impl Entry {
                 read0,
                 write0,
             },
-            body: Arc::new(BodyWait::default()),
             done: false,
         })
     }
@@ -1046,6 +1061,7 @@ impl Entry {
     /// Fires `on_server_exchange` for an exchange that ended at `now`.
     #[cold]
     fn fire_server_exchange(&self, x: &ServerExchangeData, now: u64, completed: bool) {
+        self.rare().live.retain(|l| !Arc::ptr_eq(l, &x.live));
         let body = x.body_wait.map(Duration::from_nanos);
         let head_at = x.head.min(now);
         let response_at = x.response.unwrap_or(now).clamp(head_at, now);
@@ -1056,8 +1072,8 @@ impl Entry {
         let ev = ServerExchangeEvent {
             id: ConnectionId(self.id),
             category: &category,
-            method: &x.method,
-            route: x.route.as_deref(),
+            method: &x.live.method,
+            route: x.live.route.as_deref(),
             version: x.version,
             status: x.status,
             grpc_status: x.grpc_status,
@@ -1190,6 +1206,14 @@ impl Entry {
                     None => CloseReason::ClosedLocally,
                 }
             });
+        // Exchanges whose response waited for a flush that never came: cut short.
+        if self.server_queued.swap(false, Ordering::AcqRel) {
+            let done = std::mem::take(&mut self.rare().server_done);
+            let now = clock::now_nanos();
+            for x in done {
+                self.fire_server_exchange(&x, now, false);
+            }
+        }
         let hooks = self.has_hooks();
         if hooks || t.keeps_history() {
             // The history keeps this copy of the final state; the full record is built only
@@ -2082,15 +2106,20 @@ impl ConnectionRef {
     /// [`on_server_exchange`](Hook::on_server_exchange) when it ends. `version` is
     /// `"1.0"`, `"1.1"` or `"2"` (an HTTP/2 request has no waiting phase). The exchange layer
     /// of the tokio adapter calls it; see [`ServerExchange`].
-    pub fn server_exchange(&self, method: &str, version: &'static str) -> Option<ServerExchange> {
-        self.entry.server_exchange(method, version)
+    pub fn server_exchange(
+        &self,
+        method: &str,
+        route: Option<&str>,
+        version: &'static str,
+    ) -> Option<ServerExchange> {
+        self.entry.server_exchange(method, route, version)
     }
 }
 
 /// What a [`ServerExchange`] has recorded.
+#[derive(Clone)]
 struct ServerExchangeData {
-    method: Box<str>,
-    route: Option<Box<str>>,
+    live: Arc<Live>,
     version: &'static str,
     status: Option<u16>,
     grpc_status: Option<i32>,
@@ -2105,6 +2134,41 @@ struct ServerExchangeData {
     /// The connection's byte counters at the start.
     read0: u64,
     write0: u64,
+}
+
+/// A timed server exchange in progress, shared by its [`ServerExchange`], its body's
+/// [`BodyTimer`] and the connection's record ([`ConnectionInfo::exchange`]).
+struct Live {
+    method: Arc<str>,
+    route: Option<Arc<str>>,
+    /// The head parsed (process clock).
+    head: u64,
+    /// The response head produced (process clock), 0 before.
+    response: AtomicU64,
+    /// Its status, 0 before.
+    status: AtomicU32,
+    body: BodyWait,
+}
+
+impl Live {
+    fn progress(&self, now: u64) -> ServerExchangeProgress {
+        let response = self.response.load(Ordering::Relaxed);
+        let phase = if response != 0 {
+            ServerPhase::ResponseWrite
+        } else if self.body.since.load(Ordering::Relaxed) != 0 {
+            ServerPhase::RequestBody
+        } else {
+            ServerPhase::Handler
+        };
+        let status = self.status.load(Ordering::Relaxed);
+        ServerExchangeProgress {
+            method: self.method.clone(),
+            route: self.route.clone(),
+            phase,
+            status: u16::try_from(status).ok().filter(|s| *s != 0),
+            elapsed: Duration::from_nanos(now.saturating_sub(self.head)),
+        }
+    }
 }
 
 /// The time a request's body kept its reader waiting, shared with the body's wrapper.
@@ -2129,21 +2193,20 @@ struct BodyWait {
 pub struct ServerExchange {
     entry: Arc<Entry>,
     data: ServerExchangeData,
-    body: Arc<BodyWait>,
     done: bool,
 }
 
 /// A handle to a [`ServerExchange`]'s body waiting, for the request body's wrapper
 /// ([`ServerExchange::body_timer`]).
 #[derive(Clone)]
-pub struct BodyTimer(Arc<BodyWait>);
+pub struct BodyTimer(Arc<Live>);
 
 impl BodyTimer {
     /// The request body was polled for a frame and answered `pending` (`true`) or ready: the
     /// time from a first pending answer to the next ready one is body waiting. Reads the clock
     /// only on those two transitions.
     pub fn poll(&self, pending: bool) {
-        let w = &self.0;
+        let w = &self.0.body;
         if pending {
             if w.since.load(Ordering::Relaxed) == 0 {
                 w.since.store(clock::now_nanos().max(1), Ordering::Relaxed);
@@ -2169,20 +2232,21 @@ impl ServerExchange {
     /// body is timed: the event's `request_body` is `Some`.
     #[must_use]
     pub fn body_timer(&self) -> BodyTimer {
-        self.body.timed.store(true, Ordering::Relaxed);
-        BodyTimer(self.body.clone())
-    }
-
-    /// The route template that matched (axum's `MatchedPath`).
-    pub fn set_route(&mut self, route: &str) {
-        self.data.route = Some(route.into());
+        self.data.live.body.timed.store(true, Ordering::Relaxed);
+        BodyTimer(self.data.live.clone())
     }
 
     /// The response head was produced with `status`: the handler phase ends, the response
     /// write begins.
     pub fn response_head(&mut self, status: u16) {
+        let now = clock::now_nanos();
         self.data.status = Some(status);
-        self.data.response = Some(clock::now_nanos());
+        self.data.response = Some(now);
+        self.data
+            .live
+            .status
+            .store(u32::from(status), Ordering::Relaxed);
+        self.data.live.response.store(now.max(1), Ordering::Relaxed);
     }
 
     /// The gRPC status of the response (its `grpc-status` trailer or header).
@@ -2191,7 +2255,7 @@ impl ServerExchange {
     }
 
     fn take_body_wait(&mut self) -> Option<u64> {
-        let w = &self.body;
+        let w = &self.data.live.body;
         if !w.timed.load(Ordering::Relaxed) {
             return None;
         }
@@ -2210,7 +2274,7 @@ impl ServerExchange {
     /// caller calls right after.
     pub fn finish_when_flushed(mut self) {
         self.done = true;
-        let mut data = std::mem::replace(&mut self.data, ServerExchangeData::empty());
+        let mut data = self.data.clone();
         data.body_wait = self.take_body_wait();
         let e = &self.entry;
         e.rare().server_done.push(data);
@@ -2232,25 +2296,6 @@ impl ServerExchange {
     }
 }
 
-impl ServerExchangeData {
-    fn empty() -> Self {
-        ServerExchangeData {
-            method: "".into(),
-            route: None,
-            version: "",
-            status: None,
-            grpc_status: None,
-            waiting_from: None,
-            first_byte: 0,
-            head: 0,
-            response: None,
-            body_wait: None,
-            read0: 0,
-            write0: 0,
-        }
-    }
-}
-
 impl Drop for ServerExchange {
     fn drop(&mut self) {
         if !self.done {
@@ -2263,7 +2308,7 @@ impl fmt::Debug for ServerExchange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerExchange")
             .field("id", &self.entry.id)
-            .field("method", &self.data.method)
+            .field("method", &self.data.live.method)
             .finish_non_exhaustive()
     }
 }

@@ -109,7 +109,7 @@ pub use event::{
 pub use hook::{Callbacks, Hook, Hooks, NoopHook};
 pub use info::{
     Addr, CloseReason, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates,
-    Role, Timings, TlsInfo,
+    Role, ServerExchangeProgress, ServerPhase, Timings, TlsInfo,
 };
 pub use limit::{AcceptReady, LimitMode};
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};

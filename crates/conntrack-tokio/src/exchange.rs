@@ -369,13 +369,11 @@ where
             }
             conn.begin_exchange();
             // Timed only while a hook wants the phases (else `None`, at no cost).
-            let mut phases =
-                conn.server_exchange(req.method().as_str(), version_name(req.version()));
-            if let Some(p) = &mut phases {
-                if let Some(route) = matched_path(req.extensions()) {
-                    p.set_route(route);
-                }
-            }
+            let phases = conn.server_exchange(
+                req.method().as_str(),
+                matched_path(req.extensions()),
+                version_name(req.version()),
+            );
             req.extensions_mut().insert(conn.clone());
             Guard {
                 conn,

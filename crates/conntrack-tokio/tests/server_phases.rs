@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
-use conntrack_core::{Callbacks, ConnectionId, ListenerConfig, ServerExchangeEvent, Tracker};
+use conntrack_core::{
+    Callbacks, ConnectionId, ListenerConfig, Role, ServerExchangeEvent, ServerExchangeProgress,
+    ServerPhase, Tracker,
+};
 use conntrack_tokio::exchange::ExchangeLayer;
 use conntrack_tokio::{Listener, TrackedConnectInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,6 +119,24 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<Phases>, Tracker) {
     (addr, rx, tracker)
 }
 
+/// Waits (bounded) until the one server connection's exchange in progress is in `phase`.
+async fn in_phase(tracker: &Tracker, phase: ServerPhase) -> ServerExchangeProgress {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let server = tracker
+            .connections()
+            .into_iter()
+            .find(|c| c.role == Role::Server);
+        if let Some(x) = server.and_then(|c| c.exchange) {
+            if x.phase == phase {
+                return x;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never in {phase:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// The next exchange (bounded wait).
 async fn next(rx: &mut mpsc::UnboundedReceiver<Phases>) -> Phases {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -197,11 +218,15 @@ async fn slow_head_is_the_request_head_phase() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upload_is_the_request_body_phase() {
-    let (addr, mut rx, _tracker) = server().await;
+    let (addr, mut rx, tracker) = server().await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd")
         .await
         .unwrap();
+    // The connection's record shows the exchange waiting for its body.
+    let x = in_phase(&tracker, ServerPhase::RequestBody).await;
+    assert_eq!((&*x.method, x.route.as_deref()), ("POST", Some("/upload")));
+    assert_eq!(x.status, None);
     tokio::time::sleep(Duration::from_millis(420)).await;
     s.write_all(b"efgh").await.unwrap();
     let (head, _) = read_response(&mut s, 4096, Duration::ZERO).await;
@@ -219,11 +244,13 @@ async fn slow_upload_is_the_request_body_phase() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_handler_is_the_handler_phase() {
-    let (addr, mut rx, _tracker) = server().await;
+    let (addr, mut rx, tracker) = server().await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /items/7 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
+    let x = in_phase(&tracker, ServerPhase::Handler).await;
+    assert_eq!(x.route.as_deref(), Some("/items/{id}"));
     let (head, _) = read_response(&mut s, 4096, Duration::ZERO).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
@@ -238,13 +265,16 @@ async fn sleeping_handler_is_the_handler_phase() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_is_the_response_write_phase() {
-    let (addr, mut rx, _tracker) = server().await;
+    let (addr, mut rx, tracker) = server().await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut s = socket.connect(addr).await.unwrap();
     s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
+    // Nothing read yet: the response waits for the reader.
+    let x = in_phase(&tracker, ServerPhase::ResponseWrite).await;
+    assert_eq!(x.status, Some(200));
     // 512 KiB in 8 KiB reads 16 ms apart: about a second.
     let (head, len) = read_response(&mut s, 8192, Duration::from_millis(16)).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -252,6 +282,9 @@ async fn slow_reader_is_the_response_write_phase() {
 
     let p = next(&mut rx).await;
     assert!(p.write >= Duration::from_millis(800), "{p:?}");
+    // Ended: no exchange in progress any more.
+    let server = tracker.get(p.id).expect("still open");
+    assert!(server.exchange.is_none(), "{server:?}");
     assert!(p.handler < Duration::from_millis(100), "{p:?}");
     assert!(p.bytes_written >= BIG as u64, "{p:?}");
     p.assert_adds_up();
