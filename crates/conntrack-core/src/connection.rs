@@ -997,7 +997,7 @@ impl Entry {
         route: Option<&str>,
         version: &'static str,
     ) -> Option<ServerExchange> {
-        if !self.tracker().wants_requests(&self.chain) && !self.scope.upgrade().wants_requests() {
+        if !self.tracker().wants_servers(&self.chain) && !self.scope.upgrade().wants_servers() {
             return None;
         }
         let now = clock::now_nanos();
@@ -1090,7 +1090,7 @@ impl Entry {
             bytes_written: self.write.load(Ordering::Relaxed).saturating_sub(x.write0),
         };
         self.fire(&mut |h| {
-            if h.wants_request_events() {
+            if h.wants_server_exchanges() {
                 h.on_server_exchange(&ev);
             }
         });
@@ -2101,8 +2101,8 @@ impl ConnectionRef {
 
     /// Starts timing a server exchange, just begun with
     /// [`begin_exchange`](ConnectionRef::begin_exchange), whose request head has just been
-    /// parsed: `None`, at no cost, unless a hook of the connection wants request events
-    /// ([`Hook::wants_request_events`]), which then gets
+    /// parsed: `None`, at no cost, unless a hook of the connection wants server exchanges
+    /// ([`Hook::wants_server_exchanges`]), which then gets
     /// [`on_server_exchange`](Hook::on_server_exchange) when it ends. `version` is
     /// `"1.0"`, `"1.1"` or `"2"` (an HTTP/2 request has no waiting phase). The exchange layer
     /// of the tokio adapter calls it; see [`ServerExchange`].

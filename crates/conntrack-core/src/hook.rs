@@ -63,8 +63,9 @@ macro_rules! for_each_event {
             /// The whole request was written, or writing it failed.
             on_wrote_request(WroteRequestEvent) io=false listener=false dialer=true;
             /// A server exchange (a request served through an exchange layer) ended, with its
-            /// phases. A request event: called only if
-            /// [`wants_request_events`](Hook::wants_request_events) is `true`.
+            /// phases. Called only if [`wants_server_exchanges`](Hook::wants_server_exchanges)
+            /// is `true` (by default, if [`wants_request_events`](Hook::wants_request_events)
+            /// is).
             on_server_exchange(ServerExchangeEvent) io=false listener=true dialer=false;
         }
     };
@@ -147,18 +148,29 @@ macro_rules! hook_trait {
             fn wants_request_events(&self) -> bool {
                 true
             }
+
+            /// Whether this hook wants [`on_server_exchange`](Hook::on_server_exchange): while
+            /// no hook of a server connection does, its exchanges are not timed (the exchange
+            /// layer only counts them). Asked once, when the hook is installed. Defaults to
+            /// [`wants_request_events`](Hook::wants_request_events); a hook can want the
+            /// server's exchanges without the client's request events (the metrics hook does).
+            fn wants_server_exchanges(&self) -> bool {
+                self.wants_request_events()
+            }
         }
 
         impl<H: Hook + ?Sized> Hook for Arc<H> {
             $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
             fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
             fn wants_request_events(&self) -> bool { (**self).wants_request_events() }
+            fn wants_server_exchanges(&self) -> bool { (**self).wants_server_exchanges() }
         }
 
         impl<H: Hook + ?Sized> Hook for Box<H> {
             $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
             fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
             fn wants_request_events(&self) -> bool { (**self).wants_request_events() }
+            fn wants_server_exchanges(&self) -> bool { (**self).wants_server_exchanges() }
         }
 
         impl Hook for Hooks {
@@ -170,6 +182,9 @@ macro_rules! hook_trait {
             }
             fn wants_request_events(&self) -> bool {
                 self.hooks.iter().any(|(h, _)| h.wants_request_events())
+            }
+            fn wants_server_exchanges(&self) -> bool {
+                self.hooks.iter().any(|(h, _)| h.wants_server_exchanges())
             }
         }
     };
@@ -330,7 +345,9 @@ macro_rules! callbacks {
                     || self.on_wrote_headers.is_some()
                     || self.on_wait_100_continue.is_some()
                     || self.on_wrote_request.is_some()
-                    || self.on_server_exchange.is_some()
+            }
+            fn wants_server_exchanges(&self) -> bool {
+                self.on_server_exchange.is_some()
             }
         }
 
@@ -368,6 +385,7 @@ struct ChainInner {
     hooks: Box<[Arc<dyn Hook>]>,
     io: bool,
     requests: bool,
+    servers: bool,
 }
 
 impl Chain {
@@ -377,11 +395,13 @@ impl Chain {
         }
         let io = hooks.iter().any(|h| Hook::wants_io_events(&**h));
         let requests = hooks.iter().any(|h| Hook::wants_request_events(&**h));
+        let servers = hooks.iter().any(|h| Hook::wants_server_exchanges(&**h));
         Chain {
             inner: Some(Arc::new(ChainInner {
                 hooks: hooks.into_boxed_slice(),
                 io,
                 requests,
+                servers,
             })),
         }
     }
@@ -401,6 +421,11 @@ impl Chain {
     /// Whether some hook wants HTTP request events.
     pub(crate) fn wants_requests(&self) -> bool {
         self.inner.as_deref().is_some_and(|i| i.requests)
+    }
+
+    /// Whether some hook wants server exchanges.
+    pub(crate) fn wants_servers(&self) -> bool {
+        self.inner.as_deref().is_some_and(|i| i.servers)
     }
 
     /// `front` followed by `self`, sharing `self` when `front` is empty.
