@@ -488,6 +488,9 @@ impl Entry {
         class: u32,
     ) -> Self {
         let opened_nanos = reg.opened_at.unwrap_or_else(clock::now_nanos);
+        // A server connection's first read is its first request's first byte, if timed.
+        let first_read = reg.role == Role::Server
+            && (shard.tracker.wants_servers(&chain) || scope.wants_servers());
         Entry {
             id,
             shard,
@@ -510,12 +513,7 @@ impl Entry {
             chain_io: chain.wants_io() || scope.wants_io(),
             chain,
             scope: scope.downgrade(),
-            // A server connection's first read is its first request's first byte.
-            watched: AtomicU8::new(if reg.role == Role::Server {
-                FIRST_READ
-            } else {
-                0
-            }),
+            watched: AtomicU8::new(if first_read { FIRST_READ } else { 0 }),
             first_read_nanos: AtomicU64::new(0),
             end_nanos: AtomicU64::new(0),
             read_at_end: AtomicU64::new(0),
@@ -950,7 +948,7 @@ impl Entry {
         let before = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
-        if before == Ok(1) && self.role == Role::Server {
+        if before == Ok(1) && self.role == Role::Server && self.times_servers() {
             // The next request's waiting starts here and ends at the connection's next read.
             self.end_nanos.store(now.max(1), Ordering::Relaxed);
             self.read_at_end
@@ -988,6 +986,12 @@ impl Entry {
                 }
             }
         }
+    }
+
+    /// Whether a hook of this connection may want its server exchanges timed (the scope's
+    /// are only looked at when it has one).
+    fn times_servers(&self) -> bool {
+        self.tracker().wants_servers(&self.chain) || !self.scope.is_empty()
     }
 
     /// See [`ConnectionRef::server_exchange`].
