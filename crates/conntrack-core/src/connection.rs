@@ -2188,7 +2188,7 @@ struct BodyWait {
 
 /// The timing of one server exchange, from [`ConnectionRef::server_exchange`]: the request's
 /// head parsed to its response written. The serving integration reports the body's polls
-/// ([`ServerExchange::body_poll`]), the response head ([`ServerExchange::response_head`]) and
+/// ([`ServerExchange::body_timer`]), the response head ([`ServerExchange::response_head`]) and
 /// the end ([`finish_when_flushed`](ServerExchange::finish_when_flushed) once the response has
 /// been handed over whole, [`finish`](ServerExchange::finish) when it was cut short); dropped
 /// without either, it finishes cut short. Timestamps are on the monotonic clock, each read

@@ -31,6 +31,20 @@
 //! future or body is dropped before the response was complete (the client went away, hyper
 //! gave up on the response), or when the body fails.
 //!
+//! # Phases
+//!
+//! While a hook of the connection wants server exchanges
+//! ([`Hook::wants_server_exchanges`](conntrack_core::Hook::wants_server_exchanges)), each
+//! exchange is timed phase by phase (waiting, request head, request body, handler, response
+//! write) and reported by
+//! [`on_server_exchange`](conntrack_core::Hook::on_server_exchange) when it ends, with its
+//! method, route (axum's `MatchedPath`), status, gRPC status and protocol version; the
+//! connection's record shows the exchange in progress
+//! ([`ConnectionInfo::exchange`](conntrack_core::ConnectionInfo::exchange)). The request body
+//! phase needs [`ExchangeLayer::timed_body`], which hands the service a [`RequestBody`]. See
+//! `docs/http-trace.md`, "Server requests, phase by phase". Without such a hook the layer only
+//! counts the exchange.
+//!
 //! An HTTP/2 request marks its connection
 //! [multiplexed](conntrack_core::Connection::mark_multiplexed): without a
 //! [shutdown signal](conntrack_core::Tracker::shutdown_signal) handed out, a shutdown leaves it

@@ -444,3 +444,94 @@ async fn tonic_unary_and_failing_calls_record_their_grpc_status() {
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }
+
+/// A hook that wants served exchanges but no client request events (as the metrics hook).
+struct ServerOnly(mpsc::UnboundedSender<Phases>);
+
+impl conntrack_core::Hook for ServerOnly {
+    fn wants_request_events(&self) -> bool {
+        false
+    }
+    fn wants_server_exchanges(&self) -> bool {
+        true
+    }
+    fn on_server_exchange(&self, ev: &ServerExchangeEvent<'_>) {
+        let _ = self.0.send(Phases::of(ev));
+    }
+}
+
+/// Serves `/items/{id}` (sleeping 200 ms) on a tracked listener of `tracker`.
+async fn sleepy_server(tracker: &Tracker) -> SocketAddr {
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(tracker, inner, ListenerConfig::new().category("http"));
+    let app = Router::new()
+        .route(
+            "/items/{id}",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                "slept"
+            }),
+        )
+        .layer(ExchangeLayer::new(tracker));
+    tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .into_future(),
+    );
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_are_timed_only_for_a_hook_that_wants_them() {
+    // A hook wanting only connection events: the exchange is counted, not timed.
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+    let tracker = Tracker::builder()
+        .hook(Callbacks::new().on_close(move |_| {
+            let _ = closed_tx.send(());
+        }))
+        .build();
+    let addr = sleepy_server(&tracker).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /items/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // In the handler: in flight, with no exchange record.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let server = loop {
+        let c = tracker
+            .connections()
+            .into_iter()
+            .find(|c| c.role == Role::Server && c.in_flight == 1);
+        if let Some(c) = c {
+            break c;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never in flight");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert!(server.exchange.is_none(), "{server:?}");
+    read_response(&mut s, 4096, Duration::ZERO).await;
+    drop(s);
+    tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
+        .await
+        .unwrap();
+
+    // A hook wanting server exchanges and no client request events gets them, untimed body
+    // (the default layer): `request_body` is `None`, the handler has it all.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tracker = Tracker::builder().hook(ServerOnly(tx)).build();
+    let addr = sleepy_server(&tracker).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /items/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let x = in_phase(&tracker, ServerPhase::Handler).await;
+    assert_eq!(x.route.as_deref(), Some("/items/{id}"));
+    read_response(&mut s, 4096, Duration::ZERO).await;
+    let p = next(&mut rx).await;
+    assert_eq!(p.body, None, "{p:?}");
+    assert!(p.handler >= Duration::from_millis(200), "{p:?}");
+    p.assert_adds_up();
+}
