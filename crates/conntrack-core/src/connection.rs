@@ -12,11 +12,13 @@ use std::time::Duration;
 use crate::clock::{self, Now};
 use crate::config::{DialerConfig, ListenerConfig, Policy};
 use crate::event::{
-    CloseEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
+    CloseEvent, ReadEvent, ServerExchangeEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent,
+    WriteEvent,
 };
 use crate::hook::{Chain, Hook, WeakChain};
 use crate::info::{
-    Addr, CloseReason, ConnState, ConnectionId, ConnectionInfo, Role, Timings, TlsInfo,
+    Addr, CloseReason, ConnState, ConnectionId, ConnectionInfo, Role, ServerExchangeProgress,
+    ServerPhase, Timings, TlsInfo,
 };
 use crate::limit::Limiter;
 use crate::registry::Shard;
@@ -197,6 +199,10 @@ const NO_IO: u64 = u64::MAX;
 #[derive(Default)]
 struct Rare {
     tls: Option<Arc<TlsInfo>>,
+    /// Server exchanges whose response waits for the connection's next flush.
+    server_done: Vec<ServerExchangeData>,
+    /// The timed server exchanges in progress, oldest first.
+    live: Vec<Arc<Live>>,
     last_error: Option<io::Error>,
     /// An HTTP request watching this connection's I/O for its write/first-byte events.
     watcher: Option<Arc<dyn IoWatch>>,
@@ -307,6 +313,11 @@ pub(crate) trait IoWatch: Send + Sync {
 
 const NO_END: u64 = u64::MAX;
 
+/// `Entry::watched`: an [`IoWatch`] is installed.
+const WATCHER: u8 = 1;
+/// `Entry::watched`: the next read is a request's first byte.
+const FIRST_READ: u8 = 2;
+
 /// A connection's state at one instant, copied out of its entry: what the history keeps of a
 /// closed connection, turned into a [`ConnectionInfo`] only when it is read.
 #[derive(Clone)]
@@ -377,6 +388,7 @@ impl Snapshot {
                 )
             }),
             tcp: self.tcp,
+            exchange: None,
         }
     }
 }
@@ -414,8 +426,10 @@ pub(crate) struct Entry {
     scope: WeakChain,
     /// Whether `chain` wants per-I/O events, copied here so the hot path reads no other line.
     chain_io: bool,
-    /// Whether an [`IoWatch`] is installed (read on the hot path next to `chain_io`).
-    watched: AtomicBool,
+    /// Whether an [`IoWatch`] is installed (`WATCHER`), and whether the next read's time is
+    /// wanted as a request's first byte (`FIRST_READ`); read on the hot path next to
+    /// `chain_io`, so the first-byte mark costs the hot path nothing.
+    watched: AtomicU8,
     /// Exchanges (requests) begun on this connection.
     requests: AtomicU64,
     /// Exchanges begun and not yet ended.
@@ -434,6 +448,15 @@ pub(crate) struct Entry {
     last_io_at_abort: AtomicU64,
     /// When the last exchange ended (ms on the process clock), `NO_END` before any did.
     exchange_end_ms: AtomicU64,
+    /// When the first read after the `FIRST_READ` mark completed (process clock), 0: none.
+    first_read_nanos: AtomicU64,
+    /// When the last exchange ended (process clock), 0 before any did; with the bytes read and
+    /// written then (the start of the next exchange's waiting phase).
+    end_nanos: AtomicU64,
+    read_at_end: AtomicU64,
+    write_at_end: AtomicU64,
+    /// Some server exchange record waits in `Rare::server_done` for a flush.
+    server_queued: AtomicBool,
     /// The close reason decided by the tracker (`CloseReason::code`), 0 when none.
     reason: AtomicU8,
     /// Set by an abort: the stream's I/O fails from then on.
@@ -465,6 +488,9 @@ impl Entry {
         class: u32,
     ) -> Self {
         let opened_nanos = reg.opened_at.unwrap_or_else(clock::now_nanos);
+        // A server connection's first read is its first request's first byte, if timed.
+        let first_read = reg.role == Role::Server
+            && (shard.tracker.wants_servers(&chain) || scope.wants_servers());
         Entry {
             id,
             shard,
@@ -487,7 +513,12 @@ impl Entry {
             chain_io: chain.wants_io() || scope.wants_io(),
             chain,
             scope: scope.downgrade(),
-            watched: AtomicBool::new(false),
+            watched: AtomicU8::new(if first_read { FIRST_READ } else { 0 }),
+            first_read_nanos: AtomicU64::new(0),
+            end_nanos: AtomicU64::new(0),
+            read_at_end: AtomicU64::new(0),
+            write_at_end: AtomicU64::new(0),
+            server_queued: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             ending: AtomicU32::new(0),
@@ -726,17 +757,20 @@ impl Entry {
     /// The record as of `now`; with `read_tcp` false the TCP statistics are the last ones
     /// read (no system call), for readers that do not show them (the metrics collector).
     pub(crate) fn info_with(&self, now: &Now, read_tcp: bool) -> ConnectionInfo {
-        let (tls, tcp) = {
+        let (tls, tcp, live) = {
             let mut rare = self.rare();
             let tcp = if read_tcp {
                 rare.tcp_now()
             } else {
                 rare.tcp.clone()
             };
-            (rare.tls.clone(), tcp)
+            (rare.tls.clone(), tcp, rare.live.first().cloned())
         };
-        self.snapshot(now.nanos, now.coarse_ms, tls, tcp)
-            .into_info(self.category(), now)
+        let mut info = self
+            .snapshot(now.nanos, now.coarse_ms, tls, tcp)
+            .into_info(self.category(), now);
+        info.exchange = live.map(|l| l.progress(now.nanos));
+        info
     }
 
     /// The state as of `now`, with `tls` and `tcp` as read from the entry. Copies only: no
@@ -809,11 +843,26 @@ impl Entry {
 
     #[inline]
     fn wants_io(&self) -> bool {
-        self.chain_io || self.watched.load(Ordering::Relaxed) || self.tracker().wants_io()
+        self.chain_io || self.watched.load(Ordering::Relaxed) != 0 || self.tracker().wants_io()
+    }
+
+    /// Whether an [`IoWatch`] is installed.
+    fn has_watcher(&self, order: Ordering) -> bool {
+        self.watched.load(order) & WATCHER != 0
+    }
+
+    /// A read completed: if its time was wanted as a request's first byte, keep it (cold).
+    fn mark_first_read(&self) {
+        if self.watched.load(Ordering::Relaxed) & FIRST_READ != 0
+            && self.watched.fetch_and(!FIRST_READ, Ordering::AcqRel) & FIRST_READ != 0
+        {
+            self.first_read_nanos
+                .store(clock::now_nanos().max(1), Ordering::Relaxed);
+        }
     }
 
     fn watcher(&self) -> Option<Arc<dyn IoWatch>> {
-        if self.watched.load(Ordering::Acquire) {
+        if self.has_watcher(Ordering::Acquire) {
             self.rare().watcher.clone()
         } else {
             None
@@ -824,7 +873,7 @@ impl Entry {
     /// raw reads then also carry handshake records and session tickets, not only the
     /// application's data (the TLS layer reports that: [`Connection::record_app_read`]).
     fn raw_watcher(&self) -> Option<Arc<dyn IoWatch>> {
-        if self.watched.load(Ordering::Acquire) {
+        if self.has_watcher(Ordering::Acquire) {
             let rare = self.rare();
             if rare.tls.is_some() {
                 return None;
@@ -837,12 +886,12 @@ impl Entry {
 
     /// Takes the watch off if `owner` installed it (see [`IoWatch::owner`]).
     pub(crate) fn clear_watcher_of(&self, owner: usize) {
-        if !self.watched.load(Ordering::Acquire) {
+        if !self.has_watcher(Ordering::Acquire) {
             return;
         }
         let mut rare = self.rare();
         if rare.watcher.as_ref().is_some_and(|w| w.owner() == owner) {
-            self.watched.store(false, Ordering::Release);
+            self.watched.fetch_and(!WATCHER, Ordering::AcqRel);
             let old = rare.watcher.take();
             drop(rare);
             drop(old);
@@ -850,11 +899,15 @@ impl Entry {
     }
 
     pub(crate) fn set_watcher(&self, w: Option<Arc<dyn IoWatch>>) {
-        if w.is_none() && !self.watched.load(Ordering::Acquire) {
+        if w.is_none() && !self.has_watcher(Ordering::Acquire) {
             return;
         }
         let mut rare = self.rare();
-        self.watched.store(w.is_some(), Ordering::Release);
+        if w.is_some() {
+            self.watched.fetch_or(WATCHER, Ordering::AcqRel);
+        } else {
+            self.watched.fetch_and(!WATCHER, Ordering::AcqRel);
+        }
         let old = std::mem::replace(&mut rare.watcher, w);
         drop(rare);
         drop(old);
@@ -895,6 +948,16 @@ impl Entry {
         let before = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+        if before == Ok(1) && self.role == Role::Server && self.times_servers() {
+            // The next request's waiting starts here and ends at the connection's next read.
+            self.end_nanos.store(now.max(1), Ordering::Relaxed);
+            self.read_at_end
+                .store(self.read.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.write_at_end
+                .store(self.write.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.first_read_nanos.store(0, Ordering::Relaxed);
+            self.watched.fetch_or(FIRST_READ, Ordering::AcqRel);
+        }
         // During a shutdown the tracker closes a connection as soon as its last exchange
         // ends, unless someone else does (see `tracker_closes`).
         if before == Ok(1) && self.tracker().is_shutting_down() && self.tracker_closes() {
@@ -916,7 +979,125 @@ impl Entry {
             for _ in 0..n {
                 self.end_exchange_at(now);
             }
+            if self.server_queued.swap(false, Ordering::AcqRel) {
+                let done = std::mem::take(&mut self.rare().server_done);
+                for x in done {
+                    self.fire_server_exchange(&x, now, true);
+                }
+            }
         }
+    }
+
+    /// Whether a hook of this connection may want its server exchanges timed (the scope's
+    /// are only looked at when it has one).
+    fn times_servers(&self) -> bool {
+        self.tracker().wants_servers(&self.chain) || !self.scope.is_empty()
+    }
+
+    /// See [`ConnectionRef::server_exchange`].
+    fn server_exchange(
+        self: &Arc<Self>,
+        method: &str,
+        route: Option<&str>,
+        version: &'static str,
+    ) -> Option<ServerExchange> {
+        if !self.tracker().wants_servers(&self.chain) && !self.scope.upgrade().wants_servers() {
+            return None;
+        }
+        let now = clock::now_nanos();
+        let multiplexed = version == "2";
+        let (start, waiting_from, read0, write0) = if multiplexed {
+            (
+                now,
+                None,
+                self.read.load(Ordering::Relaxed),
+                self.write.load(Ordering::Relaxed),
+            )
+        } else {
+            let end = self.end_nanos.load(Ordering::Relaxed);
+            let (from, read0, write0) = if end == 0 {
+                (self.opened_nanos, 0, 0)
+            } else {
+                (
+                    end,
+                    self.read_at_end.load(Ordering::Relaxed),
+                    self.write_at_end.load(Ordering::Relaxed),
+                )
+            };
+            // No read since: the request's bytes came with the previous one's (pipelined or
+            // buffered), its head starts where the waiting would.
+            let first = self.first_read_nanos.swap(0, Ordering::Relaxed);
+            let first = if first == 0 {
+                from
+            } else {
+                first.clamp(from, now)
+            };
+            (first, Some(from), read0, write0)
+        };
+        let live = Arc::new(Live {
+            method: method.into(),
+            route: route.map(Into::into),
+            head: now,
+            response: AtomicU64::new(0),
+            status: AtomicU32::new(0),
+            body: BodyWait::default(),
+        });
+        self.rare().live.push(live.clone());
+        Some(ServerExchange {
+            entry: self.clone(),
+            data: ServerExchangeData {
+                live,
+                version,
+                status: None,
+                grpc_status: None,
+                waiting_from,
+                first_byte: start,
+                head: now,
+                response: None,
+                body_wait: None,
+                read0,
+                write0,
+            },
+            done: false,
+        })
+    }
+
+    /// Fires `on_server_exchange` for an exchange that ended at `now`.
+    #[cold]
+    fn fire_server_exchange(&self, x: &ServerExchangeData, now: u64, completed: bool) {
+        self.rare().live.retain(|l| !Arc::ptr_eq(l, &x.live));
+        let body = x.body_wait.map(Duration::from_nanos);
+        let head_at = x.head.min(now);
+        let response_at = x.response.unwrap_or(now).clamp(head_at, now);
+        let handler =
+            Duration::from_nanos(response_at - head_at).saturating_sub(body.unwrap_or_default());
+        let from = x.waiting_from.unwrap_or(x.first_byte);
+        let category = self.category();
+        let ev = ServerExchangeEvent {
+            id: ConnectionId(self.id),
+            category: &category,
+            method: &x.live.method,
+            route: x.live.route.as_deref(),
+            version: x.version,
+            status: x.status,
+            grpc_status: x.grpc_status,
+            completed,
+            waiting: x
+                .waiting_from
+                .map(|w| Duration::from_nanos(x.first_byte.saturating_sub(w))),
+            request_head: Duration::from_nanos(head_at.saturating_sub(x.first_byte)),
+            request_body: body,
+            handler,
+            response_write: Duration::from_nanos(now - response_at),
+            total: Duration::from_nanos(now.saturating_sub(from)),
+            bytes_read: self.read.load(Ordering::Relaxed).saturating_sub(x.read0),
+            bytes_written: self.write.load(Ordering::Relaxed).saturating_sub(x.write0),
+        };
+        self.fire(&mut |h| {
+            if h.wants_server_exchanges() {
+                h.on_server_exchange(&ev);
+            }
+        });
     }
 
     /// See [`Connection::mark_upgraded`].
@@ -1029,6 +1210,14 @@ impl Entry {
                     None => CloseReason::ClosedLocally,
                 }
             });
+        // Exchanges whose response waited for a flush that never came: cut short.
+        if self.server_queued.swap(false, Ordering::AcqRel) {
+            let done = std::mem::take(&mut self.rare().server_done);
+            let now = clock::now_nanos();
+            for x in done {
+                self.fire_server_exchange(&x, now, false);
+            }
+        }
         let hooks = self.has_hooks();
         if hooks || t.keeps_history() {
             // The history keeps this copy of the final state; the full record is built only
@@ -1191,6 +1380,9 @@ impl Connection {
     #[cold]
     fn fire_read(&self, n: usize, error: Option<&io::Error>) {
         let e = &*self.entry;
+        if n > 0 {
+            e.mark_first_read();
+        }
         // The event (and its category, a shared reference count) only for hooks that want it,
         // not for a request's I/O watch alone.
         if e.chain_io || e.tracker().wants_io() {
@@ -1258,7 +1450,7 @@ impl Connection {
     /// load. The TLS wrappers of every adapter do.
     #[inline]
     pub fn record_app_read(&self, n: usize, error: Option<&io::Error>) {
-        if self.entry.watched.load(Ordering::Relaxed) {
+        if self.entry.has_watcher(Ordering::Relaxed) {
             self.app_io(true, n, error);
         }
     }
@@ -1267,7 +1459,7 @@ impl Connection {
     /// bytes, or failed (see [`record_app_read`](Connection::record_app_read)).
     #[inline]
     pub fn record_app_write(&self, n: usize, error: Option<&io::Error>) {
-        if self.entry.watched.load(Ordering::Relaxed) {
+        if self.entry.has_watcher(Ordering::Relaxed) {
             self.app_io(false, n, error);
         }
     }
@@ -1909,6 +2101,219 @@ impl ConnectionRef {
     /// See [`Connection::mark_multiplexed`].
     pub fn mark_multiplexed(&self) {
         self.entry.mark_multiplexed();
+    }
+
+    /// Starts timing a server exchange, just begun with
+    /// [`begin_exchange`](ConnectionRef::begin_exchange), whose request head has just been
+    /// parsed: `None`, at no cost, unless a hook of the connection wants server exchanges
+    /// ([`Hook::wants_server_exchanges`]), which then gets
+    /// [`on_server_exchange`](Hook::on_server_exchange) when it ends. `version` is
+    /// `"1.0"`, `"1.1"` or `"2"` (an HTTP/2 request has no waiting phase). The exchange layer
+    /// of the tokio adapter calls it; see [`ServerExchange`].
+    pub fn server_exchange(
+        &self,
+        method: &str,
+        route: Option<&str>,
+        version: &'static str,
+    ) -> Option<ServerExchange> {
+        self.entry.server_exchange(method, route, version)
+    }
+}
+
+/// What a [`ServerExchange`] has recorded.
+#[derive(Clone)]
+struct ServerExchangeData {
+    live: Arc<Live>,
+    version: &'static str,
+    status: Option<u16>,
+    grpc_status: Option<i32>,
+    /// The start of the waiting phase (process clock); `None` on HTTP/2.
+    waiting_from: Option<u64>,
+    /// The request's first byte, the head parsed and the response head produced.
+    first_byte: u64,
+    head: u64,
+    response: Option<u64>,
+    /// The body waiting, summed (nanos), copied from `BodyWait` at the end; `None`: not timed.
+    body_wait: Option<u64>,
+    /// The connection's byte counters at the start.
+    read0: u64,
+    write0: u64,
+}
+
+/// A timed server exchange in progress, shared by its [`ServerExchange`], its body's
+/// [`BodyTimer`] and the connection's record ([`ConnectionInfo::exchange`]).
+struct Live {
+    method: Arc<str>,
+    route: Option<Arc<str>>,
+    /// The head parsed (process clock).
+    head: u64,
+    /// The response head produced (process clock), 0 before.
+    response: AtomicU64,
+    /// Its status, 0 before.
+    status: AtomicU32,
+    body: BodyWait,
+}
+
+impl Live {
+    fn progress(&self, now: u64) -> ServerExchangeProgress {
+        let response = self.response.load(Ordering::Relaxed);
+        let phase = if response != 0 {
+            ServerPhase::ResponseWrite
+        } else if self.body.since.load(Ordering::Relaxed) != 0 {
+            ServerPhase::RequestBody
+        } else {
+            ServerPhase::Handler
+        };
+        let status = self.status.load(Ordering::Relaxed);
+        ServerExchangeProgress {
+            method: self.method.clone(),
+            route: self.route.clone(),
+            phase,
+            status: u16::try_from(status).ok().filter(|s| *s != 0),
+            elapsed: Duration::from_nanos(now.saturating_sub(self.head)),
+        }
+    }
+}
+
+/// The time a request's body kept its reader waiting, shared with the body's wrapper.
+#[derive(Default)]
+struct BodyWait {
+    /// Summed nanos of the finished waits.
+    total: AtomicU64,
+    /// When the current wait began (process clock), 0 when not waiting.
+    since: AtomicU64,
+    /// A [`BodyTimer`] was handed out.
+    timed: AtomicBool,
+}
+
+/// The timing of one server exchange, from [`ConnectionRef::server_exchange`]: the request's
+/// head parsed to its response written. The serving integration reports the body's polls
+/// ([`ServerExchange::body_timer`]), the response head ([`ServerExchange::response_head`]) and
+/// the end ([`finish_when_flushed`](ServerExchange::finish_when_flushed) once the response has
+/// been handed over whole, [`finish`](ServerExchange::finish) when it was cut short); dropped
+/// without either, it finishes cut short. Timestamps are on the monotonic clock, each read
+/// once, at a phase's boundary; the request's first byte is the completion of the
+/// connection's first read after the previous exchange, which costs the read path nothing.
+pub struct ServerExchange {
+    entry: Arc<Entry>,
+    data: ServerExchangeData,
+    done: bool,
+}
+
+/// A handle to a [`ServerExchange`]'s body waiting, for the request body's wrapper
+/// ([`ServerExchange::body_timer`]).
+#[derive(Clone)]
+pub struct BodyTimer(Arc<Live>);
+
+impl BodyTimer {
+    /// The request body was polled for a frame and answered `pending` (`true`) or ready: the
+    /// time from a first pending answer to the next ready one is body waiting. Reads the clock
+    /// only on those two transitions.
+    pub fn poll(&self, pending: bool) {
+        let w = &self.0.body;
+        if pending {
+            if w.since.load(Ordering::Relaxed) == 0 {
+                w.since.store(clock::now_nanos().max(1), Ordering::Relaxed);
+            }
+        } else {
+            let since = w.since.swap(0, Ordering::Relaxed);
+            if since != 0 {
+                w.total
+                    .fetch_add(clock::now_nanos().saturating_sub(since), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for BodyTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyTimer").finish_non_exhaustive()
+    }
+}
+
+impl ServerExchange {
+    /// A handle for the request body's wrapper to report its polls. Asking for it says the
+    /// body is timed: the event's `request_body` is `Some`.
+    #[must_use]
+    pub fn body_timer(&self) -> BodyTimer {
+        self.data.live.body.timed.store(true, Ordering::Relaxed);
+        BodyTimer(self.data.live.clone())
+    }
+
+    /// The response head was produced with `status`: the handler phase ends, the response
+    /// write begins.
+    pub fn response_head(&mut self, status: u16) {
+        let now = clock::now_nanos();
+        self.data.status = Some(status);
+        self.data.response = Some(now);
+        self.data
+            .live
+            .status
+            .store(u32::from(status), Ordering::Relaxed);
+        self.data.live.response.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// The gRPC status of the response (its `grpc-status` trailer or header).
+    pub fn set_grpc_status(&mut self, status: i32) {
+        self.data.grpc_status = Some(status);
+    }
+
+    fn take_body_wait(&mut self) -> Option<u64> {
+        let w = &self.data.live.body;
+        if !w.timed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut total = w.total.load(Ordering::Relaxed);
+        // Still waiting when the exchange ended (the body was dropped pending): count it.
+        let since = w.since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            total += clock::now_nanos().saturating_sub(since);
+        }
+        Some(total)
+    }
+
+    /// The response has been handed over whole: the exchange ends, and its event fires, at
+    /// the connection's next completed flush, together with
+    /// [`end_exchange_when_flushed`](ConnectionRef::end_exchange_when_flushed), which the
+    /// caller calls right after.
+    pub fn finish_when_flushed(mut self) {
+        self.done = true;
+        let mut data = self.data.clone();
+        data.body_wait = self.take_body_wait();
+        let e = &self.entry;
+        e.rare().server_done.push(data);
+        e.server_queued.store(true, Ordering::Release);
+    }
+
+    /// The exchange ended now, cut short (the handler failed, the response was dropped or
+    /// its body failed); its event fires now. Call it after
+    /// [`end_exchange`](ConnectionRef::end_exchange).
+    pub fn finish(mut self) {
+        self.finish_now();
+    }
+
+    fn finish_now(&mut self) {
+        self.done = true;
+        self.data.body_wait = self.take_body_wait();
+        self.entry
+            .fire_server_exchange(&self.data, clock::now_nanos(), false);
+    }
+}
+
+impl Drop for ServerExchange {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish_now();
+        }
+    }
+}
+
+impl fmt::Debug for ServerExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerExchange")
+            .field("id", &self.entry.id)
+            .field("method", &self.data.live.method)
+            .finish_non_exhaustive()
     }
 }
 

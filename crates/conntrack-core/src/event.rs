@@ -328,3 +328,61 @@ pub struct WroteRequestEvent<'a> {
     /// The error that stopped the request from being written; `None` on success.
     pub error: Option<&'a io::Error>,
 }
+
+/// One server exchange (an HTTP request or RPC served on a tracked connection), phase by
+/// phase, fired when it ended: when its response had been written and flushed, or when it
+/// was cut short (see `docs/http-trace.md`, "Server requests").
+///
+/// The phases follow one another on the monotonic clock and add up to
+/// [`total`](ServerExchangeEvent::total): `waiting + request_head + request_body + handler +
+/// response_write` (a missing phase counting zero). The first byte of a request is taken when the connection's first read
+/// after the previous exchange (or the accept) completed; on HTTP/2, whose streams share the
+/// connection's reads, a stream has no waiting phase (`None`) and its head phase is zero: it
+/// starts when its HEADERS frame reached the server.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ServerExchangeEvent<'a> {
+    /// The connection the request arrived on.
+    pub id: ConnectionId,
+    /// Its category.
+    pub category: &'a str,
+    /// The request method (`GET`, `POST`, ...).
+    pub method: &'a str,
+    /// The route template that matched (axum's `MatchedPath`), when known.
+    pub route: Option<&'a str>,
+    /// The protocol version: `"1.0"`, `"1.1"` or `"2"` (OpenTelemetry's
+    /// `network.protocol.version`).
+    pub version: &'a str,
+    /// The response status; `None` when no response was produced (the handler failed or was
+    /// dropped).
+    pub status: Option<u16>,
+    /// The gRPC status (the `grpc-status` trailer, or header of a trailers-only response),
+    /// when there was one.
+    pub grpc_status: Option<i32>,
+    /// The response was produced and written whole. `false` when the handler failed, the
+    /// response was dropped before its end (the client went away) or its body failed.
+    pub completed: bool,
+    /// From the end of the previous exchange on the connection (or its accept) to the first
+    /// byte of this request. `None` on HTTP/2.
+    pub waiting: Option<Duration>,
+    /// From the request's first byte to its head parsed (the request reaching the exchange
+    /// layer).
+    pub request_head: Duration,
+    /// The time the handler spent waiting for the request body's frames; `None` when the
+    /// body was not timed (the tokio adapter's `ExchangeLayer` without `timed_body()`), the
+    /// handler phase then includes it.
+    pub request_body: Option<Duration>,
+    /// From the head parsed to the response head produced, less `request_body`. When no
+    /// response was produced, up to the exchange's end.
+    pub handler: Duration,
+    /// From the response head produced to its last byte written and flushed (the exchange's
+    /// end).
+    pub response_write: Duration,
+    /// From the start of `waiting` (HTTP/2: of `request_head`) to the exchange's end.
+    pub total: Duration,
+    /// Bytes the connection read during the exchange, from the start of `waiting` (on HTTP/2,
+    /// of all the connection's streams and frames, from the head).
+    pub bytes_read: u64,
+    /// Bytes the connection wrote during the exchange (the same span).
+    pub bytes_written: u64,
+}

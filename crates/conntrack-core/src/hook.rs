@@ -62,6 +62,11 @@ macro_rules! for_each_event {
             on_wait_100_continue(Wait100ContinueEvent) io=false listener=false dialer=true;
             /// The whole request was written, or writing it failed.
             on_wrote_request(WroteRequestEvent) io=false listener=false dialer=true;
+            /// A server exchange (a request served through an exchange layer) ended, with its
+            /// phases. Called only if [`wants_server_exchanges`](Hook::wants_server_exchanges)
+            /// is `true` (by default, if [`wants_request_events`](Hook::wants_request_events)
+            /// is).
+            on_server_exchange(ServerExchangeEvent) io=false listener=true dialer=false;
         }
     };
 }
@@ -95,6 +100,8 @@ macro_rules! hook_trait {
         /// `on_get_conn` to `on_wrote_request` are Go httptrace's `ClientTrace` hooks for one
         /// HTTP request, fired by an HTTP client integration through a
         /// [`RequestTrace`](crate::RequestTrace) (see `docs/http-trace.md`).
+        /// [`on_server_exchange`](Hook::on_server_exchange) is the server's: one event per
+        /// served request, with its phases, while a hook of the connection wants request events.
         ///
         /// # Panics
         ///
@@ -128,7 +135,7 @@ macro_rules! hook_trait {
             }
 
             /// Whether this hook wants the HTTP request events (`on_get_conn` to
-            /// `on_wrote_request`).
+            /// `on_wrote_request`, and `on_server_exchange`).
             ///
             /// Asked once, when the hook is installed. Defaults to `true`, so that a hook
             /// implementing a request event gets it; a hook that handles none returns `false`:
@@ -141,18 +148,29 @@ macro_rules! hook_trait {
             fn wants_request_events(&self) -> bool {
                 true
             }
+
+            /// Whether this hook wants [`on_server_exchange`](Hook::on_server_exchange): while
+            /// no hook of a server connection does, its exchanges are not timed (the exchange
+            /// layer only counts them). Asked once, when the hook is installed. Defaults to
+            /// [`wants_request_events`](Hook::wants_request_events); a hook can want the
+            /// server's exchanges without the client's request events (the metrics hook does).
+            fn wants_server_exchanges(&self) -> bool {
+                self.wants_request_events()
+            }
         }
 
         impl<H: Hook + ?Sized> Hook for Arc<H> {
             $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
             fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
             fn wants_request_events(&self) -> bool { (**self).wants_request_events() }
+            fn wants_server_exchanges(&self) -> bool { (**self).wants_server_exchanges() }
         }
 
         impl<H: Hook + ?Sized> Hook for Box<H> {
             $(fn $method(&self, ev: &$ev<'_>) { (**self).$method(ev) })*
             fn wants_io_events(&self) -> bool { (**self).wants_io_events() }
             fn wants_request_events(&self) -> bool { (**self).wants_request_events() }
+            fn wants_server_exchanges(&self) -> bool { (**self).wants_server_exchanges() }
         }
 
         impl Hook for Hooks {
@@ -164,6 +182,9 @@ macro_rules! hook_trait {
             }
             fn wants_request_events(&self) -> bool {
                 self.hooks.iter().any(|(h, _)| h.wants_request_events())
+            }
+            fn wants_server_exchanges(&self) -> bool {
+                self.hooks.iter().any(|(h, _)| h.wants_server_exchanges())
             }
         }
     };
@@ -325,6 +346,9 @@ macro_rules! callbacks {
                     || self.on_wait_100_continue.is_some()
                     || self.on_wrote_request.is_some()
             }
+            fn wants_server_exchanges(&self) -> bool {
+                self.on_server_exchange.is_some()
+            }
         }
 
         impl fmt::Debug for Callbacks {
@@ -361,6 +385,7 @@ struct ChainInner {
     hooks: Box<[Arc<dyn Hook>]>,
     io: bool,
     requests: bool,
+    servers: bool,
 }
 
 impl Chain {
@@ -370,11 +395,13 @@ impl Chain {
         }
         let io = hooks.iter().any(|h| Hook::wants_io_events(&**h));
         let requests = hooks.iter().any(|h| Hook::wants_request_events(&**h));
+        let servers = hooks.iter().any(|h| Hook::wants_server_exchanges(&**h));
         Chain {
             inner: Some(Arc::new(ChainInner {
                 hooks: hooks.into_boxed_slice(),
                 io,
                 requests,
+                servers,
             })),
         }
     }
@@ -394,6 +421,11 @@ impl Chain {
     /// Whether some hook wants HTTP request events.
     pub(crate) fn wants_requests(&self) -> bool {
         self.inner.as_deref().is_some_and(|i| i.requests)
+    }
+
+    /// Whether some hook wants server exchanges.
+    pub(crate) fn wants_servers(&self) -> bool {
+        self.inner.as_deref().is_some_and(|i| i.servers)
     }
 
     /// `front` followed by `self`, sharing `self` when `front` is empty.

@@ -354,6 +354,39 @@ impl TlsInfo {
     }
 }
 
+/// A server exchange in progress ([`ConnectionInfo::exchange`]).
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ServerExchangeProgress {
+    /// The request method.
+    pub method: Arc<str>,
+    /// The route template that matched, when known.
+    pub route: Option<Arc<str>>,
+    /// The phase it is in.
+    pub phase: ServerPhase,
+    /// The response status, once the response head has been produced.
+    pub status: Option<u16>,
+    /// Since its head was parsed (the exchange's begin).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    pub elapsed: Duration,
+}
+
+/// The phase of a server exchange in progress (the phases of
+/// [`ServerExchangeEvent`](crate::ServerExchangeEvent) that happen while it is in flight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ServerPhase {
+    /// The handler waits for a frame of the request body (timed bodies only).
+    RequestBody,
+    /// The handler is producing the response head.
+    Handler,
+    /// The response is being written.
+    ResponseWrite,
+}
+
 /// A snapshot of one live connection.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -415,6 +448,10 @@ pub struct ConnectionInfo {
         serde(serialize_with = "crate::info::ser::opt_secs")
     )]
     pub exchange_idle_for: Option<Duration>,
+    /// The server exchange in progress on this connection, while a hook wants server
+    /// exchanges' phases ([`ConnectionRef::server_exchange`](crate::ConnectionRef::server_exchange));
+    /// on HTTP/2, the oldest of its streams in progress.
+    pub exchange: Option<ServerExchangeProgress>,
     /// The kernel's TCP statistics (round-trip time, retransmits, congestion window, bytes
     /// acknowledged), read when this record was built; for a closed connection, read at close
     /// if the config asked for it ([`tcp_info_at_close`](crate::ListenerConfig::tcp_info_at_close)),

@@ -94,21 +94,22 @@ pub use activity::{ActiveSample, Phases, RequestTiming};
 pub use admit::AdmitWaiting;
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
 pub use connection::{
-    CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, SocketGuard, TcpInfoGuard,
+    BodyTimer, CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, ServerExchange,
+    SocketGuard, TcpInfoGuard,
 };
 pub use control::{ShutdownReport, ShutdownSignal};
 pub use dial::{ConnectAttempt, Dial};
 pub use event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
     DnsStartEvent, GetConnEvent, Got100ContinueEvent, Got1xxResponseEvent, GotConnEvent,
-    GotFirstResponseByteEvent, PutIdleConnEvent, ReadEvent, RequestInfo, TlsHandshakeDoneEvent,
-    TlsHandshakeStartEvent, Wait100ContinueEvent, WriteEvent, WroteHeaderFieldEvent,
-    WroteHeadersEvent, WroteRequestEvent,
+    GotFirstResponseByteEvent, PutIdleConnEvent, ReadEvent, RequestInfo, ServerExchangeEvent,
+    TlsHandshakeDoneEvent, TlsHandshakeStartEvent, Wait100ContinueEvent, WriteEvent,
+    WroteHeaderFieldEvent, WroteHeadersEvent, WroteRequestEvent,
 };
 pub use hook::{Callbacks, Hook, Hooks, NoopHook};
 pub use info::{
     Addr, CloseReason, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates,
-    Role, Timings, TlsInfo,
+    Role, ServerExchangeProgress, ServerPhase, Timings, TlsInfo,
 };
 pub use limit::{AcceptReady, LimitMode};
 pub use recording::{Recorded, RecordedError, RecordingHook, Until};

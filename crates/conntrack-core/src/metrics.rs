@@ -34,6 +34,21 @@
 //! | `kestrel.connection.duration` | histogram | seconds | the same, `network.protocol.name`¹, `network.protocol.version`¹, `tls.protocol.version`¹, `error.type`¹ |
 //! | `kestrel.active_tls_handshakes` | gauge | | `category`, `network.transport`, `network.type`¹, `server.address`¹, `server.port`¹ |
 //! | `kestrel.tls_handshake.duration` | histogram | seconds | the same, `tls.protocol.version` or `error.type` |
+//! | `http.server.request.duration` | histogram | seconds | `category`, `http.request.method`, `http.response.status_code`¹, `http.route`¹, `network.protocol.version`, `error.type`¹ |
+//! | `http.server.active_requests` | gauge | | `category` (from [`MetricsCollector`]) |
+//! | `conntrack.server.phase.duration` | histogram | seconds | `category`, `conntrack.server.phase`, `network.protocol.version` |
+//!
+//! The server request metrics come from [`on_server_exchange`](Hook::on_server_exchange)
+//! (requests served through the tokio adapter's `ExchangeLayer`): the hook says
+//! [`wants_server_exchanges`](Hook::wants_server_exchanges) (and still no client request
+//! events), so installing it turns the exchanges' timing on. `http.server.request.duration`
+//! runs from the request's first byte to its response's last byte flushed (the phases but
+//! `waiting`); `error.type` is the status code for a 5xx answer and `aborted` for an exchange
+//! cut short (the handler failed, the client went away). `conntrack.server.phase.duration`
+//! records each phase measured (`waiting`, `request_head`, `request_body`, `handler`,
+//! `response_write`; see `docs/http-trace.md`). `http.server.active_requests` counts the
+//! exchanges in flight on server connections, from the live records (the method of every
+//! exchange is not kept, so it carries no `http.request.method`).
 //!
 //! The `conntrack.*` metrics are the complete set, by category and role. The
 //! OpenTelemetry-named ones are views of the same data under the names the semantic
@@ -98,8 +113,8 @@ use ::metrics::{
 };
 
 use crate::event::{
-    AcceptEvent, CloseEvent, ConnectDoneEvent, DialEvent, DnsDoneEvent, TlsHandshakeDoneEvent,
-    TlsHandshakeStartEvent,
+    AcceptEvent, CloseEvent, ConnectDoneEvent, DialEvent, DnsDoneEvent, ServerExchangeEvent,
+    TlsHandshakeDoneEvent, TlsHandshakeStartEvent,
 };
 use crate::hook::Hook;
 use crate::info::{ConnState, ConnectionInfo, Role};
@@ -123,6 +138,13 @@ pub const TLS_HANDSHAKES_FAILED: &str = "conntrack.tls_handshakes.failed";
 pub const IO: &str = "conntrack.io";
 /// `conntrack.hook.panics`: panics caught in hooks (counter).
 pub const HOOK_PANICS: &str = "conntrack.hook.panics";
+/// `http.server.request.duration`: served HTTP requests, from the request's first byte to
+/// the response's last byte flushed (histogram, seconds).
+pub const HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
+/// `http.server.active_requests`: server exchanges in flight (gauge).
+pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http.server.active_requests";
+/// `conntrack.server.phase.duration`: each phase of served requests (histogram, seconds).
+pub const SERVER_PHASE_DURATION: &str = "conntrack.server.phase.duration";
 /// `conntrack.connection.duration`: how long connections lived (histogram, seconds).
 pub const CONNECTION_DURATION: &str = "conntrack.connection.duration";
 /// `conntrack.tls_handshake.duration`: TLS handshakes (histogram, seconds).
@@ -411,6 +433,37 @@ pub const NAMES: &[MetricName] = &[
             "error.type",
         ],
         "OpenTelemetry Kestrel metrics",
+    ),
+    m(
+        HTTP_SERVER_REQUEST_DURATION,
+        Kind::Histogram,
+        Unit::Seconds,
+        "Duration of HTTP server requests.",
+        &[
+            "category",
+            "http.request.method",
+            "http.response.status_code",
+            "http.route",
+            "network.protocol.version",
+            "error.type",
+        ],
+        "OpenTelemetry HTTP server metrics",
+    ),
+    m(
+        HTTP_SERVER_ACTIVE_REQUESTS,
+        Kind::Gauge,
+        Unit::Count,
+        "HTTP server requests in flight.",
+        &["category"],
+        "OpenTelemetry HTTP server metrics",
+    ),
+    m(
+        SERVER_PHASE_DURATION,
+        Kind::Histogram,
+        Unit::Seconds,
+        "Each phase of HTTP server requests (waiting, request_head, request_body, handler, response_write).",
+        &["category", "conntrack.server.phase", "network.protocol.version"],
+        "conntrack (server request phases)",
     ),
 ];
 
@@ -837,14 +890,70 @@ impl CloseHistogram {
     }
 }
 
+/// OpenTelemetry's `http.request.method`: a known method, else `_OTHER`.
+fn otel_method(m: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("_OTHER")
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
 impl Hook for MetricsHook {
-    // Its metrics come from connection events only.
+    // Its metrics come from connection events and served exchanges: no client request events.
     fn wants_request_events(&self) -> bool {
         false
+    }
+
+    fn wants_server_exchanges(&self) -> bool {
+        true
+    }
+
+    fn on_server_exchange(&self, ev: &ServerExchangeEvent<'_>) {
+        let version = match ev.version {
+            "1.0" => "1.0",
+            "2" => "2",
+            "3" => "3",
+            _ => "1.1",
+        };
+        let mut l = vec![
+            category_label(ev.category),
+            Label::from_static_parts("http.request.method", otel_method(ev.method)),
+            Label::from_static_parts("network.protocol.version", version),
+        ];
+        if let Some(s) = ev.status {
+            l.push(Label::new("http.response.status_code", s.to_string()));
+        }
+        if let Some(r) = ev.route {
+            l.push(Label::new("http.route", r.to_owned()));
+        }
+        if !ev.completed {
+            l.push(Label::from_static_parts("error.type", "aborted"));
+        } else if let Some(s) = ev.status.filter(|s| *s >= 500) {
+            l.push(Label::new("error.type", s.to_string()));
+        }
+        let duration = ev.total.saturating_sub(ev.waiting.unwrap_or_default());
+        ::metrics::histogram!(HTTP_SERVER_REQUEST_DURATION, self.labels(l)).record(secs(duration));
+        let phases = [
+            ("waiting", ev.waiting),
+            ("request_head", Some(ev.request_head)),
+            ("request_body", ev.request_body),
+            ("handler", Some(ev.handler)),
+            ("response_write", Some(ev.response_write)),
+        ];
+        for (phase, d) in phases {
+            if let Some(d) = d {
+                let l = [
+                    category_label(ev.category),
+                    Label::from_static_parts("conntrack.server.phase", phase),
+                    Label::from_static_parts("network.protocol.version", version),
+                ];
+                ::metrics::histogram!(SERVER_PHASE_DURATION, self.labels(l)).record(secs(d));
+            }
+        }
     }
 
     fn on_accept(&self, ev: &AcceptEvent<'_>) {
@@ -1090,13 +1199,18 @@ impl MetricsCollector {
         self.collect_open();
     }
 
-    /// `http.client.open_connections` and `kestrel.active_connections`, from the live
-    /// connections.
+    /// `http.client.open_connections`, `kestrel.active_connections` and
+    /// `http.server.active_requests`, from the live connections.
     #[allow(clippy::cast_precision_loss)]
     fn collect_open(&self) {
         let mut now = Series::new();
         // (No TCP statistics are read from the sockets: these gauges do not use them.)
         for c in self.tracker.connections_without_tcp() {
+            if c.role == Role::Server && c.requests > 0 {
+                let mut l = vec![category_label(&c.category)];
+                l.extend(self.extra.iter().cloned());
+                *now.entry((HTTP_SERVER_ACTIVE_REQUESTS, l)).or_default() += f64::from(c.in_flight);
+            }
             let (name, mut l) = match c.role {
                 Role::Server => (KESTREL_ACTIVE_CONNECTIONS, kestrel_labels(&c)),
                 Role::Client if c.requests > 0 => {

@@ -136,6 +136,23 @@ pub enum Recorded {
         request: RequestInfo,
         error: Option<RecordedError>,
     },
+    ServerExchange {
+        id: ConnectionId,
+        method: String,
+        route: Option<String>,
+        version: String,
+        status: Option<u16>,
+        grpc_status: Option<i32>,
+        completed: bool,
+        waiting: Option<Duration>,
+        request_head: Duration,
+        request_body: Option<Duration>,
+        handler: Duration,
+        response_write: Duration,
+        total: Duration,
+        bytes_read: u64,
+        bytes_written: u64,
+    },
 }
 
 impl Recorded {
@@ -166,6 +183,7 @@ impl Recorded {
             Recorded::WroteHeaders { .. } => "wrote_headers",
             Recorded::Wait100Continue { .. } => "wait_100_continue",
             Recorded::WroteRequest { .. } => "wrote_request",
+            Recorded::ServerExchange { .. } => "server_exchange",
         }
     }
 
@@ -219,7 +237,7 @@ impl Recorded {
             Recorded::Close { connection, .. } | Recorded::GotConn { connection, .. } => {
                 Some(connection.id)
             }
-            Recorded::PutIdleConn { id, .. } => Some(*id),
+            Recorded::PutIdleConn { id, .. } | Recorded::ServerExchange { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -607,6 +625,28 @@ impl From<&WroteRequestEvent<'_>> for Recorded {
         Recorded::WroteRequest {
             request: ev.request.clone(),
             error: RecordedError::from(ev.error),
+        }
+    }
+}
+
+impl From<&ServerExchangeEvent<'_>> for Recorded {
+    fn from(ev: &ServerExchangeEvent<'_>) -> Self {
+        Recorded::ServerExchange {
+            id: ev.id,
+            method: ev.method.to_owned(),
+            route: ev.route.map(str::to_owned),
+            version: ev.version.to_owned(),
+            status: ev.status,
+            grpc_status: ev.grpc_status,
+            completed: ev.completed,
+            waiting: ev.waiting,
+            request_head: ev.request_head,
+            request_body: ev.request_body,
+            handler: ev.handler,
+            response_write: ev.response_write,
+            total: ev.total,
+            bytes_read: ev.bytes_read,
+            bytes_written: ev.bytes_written,
         }
     }
 }

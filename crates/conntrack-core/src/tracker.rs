@@ -40,6 +40,8 @@ pub(crate) struct TrackerInner {
     any_hooks: AtomicBool,
     /// Whether a tracker-level hook wants HTTP request events.
     request_hooks: AtomicBool,
+    /// Whether a tracker-level hook wants server exchanges.
+    server_hooks: AtomicBool,
     pub(crate) stats: StatTable,
     hook_panics: AtomicU64,
     history_cap: usize,
@@ -70,6 +72,7 @@ impl TrackerInner {
             io_hooks: AtomicBool::new(false),
             any_hooks: AtomicBool::new(false),
             request_hooks: AtomicBool::new(false),
+            server_hooks: AtomicBool::new(false),
             stats: StatTable::default(),
             hook_panics: AtomicU64::new(0),
             history_cap,
@@ -103,6 +106,12 @@ impl TrackerInner {
     /// ([`Hook::wants_request_events`]).
     pub(crate) fn wants_requests(&self, chain: &Chain) -> bool {
         chain.wants_requests() || self.request_hooks.load(Ordering::Acquire)
+    }
+
+    /// Whether some hook of `chain` or of the tracker wants server exchanges
+    /// ([`Hook::wants_server_exchanges`]).
+    pub(crate) fn wants_servers(&self, chain: &Chain) -> bool {
+        chain.wants_servers() || self.server_hooks.load(Ordering::Acquire)
     }
 
     pub(crate) fn keeps_history(&self) -> bool {
@@ -146,6 +155,8 @@ impl TrackerInner {
         self.io_hooks.store(chain.wants_io(), Ordering::Relaxed);
         self.request_hooks
             .store(chain.wants_requests(), Ordering::Release);
+        self.server_hooks
+            .store(chain.wants_servers(), Ordering::Release);
         let any = !chain.is_empty();
         self.hooks.store(Arc::new(chain));
         self.any_hooks.store(any, Ordering::Release);

@@ -41,6 +41,7 @@ fn connection_info_serializes_with_the_documented_keys() {
             "category",
             "established_at",
             "established_for",
+            "exchange",
             "exchange_idle_for",
             "id",
             "idle_for",

@@ -31,6 +31,20 @@
 //! future or body is dropped before the response was complete (the client went away, hyper
 //! gave up on the response), or when the body fails.
 //!
+//! # Phases
+//!
+//! While a hook of the connection wants server exchanges
+//! ([`Hook::wants_server_exchanges`](conntrack_core::Hook::wants_server_exchanges)), each
+//! exchange is timed phase by phase (waiting, request head, request body, handler, response
+//! write) and reported by
+//! [`on_server_exchange`](conntrack_core::Hook::on_server_exchange) when it ends, with its
+//! method, route (axum's `MatchedPath`), status, gRPC status and protocol version; the
+//! connection's record shows the exchange in progress
+//! ([`ConnectionInfo::exchange`](conntrack_core::ConnectionInfo::exchange)). The request body
+//! phase needs [`ExchangeLayer::timed_body`], which hands the service a [`RequestBody`]. See
+//! `docs/http-trace.md`, "Server requests, phase by phase". Without such a hook the layer only
+//! counts the exchange.
+//!
 //! An HTTP/2 request marks its connection
 //! [multiplexed](conntrack_core::Connection::mark_multiplexed): without a
 //! [shutdown signal](conntrack_core::Tracker::shutdown_signal) handed out, a shutdown leaves it
@@ -75,11 +89,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use conntrack_core::{ConnectionId, ConnectionRef, Tracker};
+use conntrack_core::{BodyTimer, ConnectionId, ConnectionRef, ServerExchange, Tracker};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -99,10 +114,66 @@ enum Finder {
 
 /// A tower layer marking each request as an exchange on its tracked connection (see the
 /// [module docs](self)).
-#[derive(Clone)]
-pub struct ExchangeLayer {
+///
+/// `M` says what the service under it gets as the request body: the body as it came
+/// ([`UntimedBody`], the default), or, after [`timed_body`](ExchangeLayer::timed_body), a
+/// [`RequestBody`] wrapping it that measures the request body phase.
+pub struct ExchangeLayer<M = UntimedBody> {
     // Shared: axum clones a route's service (this layer with it) for every request.
     inner: Arc<LayerInner>,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for ExchangeLayer<M> {
+    fn clone(&self) -> Self {
+        ExchangeLayer {
+            inner: self.inner.clone(),
+            mode: PhantomData,
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What the service under an [`ExchangeLayer`] gets as the request body: [`UntimedBody`] or
+/// [`TimedBody`].
+pub trait BodyMode: sealed::Sealed + 'static {
+    /// The request body type for a request that came with `B`.
+    type Body<B>;
+    /// Wraps a request's body (`timer`: while a hook wants the exchange's phases).
+    #[doc(hidden)]
+    fn wrap<B>(body: B, timer: Option<&ServerExchange>) -> Self::Body<B>;
+}
+
+/// The service gets the request body as it came; the request body phase is not measured (the
+/// handler phase includes it).
+#[derive(Debug, Clone, Copy)]
+pub enum UntimedBody {}
+
+/// The service gets a [`RequestBody`]: the request body phase is measured.
+#[derive(Debug, Clone, Copy)]
+pub enum TimedBody {}
+
+impl sealed::Sealed for UntimedBody {}
+impl sealed::Sealed for TimedBody {}
+
+impl BodyMode for UntimedBody {
+    type Body<B> = B;
+    fn wrap<B>(body: B, _: Option<&ServerExchange>) -> B {
+        body
+    }
+}
+
+impl BodyMode for TimedBody {
+    type Body<B> = RequestBody<B>;
+    fn wrap<B>(inner: B, phases: Option<&ServerExchange>) -> RequestBody<B> {
+        RequestBody {
+            inner,
+            timer: phases.map(ServerExchange::body_timer),
+        }
+    }
 }
 
 struct LayerInner {
@@ -110,7 +181,7 @@ struct LayerInner {
     finder: Finder,
 }
 
-impl fmt::Debug for ExchangeLayer {
+impl<M> fmt::Debug for ExchangeLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExchangeLayer").finish_non_exhaustive()
     }
@@ -129,6 +200,7 @@ impl ExchangeLayer {
                 tracker: tracker.clone(),
                 finder,
             }),
+            mode: PhantomData,
         }
     }
 
@@ -145,6 +217,23 @@ impl ExchangeLayer {
         find: impl Fn(&http::Extensions) -> Option<ConnectionId> + Send + Sync + 'static,
     ) -> Self {
         ExchangeLayer::with(tracker, Finder::Lookup(Arc::new(find)))
+    }
+}
+
+impl<M> ExchangeLayer<M> {
+    /// The same layer, handing the service a [`RequestBody`] (`Request<RequestBody<B>>`) that
+    /// measures the request body phase: the time the handler spent waiting for the body's
+    /// frames (see `on_server_exchange`). axum's router takes any body, so an axum app only
+    /// adds this call; a service typed on one body (`service_fn` over
+    /// `Request<hyper::body::Incoming>`) takes the new body, whose
+    /// [`into_inner`](RequestBody::into_inner) gives the original. Without it the request body
+    /// phase is `None` and the handler phase includes it.
+    #[must_use]
+    pub fn timed_body(self) -> ExchangeLayer<TimedBody> {
+        ExchangeLayer {
+            inner: self.inner,
+            mode: PhantomData,
+        }
     }
 
     fn find(&self, ext: &http::Extensions) -> Option<ConnectionRef> {
@@ -173,10 +262,23 @@ fn axum_conn(_: &http::Extensions) -> Option<ConnectionRef> {
     None
 }
 
-impl<S> tower_layer::Layer<S> for ExchangeLayer {
-    type Service = Exchange<S>;
+/// The route template that matched (axum's `MatchedPath`: present when the layer was added
+/// with `Router::layer` or `route_layer`).
+#[cfg(feature = "axum")]
+fn matched_path(ext: &http::Extensions) -> Option<&str> {
+    ext.get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
+}
 
-    fn layer(&self, inner: S) -> Exchange<S> {
+#[cfg(not(feature = "axum"))]
+fn matched_path(_: &http::Extensions) -> Option<&str> {
+    None
+}
+
+impl<S, M> tower_layer::Layer<S> for ExchangeLayer<M> {
+    type Service = Exchange<S, M>;
+
+    fn layer(&self, inner: S) -> Exchange<S, M> {
         Exchange {
             inner,
             layer: self.clone(),
@@ -185,13 +287,21 @@ impl<S> tower_layer::Layer<S> for ExchangeLayer {
 }
 
 /// The service of an [`ExchangeLayer`].
-#[derive(Clone)]
-pub struct Exchange<S> {
+pub struct Exchange<S, M = UntimedBody> {
     inner: S,
-    layer: ExchangeLayer,
+    layer: ExchangeLayer<M>,
 }
 
-impl<S: fmt::Debug> fmt::Debug for Exchange<S> {
+impl<S: Clone, M> Clone for Exchange<S, M> {
+    fn clone(&self) -> Self {
+        Exchange {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for Exchange<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Exchange")
             .field("inner", &self.inner)
@@ -205,21 +315,57 @@ struct Guard {
     conn: ConnectionRef,
     /// The response has been handed over whole: the exchange ends at the next flush.
     complete: bool,
+    /// The exchange's phases, while a hook wants them.
+    phases: Option<ServerExchange>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let phases = self.phases.take();
         if self.complete {
+            if let Some(p) = phases {
+                p.finish_when_flushed();
+            }
             self.conn.end_exchange_when_flushed();
         } else {
             self.conn.end_exchange();
+            if let Some(p) = phases {
+                p.finish();
+            }
         }
     }
 }
 
-impl<S, B, RB> tower_service::Service<http::Request<B>> for Exchange<S>
+impl Guard {
+    /// Records the gRPC status in `headers` (a trailers-only response's head, or trailers).
+    fn grpc_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(p) = &mut self.phases {
+            let status = headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            if let Some(status) = status {
+                p.set_grpc_status(status);
+            }
+        }
+    }
+}
+
+/// The protocol version as OpenTelemetry's `network.protocol.version` writes it.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+impl<S, B, RB, M> tower_service::Service<http::Request<B>> for Exchange<S, M>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    M: BodyMode,
+    S: tower_service::Service<http::Request<M::Body<B>>, Response = http::Response<RB>>,
     RB: Body,
 {
     type Response = http::Response<ExchangeBody<RB>>;
@@ -236,13 +382,22 @@ where
                 conn.mark_multiplexed();
             }
             conn.begin_exchange();
+            // Timed only while a hook wants the phases (else `None`, at no cost).
+            let phases = conn.server_exchange(
+                req.method().as_str(),
+                matched_path(req.extensions()),
+                version_name(req.version()),
+            );
             req.extensions_mut().insert(conn.clone());
             Guard {
                 conn,
                 complete: false,
+                phases,
             }
         });
         let method = Method::of(req.method());
+        let phases = guard.as_ref().and_then(|g| g.phases.as_ref());
+        let req = req.map(|body| M::wrap(body, phases));
         ResponseFuture {
             inner: self.inner.call(req),
             guard,
@@ -314,6 +469,10 @@ where
                 if upgrade {
                     g.conn.mark_upgraded();
                 }
+                if let Some(p) = &mut g.phases {
+                    p.response_head(status.as_u16());
+                    g.grpc_status(res.headers());
+                }
                 g.complete = no_body || res.body().is_end_stream();
             }
             res.map(|body| ExchangeBody { inner: body, guard })
@@ -359,10 +518,65 @@ impl<B: Body> Body for ExchangeBody<B> {
                 // which the body says it has ended): the exchange ends once hyper, having
                 // dropped the body, has written and flushed what it holds.
                 None => g.complete = true,
-                Some(Ok(f)) => g.complete = f.is_trailers() || this.inner.is_end_stream(),
+                Some(Ok(f)) => {
+                    if let Some(t) = f.trailers_ref() {
+                        g.grpc_status(t);
+                    }
+                    g.complete = f.is_trailers() || this.inner.is_end_stream();
+                }
             }
         }
         Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The request body as the service under an [`ExchangeLayer`] gets it: the body as it
+    /// came, which, while a hook wants the exchange's phases, sums the time its reader spent
+    /// waiting for its frames (the request body phase: from a poll answered `pending` to the
+    /// next frame or end).
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: B,
+        timer: Option<BodyTimer>,
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// The body inside.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let poll = this.inner.poll_frame(cx);
+        if let Some(t) = this.timer {
+            t.poll(poll.is_pending());
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {

@@ -6,7 +6,10 @@
 //! Prometheus with a generated config (1 s scrape interval) against the exporter's HTTP
 //! listener, waits until a scrape holds the final values, then asks Prometheus for active
 //! connections by category, the opened/closed totals and a quantile of the connection
-//! duration histogram. Without the `prometheus` binary the test fails under `CI=true`.
+//! duration histogram. With axum, an HTTP server (category `web`, `ExchangeLayer`) answers one
+//! request 200 and one 500, and Prometheus shows `http_server_request_duration_seconds` with
+//! OpenTelemetry's attributes and the per-phase histogram. Without the `prometheus` binary the
+//! test fails under `CI=true`.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -92,6 +95,45 @@ fn start_prometheus(target: SocketAddr) -> Option<Prometheus> {
         addr,
         _dir: TempDir(dir),
     })
+}
+
+/// An axum server (category `web`) with `ExchangeLayer`: `/items/{id}` answers 200, `/fail`
+/// 500. Makes one request to each over a raw connection and returns once both have ended.
+#[cfg(feature = "axum")]
+async fn serve_http(tracker: &Tracker, rec: &RecordingHook) {
+    use axum::routing::get;
+    use conntrack_tokio::exchange::ExchangeLayer;
+    use std::future::IntoFuture;
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(tracker, inner, ListenerConfig::new().category("web"));
+    let app = axum::Router::new()
+        .route("/items/{id}", get(|| async { "item" }))
+        .route(
+            "/fail",
+            get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "no") }),
+        )
+        .layer(ExchangeLayer::new(tracker).timed_body());
+    tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<conntrack_tokio::TrackedConnectInfo>(),
+        )
+        .into_future(),
+    );
+    for path in ["/items/7", "/fail"] {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut response = Vec::new();
+        c.read_to_end(&mut response).await.unwrap();
+        assert!(response.starts_with(b"HTTP/1.1 "), "{response:?}");
+    }
+    rec.until(|ev| ev.iter().filter(|e| e.name() == "server_exchange").count() == 2)
+        .await;
 }
 
 /// Percent-encodes a PromQL query for a URL.
@@ -208,6 +250,9 @@ async fn prometheus_scrapes_and_answers_with_the_known_traffic() {
         }
     });
 
+    #[cfg(feature = "axum")]
+    serve_http(&tracker, &rec).await;
+
     let kept_dialer = Dialer::new(&tracker, DialerConfig::new().category("kept"));
     let churn_dialer = Dialer::new(&tracker, DialerConfig::new().category("churn"));
     let target = addr.to_string();
@@ -225,8 +270,10 @@ async fn prometheus_scrapes_and_answers_with_the_known_traffic() {
         let mut b = [0u8; 2];
         c.read_exact(&mut b).await.unwrap();
     }
-    // The three churn connections' server ends close too (client and server sides: 6 closes).
-    rec.until(|ev| ev.iter().filter(|e| e.name() == "close").count() == 6)
+    // The three churn connections' server ends close too (client and server sides: 6 closes;
+    // with axum, the two HTTP connections' server ends too).
+    let closes = if cfg!(feature = "axum") { 8 } else { 6 };
+    rec.until(|ev| ev.iter().filter(|e| e.name() == "close").count() == closes)
         .await;
     // A close moves its totals right after its hooks ran: wait for the last one to land.
     let settled = Instant::now();
@@ -304,6 +351,44 @@ async fn prometheus_scrapes_and_answers_with_the_known_traffic() {
             median > 0.0 && median <= 1.0,
             "median churn duration {median}"
         );
+        // Served HTTP requests, with OpenTelemetry's attributes.
+        if cfg!(feature = "axum") {
+            wait_for_value(
+                p,
+                "http_server_request_duration_seconds_count{category=\"web\",\
+                 http_request_method=\"GET\",http_response_status_code=\"200\",\
+                 http_route=\"/items/{id}\",network_protocol_version=\"1.1\"}",
+                1.0,
+                limit,
+            );
+            wait_for_value(
+                p,
+                "http_server_request_duration_seconds_count{category=\"web\",\
+                 http_request_method=\"GET\",http_response_status_code=\"500\",\
+                 http_route=\"/fail\",network_protocol_version=\"1.1\",error_type=\"500\"}",
+                1.0,
+                limit,
+            );
+            // Each phase, for both requests (on a new HTTP/1 connection the waiting runs from
+            // the accept to the first byte).
+            for phase in [
+                "waiting",
+                "request_head",
+                "request_body",
+                "handler",
+                "response_write",
+            ] {
+                wait_for_value(
+                    p,
+                    &format!(
+                        "sum(conntrack_server_phase_duration_seconds_count{{category=\"web\",\
+                         conntrack_server_phase=\"{phase}\"}})"
+                    ),
+                    2.0,
+                    limit,
+                );
+            }
+        }
     });
     blocking.await.unwrap();
     drop(kept);

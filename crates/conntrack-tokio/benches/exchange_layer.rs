@@ -1,0 +1,170 @@
+//! What `ExchangeLayer` costs an axum server, under a real load generator: the same server on
+//! a tracked `Listener` without the layer, with it and no hook (exchanges counted, not timed),
+//! and with it and `MetricsHook` (every exchange timed phase by phase and recorded in
+//! `http.server.request.duration` and the phase histograms). `wrk -t2 -c64` against a route
+//! answering a short body, setups alternating round by round; each round prints requests per
+//! second and the process' CPU time per request (wrk is another process). The summary gives
+//! medians and the ratios to the server without the layer.
+//!
+//! `cargo bench -p conntrack-tokio --features axum,metrics --bench exchange_layer`; needs
+//! `wrk` on the PATH, and says so if it is missing. `CONNTRACK_BENCH_QUICK=1` or `--quick`
+//! runs 1-second rounds.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use conntrack_core::metrics::MetricsHook;
+use conntrack_core::{ListenerConfig, Tracker};
+use conntrack_tokio::exchange::ExchangeLayer;
+use conntrack_tokio::{Listener, TrackedConnectInfo};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Setup {
+    NoLayer,
+    Layer,
+    LayerTimed,
+}
+
+impl Setup {
+    const ALL: [Setup; 3] = [Setup::NoLayer, Setup::Layer, Setup::LayerTimed];
+
+    fn name(self) -> &'static str {
+        match self {
+            Setup::NoLayer => "tracked, no ExchangeLayer",
+            Setup::Layer => "ExchangeLayer, no hook",
+            Setup::LayerTimed => "ExchangeLayer, MetricsHook",
+        }
+    }
+}
+
+async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, Tracker) {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let tracker = match setup {
+        Setup::LayerTimed => Tracker::builder().hook(MetricsHook::new()).build(),
+        _ => Tracker::new(),
+    };
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http"));
+    let mut app = Router::new().route("/", get(|| async { "hello, world" }));
+    if setup != Setup::NoLayer {
+        app = app.layer(ExchangeLayer::new(&tracker));
+    }
+    tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        })
+        .into_future(),
+    );
+    (addr, stop_tx, tracker)
+}
+
+/// The process' user + system CPU time so far.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs wrk against `addr` for `secs`; returns (requests, requests per second).
+fn wrk(addr: SocketAddr, secs: u64) -> (f64, f64) {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{secs}s"),
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut requests, mut rate) = (0.0, 0.0);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains(" requests in") {
+            if let Some(n) = line.split(" requests in").next() {
+                requests = n.trim().parse().unwrap_or(0.0);
+            }
+        }
+        if let Some(r) = line.strip_prefix("Requests/sec:") {
+            rate = r.trim().parse().unwrap_or(0.0);
+        }
+        if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
+            eprintln!("wrk: {line}");
+        }
+    }
+    (requests, rate)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("exchange_layer bench: skipped, `wrk` is not installed (apt-get install wrk)");
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var_os("CONNTRACK_BENCH_QUICK").is_some_and(|v| v == "1");
+    let (secs, rounds) = if quick { (1, 1) } else { (4, 5) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "conntrack-tokio ExchangeLayer (axum on a tracked Listener, wrk -t2 -c64, {secs} s \
+         rounds, setups alternating), {rounds} rounds"
+    );
+    let mut results = vec![(Vec::new(), Vec::new()); Setup::ALL.len()];
+    for round in 0..=rounds {
+        for (i, &setup) in Setup::ALL.iter().enumerate() {
+            let (addr, stop, tracker) = rt.block_on(start(setup));
+            let _ = wrk(addr, 1);
+            let cpu0 = process_cpu();
+            let (requests, rate) = wrk(addr, secs);
+            let cpu = process_cpu().saturating_sub(cpu0);
+            let _ = stop.send(true);
+            drop(tracker);
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
+            if round == 0 || requests == 0.0 {
+                continue; // the first round warms everything up
+            }
+            let per_request = cpu.as_secs_f64() * 1e6 / requests;
+            eprintln!(
+                "round {round} {:<28} {rate:>10.0} req/s {per_request:>6.2} µs CPU/request",
+                setup.name()
+            );
+            results[i].0.push(rate);
+            results[i].1.push(per_request);
+        }
+    }
+    let base_cpu = median(results[0].1.clone());
+    let base_rate = median(results[0].0.clone());
+    for (i, setup) in Setup::ALL.iter().enumerate() {
+        let rate = median(results[i].0.clone());
+        let cpu = median(results[i].1.clone());
+        println!(
+            "{:<28} {rate:>10.0} req/s  x{:.3} of no layer   {cpu:>6.2} µs CPU/request  (x{:.3} of no layer)",
+            setup.name(),
+            rate / base_rate,
+            cpu / base_cpu,
+        );
+    }
+}
