@@ -39,9 +39,11 @@
 //! | `conntrack.server.phase.duration` | histogram | seconds | `category`, `conntrack.server.phase`, `network.protocol.version` |
 //!
 //! The server request metrics come from [`on_server_exchange`](Hook::on_server_exchange)
-//! (requests served through the tokio adapter's `ExchangeLayer`): the hook says
+//! (requests served through the tokio adapter's `ExchangeLayer`), recorded only by a hook made
+//! with [`MetricsHook::server_requests(true)`](MetricsHook::server_requests): it then says
 //! [`wants_server_exchanges`](Hook::wants_server_exchanges) (and still no client request
-//! events), so installing it turns the exchanges' timing on. `http.server.request.duration`
+//! events), which turns the exchanges' timing on (a few microseconds a request); by default
+//! the hook asks for nothing per request. `http.server.request.duration`
 //! runs from the request's first byte to its response's last byte flushed (the phases but
 //! `waiting`); `error.type` is the status code for a 5xx answer and `aborted` for an exchange
 //! cut short (the handler failed, the client went away). `conntrack.server.phase.duration`
@@ -571,6 +573,8 @@ fn tls_version_label(v: &str) -> Label {
 pub struct MetricsHook {
     extra: Arc<[Label]>,
     dns_question_name: bool,
+    /// Whether it records the server request metrics (and so asks for server exchanges).
+    server_requests: bool,
     /// Kept histogram handles (shared by clones of the hook).
     kept: Arc<Kept>,
 }
@@ -705,6 +709,18 @@ impl MetricsHook {
     #[must_use]
     pub fn dns_question_name(mut self, on: bool) -> Self {
         self.dns_question_name = on;
+        self
+    }
+
+    /// Records the server request metrics (`http.server.request.duration`,
+    /// `conntrack.server.phase.duration`) from `ExchangeLayer`'s exchanges. Off by default:
+    /// turning it on makes the hook ask for server exchanges
+    /// ([`wants_server_exchanges`](Hook::wants_server_exchanges)), so every served request is
+    /// timed phase by phase and recorded, a few microseconds a request (`docs/benchmarks.md`),
+    /// where the connection metrics cost nothing per request. Pay for it where you read it.
+    #[must_use]
+    pub fn server_requests(mut self, on: bool) -> Self {
+        self.server_requests = on;
         self
     }
 
@@ -909,7 +925,7 @@ impl Hook for MetricsHook {
     }
 
     fn wants_server_exchanges(&self) -> bool {
-        true
+        self.server_requests
     }
 
     fn on_server_exchange(&self, ev: &ServerExchangeEvent<'_>) {

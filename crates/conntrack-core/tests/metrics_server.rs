@@ -23,7 +23,7 @@ fn value(rendered: &str, name: &str, labels: &[&str]) -> f64 {
 
 #[test]
 fn served_requests_are_recorded_with_opentelemetry_attributes() {
-    let hook = MetricsHook::new();
+    let hook = MetricsHook::new().server_requests(true);
     assert!(!hook.wants_request_events());
     assert!(hook.wants_server_exchanges());
     let tracker = Tracker::builder().hook(hook).build();

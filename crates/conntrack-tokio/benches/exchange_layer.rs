@@ -44,7 +44,9 @@ impl Setup {
 async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, Tracker) {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let tracker = match setup {
-        Setup::LayerTimed => Tracker::builder().hook(MetricsHook::new()).build(),
+        Setup::LayerTimed => Tracker::builder()
+            .hook(MetricsHook::new().server_requests(true))
+            .build(),
         _ => Tracker::new(),
     };
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -231,7 +231,7 @@ async fn prometheus_scrapes_and_answers_with_the_known_traffic() {
 
     let rec = RecordingHook::new();
     let tracker = Tracker::builder()
-        .hook(MetricsHook::new())
+        .hook(MetricsHook::new().server_requests(true))
         .hook(rec.clone())
         .build();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
