@@ -39,7 +39,9 @@ pub fn scale(n: usize) -> usize {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the upper one of an even count).
+#[must_use]
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -95,4 +97,64 @@ pub fn compare(
         if ratio >= target { "ok" } else { "BELOW TARGET" },
     );
     ratio
+}
+
+/// The process' user + system CPU time so far (all threads), from `/proc/self/stat`
+/// (Linux; zero elsewhere), in 10 ms ticks: for whole-service benchmarks whose load
+/// generator is another process.
+#[must_use]
+pub fn process_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Whether `wrk` is on the PATH.
+#[must_use]
+pub fn has_wrk() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// Runs `wrk -t2 -c64` against `http://{addr}/` for `secs` seconds; returns the requests
+/// completed and the requests per second it reported. Errors it reports are printed.
+///
+/// # Panics
+///
+/// If `wrk` cannot be run (check [`has_wrk`] first).
+#[must_use]
+pub fn wrk(addr: std::net::SocketAddr, secs: u64) -> (f64, f64) {
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{secs}s"),
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut requests, mut rate) = (0.0, 0.0);
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some((n, _)) = line.split_once(" requests in") {
+            requests = n.trim().parse().unwrap_or(0.0);
+        }
+        if let Some(r) = line.strip_prefix("Requests/sec:") {
+            rate = r.trim().parse().unwrap_or(0.0);
+        }
+        if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
+            eprintln!("wrk: {line}");
+        }
+    }
+    (requests, rate)
 }

@@ -21,9 +21,10 @@
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use conntrack_testkit::bench::{has_wrk, median, process_cpu_time, wrk};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -206,60 +207,8 @@ async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, T
     (front_addr, stop_tx, tracker)
 }
 
-/// The process' user + system CPU time so far.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
-
-/// Runs wrk against `addr` for `secs`; returns (requests, requests per second).
-fn wrk(addr: SocketAddr, secs: u64) -> (f64, f64) {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c64",
-            &format!("-d{secs}s"),
-            &format!("http://{addr}/"),
-        ])
-        .output()
-        .expect("wrk runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut requests = 0.0;
-    let mut rate = 0.0;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(n) = line
-            .split(" requests in")
-            .next()
-            .filter(|_| line.contains(" requests in"))
-        {
-            requests = n.trim().parse().unwrap_or(0.0);
-        }
-        if let Some(r) = line.strip_prefix("Requests/sec:") {
-            rate = r.trim().parse().unwrap_or(0.0);
-        }
-        if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
-            eprintln!("wrk: {line}");
-        }
-    }
-    (requests, rate)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    if Command::new("wrk").arg("--version").output().is_err() {
+    if !has_wrk() {
         println!("service bench: skipped, `wrk` is not installed (apt-get install wrk)");
         return;
     }
@@ -283,9 +232,9 @@ fn main() {
         };
         let (addr, stop, _tracker) = rt.block_on(start(setup));
         let _ = wrk(addr, 1);
-        let cpu0 = process_cpu();
+        let cpu0 = process_cpu_time();
         let (requests, rate) = wrk(addr, secs);
-        let cpu = process_cpu().saturating_sub(cpu0);
+        let cpu = process_cpu_time().saturating_sub(cpu0);
         let _ = stop.send(true);
         println!(
             "{}: {rate:.0} req/s, {:.1} µs CPU/request",
@@ -304,9 +253,9 @@ fn main() {
             let (addr, stop, tracker) = rt.block_on(start(setup));
             // Warm the connections up (not measured).
             let _ = wrk(addr, 1);
-            let cpu0 = process_cpu();
+            let cpu0 = process_cpu_time();
             let (requests, rate) = wrk(addr, secs);
-            let cpu = process_cpu().saturating_sub(cpu0);
+            let cpu = process_cpu_time().saturating_sub(cpu0);
             let _ = stop.send(true);
             drop(tracker);
             rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
