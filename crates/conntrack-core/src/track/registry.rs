@@ -9,9 +9,9 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, PoisonError};
 
-use crate::connection::Entry;
-use crate::sync::{Mutex, MutexGuard};
-use crate::tracker::TrackerInner;
+use crate::track::connection::Entry;
+use crate::track::sync::{Mutex, MutexGuard};
+use crate::track::tracker::TrackerInner;
 
 const SHARDS: usize = 64;
 

@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::clock;
-use crate::config::{DialerConfig, Policy};
-use crate::connection::{Connection, Registration};
-use crate::event::{ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent, DnsStartEvent};
-use crate::hook::Chain;
-use crate::info::{Addr, Role, Timings};
-use crate::limit::{LimitMode, Limiter};
-use crate::trace;
-use crate::tracker::Tracker;
+use crate::hooks::hook::Chain;
+use crate::hooks::trace;
+use crate::record::event::{
+    ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent, DnsStartEvent,
+};
+use crate::record::info::{Addr, Role, Timings};
+use crate::track::clock;
+use crate::track::config::{DialerConfig, Policy};
+use crate::track::connection::{Connection, Registration};
+use crate::track::limit::{LimitMode, Limiter};
+use crate::track::tracker::Tracker;
 
 /// One dial in progress, from [`Tracker::dial`].
 ///

@@ -8,12 +8,12 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use crate::config::ListenerConfig;
-use crate::connection::Connection;
-use crate::control::Admission;
-use crate::info::Addr;
-use crate::limit::SlotWait;
-use crate::tracker::Tracker;
+use crate::act::control::Admission;
+use crate::record::info::Addr;
+use crate::track::config::ListenerConfig;
+use crate::track::connection::Connection;
+use crate::track::limit::SlotWait;
+use crate::track::tracker::Tracker;
 
 /// The future of [`Tracker::admit_waiting`]: a connection accepted by a listener in
 /// [`LimitMode::Wait`](crate::LimitMode::Wait), registered as soon as its config's

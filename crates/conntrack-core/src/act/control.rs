@@ -16,15 +16,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::admit::AdmitWaiting;
-use crate::clock::{self, Now};
-use crate::config::ListenerConfig;
-use crate::connection::{Connection, Registration};
-use crate::event::AcceptEvent;
-use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role};
-use crate::limit::{AcceptReady, Full, LimitMode, Slot, SlotWait};
-use crate::trace;
-use crate::tracker::{Tracker, TrackerInner};
+use crate::act::admit::AdmitWaiting;
+use crate::hooks::trace;
+use crate::record::event::AcceptEvent;
+use crate::record::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role};
+use crate::track::clock::{self, Now};
+use crate::track::config::ListenerConfig;
+use crate::track::connection::{Connection, Registration};
+use crate::track::limit::{AcceptReady, Full, LimitMode, Slot, SlotWait};
+use crate::track::tracker::{Tracker, TrackerInner};
 
 /// What [`Tracker::try_admit`] did with an accepted connection.
 pub(crate) enum Admission {

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::event::*;
+use crate::record::event::*;
 
 /// The one list of hook events. Every repetition over the events (the [`Hook`] trait's
 /// methods, its forwarding impls for `Arc`/`Box`, [`Hooks`], [`Callbacks`], the config

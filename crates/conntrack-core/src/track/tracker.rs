@@ -12,17 +12,19 @@ use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 
-use crate::clock::{self, Now};
-use crate::config::{DialerConfig, ListenerConfig};
-use crate::connection::{Connection, ConnectionRef, Entry, Registration, Snapshot};
-use crate::dial::Dial;
-use crate::event::{AcceptEvent, DialEvent};
-use crate::hook::{Chain, Hook};
-use crate::info::{Addr, CloseReason, ClosedConnection, ConnectionId, ConnectionInfo, Role};
-use crate::registry::Registry;
-use crate::stats::{CategoryStats, StatTable, Stats};
-use crate::sync::{AtomicBool, Mutex};
-use crate::trace;
+use crate::act::dial::Dial;
+use crate::hooks::hook::{Chain, Hook};
+use crate::hooks::trace;
+use crate::record::event::{AcceptEvent, DialEvent};
+use crate::record::info::{
+    Addr, CloseReason, ClosedConnection, ConnectionId, ConnectionInfo, Role,
+};
+use crate::track::clock::{self, Now};
+use crate::track::config::{DialerConfig, ListenerConfig};
+use crate::track::connection::{Connection, ConnectionRef, Entry, Registration, Snapshot};
+use crate::track::registry::Registry;
+use crate::track::stats::{CategoryStats, StatTable, Stats};
+use crate::track::sync::{AtomicBool, Mutex};
 
 /// Ids come from one process-wide counter: unique across trackers, never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -51,11 +53,11 @@ pub(crate) struct TrackerInner {
     waiter_count: AtomicUsize,
     next_waiter: AtomicU64,
     /// What the debug page draws: live-connection samples and traced request timings.
-    pub(crate) activity: crate::activity::Rings,
+    pub(crate) activity: crate::track::activity::Rings,
     /// Set by `shutdown`: listeners refuse new connections, idle ones close.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
     /// The shutdown signals handed out ([`Tracker::shutdown_signal`]) and their wakers.
-    pub(crate) signal: crate::control::SignalState,
+    pub(crate) signal: crate::act::control::SignalState,
     /// The policy enforcer's next wake-up (nanos on the process clock), `u64::MAX` when it
     /// waits for a policy-bearing connection or is checking (then lowered by each
     /// registration due earlier, see `policy_registered`); and its waker.
@@ -80,9 +82,9 @@ impl TrackerInner {
             waiters: Mutex::new(HashMap::new()),
             waiter_count: AtomicUsize::new(0),
             next_waiter: AtomicU64::new(0),
-            activity: crate::activity::Rings::new(request_cap),
+            activity: crate::track::activity::Rings::new(request_cap),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-            signal: crate::control::SignalState::default(),
+            signal: crate::act::control::SignalState::default(),
             sweep_at: AtomicU64::new(u64::MAX),
             sweep_waker: std::sync::Mutex::new(None),
         };
@@ -321,7 +323,7 @@ impl TrackerBuilder {
     /// [`RequestTrace`](crate::RequestTrace) (its phase timings) either way.
     #[must_use]
     pub fn recent_requests(mut self, n: usize) -> Self {
-        self.recent_requests = n.min(crate::activity::REQUEST_TIMINGS);
+        self.recent_requests = n.min(crate::track::activity::REQUEST_TIMINGS);
         self
     }
 

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use crate::info::{ConnectionId, Role};
-use crate::stats::Stats;
+use crate::record::info::{ConnectionId, Role};
+use crate::track::stats::Stats;
 
 /// How many [`ActiveSample`]s a tracker keeps: at one a second at most, at least two minutes;
 /// at the debug page's five-second refresh, ten minutes.
@@ -26,7 +26,7 @@ pub struct ActiveSample {
     /// When the sample was taken (unix seconds in JSON).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::info::ser::system_time")
     )]
     pub at: SystemTime,
     /// `(category, role, active)` for every category and role the tracker has seen.
@@ -55,11 +55,14 @@ pub struct RequestTiming {
     /// When the request began (unix seconds in JSON; display only).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::info::ser::system_time")
     )]
     pub started_at: SystemTime,
     /// From the start to the end of the request (`finish`).
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::record::info::ser::secs")
+    )]
     pub total: Duration,
     /// The phases, in order.
     pub phases: Phases,
@@ -73,43 +76,43 @@ pub struct Phases {
     /// Waiting for a connection, besides dialing one: a free pooled connection, a slot.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::info::ser::opt_secs")
     )]
     pub blocked: Option<Duration>,
     /// Name resolution of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::info::ser::opt_secs")
     )]
     pub dns: Option<Duration>,
     /// TCP connect of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::info::ser::opt_secs")
     )]
     pub connect: Option<Duration>,
     /// TLS handshake of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::info::ser::opt_secs")
     )]
     pub tls: Option<Duration>,
     /// From having the connection to the request written (headers and body).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::info::ser::opt_secs")
     )]
     pub send: Option<Duration>,
     /// From the request written to the first response byte: the server's time (TTFB).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::info::ser::opt_secs")
     )]
     pub wait: Option<Duration>,
     /// From the first response byte to the end of the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::info::ser::opt_secs")
     )]
     pub transfer: Option<Duration>,
 }
@@ -145,7 +148,7 @@ pub(crate) struct RawTiming {
 }
 
 impl RawTiming {
-    fn timing(&self, now: &crate::clock::Now) -> RequestTiming {
+    fn timing(&self, now: &crate::track::clock::Now) -> RequestTiming {
         RequestTiming {
             id: self.id,
             method: Arc::clone(&self.method),
@@ -265,7 +268,7 @@ impl Rings {
 
     /// The finished requests, newest first.
     pub(crate) fn requests(&self) -> Vec<RequestTiming> {
-        let now = crate::clock::Now::read();
+        let now = crate::track::clock::Now::read();
         let ring = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         ring.iter().map(|r| r.timing(&now)).collect()
     }

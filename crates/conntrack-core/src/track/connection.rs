@@ -9,21 +9,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
-use crate::clock::{self, Now};
-use crate::config::{DialerConfig, ListenerConfig, Policy};
-use crate::event::{
+use crate::hooks::hook::{Chain, Hook, WeakChain};
+use crate::record::event::{
     CloseEvent, ReadEvent, ServerExchangeEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent,
     WriteEvent,
 };
-use crate::hook::{Chain, Hook, WeakChain};
-use crate::info::{
+use crate::record::info::{
     Addr, CloseReason, ConnState, ConnectionId, ConnectionInfo, Role, ServerExchangeProgress,
     ServerPhase, Timings, TlsInfo,
 };
-use crate::limit::Limiter;
-use crate::registry::Shard;
-use crate::tcp_info::TcpStats;
-use crate::tracker::TrackerInner;
+use crate::record::tcp_info::TcpStats;
+use crate::track::clock::{self, Now};
+use crate::track::config::{DialerConfig, ListenerConfig, Policy};
+use crate::track::limit::Limiter;
+use crate::track::registry::Shard;
+use crate::track::tracker::TrackerInner;
 
 /// Everything known about a connection when it is handed to
 /// [`Tracker::register`](crate::Tracker::register).
@@ -240,7 +240,7 @@ impl Rare {
     fn tcp_now(&mut self) -> Option<Arc<TcpStats>> {
         #[cfg(unix)]
         if let (Some(fd), true) = (self.sock_fd, self.tcp_stats) {
-            match crate::tcp_info::sample(fd) {
+            match crate::record::tcp_info::sample(fd) {
                 Some(s) => self.tcp = Some(Arc::new(s)),
                 // Not a TCP socket (a Unix socket): never asked again.
                 None => self.tcp_stats = false,
@@ -649,12 +649,12 @@ impl Entry {
             // descriptor, so this is still the connection's socket.
             #[cfg(any(target_os = "linux", target_os = "android"))]
             if let Some(fd) = rare.abort_fd.take() {
-                crate::tcp_info::shutdown(fd);
+                crate::record::tcp_info::shutdown(fd);
                 for fd in std::mem::take(&mut rare.more_abort_fds) {
-                    crate::tcp_info::shutdown(fd);
+                    crate::record::tcp_info::shutdown(fd);
                 }
             } else if let Some(fd) = rare.sock_fd {
-                crate::tcp_info::shutdown(fd);
+                crate::record::tcp_info::shutdown(fd);
             }
             (
                 std::mem::take(&mut rare.read_wakers),
@@ -1621,7 +1621,7 @@ impl Connection {
         // Aborted before the socket was registered: shut it down now (the caller holds it).
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if aborted {
-            crate::tcp_info::shutdown(fd);
+            crate::record::tcp_info::shutdown(fd);
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let _ = aborted;
@@ -1885,7 +1885,7 @@ impl Connection {
             }
         }
         // Aborted before the socket was registered: shut it down now (the caller holds it).
-        crate::tcp_info::shutdown(fd);
+        crate::record::tcp_info::shutdown(fd);
         guard
     }
 }

@@ -19,10 +19,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use crate::activity::{ActiveSample, RequestTiming};
-use crate::info::{CloseReason, ClosedConnection, ConnectionInfo};
-use crate::stats::Stats;
-use crate::tracker::Tracker;
+use crate::record::info::{CloseReason, ClosedConnection, ConnectionInfo};
+use crate::track::activity::{ActiveSample, RequestTiming};
+use crate::track::stats::Stats;
+use crate::track::tracker::Tracker;
 
 /// Everything a debug page shows, taken at one moment: live connections, totals, and the
 /// recently closed connections (newest first).
@@ -38,7 +38,7 @@ pub struct Snapshot {
     /// When the snapshot was taken.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::info::ser::system_time")
     )]
     pub generated_at: SystemTime,
     /// The live connections shown, in [`order`](Snapshot::order).
@@ -677,7 +677,7 @@ pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table></div>");
-    crate::pictures::pictures(&mut out, snapshot);
+    crate::emit::pictures::pictures(&mut out, snapshot);
 
     out.push_str("<h2>Live connections</h2>");
     conn_header(&mut out, "connections", false);
