@@ -331,3 +331,19 @@ impl fmt::Debug for Dial {
             .finish_non_exhaustive()
     }
 }
+
+impl Tracker {
+    /// Starts reporting a dial of `target` with `config`, capturing the current
+    /// [`trace`](crate::trace) scope. See [`Dial`].
+    pub fn dial(&self, config: &DialerConfig, target: impl Into<Arc<str>>) -> Dial {
+        Dial::new(self.clone(), config, target.into())
+    }
+
+    /// Starts reporting a dial of one address, `addr`, with `config`: the same as
+    /// [`dial`](Tracker::dial) with `addr.to_string()` as the target, except that the text is
+    /// made only when something reads it (a hook, a snapshot, the history), so a dial nobody
+    /// looks at does not format an address.
+    pub fn dial_addr(&self, config: &DialerConfig, addr: SocketAddr) -> Dial {
+        Dial::new_addr(self.clone(), config, addr)
+    }
+}

@@ -13,7 +13,8 @@ use crate::record::event::*;
 use crate::track::activity::{Marks, RawTiming};
 use crate::track::clock;
 use crate::track::connection::{ConnectionRef, ExchangeStart, IoWatch};
-use crate::track::tracker::{Tracker, TrackerInner};
+use crate::track::state::TrackerInner;
+use crate::track::tracker::Tracker;
 
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::emit::render::{duration, escape_html, fine_duration, Snapshot};
+use crate::emit::format::{duration, escape_html, fine_duration};
+use crate::emit::snapshot::Snapshot;
 use crate::record::info::{ConnectionInfo, Role};
 use crate::track::activity::RequestTiming;
 

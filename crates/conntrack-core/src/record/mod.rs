@@ -3,4 +3,6 @@
 
 pub(crate) mod event;
 pub(crate) mod info;
+#[cfg(feature = "serde")]
+pub(crate) mod ser;
 pub(crate) mod tcp_info;

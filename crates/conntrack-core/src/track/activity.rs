@@ -26,7 +26,7 @@ pub struct ActiveSample {
     /// When the sample was taken (unix seconds in JSON).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::system_time")
+        serde(serialize_with = "crate::record::ser::system_time")
     )]
     pub at: SystemTime,
     /// `(category, role, active)` for every category and role the tracker has seen.
@@ -55,14 +55,11 @@ pub struct RequestTiming {
     /// When the request began (unix seconds in JSON; display only).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::system_time")
+        serde(serialize_with = "crate::record::ser::system_time")
     )]
     pub started_at: SystemTime,
     /// From the start to the end of the request (`finish`).
-    #[cfg_attr(
-        feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::secs")
-    )]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub total: Duration,
     /// The phases, in order.
     pub phases: Phases,
@@ -76,43 +73,43 @@ pub struct Phases {
     /// Waiting for a connection, besides dialing one: a free pooled connection, a slot.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub blocked: Option<Duration>,
     /// Name resolution of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub dns: Option<Duration>,
     /// TCP connect of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub connect: Option<Duration>,
     /// TLS handshake of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub tls: Option<Duration>,
     /// From having the connection to the request written (headers and body).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub send: Option<Duration>,
     /// From the request written to the first response byte: the server's time (TTFB).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub wait: Option<Duration>,
     /// From the first response byte to the end of the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::record::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub transfer: Option<Duration>,
 }
@@ -142,7 +139,7 @@ pub(crate) struct RawTiming {
     pub(crate) uri: Arc<str>,
     pub(crate) connection: Option<ConnectionId>,
     pub(crate) reused: bool,
-    /// When the request began ([`clock::now_nanos`](crate::clock::now_nanos)).
+    /// When the request began ([`clock::now_nanos`](crate::track::clock::now_nanos)).
     pub(crate) started: u64,
     pub(crate) marks: Marks,
 }
