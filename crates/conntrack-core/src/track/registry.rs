@@ -1,6 +1,9 @@
 //! The set of live connections: a map from id to entry, split into shards so that threads
 //! registering and closing connections rarely meet on the same lock.
 //!
+//! The map is generic over its entry (the connection's `Entry`), so this module knows nothing of
+//! connections: they sit above it and hold the `Arc` of their shard.
+//!
 //! Locks here are held only for a map insert, remove or a walk that clones `Arc`s; no hook,
 //! allocation-heavy work or I/O ever runs under them, so they cannot be poisoned by user code.
 

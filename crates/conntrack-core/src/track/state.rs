@@ -18,6 +18,8 @@ use crate::track::history::{History, Snapshot};
 use crate::track::stats::StatTable;
 use crate::track::sync::{AtomicBool, Mutex};
 
+/// The state shared by a tracker's handles, its registry's shards and (through them) every
+/// connection: the fields `pub(super)` are the tracker face's alone.
 pub(crate) struct TrackerInner {
     pub(super) hooks: ArcSwap<Chain>,
     hook_list: Mutex<Vec<(u64, Arc<dyn Hook>)>>,
@@ -40,7 +42,8 @@ pub(crate) struct TrackerInner {
     pub(crate) activity: Rings,
     /// Set by `shutdown`: listeners refuse new connections, idle ones close.
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
-    /// The shutdown signals handed out ([`Tracker::shutdown_signal`](crate::Tracker::shutdown_signal)) and their wakers.
+    /// The shutdown signals handed out
+    /// ([`Tracker::shutdown_signal`](crate::Tracker::shutdown_signal)) and their wakers.
     pub(crate) signal: SignalState,
     /// The policy enforcer's next wake-up (nanos on the process clock), `u64::MAX` when it
     /// waits for a policy-bearing connection or is checking (then lowered by each
