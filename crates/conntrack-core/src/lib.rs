@@ -87,6 +87,8 @@ pub use act::admit::AdmitWaiting;
 pub use act::control::{ShutdownReport, ShutdownSignal};
 pub use act::dial::{ConnectAttempt, Dial};
 pub use act::request::{RequestTimings, RequestTrace};
+// Shown in the docs as re-exports, where the items are documented in their public module.
+#[doc(no_inline)]
 pub use activity::{ActiveSample, Phases, RequestTiming};
 pub use hooks::hook::{Callbacks, Hook, Hooks, NoopHook};
 pub use hooks::recording::{Recorded, RecordedError, RecordingHook, Until};
@@ -102,6 +104,7 @@ pub use record::info::{
     Role, ServerExchangeProgress, ServerPhase, Timings, TlsInfo,
 };
 pub use record::tcp_info::TcpStats;
+#[doc(no_inline)]
 pub use render::Snapshot;
 pub use track::config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
 pub use track::connection::{
