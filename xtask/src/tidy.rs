@@ -976,27 +976,47 @@ mod tests {
     }
 
     #[test]
-    fn the_code_map_lists_the_layers_in_order() {
+    fn the_code_map_lists_the_layers_and_their_files() {
         let root = crate::workspace_root().unwrap();
         let doc = fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+        let map_at = doc
+            .find("## Code map: conntrack-core")
+            .expect("the code map section");
+        let map_end = doc[map_at + 3..]
+            .find("\n## ")
+            .map_or(doc.len(), |i| map_at + 3 + i);
+        let map = &doc[map_at..map_end];
+        // The folders' lines, in the order of the layers.
+        let mut starts = Vec::new();
         let mut at = 0;
         for (name, _) in LAYERS {
-            let needle = format!("- `{name}/`");
-            let found = doc[at..].find(&needle).unwrap_or_else(|| {
-                panic!("docs/architecture.md: no `{needle}` after the previous layer")
+            let needle = format!("\n- `{name}/`");
+            let found = map[at..].find(&needle).unwrap_or_else(|| {
+                panic!("docs/architecture.md's code map: no `{needle}` after the previous layer")
             });
             at += found + needle.len();
+            starts.push(at);
         }
-        // Every folder of the crate is a layer.
-        for entry in fs::read_dir(root.join(CORE_SRC)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                assert!(
-                    LAYERS.iter().any(|(l, _)| *l == name),
-                    "src/{name}/ is in no layer"
-                );
+        starts.push(map.len());
+        // Every folder of the crate is a layer, and each of its files is named in its part
+        // of the map.
+        let files = read_tree(&root.join(CORE_SRC)).unwrap();
+        for (path, _) in &files {
+            let Some((folder, file)) = path.split_once('/') else {
+                continue;
+            };
+            let layer = LAYERS
+                .iter()
+                .position(|(l, _)| *l == folder)
+                .unwrap_or_else(|| panic!("src/{folder}/ is in no layer"));
+            if file == "mod.rs" {
+                continue;
             }
+            let part = &map[starts[layer]..starts[layer + 1]];
+            assert!(
+                part.contains(&format!("`{file}`")),
+                "docs/architecture.md's code map does not name `{file}` under `{folder}/`"
+            );
         }
     }
 }
