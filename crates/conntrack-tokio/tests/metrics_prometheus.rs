@@ -542,8 +542,11 @@ mod served {
         Held { gate, client }
     }
 
-    /// The served requests in the scrape (`get` looks a sample up by name and labels).
-    pub(super) fn check(get: &dyn Fn(&str, &[(&str, &str)]) -> f64) {
+    /// A sample's value by name and labels.
+    type Sample<'a> = &'a dyn Fn(&str, &[(&str, &str)]) -> f64;
+
+    /// The served requests in the scrape.
+    pub(super) fn check(get: Sample<'_>) {
         let web = ("category", "web");
         let v11 = ("network_protocol_version", "1.1");
         let get_ = ("http_request_method", "GET");
