@@ -181,3 +181,71 @@ async fn tls_alpn_h2_concurrent_streams_each_get_their_phases() {
     assert_eq!(info.requests, 2, "{info:?}");
     assert!(info.exchange.is_none(), "{info:?}");
 }
+
+/// HTTP/1.1 over TLS: the first request's phases should not hold the TLS handshake nor the
+/// client's pause before it. Fails today: the connection's first read (the request's "first
+/// byte") is the ClientHello, so `waiting` runs from the accept to the ClientHello and
+/// `request_head` holds the handshake and the client's pause after it. The fix belongs in
+/// conntrack-core (a successful server handshake restarts the waiting, as an exchange's end
+/// does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the first request's head includes the TLS handshake (fix pending in conntrack-core)"]
+async fn tls_http1_first_request_waits_from_the_handshake() {
+    let (server_config, client_config) = pki::localhost_configs(&[b"http/1.1"]);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tracker = Tracker::builder()
+        .hook(Callbacks::new().on_server_exchange(move |ev| {
+            let _ = tx.send(Phases::of(ev));
+        }))
+        .build();
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("https"));
+    let acceptor = TlsAcceptor::from(server_config);
+    let t = tracker.clone();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let id = tcp.id();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let svc = ExchangeLayer::for_connection(&t, id).layer(handler);
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(
+                TokioIo::new(tls),
+                hyper_util::service::TowerToHyperService::new(svc),
+            )
+            .await;
+    });
+    // 600 ms before the handshake, 300 ms between it and the request.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let tls = tokio_rustls::TlsConnector::from(client_config)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/x")
+        .header("host", "localhost")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an exchange within 10 s")
+        .expect("the hook is alive");
+    assert_eq!(p.version, "1.1");
+    // Waiting: from the handshake's end to the request's first byte, the 300 ms pause only.
+    let waiting = p.waiting.expect("HTTP/1 has a waiting phase");
+    assert!(waiting >= Duration::from_millis(300), "{p:?}");
+    assert!(waiting < Duration::from_millis(600), "{p:?}");
+    // The head: the request's own bytes, sent at once.
+    assert!(p.head < Duration::from_millis(100), "{p:?}");
+    p.assert_adds_up();
+}
