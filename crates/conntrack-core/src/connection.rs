@@ -949,19 +949,36 @@ impl Entry {
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
         if before == Ok(1) && self.role == Role::Server && self.times_servers() {
-            // The next request's waiting starts here and ends at the connection's next read.
-            self.end_nanos.store(now.max(1), Ordering::Relaxed);
-            self.read_at_end
-                .store(self.read.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.write_at_end
-                .store(self.write.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.first_read_nanos.store(0, Ordering::Relaxed);
-            self.watched.fetch_or(FIRST_READ, Ordering::AcqRel);
+            self.start_waiting(now);
         }
         // During a shutdown the tracker closes a connection as soon as its last exchange
         // ends, unless someone else does (see `tracker_closes`).
         if before == Ok(1) && self.tracker().is_shutting_down() && self.tracker_closes() {
             self.abort(CloseReason::Shutdown);
+        }
+    }
+
+    /// The next request's waiting starts at `now` and ends at the connection's next read.
+    fn start_waiting(&self, now: u64) {
+        self.end_nanos.store(now.max(1), Ordering::Relaxed);
+        self.read_at_end
+            .store(self.read.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.write_at_end
+            .store(self.write.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.first_read_nanos.store(0, Ordering::Relaxed);
+        self.watched.fetch_or(FIRST_READ, Ordering::AcqRel);
+    }
+
+    /// A server's TLS handshake completed: its first request waits from here, not from the
+    /// accept (the handshake's own bytes, the ClientHello first, are not the request's), so
+    /// neither its waiting nor its head counts the handshake.
+    fn handshake_done(&self) {
+        if self.role == Role::Server
+            && self.end_nanos.load(Ordering::Relaxed) == 0
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.times_servers()
+        {
+            self.start_waiting(clock::now_nanos());
         }
     }
 
@@ -1545,6 +1562,7 @@ impl Connection {
         let error = match result {
             Ok(tls) => {
                 e.set_tls(tls);
+                e.handshake_done();
                 None
             }
             Err(err) => {

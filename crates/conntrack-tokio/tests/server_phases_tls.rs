@@ -182,14 +182,11 @@ async fn tls_alpn_h2_concurrent_streams_each_get_their_phases() {
     assert!(info.exchange.is_none(), "{info:?}");
 }
 
-/// HTTP/1.1 over TLS: the first request's phases should not hold the TLS handshake nor the
-/// client's pause before it. Fails today: the connection's first read (the request's "first
-/// byte") is the ClientHello, so `waiting` runs from the accept to the ClientHello and
-/// `request_head` holds the handshake and the client's pause after it. The fix belongs in
-/// conntrack-core (a successful server handshake restarts the waiting, as an exchange's end
-/// does).
+/// HTTP/1.1 over TLS: the first request's phases hold neither the TLS handshake nor the
+/// client's pause before it. The connection's first read is the ClientHello, not the
+/// request's first byte: a successful server handshake restarts the waiting, as an exchange's
+/// end does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the first request's head includes the TLS handshake (fix pending in conntrack-core)"]
 async fn tls_http1_first_request_waits_from_the_handshake() {
     let (server_config, client_config) = pki::localhost_configs(&[b"http/1.1"]);
     let (tx, mut rx) = mpsc::unbounded_channel();
