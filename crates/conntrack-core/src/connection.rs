@@ -1110,6 +1110,18 @@ impl Entry {
             bytes_read: self.read.load(Ordering::Relaxed).saturating_sub(x.read0),
             bytes_written: self.write.load(Ordering::Relaxed).saturating_sub(x.write0),
         };
+        // Kept before any hook runs: whoever a hook tells can read it from the ring.
+        let rings = &self.tracker().activity;
+        if rings.keeps_requests() {
+            let timing = crate::activity::ServerExchangeTiming::of(
+                &ev,
+                Arc::clone(&category),
+                Arc::clone(&x.live.method),
+                x.live.route.clone(),
+                x.version,
+            );
+            rings.push_server(from, timing);
+        }
         self.fire(&mut |h| {
             if h.wants_server_exchanges() {
                 h.on_server_exchange(&ev);
@@ -2125,7 +2137,9 @@ impl ConnectionRef {
     /// [`begin_exchange`](ConnectionRef::begin_exchange), whose request head has just been
     /// parsed: `None`, at no cost, unless a hook of the connection wants server exchanges
     /// ([`Hook::wants_server_exchanges`]), which then gets
-    /// [`on_server_exchange`](Hook::on_server_exchange) when it ends. `version` is
+    /// [`on_server_exchange`](Hook::on_server_exchange) when it ends, or the tracker keeps
+    /// recent requests ([`TrackerBuilder::recent_requests`](crate::TrackerBuilder::recent_requests)),
+    /// whose ring of server exchanges then keeps it. `version` is
     /// `"1.0"`, `"1.1"` or `"2"` (an HTTP/2 request has no waiting phase). The exchange layer
     /// of the tokio adapter calls it; see [`ServerExchange`].
     pub fn server_exchange(

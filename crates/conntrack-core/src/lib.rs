@@ -90,7 +90,7 @@ pub mod trace;
 pub mod tracing;
 mod tracker;
 
-pub use activity::{ActiveSample, Phases, RequestTiming};
+pub use activity::{ActiveSample, Phases, RequestTiming, ServerExchangeTiming, ServerPhases};
 pub use admit::AdmitWaiting;
 pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
 pub use connection::{

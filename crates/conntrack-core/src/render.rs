@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use crate::activity::{ActiveSample, RequestTiming};
+use crate::activity::{ActiveSample, RequestTiming, ServerExchangeTiming};
 use crate::info::{CloseReason, ClosedConnection, ConnectionInfo};
 use crate::stats::Stats;
 use crate::tracker::Tracker;
@@ -59,6 +59,9 @@ pub struct Snapshot {
     /// The phases of recently finished traced HTTP requests, newest first
     /// ([`Tracker::recent_requests`]).
     pub requests: Vec<RequestTiming>,
+    /// The phases of recently finished server exchanges, newest first
+    /// ([`Tracker::recent_server_exchanges`]).
+    pub server_exchanges: Vec<ServerExchangeTiming>,
 }
 
 /// The order a [`Snapshot`] lists live connections in, which also decides which ones a
@@ -185,6 +188,7 @@ impl Snapshot {
             recently_closed,
             active_samples: tracker.active_samples(),
             requests: tracker.recent_requests(),
+            server_exchanges: tracker.recent_server_exchanges(),
         }
     }
 
@@ -226,6 +230,7 @@ impl Snapshot {
             total_recently_closed,
             active_samples: tracker.active_samples(),
             requests: tracker.recent_requests(),
+            server_exchanges: tracker.recent_server_exchanges(),
         }
     }
 }
@@ -594,7 +599,7 @@ fn conn_header(out: &mut String, id: &str, closed: bool) {
 
 /// The snapshot as a self-contained HTML page: a summary per category (over every
 /// connection), pictures (live connections over time, age and idle histograms, a waterfall
-/// of recent traced requests), the live connections the snapshot holds (click a header to
+/// of recent traced requests and one of recently served requests), the live connections the snapshot holds (click a header to
 /// sort) with "Showing N of M" when it is a limited [`Snapshot::page`], and the recently
 /// closed ones with why they closed and their last error.
 ///
@@ -603,7 +608,7 @@ fn conn_header(out: &mut String, id: &str, closed: bool) {
 /// TLS; the closed table adds Reason after Role and Error last. They fit a 1200 px window:
 /// a value too long for its cell is shortened, whole in the cell's `title` tooltip. Every
 /// string a user or peer controls (category, target, addresses, SNI, ALPN, request URI,
-/// error text) is escaped.
+/// method, route, error text) is escaped.
 #[must_use]
 #[allow(clippy::cast_precision_loss)]
 pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
@@ -924,6 +929,49 @@ fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -
         })
         .collect();
     table(&header, &rows)
+}
+
+/// The recently finished server exchanges ([`Snapshot::server_exchanges`]) as an aligned
+/// text table, newest first: the connection, method, route, protocol version, status, each
+/// phase (`WAITING`, `HEAD`, `BODY`, `HANDLER`, `WRITE`; `-` where it was not measured), the
+/// total and the bytes read and written. Escaped as [`text_table`] is. Empty when there is
+/// none.
+#[must_use]
+pub fn text_server_exchanges(exchanges: &[ServerExchangeTiming]) -> String {
+    if exchanges.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = exchanges
+        .iter()
+        .map(|x| {
+            let mut row = vec![
+                x.connection.to_string(),
+                x.method.to_string(),
+                x.route.as_deref().unwrap_or("-").to_owned(),
+                x.version.to_owned(),
+                x.status.map_or_else(|| "-".into(), |s| s.to_string()),
+            ];
+            row.extend(
+                x.phases
+                    .named()
+                    .iter()
+                    .map(|(_, d)| d.map_or_else(|| "-".into(), fine_duration)),
+            );
+            row.extend([
+                fine_duration(x.total),
+                bytes(x.bytes_read),
+                bytes(x.bytes_written),
+            ]);
+            row
+        })
+        .collect();
+    table(
+        &[
+            "CONN", "METHOD", "ROUTE", "VERSION", "STATUS", "WAITING", "HEAD", "BODY", "HANDLER",
+            "WRITE", "TOTAL", "READ", "WRITTEN",
+        ],
+        &rows,
+    )
 }
 
 /// One line per (category, role): active, opened, closed, failed, bytes. Escaped as
