@@ -89,7 +89,7 @@ pub use act::dial::{ConnectAttempt, Dial};
 pub use act::request::{RequestTimings, RequestTrace};
 // Shown in the docs as re-exports, where the items are documented in their public module.
 #[doc(no_inline)]
-pub use activity::{ActiveSample, Phases, RequestTiming};
+pub use activity::{ActiveSample, Phases, RequestTiming, ServerExchangeTiming, ServerPhases};
 pub use hooks::hook::{Callbacks, Hook, Hooks, NoopHook};
 pub use hooks::recording::{Recorded, RecordedError, RecordingHook, Until};
 pub use record::event::{

@@ -165,3 +165,128 @@ fn a_page_keeps_the_first_connections_in_its_order_and_every_total() {
     let html = render::html(&Snapshot::of(&tracker), &HtmlOptions::default());
     assert!(html.contains(">20 live connections<"));
 }
+
+/// A tracker keeping recent requests, with two exchanges served on one connection (the
+/// second answered 503, the route markup) and one on HTTP/2, as `ExchangeLayer` reports them.
+fn tracker_with_served_requests() -> (Tracker, conntrack_core::Connection) {
+    let tracker = Tracker::builder().recent_requests(8).build();
+    let a: SocketAddr = "127.0.0.1:443".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let conn = tracker.register(Registration::server(a, b).category("web"));
+    let r = conn.downgrade();
+    for (route, status, version) in [
+        ("/items/{id}", 200, "1.1"),
+        (HOSTILE, 503, "1.1"),
+        ("/h2", 204, "2"),
+    ] {
+        conn.record_read(40);
+        r.begin_exchange();
+        let mut x = r
+            .server_exchange("GET", Some(route), version)
+            .expect("timed: the tracker keeps recent requests");
+        x.response_head(status);
+        conn.record_write(100);
+        x.finish_when_flushed();
+        r.end_exchange_when_flushed();
+        conn.record_flush();
+    }
+    (tracker, conn)
+}
+
+#[test]
+fn served_requests_have_their_waterfall_text_and_json() {
+    let (tracker, conn) = tracker_with_served_requests();
+    let snapshot = Snapshot::of(&tracker);
+    let page = render::html(&snapshot, &HtmlOptions::default());
+    assert!(!page.contains("<img"), "hostile markup must not appear raw");
+    assert!(
+        page.contains("id=\"waterfall-empty\""),
+        "no client request traced"
+    );
+    assert!(!page.contains("id=\"server-waterfall-empty\""));
+    let svg = page
+        .split("<svg id=\"server-waterfall\"")
+        .nth(1)
+        .expect("the server waterfall")
+        .split("</svg>")
+        .next()
+        .unwrap();
+    let rows: Vec<&str> = svg.split("<g class=\"exchange\"").skip(1).collect();
+    assert_eq!(rows.len(), 3, "a row per served request: {svg}");
+    // Oldest first, each with its connection, status and version, and a bar per measured
+    // phase: HTTP/1 has a waiting phase, HTTP/2 does not; no body was timed.
+    let id = conn.id().as_u64();
+    for (row, (status, version, label)) in rows.iter().zip([
+        (200, "1.1", "GET /items/{id} 200 · HTTP/1.1 · #"),
+        (
+            503,
+            "1.1",
+            "GET &lt;img src=x onerror=aler… 503 · HTTP/1.1 · #",
+        ),
+        (204, "2", "GET /h2 204 · HTTP/2 · #"),
+    ]) {
+        assert!(
+            row.contains(&format!(
+                "data-connection=\"{id}\" data-status=\"{status}\" data-version=\"{version}\" data-completed=\"true\""
+            )),
+            "{row}"
+        );
+        assert!(row.contains(label), "{row}");
+        let phases: Vec<&str> = row
+            .split("class=\"phase\" data-phase=\"")
+            .skip(1)
+            .map(|p| p.split('"').next().unwrap())
+            .collect();
+        let expected: &[&str] = if version == "2" {
+            &["request_head", "handler", "response_write"]
+        } else {
+            &["waiting", "request_head", "handler", "response_write"]
+        };
+        assert_eq!(phases, expected, "{row}");
+    }
+    assert!(svg.contains(">response write</text>"), "the legend");
+    assert!(page.contains("id=\"server-waterfall-note\""));
+
+    // Text: a header and a line per exchange, newest first.
+    let text = render::text_server_exchanges(&snapshot.server_exchanges);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("CONN") && lines[0].contains("HANDLER"));
+    assert!(lines[1].contains("/h2") && lines[1].contains("204"));
+    assert!(lines[2].contains(HOSTILE), "text keeps the raw string");
+    assert!(render::text_server_exchanges(&[]).is_empty());
+
+    // JSON.
+    #[cfg(feature = "serde")]
+    {
+        let v: serde_json::Value = serde_json::from_str(&render::json(&snapshot)).unwrap();
+        let xs = v["server_exchanges"].as_array().unwrap();
+        assert_eq!(xs.len(), 3);
+        let x = &xs[2];
+        for (key, check) in [
+            ("id", x["id"] == 1),
+            ("connection", x["connection"] == id),
+            ("category", x["category"] == "web"),
+            ("method", x["method"] == "GET"),
+            ("route", x["route"] == "/items/{id}"),
+            ("version", x["version"] == "1.1"),
+            ("status", x["status"] == 200),
+            ("grpc_status", x["grpc_status"].is_null()),
+            ("completed", x["completed"] == true),
+            ("started_at", x["started_at"].is_f64()),
+            ("total", x["total"].is_f64()),
+            ("bytes_read", x["bytes_read"] == 40),
+            ("bytes_written", x["bytes_written"] == 100),
+        ] {
+            assert!(check, "{key}: {}", x[key]);
+        }
+        let p = &x["phases"];
+        assert!(p["waiting"].is_f64() && p["request_body"].is_null());
+        for k in ["request_head", "handler", "response_write"] {
+            assert!(p[k].is_f64(), "{k}: {p}");
+        }
+        assert!(xs[0]["phases"]["waiting"].is_null(), "HTTP/2");
+        assert_eq!(x.as_object().unwrap().len(), 14, "{x}");
+        assert_eq!(p.as_object().unwrap().len(), 5, "{p}");
+    }
+}

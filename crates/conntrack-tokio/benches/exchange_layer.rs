@@ -83,6 +83,30 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // One setup alone, for a profile (`perf record`) or an instruction count, which noise
+    // does not change (`valgrind --tool=callgrind`; two runs of different lengths give the
+    // cost of one more request): `-- only nolayer|layer|timed`.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "only") {
+        let setup = match args.get(i + 1).map(String::as_str) {
+            Some("layer") => Setup::Layer,
+            Some("timed") => Setup::LayerTimed,
+            _ => Setup::NoLayer,
+        };
+        let (addr, stop, _tracker) = rt.block_on(start(setup));
+        let (warm, _) = wrk(addr, 1);
+        let cpu0 = process_cpu_time();
+        let (requests, rate) = wrk(addr, secs);
+        let cpu = process_cpu_time().saturating_sub(cpu0);
+        let _ = stop.send(true);
+        println!(
+            "{}: {rate:.0} req/s, {:.2} µs CPU/request; {} requests in all",
+            setup.name(),
+            cpu.as_secs_f64() * 1e6 / requests,
+            warm + requests
+        );
+        return;
+    }
     println!(
         "conntrack-tokio ExchangeLayer (axum on a tracked Listener, wrk -t2 -c64, {secs} s \
          rounds, setups alternating), {rounds} rounds"

@@ -225,17 +225,22 @@ pub(crate) struct EventStream {
     told_dropped: u64,
     /// The ids of the finished requests seen at the last summary (`None` before the first).
     seen_requests: Option<Vec<u64>>,
+    /// The newest server exchange seen at the last summary (its number on the tracker, which
+    /// only grows; `None` before the first summary).
+    seen_server: Option<u64>,
     /// Ends the stream when the page's events are closed.
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     _count: CountGuard,
 }
 
-/// A summary computed off the async workers: the event, the `request` events of requests
-/// finished since the last one, the ids of the requests seen, the events missed so far.
+/// A summary computed off the async workers: the event, the `request` and
+/// `server_exchange` events of requests finished since the last one, the ids of the requests
+/// seen and the newest server exchange's, the events missed so far.
 struct SummaryDone {
     summary: Event,
     requests: Vec<Event>,
     request_ids: Vec<u64>,
+    server_newest: u64,
     missed: u64,
 }
 
@@ -311,6 +316,7 @@ impl EventStream {
             pending: VecDeque::new(),
             told_dropped: 0,
             seen_requests: None,
+            seen_server: None,
             stop,
             _count: guard,
         })
@@ -379,6 +385,7 @@ impl EventStream {
     fn start_summary(&mut self) {
         let tracker = self.tracker.clone();
         let seen = self.seen_requests.clone();
+        let seen_server = self.seen_server;
         let feed = Arc::clone(&self.feed);
         let (base, missed_before) = (self.base_total, self.missed);
         self.summary_job = Some(tokio::task::spawn_blocking(move || {
@@ -403,7 +410,7 @@ impl EventStream {
             // Requests that finished since the last summary (none before the first).
             let requests = tracker.recent_requests();
             let ids: Vec<u64> = requests.iter().map(|r| r.id).collect();
-            let new = match &seen {
+            let mut new: Vec<Event> = match &seen {
                 None => Vec::new(),
                 Some(seen) => requests
                     .iter()
@@ -412,10 +419,23 @@ impl EventStream {
                     .map(|r| event("request", r))
                     .collect(),
             };
+            // Served requests likewise, oldest first (numbered in order on the tracker).
+            let served = tracker.recent_server_exchanges();
+            let server_newest = served.first().map_or(0, |x| x.id);
+            if let Some(seen) = seen_server {
+                new.extend(
+                    served
+                        .iter()
+                        .rev()
+                        .filter(|x| x.id > seen)
+                        .map(|x| event("server_exchange", x)),
+                );
+            }
             SummaryDone {
                 summary,
                 requests: new,
                 request_ids: ids,
+                server_newest,
                 missed,
             }
         }));
@@ -444,6 +464,7 @@ impl Stream for EventStream {
                 this.summary_job = None;
                 if let Ok(done) = done {
                     this.seen_requests = Some(done.request_ids);
+                    this.seen_server = Some(done.server_newest.max(this.seen_server.unwrap_or(0)));
                     this.missed = this.missed.max(done.missed);
                     let dropped = this.dropped();
                     if dropped > this.told_dropped {

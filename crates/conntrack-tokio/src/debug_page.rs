@@ -68,10 +68,18 @@ use crate::TrackedConnectInfo;
 /// and rendered on tokio's blocking pool (`spawn_blocking`), so a page of a large tracker does
 /// not hold up the async workers. Responses carry `Cache-Control: no-store` and `Vary: Accept`.
 ///
+/// With a tracker that keeps recent requests (`Tracker::builder().recent_requests(32)`), the
+/// page draws a waterfall of the last traced client requests and one of the last requests
+/// served through [`ExchangeLayer`](crate::exchange::ExchangeLayer) (each phase of each:
+/// waiting, request head, request body, handler, response write); the JSON has them under
+/// `requests` and `server_exchanges`, and the text format ends with a table of the served
+/// ones.
+///
 /// # Live
 ///
 /// `GET <page>/events` is a `text/event-stream` of what happens (`opened`, `closed`, `failed`,
-/// `request`, a `summary` every second, `dropped`; the format is in `docs/observability.md`).
+/// `request`, `server_exchange`, a `summary` every second, `dropped`; the format is in
+/// `docs/observability.md`).
 /// The HTML page follows it with a small script: rows appear and leave as connections open
 /// and close, and the page re-reads itself every [`HtmlOptions::refresh_secs`] to refresh the
 /// totals and pictures. Without scripts it is plain HTML that reloads itself at that period.
@@ -409,6 +417,11 @@ impl DebugPage {
                     let mut text = render::text_table(&snapshot.connections)
                         + "\n"
                         + &render::text_stats(&snapshot.stats);
+                    // The served requests the tracker keeps (`recent_requests`), if any.
+                    let served = render::text_server_exchanges(&snapshot.server_exchanges);
+                    if !served.is_empty() {
+                        text = text + "\n" + &served;
+                    }
                     if let Some(note) = note_text {
                         text = text + "\n" + &note + "\n";
                     }

@@ -13,7 +13,8 @@
 //! the laid-out page: no horizontal scrollbar, every column of both connection tables inside
 //! the window (the close reason and error of the first closed row among them), and a
 //! waterfall with a labelled time axis on which two requests started 100 ms apart are drawn
-//! at different x.
+//! at different x, and the server's waterfall of the same two requests, served through
+//! `ExchangeLayer`, inside the window.
 //!
 //! Chromium: `$CHROME` or `$CHROMIUM` if set, else `/usr/bin/chromium`, else `chromium` on
 //! `PATH`; chromedriver: `$CHROMEDRIVER`, `/usr/bin/chromedriver` or on `PATH`. Without them
@@ -867,6 +868,11 @@ out.ticks = Array.from(document.querySelectorAll('#waterfall g.tick text')).map(
 out.requests = Array.from(document.querySelectorAll('#waterfall g.request')).map(g => ({
   id: Number(g.dataset.id), start: Number(g.dataset.start),
   x: g.querySelector('rect.phase').getBoundingClientRect().left}));
+out.served = Array.from(document.querySelectorAll('#server-waterfall g.exchange')).map(g => ({
+  id: Number(g.dataset.id), label: g.querySelector('text').textContent,
+  phases: g.querySelectorAll('rect.phase').length}));
+const sw = document.getElementById('server-waterfall');
+out.servedBox = sw ? box(sw) : null;
 out.images = document.getElementsByTagName('img').length;
 return out;
 ";
@@ -898,8 +904,10 @@ async fn chromium_at_1200_px_shows_every_column_and_a_timed_waterfall() {
     // No reload while the page is measured.
     let mut options = HtmlOptions::default();
     options.refresh_secs = None;
+    // The requests are served through `ExchangeLayer` too: the server's waterfall has them.
     let app = Router::new()
         .route("/hello", get(|| async { "hello" }))
+        .layer(conntrack_tokio::exchange::ExchangeLayer::new(&tracker))
         .nest(
             PAGE_PATH,
             DebugPage::new(&tracker).html_options(options).router(),
@@ -936,6 +944,13 @@ async fn chromium_at_1200_px_shows_every_column_and_a_timed_waterfall() {
         second.started_at.duration_since(first.started_at).unwrap() >= Duration::from_millis(100),
         "{timings:?}"
     );
+    // The server's side of them ends when its response has been flushed, which may be just
+    // after the client has read it (a bounded wait).
+    let served_by = Instant::now() + Duration::from_secs(10);
+    while tracker.recent_server_exchanges().len() < 2 {
+        assert!(Instant::now() < served_by, "the server never finished");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 
     // Closed connections whose cells are as wide as they get: a long category and a
     // long dial target (shortened, the whole in the tooltip), and last, so that it is the
@@ -1096,6 +1111,24 @@ async fn chromium_at_1200_px_shows_every_column_and_a_timed_waterfall() {
     assert!(
         x1 > x0 + 100.0,
         "started 100 ms apart, drawn at {x0} and {x1}"
+    );
+
+    // The server's waterfall: the same two requests, each with its phases, inside the window.
+    let served = m["served"].as_array().unwrap();
+    assert_eq!(served.len(), 2, "{m}");
+    for x in served {
+        let label = x["label"].as_str().unwrap();
+        // The text's content: its tooltip (`<title>`), then what the row shows.
+        assert!(label.contains("GET /hello 200 · HTTP/1.1 · #"), "{x}");
+        assert!(
+            num(&x["phases"]) >= 4.0,
+            "waiting, head, handler, write: {x}"
+        );
+    }
+    let served_box = &m["servedBox"];
+    assert!(
+        inside(served_box),
+        "the server waterfall overflows: {served_box}"
     );
 
     drop((stream, raw_client));

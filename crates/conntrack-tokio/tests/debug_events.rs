@@ -226,6 +226,27 @@ async fn the_stream_tells_what_happens() {
     assert!(done["total"].as_f64().unwrap() >= 0.0);
     assert!(done["phases"].is_object());
 
+    // A served request, once its response is flushed (timed for the ring: no hook wants it).
+    let served = tracker.register(Registration::new(Role::Server).category("web"));
+    let r = served.downgrade();
+    r.begin_exchange();
+    let mut x = r
+        .server_exchange("POST", Some("/users/{id}"), "1.1")
+        .expect("timed for the ring");
+    x.response_head(201);
+    x.finish_when_flushed();
+    r.end_exchange_when_flushed();
+    served.record_flush();
+    let served_id = served.id().as_u64();
+    drop(served);
+    let done = plain.next_named("server_exchange").await;
+    assert_eq!(done["id"], 1);
+    assert_eq!(done["method"], "POST");
+    assert_eq!(done["route"], "/users/{id}");
+    assert_eq!(done["status"], 201);
+    assert_eq!(done["connection"], served_id);
+    assert!(done["phases"]["handler"].as_f64().unwrap() >= 0.0);
+
     // Summaries go on, with the totals.
     let summary = plain.next_named("summary").await;
     assert_eq!(summary["total_connections"], 1);

@@ -596,3 +596,159 @@ async fn the_page_on_its_own_listener_binds_loopback_by_default() {
     }
     serving.abort();
 }
+
+/// A tracker that keeps recent requests and has no hook at all: an axum app with
+/// `ExchangeLayer` on a tracked listener, three requests over one kept-alive connection, and
+/// the debug page (on the same server, outside the layer) shows each served request in its
+/// JSON (`server_exchanges`), its HTML (a row of the server waterfall) and its text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_requests_show_in_the_server_waterfall() {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use conntrack_tokio::exchange::ExchangeLayer;
+    use std::time::{Duration, Instant};
+
+    /// How long `/slow`'s handler takes: its handler phase is at least this.
+    const SLOW: Duration = Duration::from_millis(60);
+
+    let tracker = Tracker::builder().recent_requests(8).build();
+    assert!(format!("{tracker:?}").contains("hooks: 0"), "no hook");
+    let app = axum::Router::new()
+        .route("/items/{id}", get(|| async { "item" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(SLOW).await;
+                "slow"
+            }),
+        )
+        .route("/teapot", get(|| async { StatusCode::IM_A_TEAPOT }))
+        .layer(ExchangeLayer::new(&tracker));
+    let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("web"));
+    let app = app.nest("/debug/conntrack", debug_router(&tracker));
+    tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+        )
+        .into_future(),
+    );
+    let client = client();
+    for path in ["/items/7", "/slow", "/teapot"] {
+        let res = client
+            .get(format!("http://{addr}{path}").parse().unwrap())
+            .await
+            .unwrap();
+        let _ = res.into_body().collect().await.unwrap();
+    }
+
+    // An exchange ends when its response has been flushed, which may be just after the
+    // client has read it: read the page until it has all three (bounded).
+    let start = Instant::now();
+    let json: serde_json::Value = loop {
+        let page = fetch(&client, addr, "?format=json", &[]).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        if v["server_exchanges"].as_array().unwrap().len() >= 3 {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the served requests never showed: {v}"
+        );
+        tokio::task::yield_now().await;
+    };
+    let served = json["server_exchanges"].as_array().unwrap();
+    assert_eq!(
+        served.len(),
+        3,
+        "the debug page's own requests are not layered"
+    );
+    let server_ids: Vec<u64> = tracker
+        .connections()
+        .iter()
+        .filter(|c| c.role == Role::Server)
+        .map(|c| c.id.as_u64())
+        .collect();
+    // Newest first.
+    for (x, (route, status)) in
+        served
+            .iter()
+            .zip([("/teapot", 418), ("/slow", 200), ("/items/{id}", 200)])
+    {
+        assert_eq!(x["method"], "GET", "{x}");
+        assert_eq!(x["route"], route, "{x}");
+        assert_eq!(x["status"], status, "{x}");
+        assert_eq!(x["version"], "1.1", "{x}");
+        assert_eq!(x["category"], "web", "{x}");
+        assert_eq!(x["completed"], true, "{x}");
+        assert!(
+            server_ids.contains(&x["connection"].as_u64().unwrap()),
+            "{x} on {server_ids:?}"
+        );
+        assert_eq!(x["connection"], served[0]["connection"], "one connection");
+        assert!(x["bytes_read"].as_u64().unwrap() > 0, "{x}");
+        assert!(x["bytes_written"].as_u64().unwrap() > 0, "{x}");
+        let p = &x["phases"];
+        let sum: f64 = ["waiting", "request_head", "handler", "response_write"]
+            .iter()
+            .map(|k| p[k].as_f64().expect(k))
+            .sum();
+        assert!(p["request_body"].is_null(), "the body was not timed: {p}");
+        assert!((sum - x["total"].as_f64().unwrap()).abs() < 1e-6, "{x}");
+    }
+    let slow = &served[1]["phases"]["handler"];
+    assert!(slow.as_f64().unwrap() >= SLOW.as_secs_f64(), "{slow}");
+
+    // The HTML: the server waterfall, a row per served request, oldest first.
+    let page = fetch(&client, addr, "", &[]).await;
+    assert_eq!(page.status, 200);
+    let svg = page
+        .body
+        .split("<svg id=\"server-waterfall\"")
+        .nth(1)
+        .expect("the server waterfall")
+        .split("</svg>")
+        .next()
+        .unwrap();
+    let rows: Vec<&str> = svg.split("<g class=\"exchange\"").skip(1).collect();
+    assert_eq!(rows.len(), 3, "{svg}");
+    let conn = served[0]["connection"].as_u64().unwrap();
+    for (row, (route, status)) in
+        rows.iter()
+            .zip([("/items/{id}", 200), ("/slow", 200), ("/teapot", 418)])
+    {
+        assert!(
+            row.contains(&format!(
+                "data-connection=\"{conn}\" data-status=\"{status}\" data-version=\"1.1\""
+            )),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!("GET {route} {status} · HTTP/1.1 · #{conn}</text>")),
+            "{row}"
+        );
+        for phase in ["waiting", "request_head", "handler", "response_write"] {
+            assert!(
+                row.contains(&format!("class=\"phase\" data-phase=\"{phase}\"")),
+                "{phase}: {row}"
+            );
+        }
+    }
+    assert!(page.body.contains("<h2>Recent server requests</h2>"));
+
+    // The text: the served requests after the tables.
+    let text = fetch(&client, addr, "?format=text", &[]).await.body;
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("CONN"))
+        .collect();
+    assert_eq!(table.len(), 4, "{text}");
+    assert!(
+        table[1].contains("/teapot") && table[1].contains("418"),
+        "{text}"
+    );
+    assert!(table[2].contains("/slow"), "{text}");
+}

@@ -2,7 +2,11 @@
 //! loopback: after known traffic (plain and TLS connections, one still open, a refused dial,
 //! a failed handshake) the scraped values are exactly what happened, and the exposition
 //! passes `promtool check metrics` (Debian's `prometheus` package; under `CI=true` a missing
-//! promtool fails the test).
+//! promtool fails the test). With axum, the hook also records served requests
+//! (`server_requests(true)`): an axum server with `ExchangeLayer` answers a 200 and a 500 and
+//! holds a third request in its handler while we scrape, so the exposition checked by promtool
+//! holds `http_server_request_duration_seconds`, `http_server_active_requests` and
+//! `conntrack_server_phase_duration_seconds` too.
 #![cfg(feature = "tls")]
 
 #[path = "support/pki.rs"]
@@ -16,7 +20,8 @@ use std::time::Duration;
 
 use conntrack_core::metrics::{
     describe, MetricsCollector, MetricsHook, CONNECTION_BUCKETS, CONNECTION_DURATION,
-    CONNECT_DURATION, DNS_LOOKUP_DURATION, PHASE_BUCKETS, TLS_HANDSHAKE_DURATION,
+    CONNECT_DURATION, DNS_LOOKUP_DURATION, HTTP_SERVER_REQUEST_DURATION, PHASE_BUCKETS,
+    SERVER_PHASE_DURATION, TLS_HANDSHAKE_DURATION,
 };
 use conntrack_core::{DialerConfig, ListenerConfig, RecordingHook, Tracker};
 use conntrack_tokio::tls::{TlsAcceptor, TlsConnector};
@@ -38,6 +43,8 @@ fn install_exporter() -> SocketAddr {
         TLS_HANDSHAKE_DURATION,
         DNS_LOOKUP_DURATION,
         CONNECT_DURATION,
+        HTTP_SERVER_REQUEST_DURATION,
+        SERVER_PHASE_DURATION,
     ] {
         b = b
             .set_buckets_for_metric(Matcher::Full(name.to_owned()), PHASE_BUCKETS)
@@ -238,7 +245,7 @@ fn prometheus_scrape_shows_the_traffic_and_passes_promtool() {
     let exporter = install_exporter();
     let rec = RecordingHook::new();
     let tracker = Tracker::builder()
-        .hook(MetricsHook::new())
+        .hook(MetricsHook::new().server_requests(true))
         .hook(rec.clone())
         .build();
     let collector = MetricsCollector::new(&tracker);
@@ -257,6 +264,9 @@ fn prometheus_scrape_shows_the_traffic_and_passes_promtool() {
     )
     .unwrap_or_else(|_| panic!("left: {:?}", tracker.connections()));
     assert_eq!(tracker.len(), 2);
+    // Served requests, one still in its handler (on a connection of its own, category `web`).
+    #[cfg(feature = "axum")]
+    let held = rt.block_on(served::serve(&tracker, &rec));
     collector.collect();
     let body = scrape(exporter);
     let s = samples(&body);
@@ -387,6 +397,8 @@ fn prometheus_scrape_shows_the_traffic_and_passes_promtool() {
         1.0
     );
     assert!(body.contains("# TYPE conntrack_connection_duration_seconds histogram"));
+    #[cfg(feature = "axum")]
+    served::check(&get);
     assert!(body.contains("# HELP conntrack_active_connections Connections open now."));
 
     // The exposition is valid for Prometheus.
@@ -420,5 +432,183 @@ fn prometheus_scrape_shows_the_traffic_and_passes_promtool() {
             "apt-get install prometheus",
         ),
     }
+    #[cfg(feature = "axum")]
+    rt.block_on(held.release());
     drop(kept);
+}
+
+/// Served HTTP requests (axum with `ExchangeLayer`, category `web`).
+#[cfg(feature = "axum")]
+mod served {
+    use std::future::IntoFuture;
+    use std::sync::Arc;
+
+    use axum::routing::get;
+    use conntrack_core::{ListenerConfig, RecordingHook, Role, ServerPhase, Tracker};
+    use conntrack_tokio::exchange::ExchangeLayer;
+    use conntrack_tokio::{Listener, TrackedConnectInfo};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Semaphore;
+    use tokio::task::JoinHandle;
+
+    use super::WAIT;
+
+    /// A request held in its handler until [`Held::release`].
+    pub(super) struct Held {
+        gate: Arc<Semaphore>,
+        client: JoinHandle<Vec<u8>>,
+    }
+
+    impl Held {
+        /// Lets the held handler answer; waits for its response.
+        pub(super) async fn release(self) {
+            self.gate.add_permits(1);
+            let response = tokio::time::timeout(WAIT, self.client)
+                .await
+                .expect("the held response")
+                .unwrap();
+            assert!(response.starts_with(b"HTTP/1.1 200"), "{response:?}");
+        }
+    }
+
+    /// One request over a raw HTTP/1 connection that the server closes after answering.
+    async fn request(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut response = Vec::new();
+        c.read_to_end(&mut response).await.unwrap();
+        response
+    }
+
+    /// Serves `/items/{id}` (200), `/fail` (500) and `/hold` (200 once released); makes one
+    /// request to each of the first two and waits for their exchanges, then leaves a request
+    /// to `/hold` in its handler.
+    pub(super) async fn serve(tracker: &Tracker, rec: &RecordingHook) -> Held {
+        let gate = Arc::new(Semaphore::new(0));
+        let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let listener = Listener::new(tracker, inner, ListenerConfig::new().category("web"));
+        let g = gate.clone();
+        let app = axum::Router::new()
+            .route("/items/{id}", get(|| async { "item" }))
+            .route(
+                "/fail",
+                get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "no") }),
+            )
+            .route(
+                "/hold",
+                get(move || async move {
+                    let _permit = g.acquire().await.unwrap();
+                    "held"
+                }),
+            )
+            .layer(ExchangeLayer::new(tracker).timed_body());
+        tokio::spawn(
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+            )
+            .into_future(),
+        );
+        for path in ["/items/7", "/fail"] {
+            let response = request(addr, path).await;
+            assert!(response.starts_with(b"HTTP/1.1 "), "{response:?}");
+        }
+        rec.until(|ev| ev.iter().filter(|e| e.name() == "server_exchange").count() == 2)
+            .await;
+        let client = tokio::spawn(request(addr, "/hold"));
+        // Bounded wait until the held request is in its handler.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let in_handler = tracker.connections().into_iter().any(|c| {
+                c.role == Role::Server
+                    && &*c.category == "web"
+                    && c.exchange.is_some_and(|x| x.phase == ServerPhase::Handler)
+            });
+            if in_handler {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never in the handler"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Held { gate, client }
+    }
+
+    /// A sample's value by name and labels.
+    type Sample<'a> = &'a dyn Fn(&str, &[(&str, &str)]) -> f64;
+
+    /// The served requests in the scrape.
+    pub(super) fn check(get: Sample<'_>) {
+        let web = ("category", "web");
+        let v11 = ("network_protocol_version", "1.1");
+        let get_ = ("http_request_method", "GET");
+        assert_eq!(
+            get(
+                "http_server_request_duration_seconds_count",
+                &[
+                    web,
+                    get_,
+                    ("http_response_status_code", "200"),
+                    ("http_route", "/items/{id}"),
+                    v11
+                ]
+            ),
+            1.0
+        );
+        assert_eq!(
+            get(
+                "http_server_request_duration_seconds_count",
+                &[
+                    web,
+                    get_,
+                    ("http_response_status_code", "500"),
+                    ("http_route", "/fail"),
+                    v11,
+                    ("error_type", "500")
+                ]
+            ),
+            1.0
+        );
+        // A histogram: its `+Inf` bucket holds every request.
+        assert_eq!(
+            get(
+                "http_server_request_duration_seconds_bucket",
+                &[
+                    web,
+                    get_,
+                    ("http_response_status_code", "200"),
+                    ("http_route", "/items/{id}"),
+                    v11,
+                    ("le", "+Inf")
+                ]
+            ),
+            1.0
+        );
+        // The held request, from the collector.
+        assert_eq!(get("http_server_active_requests", &[web]), 1.0);
+        for phase in [
+            "waiting",
+            "request_head",
+            "request_body",
+            "handler",
+            "response_write",
+        ] {
+            assert_eq!(
+                get(
+                    "conntrack_server_phase_duration_seconds_count",
+                    &[web, ("conntrack_server_phase", phase), v11]
+                ),
+                2.0,
+                "{phase}"
+            );
+        }
+    }
 }

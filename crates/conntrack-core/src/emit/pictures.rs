@@ -1,16 +1,15 @@
 //! The debug page's pictures, as inline SVG: live connections per category over time, the
-//! distributions of age and idle time of the connections shown, and a waterfall of recent
-//! traced HTTP requests. Every number a picture shows is also in a `data-` attribute, so a
+//! distributions of age and idle time of the connections shown, and waterfalls of recent
+//! traced HTTP requests and of recently served ones. Every number a picture shows is also in a `data-` attribute, so a
 //! test (or a script) can read it back; every string is escaped.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::emit::format::{duration, escape_html, fine_duration};
+use crate::emit::format::{bytes, duration, escape_html, fine_duration};
 use crate::emit::snapshot::Snapshot;
 use crate::record::info::{ConnectionInfo, Role};
-use crate::track::activity::RequestTiming;
 
 const COLORS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
@@ -33,8 +32,9 @@ fn bin(d: Duration) -> usize {
         .unwrap_or(BINS.len() - 1)
 }
 
-/// All three pictures, each under its own heading: the live chart and the two histograms side
-/// by side (they fit 1200 px), the waterfall under them.
+/// All the pictures, each under its own heading: the live chart and the two histograms side
+/// by side (they fit 1200 px), the waterfall of traced (client) requests under them, and the
+/// waterfall of served requests under it.
 pub(crate) fn pictures(out: &mut String, snapshot: &Snapshot) {
     out.push_str("<div class=\"charts\"><div><h2>Live connections over time</h2>");
     live_chart(out, snapshot);
@@ -46,6 +46,8 @@ pub(crate) fn pictures(out: &mut String, snapshot: &Snapshot) {
     histogram(out, "hist-idle", &snapshot.connections, |c| c.idle_for);
     out.push_str("</div></div><h2>Recent traced requests</h2>");
     waterfall(out, snapshot);
+    out.push_str("<h2>Recent server requests</h2>");
+    server_waterfall(out, snapshot);
 }
 
 /// The smallest step of 1, 2 or 5 times a power of ten that cuts `span` into at most `n`
@@ -288,32 +290,64 @@ const PHASE_COLORS: [&str; 7] = [
     "#bbbbbb", "#17becf", "#ff7f0e", "#9467bd", "#2ca02c", "#1f77b4", "#8c564b",
 ];
 
-/// A row per traced request, oldest first, as a browser's network panel draws them: each
-/// placed at its start on a time axis that begins with the first one shown, its phases one
-/// after the other to scale, its total written after it. A request too short to see at this
-/// scale gets a thin mark, so every row shows where it happened.
-#[allow(clippy::cast_precision_loss)]
+/// The client waterfall's phases: `(name, legend, colour)`.
+const CLIENT_PHASES: [(&str, &str, &str); 7] = [
+    ("blocked", "blocked", PHASE_COLORS[0]),
+    ("dns", "dns", PHASE_COLORS[1]),
+    ("connect", "connect", PHASE_COLORS[2]),
+    ("tls", "tls", PHASE_COLORS[3]),
+    ("send", "send", PHASE_COLORS[4]),
+    ("wait", "wait", PHASE_COLORS[5]),
+    ("transfer", "transfer", PHASE_COLORS[6]),
+];
+
+/// The server waterfall's phases, coloured as their client counterparts: waiting as
+/// blocked, the request's head and body as what the client sends, the handler as the
+/// client's wait for the first byte, the response write as its transfer.
+const SERVER_PHASES: [(&str, &str, &str); 5] = [
+    ("waiting", "waiting", PHASE_COLORS[0]),
+    ("request_head", "request head", PHASE_COLORS[1]),
+    ("request_body", "request body", PHASE_COLORS[2]),
+    ("handler", "handler", PHASE_COLORS[5]),
+    ("response_write", "response write", PHASE_COLORS[6]),
+];
+
+/// One row of a waterfall.
+struct Row {
+    /// Orders rows that started at the same moment.
+    id: u64,
+    /// The `data-` attributes of the row's group (numbers and our own words only: a string
+    /// a peer chose goes in text, never in an attribute).
+    data: String,
+    started_at: SystemTime,
+    total: Duration,
+    /// What the row's label shows, and whole in its tooltip.
+    label: String,
+    title: String,
+    /// One per phase of the waterfall, in its order.
+    phases: Vec<Option<Duration>>,
+}
+
+/// What sets one waterfall apart from the other.
+struct Waterfall<'a> {
+    /// The picture's element id; `{id}-note` is the note's.
+    id: &'a str,
+    /// The class of each row's group.
+    row_class: &'a str,
+    /// The heading over the label column.
+    what: &'a str,
+    phases: &'a [(&'a str, &'a str, &'a str)],
+}
+
+/// A row per traced request, oldest first, as a browser's network panel draws them.
 fn waterfall(out: &mut String, snapshot: &Snapshot) {
-    let mut requests: Vec<&RequestTiming> = snapshot.requests.iter().collect();
+    let requests = &snapshot.requests;
     if requests.is_empty() {
         out.push_str(
             "<p id=\"waterfall-empty\">No traced requests yet (see <code>RequestTrace</code>).</p>",
         );
         return;
     }
-    requests.sort_by_key(|r| (r.started_at, r.id));
-    let t0 = requests[0].started_at;
-    let start = |r: &RequestTiming| {
-        r.started_at
-            .duration_since(t0)
-            .unwrap_or_default()
-            .as_secs_f64()
-    };
-    let span = requests
-        .iter()
-        .map(|r| start(r) + r.total.as_secs_f64())
-        .fold(0.0, f64::max)
-        .max(1e-6);
     // When every request went to the same origin, the rows say only the path and the note
     // under the picture says the origin once.
     let origin = origin(&requests[0].uri).filter(|o| {
@@ -323,38 +357,168 @@ fn waterfall(out: &mut String, snapshot: &Snapshot) {
                 .is_some_and(|rest| rest.starts_with(['/', '?', '#']))
         })
     });
-    let labels: Vec<String> = requests
+    let rows = requests
         .iter()
         .map(|r| {
             let shown = origin.map_or(&*r.uri, |o| &r.uri[o.len()..]);
-            shorten_end(&format!("{} {shown}", r.method), 46)
+            Row {
+                id: r.id,
+                data: format!("data-id=\"{}\"", r.id),
+                started_at: r.started_at,
+                total: r.total,
+                label: shorten_end(&format!("{} {shown}", r.method), 46),
+                title: format!("{} {}", r.method, r.uri),
+                phases: r.phases.named().iter().map(|(_, d)| *d).collect(),
+            }
         })
         .collect();
+    draw(
+        out,
+        &Waterfall {
+            id: "waterfall",
+            row_class: "request",
+            what: "request",
+            phases: &CLIENT_PHASES,
+        },
+        rows,
+    );
+    let _ = write!(
+        out,
+        "<p class=\"note wide\" id=\"waterfall-note\">A row per request{}, at its start on \
+         a time axis from the first one shown; its phases to scale (hover for each), its total \
+         after it; at the right, its phases as shares of its own total.</p>",
+        origin.map_or_else(String::new, |o| format!(" (all to {})", escape_html(o)))
+    );
+}
+
+/// A row per recently served request, oldest first, drawn as the client's waterfall: its
+/// label says the method, route, status, protocol version and connection.
+fn server_waterfall(out: &mut String, snapshot: &Snapshot) {
+    let exchanges = &snapshot.server_exchanges;
+    if exchanges.is_empty() {
+        out.push_str(
+            "<p id=\"server-waterfall-empty\">No server requests yet (served through \
+             <code>ExchangeLayer</code>, kept with <code>TrackerBuilder::recent_requests</code>).</p>",
+        );
+        return;
+    }
+    let rows =
+        exchanges
+            .iter()
+            .map(|x| {
+                let status = x.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+                let cut = if x.completed { "" } else { " cut short" };
+                let grpc = x
+                    .grpc_status
+                    .map_or_else(String::new, |g| format!(" grpc {g}"));
+                let route = x.route.as_deref().unwrap_or("(no route)");
+                let label = format!(
+                    "{} {} {status}{grpc} · {} · #{}",
+                    x.method,
+                    shorten_end(route, 24),
+                    version(x.version),
+                    x.connection
+                );
+                Row {
+                    id: x.id,
+                    data: format!(
+                    "data-id=\"{}\" data-connection=\"{}\" data-status=\"{}\" data-version=\"{}\" \
+                     data-completed=\"{}\"",
+                    x.id,
+                    x.connection,
+                    x.status.map_or(0, u32::from),
+                    escape_html(x.version),
+                    x.completed
+                ),
+                    started_at: x.started_at,
+                    total: x.total,
+                    label,
+                    title: format!(
+                    "{} {route} → {status}{grpc}{cut}, {}, connection {} ({}), read {}, written {}",
+                    x.method,
+                    version(x.version),
+                    x.connection,
+                    if x.category.is_empty() { "-" } else { &x.category },
+                    bytes(x.bytes_read),
+                    bytes(x.bytes_written)
+                ),
+                    phases: x.phases.named().iter().map(|(_, d)| *d).collect(),
+                }
+            })
+            .collect();
+    draw(
+        out,
+        &Waterfall {
+            id: "server-waterfall",
+            row_class: "exchange",
+            what: "served request",
+            phases: &SERVER_PHASES,
+        },
+        rows,
+    );
+    out.push_str(
+        "<p class=\"note wide\" id=\"server-waterfall-note\">A row per request served (method, \
+         route, status, protocol, connection), at the start of its waiting on a time axis from \
+         the first one shown: waiting for its first byte (keep-alive idle, or a slow client), \
+         reading its head, the handler waiting for its body, the handler, writing the response; \
+         hover for each. At the right, its phases as shares of its own total.</p>",
+    );
+}
+
+/// `HTTP/1.1`, `HTTP/2`.
+fn version(v: &str) -> String {
+    format!("HTTP/{v}")
+}
+
+/// A row per item, oldest first: each placed at its start on a time axis that begins with
+/// the first one shown, its phases one after the other to scale, its total written after it.
+/// A row too short to see at this scale gets a thin mark, so every row shows where it
+/// happened.
+#[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
+fn draw(out: &mut String, w: &Waterfall<'_>, mut rows: Vec<Row>) {
+    rows.sort_by_key(|r| (r.started_at, r.id));
+    let t0 = rows[0].started_at;
+    let start = |r: &Row| {
+        r.started_at
+            .duration_since(t0)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let span = rows
+        .iter()
+        .map(|r| start(r) + r.total.as_secs_f64())
+        .fold(0.0, f64::max)
+        .max(1e-6);
     // The label column as wide as its longest label (at about 6.4 px a character).
-    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let longest = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0);
     let label_w = (6.4 * longest as f64 + 16.0).clamp(140.0, 300.0).round();
-    let (w, row_h, axis_h, share_w) = (1100.0, 16.0, 34.0, 120.0);
-    // Room after the plot for the last request's total, then the column of shares.
-    let plot_w = w - label_w - 80.0 - share_w - 10.0;
-    let share_x = w - share_w - 4.0;
-    let h = axis_h + row_h * requests.len() as f64 + 6.0;
+    let (width, row_h, axis_h, share_w) = (1100.0, 16.0, 34.0, 120.0);
+    // Room after the plot for the last row's total, then the column of shares.
+    let plot_w = width - label_w - 80.0 - share_w - 10.0;
+    let share_x = width - share_w - 4.0;
+    let h = axis_h + row_h * rows.len() as f64 + 6.0;
     let x = |secs: f64| label_w + plot_w * secs / span;
     let _ = write!(
         out,
-        "<svg id=\"waterfall\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
-         data-span=\"{span}\" data-left=\"{label_w}\" data-plot-width=\"{plot_w}\">"
+        "<svg id=\"{id}\" width=\"{width}\" height=\"{h}\" viewBox=\"0 0 {width} {h}\" \
+         data-span=\"{span}\" data-left=\"{label_w}\" data-plot-width=\"{plot_w}\">",
+        id = w.id
     );
     // The legend.
-    for (i, (name, _)) in requests[0].phases.named().iter().enumerate() {
-        let lx = 4.0 + 76.0 * i as f64;
+    let mut lx = 4.0;
+    for (_, legend, color) in w.phases {
         let _ = write!(
             out,
-            "<rect x=\"{lx}\" y=\"2\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"11\">{name}</text>",
-            PHASE_COLORS[i],
+            "<rect x=\"{lx}\" y=\"2\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"11\">{legend}</text>",
             lx + 14.0
         );
+        lx += (28.0 + 6.0 * legend.len() as f64).max(76.0);
     }
-    // The time axis, from the first request's start.
+    // The time axis, from the first row's start.
     let step = nice_step(span, 8.0);
     let mut k = 0.0;
     while k * step <= span * (1.0 + 1e-9) {
@@ -373,37 +537,37 @@ fn waterfall(out: &mut String, snapshot: &Snapshot) {
     }
     let _ = write!(
         out,
-        "<text class=\"note\" x=\"4\" y=\"{ty}\">request</text>\
+        "<text class=\"note\" x=\"4\" y=\"{ty}\">{}</text>\
          <text class=\"note\" x=\"{share_x}\" y=\"{ty}\">share of each phase</text>",
+        w.what,
         ty = axis_h - 9.0
     );
-    for (row, (r, label)) in requests.iter().zip(&labels).enumerate() {
-        let y = axis_h + row_h * row as f64;
-        let full = format!("{} {}", r.method, r.uri);
+    for (i, r) in rows.iter().enumerate() {
+        let y = axis_h + row_h * i as f64;
         let begin = start(r);
         let _ = write!(
             out,
-            "<g class=\"request\" data-id=\"{}\" data-start=\"{begin}\" data-total=\"{}\">\
+            "<g class=\"{}\" {} data-start=\"{begin}\" data-total=\"{}\">\
              <text x=\"4\" y=\"{}\"><title>{}</title>{}</text>",
-            r.id,
+            w.row_class,
+            r.data,
             r.total.as_secs_f64(),
             y + 11.0,
-            escape_html(&full),
-            escape_html(label)
+            escape_html(&r.title),
+            escape_html(&r.label)
         );
         let mut at = begin;
-        for (i, (name, d)) in r.phases.named().iter().enumerate() {
+        for (&(name, _, color), d) in w.phases.iter().zip(&r.phases) {
             let Some(d) = d else { continue };
             let secs = d.as_secs_f64();
             let width = plot_w * secs / span;
             let _ = write!(
                 out,
                 "<rect class=\"phase\" data-phase=\"{name}\" data-secs=\"{secs}\" x=\"{:.2}\" y=\"{}\" \
-                 width=\"{width:.2}\" height=\"{}\" fill=\"{}\"><title>{name} {}</title></rect>",
+                 width=\"{width:.2}\" height=\"{}\" fill=\"{color}\"><title>{name} {}</title></rect>",
                 x(at),
                 y + 2.0,
                 row_h - 4.0,
-                PHASE_COLORS[i],
                 fine_duration(*d)
             );
             at += secs;
@@ -425,11 +589,11 @@ fn waterfall(out: &mut String, snapshot: &Snapshot) {
             y + 11.0,
             fine_duration(r.total)
         );
-        // The same phases as shares of this request's own total, readable however short it
-        // is next to the others.
+        // The same phases as shares of this row's own total, readable however short it is
+        // next to the others.
         let total = r.total.as_secs_f64();
         let mut at = 0.0;
-        for (i, (name, d)) in r.phases.named().iter().enumerate() {
+        for (&(name, _, color), d) in w.phases.iter().zip(&r.phases) {
             let Some(d) = d else { continue };
             let share = if total > 0.0 {
                 d.as_secs_f64() / total
@@ -439,25 +603,18 @@ fn waterfall(out: &mut String, snapshot: &Snapshot) {
             let _ = write!(
                 out,
                 "<rect class=\"share\" data-phase=\"{name}\" x=\"{:.2}\" y=\"{}\" width=\"{:.2}\" \
-                 height=\"{}\" fill=\"{}\"><title>{name} {:.0}%</title></rect>",
+                 height=\"{}\" fill=\"{color}\"><title>{name} {:.0}%</title></rect>",
                 share_x + share_w * at,
                 y + 2.0,
                 share_w * share,
                 row_h - 4.0,
-                PHASE_COLORS[i],
                 share * 100.0
             );
             at += share;
         }
         out.push_str("</g>");
     }
-    let _ = write!(
-        out,
-        "</svg><p class=\"note wide\" id=\"waterfall-note\">A row per request{}, at its start on \
-         a time axis from the first one shown; its phases to scale (hover for each), its total \
-         after it; at the right, its phases as shares of its own total.</p>",
-        origin.map_or_else(String::new, |o| format!(" (all to {})", escape_html(o)))
-    );
+    out.push_str("</svg>");
 }
 
 /// `scheme://authority` of an absolute URI, if it is one.

@@ -21,6 +21,7 @@ use std::fmt::Write as _;
 pub use crate::emit::format::{bytes, duration, escape_html, fine_duration};
 pub use crate::emit::snapshot::{Order, Page, Snapshot};
 use crate::record::info::{CloseReason, ClosedConnection, ConnectionInfo};
+use crate::track::activity::ServerExchangeTiming;
 use crate::track::stats::Stats;
 
 /// The snapshot as JSON (feature `serde`). The schema is in `docs/observability.md`.
@@ -370,7 +371,7 @@ fn conn_header(out: &mut String, id: &str, closed: bool) {
 
 /// The snapshot as a self-contained HTML page: a summary per category (over every
 /// connection), pictures (live connections over time, age and idle histograms, a waterfall
-/// of recent traced requests), the live connections the snapshot holds (click a header to
+/// of recent traced requests and one of recently served requests), the live connections the snapshot holds (click a header to
 /// sort) with "Showing N of M" when it is a limited [`Snapshot::page`], and the recently
 /// closed ones with why they closed and their last error.
 ///
@@ -379,7 +380,7 @@ fn conn_header(out: &mut String, id: &str, closed: bool) {
 /// TLS; the closed table adds Reason after Role and Error last. They fit a 1200 px window:
 /// a value too long for its cell is shortened, whole in the cell's `title` tooltip. Every
 /// string a user or peer controls (category, target, addresses, SNI, ALPN, request URI,
-/// error text) is escaped.
+/// method, route, error text) is escaped.
 #[must_use]
 #[allow(clippy::cast_precision_loss)]
 pub fn html(snapshot: &Snapshot, options: &HtmlOptions) -> String {
@@ -656,6 +657,49 @@ fn connection_table(connections: &[&ConnectionInfo], reasons: Option<&[&str]>) -
         })
         .collect();
     table(&header, &rows)
+}
+
+/// The recently finished server exchanges ([`Snapshot::server_exchanges`]) as an aligned
+/// text table, newest first: the connection, method, route, protocol version, status, each
+/// phase (`WAITING`, `HEAD`, `BODY`, `HANDLER`, `WRITE`; `-` where it was not measured), the
+/// total and the bytes read and written. Escaped as [`text_table`] is. Empty when there is
+/// none.
+#[must_use]
+pub fn text_server_exchanges(exchanges: &[ServerExchangeTiming]) -> String {
+    if exchanges.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = exchanges
+        .iter()
+        .map(|x| {
+            let mut row = vec![
+                x.connection.to_string(),
+                x.method.to_string(),
+                x.route.as_deref().unwrap_or("-").to_owned(),
+                x.version.to_owned(),
+                x.status.map_or_else(|| "-".into(), |s| s.to_string()),
+            ];
+            row.extend(
+                x.phases
+                    .named()
+                    .iter()
+                    .map(|(_, d)| d.map_or_else(|| "-".into(), fine_duration)),
+            );
+            row.extend([
+                fine_duration(x.total),
+                bytes(x.bytes_read),
+                bytes(x.bytes_written),
+            ]);
+            row
+        })
+        .collect();
+    table(
+        &[
+            "CONN", "METHOD", "ROUTE", "VERSION", "STATUS", "WAITING", "HEAD", "BODY", "HANDLER",
+            "WRITE", "TOTAL", "READ", "WRITTEN",
+        ],
+        &rows,
+    )
 }
 
 /// One line per (category, role): active, opened, closed, failed, bytes. Escaped as

@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use crate::record::info::{ClosedConnection, ConnectionInfo};
-use crate::track::activity::{ActiveSample, RequestTiming};
+use crate::track::activity::{ActiveSample, RequestTiming, ServerExchangeTiming};
 use crate::track::stats::Stats;
 use crate::track::tracker::Tracker;
 
@@ -45,6 +45,9 @@ pub struct Snapshot {
     /// The phases of recently finished traced HTTP requests, newest first
     /// ([`Tracker::recent_requests`]).
     pub requests: Vec<RequestTiming>,
+    /// The phases of recently finished server exchanges, newest first
+    /// ([`Tracker::recent_server_exchanges`]).
+    pub server_exchanges: Vec<ServerExchangeTiming>,
 }
 
 /// The order a [`Snapshot`] lists live connections in, which also decides which ones a
@@ -171,6 +174,7 @@ impl Snapshot {
             recently_closed,
             active_samples: tracker.active_samples(),
             requests: tracker.recent_requests(),
+            server_exchanges: tracker.recent_server_exchanges(),
         }
     }
 
@@ -212,6 +216,7 @@ impl Snapshot {
             total_recently_closed,
             active_samples: tracker.active_samples(),
             requests: tracker.recent_requests(),
+            server_exchanges: tracker.recent_server_exchanges(),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! What the debug page draws besides its tables, kept in small bounded rings on the tracker:
 //! [`ActiveSample`]s (live connections per category over the last minutes, one taken each time
-//! a [`Snapshot`](crate::Snapshot) is) and [`RequestTiming`]s (the phases of recently
-//! finished traced HTTP requests, for a waterfall). Nothing fills them in the background:
-//! samples exist only for the moments someone looked.
+//! a [`Snapshot`](crate::Snapshot) is), [`RequestTiming`]s (the phases of recently
+//! finished traced HTTP requests, for a waterfall) and [`ServerExchangeTiming`]s (the phases
+//! of recently served requests, for the server's waterfall). Nothing fills them in the
+//! background: samples exist only for the moments someone looked.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +16,8 @@ use crate::track::stats::Stats;
 /// at the debug page's five-second refresh, ten minutes.
 pub const ACTIVE_SAMPLES: usize = 120;
 
-/// How many finished traced requests a tracker keeps for the waterfall.
+/// How many finished traced requests a tracker keeps for the waterfall (and as many server
+/// exchanges for the server's).
 pub const REQUEST_TIMINGS: usize = 32;
 
 /// Live connections per category and role at one moment.
@@ -131,6 +133,130 @@ impl Phases {
     }
 }
 
+/// One finished server exchange (an HTTP request or RPC served through the tokio adapter's
+/// `ExchangeLayer`), as the ring behind the debug page's server waterfall keeps it: the
+/// record of [`ServerExchangeEvent`](crate::ServerExchangeEvent), owned, with when it began.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ServerExchangeTiming {
+    /// Its number on this tracker, counting every server exchange kept, from 1 (newer is
+    /// higher): what tells the ring's entries apart.
+    pub id: u64,
+    /// The connection it arrived on.
+    pub connection: ConnectionId,
+    /// That connection's category.
+    pub category: Arc<str>,
+    /// The request method.
+    pub method: Arc<str>,
+    /// The route template that matched (axum's `MatchedPath`), when known.
+    pub route: Option<Arc<str>>,
+    /// The protocol version: `"1.0"`, `"1.1"` or `"2"`.
+    pub version: &'static str,
+    /// The response status; `None` when no response was produced.
+    pub status: Option<u16>,
+    /// The gRPC status, when there was one.
+    pub grpc_status: Option<i32>,
+    /// The response was produced and written whole.
+    pub completed: bool,
+    /// When its first phase began (the start of `waiting`; on HTTP/2 of `request_head`);
+    /// unix seconds in JSON, display only.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::record::ser::system_time")
+    )]
+    pub started_at: SystemTime,
+    /// The sum of the phases.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
+    pub total: Duration,
+    /// The phases, in order.
+    pub phases: ServerPhases,
+    /// Bytes the connection read during the exchange.
+    pub bytes_read: u64,
+    /// Bytes the connection wrote during the exchange.
+    pub bytes_written: u64,
+}
+
+/// The phases of a [`ServerExchangeTiming`], in the order they happen (as
+/// [`ServerExchangeEvent`](crate::ServerExchangeEvent) defines them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ServerPhases {
+    /// From the previous exchange's end (or the accept) to the request's first byte; `None`
+    /// on HTTP/2.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::record::ser::opt_secs")
+    )]
+    pub waiting: Option<Duration>,
+    /// From the first byte to the head parsed.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
+    pub request_head: Duration,
+    /// The handler's waits for the request body's frames; `None` when the body was not timed.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::record::ser::opt_secs")
+    )]
+    pub request_body: Option<Duration>,
+    /// From the head parsed to the response head produced, less `request_body`.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
+    pub handler: Duration,
+    /// From the response head produced to its last byte written and flushed.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
+    pub response_write: Duration,
+}
+
+impl ServerPhases {
+    /// The phases with their names (`"waiting"`, `"request_head"`, `"request_body"`,
+    /// `"handler"`, `"response_write"`), in order; `None` where a phase was not measured.
+    #[must_use]
+    pub fn named(&self) -> [(&'static str, Option<Duration>); 5] {
+        [
+            ("waiting", self.waiting),
+            ("request_head", Some(self.request_head)),
+            ("request_body", self.request_body),
+            ("handler", Some(self.handler)),
+            ("response_write", Some(self.response_write)),
+        ]
+    }
+}
+
+impl ServerExchangeTiming {
+    /// The record of `ev` (its strings shared with the connection's): `id` is set when the
+    /// ring keeps it, `started_at` when the ring is read.
+    pub(crate) fn of(
+        ev: &crate::ServerExchangeEvent<'_>,
+        category: Arc<str>,
+        method: Arc<str>,
+        route: Option<Arc<str>>,
+        version: &'static str,
+    ) -> Self {
+        ServerExchangeTiming {
+            id: 0,
+            connection: ev.id,
+            category,
+            method,
+            route,
+            version,
+            status: ev.status,
+            grpc_status: ev.grpc_status,
+            completed: ev.completed,
+            started_at: SystemTime::UNIX_EPOCH,
+            total: ev.total,
+            phases: ServerPhases {
+                waiting: ev.waiting,
+                request_head: ev.request_head,
+                request_body: ev.request_body,
+                handler: ev.handler,
+                response_write: ev.response_write,
+            },
+            bytes_read: ev.bytes_read,
+            bytes_written: ev.bytes_written,
+        }
+    }
+}
+
 /// A finished request as the ring keeps it: its marks, turned into a [`RequestTiming`] when
 /// the ring is read (so finishing a request computes nothing it does not have to).
 pub(crate) struct RawTiming {
@@ -200,11 +326,15 @@ impl Marks {
     }
 }
 
-/// The tracker's two rings.
+/// The tracker's rings.
 pub(crate) struct Rings {
     samples: Mutex<VecDeque<ActiveSample>>,
     requests: Mutex<VecDeque<RawTiming>>,
-    /// How many request timings are kept (0: none, the default).
+    /// Finished server exchanges, newest first, with when each began (process clock); the
+    /// last number given (`ServerExchangeTiming::id`).
+    servers: Mutex<(VecDeque<(u64, ServerExchangeTiming)>, u64)>,
+    /// How many request timings are kept, and as many server exchanges (0: none, the
+    /// default).
     request_cap: usize,
 }
 
@@ -213,6 +343,7 @@ impl Rings {
         Rings {
             samples: Mutex::default(),
             requests: Mutex::default(),
+            servers: Mutex::default(),
             request_cap,
         }
     }
@@ -268,6 +399,35 @@ impl Rings {
         let now = crate::track::clock::Now::read();
         let ring = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         ring.iter().map(|r| r.timing(&now)).collect()
+    }
+
+    /// Keeps a finished server exchange that began at `started` (process clock).
+    pub(crate) fn push_server(&self, started: u64, mut timing: ServerExchangeTiming) {
+        if self.request_cap == 0 {
+            return;
+        }
+        let mut guard = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        let (ring, last) = &mut *guard;
+        *last += 1;
+        timing.id = *last;
+        if ring.len() >= self.request_cap {
+            ring.pop_back();
+        }
+        ring.push_front((started, timing));
+    }
+
+    /// The finished server exchanges, newest first.
+    pub(crate) fn servers(&self) -> Vec<ServerExchangeTiming> {
+        let now = crate::track::clock::Now::read();
+        let guard = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .0
+            .iter()
+            .map(|(started, t)| ServerExchangeTiming {
+                started_at: now.wall_at(*started),
+                ..t.clone()
+            })
+            .collect()
     }
 }
 

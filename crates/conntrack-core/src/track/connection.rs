@@ -873,19 +873,36 @@ impl Entry {
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
         if before == Ok(1) && self.role == Role::Server && self.times_servers() {
-            // The next request's waiting starts here and ends at the connection's next read.
-            self.end_nanos.store(now.max(1), Ordering::Relaxed);
-            self.read_at_end
-                .store(self.read.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.write_at_end
-                .store(self.write.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.first_read_nanos.store(0, Ordering::Relaxed);
-            self.watched.fetch_or(FIRST_READ, Ordering::AcqRel);
+            self.start_waiting(now);
         }
         // During a shutdown the tracker closes a connection as soon as its last exchange
         // ends, unless someone else does (see `tracker_closes`).
         if before == Ok(1) && self.tracker().is_shutting_down() && self.tracker_closes() {
             self.abort(CloseReason::Shutdown);
+        }
+    }
+
+    /// The next request's waiting starts at `now` and ends at the connection's next read.
+    fn start_waiting(&self, now: u64) {
+        self.end_nanos.store(now.max(1), Ordering::Relaxed);
+        self.read_at_end
+            .store(self.read.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.write_at_end
+            .store(self.write.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.first_read_nanos.store(0, Ordering::Relaxed);
+        self.watched.fetch_or(FIRST_READ, Ordering::AcqRel);
+    }
+
+    /// A server's TLS handshake completed: its first request waits from here, not from the
+    /// accept (the handshake's own bytes, the ClientHello first, are not the request's), so
+    /// neither its waiting nor its head counts the handshake.
+    fn handshake_done(&self) {
+        if self.role == Role::Server
+            && self.end_nanos.load(Ordering::Relaxed) == 0
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.times_servers()
+        {
+            self.start_waiting(clock::now_nanos());
         }
     }
 
@@ -1017,6 +1034,18 @@ impl Entry {
             bytes_read: self.read.load(Ordering::Relaxed).saturating_sub(x.read0),
             bytes_written: self.write.load(Ordering::Relaxed).saturating_sub(x.write0),
         };
+        // Kept before any hook runs: whoever a hook tells can read it from the ring.
+        let rings = &self.tracker().activity;
+        if rings.keeps_requests() {
+            let timing = crate::track::activity::ServerExchangeTiming::of(
+                &ev,
+                Arc::clone(&category),
+                Arc::clone(&x.live.method),
+                x.live.route.clone(),
+                x.version,
+            );
+            rings.push_server(from, timing);
+        }
         self.fire(&mut |h| {
             if h.wants_server_exchanges() {
                 h.on_server_exchange(&ev);
@@ -1469,6 +1498,7 @@ impl Connection {
         let error = match result {
             Ok(tls) => {
                 e.set_tls(tls);
+                e.handshake_done();
                 None
             }
             Err(err) => {
@@ -2031,7 +2061,9 @@ impl ConnectionRef {
     /// [`begin_exchange`](ConnectionRef::begin_exchange), whose request head has just been
     /// parsed: `None`, at no cost, unless a hook of the connection wants server exchanges
     /// ([`Hook::wants_server_exchanges`]), which then gets
-    /// [`on_server_exchange`](Hook::on_server_exchange) when it ends. `version` is
+    /// [`on_server_exchange`](Hook::on_server_exchange) when it ends, or the tracker keeps
+    /// recent requests ([`TrackerBuilder::recent_requests`](crate::TrackerBuilder::recent_requests)),
+    /// whose ring of server exchanges then keeps it. `version` is
     /// `"1.0"`, `"1.1"` or `"2"` (an HTTP/2 request has no waiting phase). The exchange layer
     /// of the tokio adapter calls it; see [`ServerExchange`].
     pub fn server_exchange(

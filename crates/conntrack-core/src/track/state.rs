@@ -97,9 +97,13 @@ impl TrackerInner {
     }
 
     /// Whether some hook of `chain` or of the tracker wants server exchanges
-    /// ([`Hook::wants_server_exchanges`]).
+    /// ([`Hook::wants_server_exchanges`]), or the tracker keeps them (its ring of recent
+    /// requests, [`TrackerBuilder::recent_requests`](crate::TrackerBuilder::recent_requests),
+    /// holds the server's too).
     pub(crate) fn wants_servers(&self, chain: &Chain) -> bool {
-        chain.wants_servers() || self.server_hooks.load(Ordering::Acquire)
+        chain.wants_servers()
+            || self.server_hooks.load(Ordering::Acquire)
+            || self.activity.keeps_requests()
     }
 
     pub(crate) fn keeps_history(&self) -> bool {

@@ -95,9 +95,15 @@ impl TrackerBuilder {
 
     /// How many finished traced HTTP requests [`Tracker::recent_requests`] keeps for the
     /// debug page's waterfall (at most
-    /// [`REQUEST_TIMINGS`](crate::activity::REQUEST_TIMINGS)). Off (0) by default: keeping
-    /// them costs a lock and a copy per request. Every traced response carries its own
+    /// [`REQUEST_TIMINGS`](crate::activity::REQUEST_TIMINGS)), and as many served requests
+    /// [`Tracker::recent_server_exchanges`] keeps for its server waterfall. Off (0) by
+    /// default: keeping them costs a lock and a copy per request, and on the server side the
+    /// timing of every exchange, as a hook that wants server exchanges does
+    /// ([`Hook::wants_server_exchanges`]). Every traced response carries its own
     /// [`RequestTrace`](crate::RequestTrace) (its phase timings) either way.
+    ///
+    /// One setting for both rings: it is the debug page's "show me recent requests", and a
+    /// process that only serves (or only calls) leaves the other ring empty at no cost.
     #[must_use]
     pub fn recent_requests(mut self, n: usize) -> Self {
         self.recent_requests = n.min(crate::track::activity::REQUEST_TIMINGS);
@@ -260,6 +266,17 @@ impl Tracker {
     #[must_use]
     pub fn recent_requests(&self) -> Vec<crate::RequestTiming> {
         self.inner.activity.requests()
+    }
+
+    /// The phases of the most recently finished server exchanges (requests served through
+    /// the tokio adapter's `ExchangeLayer`, or timed with
+    /// [`ConnectionRef::server_exchange`]), newest first, at most as many as
+    /// [`TrackerBuilder::recent_requests`] asked for (none by default). With the ring on, every
+    /// server exchange is timed, whether or not a hook wants
+    /// [`on_server_exchange`](Hook::on_server_exchange).
+    #[must_use]
+    pub fn recent_server_exchanges(&self) -> Vec<crate::ServerExchangeTiming> {
+        self.inner.activity.servers()
     }
 
     /// The most recently closed connections, newest first, at most the configured history.
