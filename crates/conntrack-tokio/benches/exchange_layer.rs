@@ -26,16 +26,25 @@ use conntrack_tokio::{Listener, TrackedConnectInfo};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Setup {
     NoLayer,
+    /// A layer that does nothing but wrap the route's future (tower's `MapResponseLayer` with
+    /// the identity): what any axum layer costs, the floor under `ExchangeLayer`'s cost.
+    PassThrough,
     Layer,
     LayerTimed,
 }
 
 impl Setup {
-    const ALL: [Setup; 3] = [Setup::NoLayer, Setup::Layer, Setup::LayerTimed];
+    const ALL: [Setup; 4] = [
+        Setup::NoLayer,
+        Setup::PassThrough,
+        Setup::Layer,
+        Setup::LayerTimed,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Setup::NoLayer => "tracked, no ExchangeLayer",
+            Setup::PassThrough => "a pass-through layer",
             Setup::Layer => "ExchangeLayer, no hook",
             Setup::LayerTimed => "ExchangeLayer, MetricsHook",
         }
@@ -54,8 +63,14 @@ async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, T
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http"));
     let mut app = Router::new().route("/", get(|| async { "hello, world" }));
-    if setup != Setup::NoLayer {
-        app = app.layer(ExchangeLayer::new(&tracker));
+    match setup {
+        Setup::NoLayer => {}
+        Setup::PassThrough => {
+            app = app.layer(tower::util::MapResponseLayer::new(
+                |r: axum::response::Response| r,
+            ));
+        }
+        Setup::Layer | Setup::LayerTimed => app = app.layer(ExchangeLayer::new(&tracker)),
     }
     tokio::spawn(
         axum::serve(
@@ -85,11 +100,12 @@ fn main() {
         .unwrap();
     // One setup alone, for a profile (`perf record`) or an instruction count, which noise
     // does not change (`valgrind --tool=callgrind`; two runs of different lengths give the
-    // cost of one more request): `-- only nolayer|layer|timed`.
+    // cost of one more request): `-- only nolayer|passthrough|layer|timed`.
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "only") {
         let setup = match args.get(i + 1).map(String::as_str) {
             Some("layer") => Setup::Layer,
+            Some("passthrough") => Setup::PassThrough,
             Some("timed") => Setup::LayerTimed,
             _ => Setup::NoLayer,
         };
