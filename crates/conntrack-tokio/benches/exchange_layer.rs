@@ -14,7 +14,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use conntrack_testkit::bench::{has_wrk, median, process_cpu_time, wrk};
+use conntrack_testkit::bench::{has_wrk, median, wrk_round, Round};
 
 use axum::routing::get;
 use axum::Router;
@@ -110,16 +110,15 @@ fn main() {
             _ => Setup::NoLayer,
         };
         let (addr, stop, _tracker) = rt.block_on(start(setup));
-        let (warm, _) = wrk(addr, 1);
-        let cpu0 = process_cpu_time();
-        let (requests, rate) = wrk(addr, secs);
-        let cpu = process_cpu_time().saturating_sub(cpu0);
+        let r = wrk_round(addr, secs);
         let _ = stop.send(true);
+        // The whole process' requests too, for a profile or an instruction count of the run.
         println!(
-            "{}: {rate:.0} req/s, {:.2} µs CPU/request; {} requests in all",
+            "{}: {:.0} req/s, {:.2} µs CPU/request; {} requests in all",
             setup.name(),
-            cpu.as_secs_f64() * 1e6 / requests,
-            warm + requests
+            r.rate,
+            r.cpu_per_request_us,
+            r.all_requests
         );
         return;
     }
@@ -131,17 +130,19 @@ fn main() {
     for round in 0..=rounds {
         for (i, &setup) in Setup::ALL.iter().enumerate() {
             let (addr, stop, tracker) = rt.block_on(start(setup));
-            let _ = wrk(addr, 1);
-            let cpu0 = process_cpu_time();
-            let (requests, rate) = wrk(addr, secs);
-            let cpu = process_cpu_time().saturating_sub(cpu0);
+            // A warm-up (connections made, not measured), then the measured part.
+            let Round {
+                requests,
+                rate,
+                cpu_per_request_us: per_request,
+                ..
+            } = wrk_round(addr, secs);
             let _ = stop.send(true);
             drop(tracker);
             rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
             if round == 0 || requests == 0.0 {
                 continue; // the first round warms everything up
             }
-            let per_request = cpu.as_secs_f64() * 1e6 / requests;
             eprintln!(
                 "round {round} {:<28} {rate:>10.0} req/s {per_request:>6.2} µs CPU/request",
                 setup.name()

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use conntrack_testkit::bench::{has_wrk, median, process_cpu_time, wrk};
+use conntrack_testkit::bench::{has_wrk, median, wrk_round, Round};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -273,18 +273,15 @@ fn main() {
             _ => Setup::Untracked,
         };
         let (addr, stop, _tracker) = rt.block_on(start(setup));
-        let (warm, _) = wrk(addr, 1);
-        let cpu0 = process_cpu_time();
-        let (requests, rate) = wrk(addr, secs);
-        let cpu = process_cpu_time().saturating_sub(cpu0);
+        let r = wrk_round(addr, secs);
         let _ = stop.send(true);
-        // The whole process' requests too, for a profile of the whole run (`perf`, or an
-        // instruction count under `valgrind --tool=callgrind`, which noise does not change).
+        // The whole process' requests too, for a profile or an instruction count of the run.
         println!(
-            "{}: {rate:.0} req/s, {:.1} µs CPU/request; {} requests in all",
+            "{}: {:.0} req/s, {:.1} µs CPU/request; {} requests in all",
             setup.name(),
-            cpu.as_secs_f64() * 1e6 / requests,
-            warm + requests
+            r.rate,
+            r.cpu_per_request_us,
+            r.all_requests
         );
         return;
     }
@@ -296,18 +293,19 @@ fn main() {
     for round in 0..=rounds {
         for (i, &setup) in Setup::ALL.iter().enumerate() {
             let (addr, stop, tracker) = rt.block_on(start(setup));
-            // Warm the connections up (not measured).
-            let _ = wrk(addr, 1);
-            let cpu0 = process_cpu_time();
-            let (requests, rate) = wrk(addr, secs);
-            let cpu = process_cpu_time().saturating_sub(cpu0);
+            // A warm-up (connections made, not measured), then the measured part.
+            let Round {
+                requests,
+                rate,
+                cpu_per_request_us: per_request,
+                ..
+            } = wrk_round(addr, secs);
             let _ = stop.send(true);
             drop(tracker);
             rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
             if round == 0 || requests == 0.0 {
                 continue; // the first round warms everything up
             }
-            let per_request = cpu.as_secs_f64() * 1e6 / requests;
             if std::env::var_os("CONNTRACK_BENCH_VERBOSE").is_some_and(|v| v == "1") {
                 eprintln!(
                     "round {round} {:<28} {rate:>10.0} req/s {per_request:>6.1} µs CPU/request",
