@@ -290,3 +290,44 @@ fn served_requests_have_their_waterfall_text_and_json() {
         assert_eq!(p.as_object().unwrap().len(), 5, "{p}");
     }
 }
+
+/// The server waterfall's row label is bounded whatever the peer sent: an extension method
+/// (any length the HTTP parser takes) is shortened like the route, whole in the row's
+/// tooltip, so it cannot run over the bars.
+#[test]
+fn a_long_method_is_shortened_in_the_server_waterfall() {
+    let tracker = Tracker::builder().recent_requests(8).build();
+    let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let conn = tracker.register(Registration::server(a, b).category("web"));
+    let r = conn.downgrade();
+    let method = "M".repeat(500);
+    r.begin_exchange();
+    let mut x = r
+        .server_exchange(&method, Some("/a"), "1.1")
+        .expect("timed: the tracker keeps recent requests");
+    x.response_head(200);
+    r.end_exchange();
+    x.finish();
+    let page = render::html(&Snapshot::of(&tracker), &HtmlOptions::default());
+    let row = page
+        .split("<g class=\"exchange\"")
+        .nth(1)
+        .expect("a row")
+        .split("</g>")
+        .next()
+        .unwrap();
+    let label = row
+        .split("</title>")
+        .nth(1)
+        .unwrap()
+        .split("</text>")
+        .next()
+        .unwrap();
+    assert!(label.chars().count() <= 64, "{label}");
+    assert!(label.contains("/a 200"), "{label}");
+    assert!(
+        row.contains(&format!("<title>{method} /a")),
+        "whole in the tooltip"
+    );
+}

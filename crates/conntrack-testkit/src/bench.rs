@@ -158,3 +158,37 @@ pub fn wrk(addr: std::net::SocketAddr, secs: u64) -> (f64, f64) {
     }
     (requests, rate)
 }
+
+/// One measured `wrk` round against `addr`: a 1-second warm-up (its connections made, nothing
+/// measured), then `secs` seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// Requests completed in the measured part.
+    pub requests: f64,
+    /// Requests per second of the measured part, as `wrk` reported it.
+    pub rate: f64,
+    /// The process' CPU time per request of the measured part, in microseconds.
+    pub cpu_per_request_us: f64,
+    /// Requests completed in the warm-up and the measured part: what the whole process served
+    /// (for a profile or an instruction count of the whole run).
+    pub all_requests: f64,
+}
+
+/// Runs a [`Round`] against `addr`.
+#[must_use]
+pub fn wrk_round(addr: std::net::SocketAddr, secs: u64) -> Round {
+    let (warm, _) = wrk(addr, 1);
+    let cpu0 = process_cpu_time();
+    let (requests, rate) = wrk(addr, secs);
+    let cpu = process_cpu_time().saturating_sub(cpu0);
+    Round {
+        requests,
+        rate,
+        cpu_per_request_us: if requests > 0.0 {
+            cpu.as_secs_f64() * 1e6 / requests
+        } else {
+            0.0
+        },
+        all_requests: warm + requests,
+    }
+}

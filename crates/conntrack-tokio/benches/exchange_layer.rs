@@ -14,7 +14,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use conntrack_testkit::bench::{has_wrk, median, process_cpu_time, wrk};
+use conntrack_testkit::bench::{has_wrk, median, wrk_round, Round};
 
 use axum::routing::get;
 use axum::Router;
@@ -26,16 +26,25 @@ use conntrack_tokio::{Listener, TrackedConnectInfo};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Setup {
     NoLayer,
+    /// A layer that does nothing but wrap the route's future (tower's `MapResponseLayer` with
+    /// the identity): what any axum layer costs, the floor under `ExchangeLayer`'s cost.
+    PassThrough,
     Layer,
     LayerTimed,
 }
 
 impl Setup {
-    const ALL: [Setup; 3] = [Setup::NoLayer, Setup::Layer, Setup::LayerTimed];
+    const ALL: [Setup; 4] = [
+        Setup::NoLayer,
+        Setup::PassThrough,
+        Setup::Layer,
+        Setup::LayerTimed,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Setup::NoLayer => "tracked, no ExchangeLayer",
+            Setup::PassThrough => "a pass-through layer",
             Setup::Layer => "ExchangeLayer, no hook",
             Setup::LayerTimed => "ExchangeLayer, MetricsHook",
         }
@@ -54,8 +63,14 @@ async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, T
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("http"));
     let mut app = Router::new().route("/", get(|| async { "hello, world" }));
-    if setup != Setup::NoLayer {
-        app = app.layer(ExchangeLayer::new(&tracker));
+    match setup {
+        Setup::NoLayer => {}
+        Setup::PassThrough => {
+            app = app.layer(tower::util::MapResponseLayer::new(
+                |r: axum::response::Response| r,
+            ));
+        }
+        Setup::Layer | Setup::LayerTimed => app = app.layer(ExchangeLayer::new(&tracker)),
     }
     tokio::spawn(
         axum::serve(
@@ -85,25 +100,25 @@ fn main() {
         .unwrap();
     // One setup alone, for a profile (`perf record`) or an instruction count, which noise
     // does not change (`valgrind --tool=callgrind`; two runs of different lengths give the
-    // cost of one more request): `-- only nolayer|layer|timed`.
+    // cost of one more request): `-- only nolayer|passthrough|layer|timed`.
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "only") {
         let setup = match args.get(i + 1).map(String::as_str) {
             Some("layer") => Setup::Layer,
+            Some("passthrough") => Setup::PassThrough,
             Some("timed") => Setup::LayerTimed,
             _ => Setup::NoLayer,
         };
         let (addr, stop, _tracker) = rt.block_on(start(setup));
-        let (warm, _) = wrk(addr, 1);
-        let cpu0 = process_cpu_time();
-        let (requests, rate) = wrk(addr, secs);
-        let cpu = process_cpu_time().saturating_sub(cpu0);
+        let r = wrk_round(addr, secs);
         let _ = stop.send(true);
+        // The whole process' requests too, for a profile or an instruction count of the run.
         println!(
-            "{}: {rate:.0} req/s, {:.2} µs CPU/request; {} requests in all",
+            "{}: {:.0} req/s, {:.2} µs CPU/request; {} requests in all",
             setup.name(),
-            cpu.as_secs_f64() * 1e6 / requests,
-            warm + requests
+            r.rate,
+            r.cpu_per_request_us,
+            r.all_requests
         );
         return;
     }
@@ -115,17 +130,19 @@ fn main() {
     for round in 0..=rounds {
         for (i, &setup) in Setup::ALL.iter().enumerate() {
             let (addr, stop, tracker) = rt.block_on(start(setup));
-            let _ = wrk(addr, 1);
-            let cpu0 = process_cpu_time();
-            let (requests, rate) = wrk(addr, secs);
-            let cpu = process_cpu_time().saturating_sub(cpu0);
+            // A warm-up (connections made, not measured), then the measured part.
+            let Round {
+                requests,
+                rate,
+                cpu_per_request_us: per_request,
+                ..
+            } = wrk_round(addr, secs);
             let _ = stop.send(true);
             drop(tracker);
             rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
             if round == 0 || requests == 0.0 {
                 continue; // the first round warms everything up
             }
-            let per_request = cpu.as_secs_f64() * 1e6 / requests;
             eprintln!(
                 "round {round} {:<28} {rate:>10.0} req/s {per_request:>6.2} µs CPU/request",
                 setup.name()

@@ -124,6 +124,19 @@ fn main() {
             f()
         }
     };
+    // One client alone for `N` requests, for an instruction count, which noise does not change:
+    // `valgrind --tool=callgrind` of `-- only plain|traced N` for two values of `N`; the
+    // difference of the counts over the difference of the `N`s is one request's cost.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "only") {
+        let n: usize = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(1000);
+        match args.get(i + 1).map(String::as_str) {
+            Some("traced") => rt.block_on(traced(&traced_client, &uri, n)),
+            _ => rt.block_on(plain(&plain_client, &uri, n)),
+        };
+        println!("{n} requests");
+        return;
+    }
     let unit = if current_thread { "req/cpu-s" } else { "req/s" };
     if wanted("plain") {
         compare("GET plain vs plain", 0.98, unit, n as f64, |t| {

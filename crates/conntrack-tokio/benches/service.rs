@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use conntrack_testkit::bench::{has_wrk, median, process_cpu_time, wrk};
+use conntrack_testkit::bench::{has_wrk, median, wrk_round, Round};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -50,6 +50,15 @@ enum Setup {
     NoHook,
     Metrics,
     AllRequestEvents,
+    // Steps between `Untracked` and `NoHook`, for the single-setup mode only (a profile or an
+    // instruction count of each part of the cost):
+    /// Tracked listeners and dialer, hyper-util's plain client over the `Dialer`, no
+    /// `ExchangeLayer`, no connect info.
+    Streams,
+    /// `Streams`, and the front and upstream served with `TrackedConnectInfo`.
+    ConnectInfo,
+    /// `ConnectInfo`, and `ExchangeLayer` on both (still the plain client).
+    Layers,
 }
 
 impl Setup {
@@ -66,6 +75,9 @@ impl Setup {
             Setup::NoHook => "tracked, no hook",
             Setup::Metrics => "tracked, MetricsHook",
             Setup::AllRequestEvents => "tracked, all request events",
+            Setup::Streams => "tracked streams only",
+            Setup::ConnectInfo => "tracked streams + connect info",
+            Setup::Layers => "tracked streams + connect info + ExchangeLayer",
         }
     }
 }
@@ -84,12 +96,17 @@ impl Hook for EveryRequestEvent {
 #[allow(clippy::large_enum_variant)] // made once per setup, cloned (shallowly) per request
 enum Upstream {
     Plain(Client<HttpConnector, Empty<Bytes>>, String),
+    PlainTracked(Client<Dialer, Empty<Bytes>>, String),
     Traced(TracedClient<Dialer, Empty<Bytes>>, String),
 }
 
 async fn forward(State(up): State<Upstream>) -> axum::response::Response {
     let res = match &up {
         Upstream::Plain(client, uri) => {
+            let res = client.get(uri.parse().unwrap()).await.unwrap();
+            res.into_body().collect().await.unwrap().to_bytes()
+        }
+        Upstream::PlainTracked(client, uri) => {
             let res = client.get(uri.parse().unwrap()).await.unwrap();
             res.into_body().collect().await.unwrap().to_bytes()
         }
@@ -115,6 +132,31 @@ fn prometheus() -> &'static PrometheusHandle {
         conntrack_core::metrics::describe();
         handle
     })
+}
+
+/// Serves `app` on a tracked listener, with `TrackedConnectInfo` or without connect info.
+fn serve(
+    listener: Listener<tokio::net::TcpListener>,
+    app: Router,
+    connect_info: bool,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    if connect_info {
+        tokio::spawn(
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<TrackedConnectInfo>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .into_future(),
+        );
+    } else {
+        tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        );
+    }
 }
 
 /// Starts the topology for `setup`; returns the front's address and what stops it.
@@ -153,31 +195,33 @@ async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, T
                 .into_future(),
         );
     } else {
-        let upstream = Router::new()
-            .route("/", get(answer))
-            .layer(ExchangeLayer::new(&tracker));
+        let layers = !matches!(setup, Setup::Streams | Setup::ConnectInfo);
+        let connect_info = setup != Setup::Streams;
+        let traced = matches!(
+            setup,
+            Setup::NoHook | Setup::Metrics | Setup::AllRequestEvents
+        );
+        let mut upstream = Router::new().route("/", get(answer));
+        if layers {
+            upstream = upstream.layer(ExchangeLayer::new(&tracker));
+        }
         let up_listener = Listener::new(
             &tracker,
             up_inner,
             ListenerConfig::new().category("upstream-in"),
         );
-        tokio::spawn(
-            axum::serve(
-                up_listener,
-                upstream.into_make_service_with_connect_info::<TrackedConnectInfo>(),
-            )
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-        );
+        serve(up_listener, upstream, connect_info, stopped());
         let dialer = Dialer::new(&tracker, DialerConfig::new().category("upstream-out"));
-        let client = TracedClient::new(
-            &tracker,
-            Client::builder(TokioExecutor::new()).build(dialer),
-        );
+        let builder = Client::builder(TokioExecutor::new());
+        let upstream = if traced {
+            Upstream::Traced(TracedClient::new(&tracker, builder.build(dialer)), up_uri)
+        } else {
+            Upstream::PlainTracked(builder.build(dialer), up_uri)
+        };
         let collector = MetricsCollector::new(&tracker);
-        let front = Router::new()
+        let mut front = Router::new()
             .route("/", get(forward))
-            .with_state(Upstream::Traced(client, up_uri))
+            .with_state(upstream)
             .nest("/debug/conntrack", debug_router(&tracker))
             .route(
                 "/metrics",
@@ -188,21 +232,16 @@ async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, T
                         prometheus().render()
                     }
                 }),
-            )
-            .layer(ExchangeLayer::new(&tracker));
+            );
+        if layers {
+            front = front.layer(ExchangeLayer::new(&tracker));
+        }
         let front_listener = Listener::new(
             &tracker,
             front_inner,
             ListenerConfig::new().category("front-in"),
         );
-        tokio::spawn(
-            axum::serve(
-                front_listener,
-                front.into_make_service_with_connect_info::<TrackedConnectInfo>(),
-            )
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-        );
+        serve(front_listener, front, connect_info, stopped());
     }
     (front_addr, stop_tx, tracker)
 }
@@ -221,28 +260,28 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async { prometheus() });
-    // For profiling one setup alone: `-- only untracked|nohook|metrics|all`.
+    // For profiling one setup alone: `-- only untracked|streams|connectinfo|layers|nohook|metrics|all`.
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "only") {
         let setup = match args.get(i + 1).map(String::as_str) {
             Some("nohook") => Setup::NoHook,
             Some("metrics") => Setup::Metrics,
             Some("all") => Setup::AllRequestEvents,
+            Some("streams") => Setup::Streams,
+            Some("connectinfo") => Setup::ConnectInfo,
+            Some("layers") => Setup::Layers,
             _ => Setup::Untracked,
         };
         let (addr, stop, _tracker) = rt.block_on(start(setup));
-        let (warm, _) = wrk(addr, 1);
-        let cpu0 = process_cpu_time();
-        let (requests, rate) = wrk(addr, secs);
-        let cpu = process_cpu_time().saturating_sub(cpu0);
+        let r = wrk_round(addr, secs);
         let _ = stop.send(true);
-        // The whole process' requests too, for a profile of the whole run (`perf`, or an
-        // instruction count under `valgrind --tool=callgrind`, which noise does not change).
+        // The whole process' requests too, for a profile or an instruction count of the run.
         println!(
-            "{}: {rate:.0} req/s, {:.1} µs CPU/request; {} requests in all",
+            "{}: {:.0} req/s, {:.1} µs CPU/request; {} requests in all",
             setup.name(),
-            cpu.as_secs_f64() * 1e6 / requests,
-            warm + requests
+            r.rate,
+            r.cpu_per_request_us,
+            r.all_requests
         );
         return;
     }
@@ -254,18 +293,19 @@ fn main() {
     for round in 0..=rounds {
         for (i, &setup) in Setup::ALL.iter().enumerate() {
             let (addr, stop, tracker) = rt.block_on(start(setup));
-            // Warm the connections up (not measured).
-            let _ = wrk(addr, 1);
-            let cpu0 = process_cpu_time();
-            let (requests, rate) = wrk(addr, secs);
-            let cpu = process_cpu_time().saturating_sub(cpu0);
+            // A warm-up (connections made, not measured), then the measured part.
+            let Round {
+                requests,
+                rate,
+                cpu_per_request_us: per_request,
+                ..
+            } = wrk_round(addr, secs);
             let _ = stop.send(true);
             drop(tracker);
             rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
             if round == 0 || requests == 0.0 {
                 continue; // the first round warms everything up
             }
-            let per_request = cpu.as_secs_f64() * 1e6 / requests;
             if std::env::var_os("CONNTRACK_BENCH_VERBOSE").is_some_and(|v| v == "1") {
                 eprintln!(
                     "round {round} {:<28} {rate:>10.0} req/s {per_request:>6.1} µs CPU/request",

@@ -223,10 +223,10 @@ pub(crate) struct EventStream {
     summary_job: Option<JoinHandle<SummaryDone>>,
     pending: VecDeque<Event>,
     told_dropped: u64,
-    /// The ids of the finished requests seen at the last summary (`None` before the first).
+    /// The ids of the finished requests seen at the last summary (or at subscription).
     seen_requests: Option<Vec<u64>>,
     /// The newest server exchange seen at the last summary (its number on the tracker, which
-    /// only grows; `None` before the first summary).
+    /// only grows; or at subscription).
     seen_server: Option<u64>,
     /// Ends the stream when the page's events are closed.
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -315,8 +315,15 @@ impl EventStream {
             summary_job: None,
             pending: VecDeque::new(),
             told_dropped: 0,
-            seen_requests: None,
-            seen_server: None,
+            // What the rings hold now is not news; what finishes from here on is reported
+            // with the next summary, the first one included.
+            seen_requests: Some(tracker.recent_requests().iter().map(|r| r.id).collect()),
+            seen_server: Some(
+                tracker
+                    .recent_server_exchanges()
+                    .first()
+                    .map_or(0, |x| x.id),
+            ),
             stop,
             _count: guard,
         })
@@ -407,7 +414,7 @@ impl EventStream {
                     dropped,
                 },
             );
-            // Requests that finished since the last summary (none before the first).
+            // Requests that finished since the last summary (or the subscription).
             let requests = tracker.recent_requests();
             let ids: Vec<u64> = requests.iter().map(|r| r.id).collect();
             let mut new: Vec<Event> = match &seen {
@@ -536,4 +543,57 @@ fn event(name: &str, data: &impl Serialize) -> Event {
 fn secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{event_total, EventStream, EventsConfig};
+    use conntrack_core::{Registration, Role, Tracker};
+    use futures_core::Stream;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    /// A request served after a subscriber came, before its stream's first summary read the
+    /// ring, is still reported (the ring's content at subscription is what it does not get).
+    #[tokio::test]
+    async fn a_request_served_before_the_first_summary_is_reported() {
+        let tracker = Tracker::builder().recent_requests(8).build();
+        let conn = tracker.register(Registration::new(Role::Server).category("web"));
+        let serve = |route: &str| {
+            let r = conn.downgrade();
+            r.begin_exchange();
+            let mut x = r
+                .server_exchange("GET", Some(route), "1.1")
+                .expect("timed for the ring");
+            x.response_head(200);
+            x.finish_when_flushed();
+            r.end_exchange_when_flushed();
+            conn.record_flush();
+        };
+        serve("/before");
+        let config = EventsConfig::default();
+        let base = event_total(&tracker.stats());
+        let Ok(mut stream) = EventStream::subscribe(&tracker, &config, false, base) else {
+            panic!("subscribed");
+        };
+        serve("/after");
+        let mut names = Vec::new();
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let ev = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx))
+                    .await
+                    .expect("the stream goes on")
+                    .unwrap();
+                let ev = format!("{ev:?}");
+                if ev.contains("server_exchange") {
+                    break ev;
+                }
+                names.push(ev);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no server_exchange event; got {names:?}"));
+        assert!(found.contains("/after"), "{found}");
+        assert!(!found.contains("/before"), "{found}");
+    }
 }

@@ -137,10 +137,17 @@ pub(crate) fn uri_text(uri: &Uri, s: &mut String) {
         s.push_str("://");
     }
     if let Some(authority) = uri.authority() {
-        s.push_str(authority.host());
-        if let Some(port) = authority.port() {
-            s.push(':');
-            s.push_str(port.as_str());
+        let text = authority.as_str();
+        // `host[:port]` as written, unless it carries user info (`user:password@host`), which
+        // is left out: taking it whole spares parsing the port again on every request.
+        if text.contains('@') {
+            s.push_str(authority.host());
+            if let Some(port) = authority.port() {
+                s.push(':');
+                s.push_str(port.as_str());
+            }
+        } else {
+            s.push_str(text);
         }
     }
     match uri.path_and_query() {

@@ -108,6 +108,14 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<Phases>, Tracker) {
             post(|body: axum::body::Bytes| async move { body.len().to_string() }),
         )
         .route("/big", get(|| async { vec![b'x'; BIG] }))
+        // Answers at once with the request's body as the response's: the body is read while
+        // the response is written.
+        .route(
+            "/echo",
+            post(
+                |req: axum::extract::Request| async move { axum::body::Body::new(req.into_body()) },
+            ),
+        )
         .layer(ExchangeLayer::new(&tracker).timed_body());
     tokio::spawn(
         axum::serve(
@@ -239,6 +247,40 @@ async fn slow_upload_is_the_request_body_phase() {
     assert!(p.head < Duration::from_millis(100), "{p:?}");
     assert_eq!(p.method, "POST");
     assert_eq!(p.route.as_deref(), Some("/upload"));
+    p.assert_adds_up();
+}
+
+/// A handler that answers at once and streams the request's body back: the client's slow
+/// upload happens after the response head, during the response write. The body waiting is
+/// the handler's, before its response head; the phases still add up to the total (a wait
+/// after the response head is not counted twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_read_after_the_response_head_is_not_counted_twice() {
+    let (addr, mut rx, tracker) = server().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 8\r\n\r\nabcd")
+        .await
+        .unwrap();
+    // The response head is out, the body's second half not yet sent.
+    in_phase(&tracker, ServerPhase::ResponseWrite).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"efgh").await.unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0; 4096];
+    while !got.ends_with(b"abcdefgh") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut tmp))
+            .await
+            .expect("the echo within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+
+    let p = next(&mut rx).await;
+    assert_eq!(p.route.as_deref(), Some("/echo"));
+    assert!(p.write >= Duration::from_millis(300), "{p:?}");
+    assert!(p.body.unwrap() < Duration::from_millis(100), "{p:?}");
     p.assert_adds_up();
 }
 

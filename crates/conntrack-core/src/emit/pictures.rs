@@ -414,7 +414,8 @@ fn server_waterfall(out: &mut String, snapshot: &Snapshot) {
                 let route = x.route.as_deref().unwrap_or("(no route)");
                 let label = format!(
                     "{} {} {status}{grpc} · {} · #{}",
-                    x.method,
+                    // The peer's method, as its route, is shortened (whole in the title).
+                    shorten_end(&x.method, 12),
                     shorten_end(route, 24),
                     version(x.version),
                     x.connection

@@ -368,7 +368,8 @@ pub struct ServerExchangeEvent<'a> {
     /// From the request's first byte to its head parsed (the request reaching the exchange
     /// layer).
     pub request_head: Duration,
-    /// The time the handler spent waiting for the request body's frames; `None` when the
+    /// The time the handler spent waiting for the request body's frames before its response
+    /// head (a body read while the response is written is in `response_write`); `None` when the
     /// body was not timed (the tokio adapter's `ExchangeLayer` without `timed_body()`), the
     /// handler phase then includes it.
     pub request_body: Option<Duration>,

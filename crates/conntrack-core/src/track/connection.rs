@@ -2111,6 +2111,17 @@ struct Live {
 }
 
 impl Live {
+    /// The length of a body wait that began at `since` and ends now, or at the response head
+    /// if that came first.
+    fn wait_until(&self, since: u64) -> u64 {
+        let mut end = clock::now_nanos();
+        let response = self.response.load(Ordering::Relaxed);
+        if response != 0 {
+            end = end.min(response);
+        }
+        end.saturating_sub(since)
+    }
+
     fn progress(&self, now: u64) -> ServerExchangeProgress {
         let response = self.response.load(Ordering::Relaxed);
         let phase = if response != 0 {
@@ -2164,18 +2175,21 @@ pub struct BodyTimer(Arc<Live>);
 impl BodyTimer {
     /// The request body was polled for a frame and answered `pending` (`true`) or ready: the
     /// time from a first pending answer to the next ready one is body waiting. Reads the clock
-    /// only on those two transitions.
+    /// only on those two transitions. Only the waits before the response head count (the
+    /// handler's): a body read while the response is written (a handler streaming the
+    /// request back) is inside `response_write`, not counted twice.
     pub fn poll(&self, pending: bool) {
         let w = &self.0.body;
         if pending {
-            if w.since.load(Ordering::Relaxed) == 0 {
+            if w.since.load(Ordering::Relaxed) == 0 && self.0.response.load(Ordering::Relaxed) == 0
+            {
                 w.since.store(clock::now_nanos().max(1), Ordering::Relaxed);
             }
         } else {
             let since = w.since.swap(0, Ordering::Relaxed);
             if since != 0 {
                 w.total
-                    .fetch_add(clock::now_nanos().saturating_sub(since), Ordering::Relaxed);
+                    .fetch_add(self.0.wait_until(since), Ordering::Relaxed);
             }
         }
     }
@@ -2223,7 +2237,7 @@ impl ServerExchange {
         // Still waiting when the exchange ended (the body was dropped pending): count it.
         let since = w.since.swap(0, Ordering::Relaxed);
         if since != 0 {
-            total += clock::now_nanos().saturating_sub(since);
+            total += self.data.live.wait_until(since);
         }
         Some(total)
     }
