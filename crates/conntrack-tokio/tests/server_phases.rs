@@ -11,8 +11,8 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::Router;
 use conntrack_core::{
-    Callbacks, ConnectionId, ListenerConfig, Role, ServerExchangeEvent, ServerExchangeProgress,
-    ServerPhase, Tracker,
+    Callbacks, ListenerConfig, Role, ServerExchangeEvent, ServerExchangeProgress, ServerPhase,
+    Tracker,
 };
 use conntrack_tokio::exchange::ExchangeLayer;
 use conntrack_tokio::{Listener, TrackedConnectInfo};
@@ -20,60 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// An owned copy of one `on_server_exchange` event.
-#[derive(Debug, Clone)]
-struct Phases {
-    id: ConnectionId,
-    method: String,
-    route: Option<String>,
-    version: String,
-    status: Option<u16>,
-    completed: bool,
-    waiting: Option<Duration>,
-    head: Duration,
-    body: Option<Duration>,
-    handler: Duration,
-    write: Duration,
-    total: Duration,
-    bytes_read: u64,
-    bytes_written: u64,
-}
-
-impl Phases {
-    fn of(ev: &ServerExchangeEvent<'_>) -> Self {
-        Phases {
-            id: ev.id,
-            method: ev.method.to_owned(),
-            route: ev.route.map(str::to_owned),
-            version: ev.version.to_owned(),
-            status: ev.status,
-            completed: ev.completed,
-            waiting: ev.waiting,
-            head: ev.request_head,
-            body: ev.request_body,
-            handler: ev.handler,
-            write: ev.response_write,
-            total: ev.total,
-            bytes_read: ev.bytes_read,
-            bytes_written: ev.bytes_written,
-        }
-    }
-
-    /// The phases add up to the total (the clock is read once per boundary, so exactly, but
-    /// allow the coarse clock's millisecond).
-    fn assert_adds_up(&self) {
-        let sum = self.waiting.unwrap_or_default()
-            + self.head
-            + self.body.unwrap_or_default()
-            + self.handler
-            + self.write;
-        let diff = sum.abs_diff(self.total);
-        assert!(
-            diff <= Duration::from_millis(1),
-            "phases do not add up: {self:?}"
-        );
-    }
-}
+#[path = "support/phases.rs"]
+mod phases;
+use phases::Phases;
 
 /// The big response's size.
 const BIG: usize = 512 * 1024;

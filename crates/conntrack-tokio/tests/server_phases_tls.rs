@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conntrack_core::{Callbacks, ConnectionId, ListenerConfig, ServerExchangeEvent, Tracker};
+use conntrack_core::{Callbacks, ListenerConfig, Tracker};
 use conntrack_tokio::exchange::ExchangeLayer;
 use conntrack_tokio::tls::TlsAcceptor;
 use conntrack_tokio::Listener;
@@ -21,53 +21,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{mpsc, Barrier};
 use tower::Layer;
 
-/// An owned copy of one `on_server_exchange` event.
-#[derive(Debug, Clone)]
-struct Phases {
-    id: ConnectionId,
-    category: String,
-    method: String,
-    version: String,
-    status: Option<u16>,
-    completed: bool,
-    waiting: Option<Duration>,
-    head: Duration,
-    body: Option<Duration>,
-    handler: Duration,
-    write: Duration,
-    total: Duration,
-}
-
-impl Phases {
-    fn of(ev: &ServerExchangeEvent<'_>) -> Self {
-        Phases {
-            id: ev.id,
-            category: ev.category.to_owned(),
-            method: ev.method.to_owned(),
-            version: ev.version.to_owned(),
-            status: ev.status,
-            completed: ev.completed,
-            waiting: ev.waiting,
-            head: ev.request_head,
-            body: ev.request_body,
-            handler: ev.handler,
-            write: ev.response_write,
-            total: ev.total,
-        }
-    }
-
-    fn assert_adds_up(&self) {
-        let sum = self.waiting.unwrap_or_default()
-            + self.head
-            + self.body.unwrap_or_default()
-            + self.handler
-            + self.write;
-        assert!(
-            sum.abs_diff(self.total) <= Duration::from_millis(1),
-            "phases do not add up: {self:?}"
-        );
-    }
-}
+#[path = "support/phases.rs"]
+mod phases;
+use phases::Phases;
 
 /// How long the slow stream's handler sleeps once both streams are in.
 const SLOW: Duration = Duration::from_millis(200);

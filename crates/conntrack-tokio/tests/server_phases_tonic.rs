@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use bytes::BufMut;
-use conntrack_core::{
-    Callbacks, ConnectionId, ListenerConfig, ServerExchangeEvent, ServerPhase, Tracker,
-};
+use conntrack_core::{Callbacks, ListenerConfig, ServerPhase, Tracker};
 use conntrack_tokio::Listener;
 use http::uri::PathAndQuery;
 use hyper::body::Buf;
@@ -95,60 +93,12 @@ async fn greeter(
     Ok(res)
 }
 
-/// An owned copy of one `on_server_exchange` event.
-#[derive(Debug, Clone)]
-struct Exchange {
-    id: ConnectionId,
-    category: String,
-    method: String,
-    route: Option<String>,
-    version: String,
-    status: Option<u16>,
-    grpc_status: Option<i32>,
-    completed: bool,
-    waiting: Option<Duration>,
-    head: Duration,
-    body: Option<Duration>,
-    handler: Duration,
-    write: Duration,
-    total: Duration,
-}
-
-impl Exchange {
-    fn of(ev: &ServerExchangeEvent<'_>) -> Self {
-        Exchange {
-            id: ev.id,
-            category: ev.category.to_owned(),
-            method: ev.method.to_owned(),
-            route: ev.route.map(str::to_owned),
-            version: ev.version.to_owned(),
-            status: ev.status,
-            grpc_status: ev.grpc_status,
-            completed: ev.completed,
-            waiting: ev.waiting,
-            head: ev.request_head,
-            body: ev.request_body,
-            handler: ev.handler,
-            write: ev.response_write,
-            total: ev.total,
-        }
-    }
-
-    fn assert_adds_up(&self) {
-        let sum = self.waiting.unwrap_or_default()
-            + self.head
-            + self.body.unwrap_or_default()
-            + self.handler
-            + self.write;
-        assert!(
-            sum.abs_diff(self.total) <= Duration::from_millis(1),
-            "phases do not add up: {self:?}"
-        );
-    }
-}
+#[path = "support/phases.rs"]
+mod phases;
+use phases::Phases;
 
 /// The next exchange (bounded wait).
-async fn next(rx: &mut mpsc::UnboundedReceiver<Exchange>) -> Exchange {
+async fn next(rx: &mut mpsc::UnboundedReceiver<Phases>) -> Phases {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("an exchange within 10 s")
@@ -160,7 +110,7 @@ async fn tonic_calls_record_their_grpc_status() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let tracker = Tracker::builder()
         .hook(Callbacks::new().on_server_exchange(move |ev| {
-            let _ = tx.send(Exchange::of(ev));
+            let _ = tx.send(Phases::of(ev));
         }))
         .build();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
