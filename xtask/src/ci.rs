@@ -12,6 +12,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let has = |flag: &str| args.iter().any(|a| a == flag);
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
     core_has_no_runtime()?;
+    crate::tidy::run(&[])?;
     if !has("--no-clippy") {
         cargo(
             &[

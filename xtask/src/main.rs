@@ -9,6 +9,9 @@
 //! - `install-check`: each dependency block of the README's "Installation" section, pasted
 //!   as printed into a fresh package, builds its example (also part of `ci`).
 //! - `demo-check [SECONDS]`: the demo's short run of `ci` alone (2 s by default).
+//! - `tidy`: conntrack-core's modules import only down the order of its layers, with no
+//!   circle between its files or folders (also part of `ci`; the order is in `tidy.rs` and
+//!   `docs/architecture.md`).
 //! - `stress`: the bounded load runs at full size on every runtime (9,000 concurrent pairs,
 //!   100,000 churned connections).
 
@@ -18,6 +21,7 @@ mod demo;
 mod features;
 mod install;
 mod stress;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
         Some("features") => features::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
+        Some("tidy") => tidy::run(&args[1..]),
         Some("install-check") => install::run(&args[1..]),
         Some("demo-check") => match args.get(1).map(|s| s.parse::<u32>()) {
             None => workspace_root().and_then(|root| demo::run(&root, 2)),
@@ -37,7 +42,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]] | install-check | demo-check [SECONDS]>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]] | install-check | demo-check [SECONDS] | tidy>"
             );
             return ExitCode::from(2);
         }

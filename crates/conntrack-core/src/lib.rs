@@ -57,64 +57,60 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
-pub mod activity;
-mod admit;
-pub mod blocking;
-mod clock;
-mod config;
-mod connection;
-mod control;
-mod dial;
-pub mod dialer;
-pub mod dns;
-mod event;
-mod hook;
-mod info;
-mod limit;
+// The crate's modules, one folder per concern, layered: a module imports only from its own
+// folder and the folders above it in this list (`docs/architecture.md` has the code map;
+// `cargo xtask ci` checks the order).
+// 1. records and events: plain data
+mod record;
+// 2. hooks and trace scopes
+mod hooks;
+// 3. tracking state
+mod track;
+// 4. acting and dialing
+mod act;
+// 5. emitters
+mod emit;
+
+// The public modules keep the paths they have always had.
+pub use act::{blocking, dialer, dns};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
-pub mod metrics;
-#[cfg(any(feature = "metrics", feature = "tracing"))]
-mod otel;
-mod pictures;
-mod recording;
-mod registry;
-pub mod render;
-mod request;
-mod stats;
-mod sync;
-mod tcp_info;
-pub mod trace;
+pub use emit::metrics;
+pub use emit::render;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
-pub mod tracing;
-mod tracker;
+pub use emit::tracing;
+pub use hooks::trace;
+pub use track::activity;
 
+pub use act::admit::AdmitWaiting;
+pub use act::control::{ShutdownReport, ShutdownSignal};
+pub use act::dial::{ConnectAttempt, Dial};
+pub use act::request::{RequestTimings, RequestTrace};
+// Shown in the docs as re-exports, where the items are documented in their public module.
+#[doc(no_inline)]
 pub use activity::{ActiveSample, Phases, RequestTiming, ServerExchangeTiming, ServerPhases};
-pub use admit::AdmitWaiting;
-pub use config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
-pub use connection::{
-    BodyTimer, CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, ServerExchange,
-    SocketGuard, TcpInfoGuard,
-};
-pub use control::{ShutdownReport, ShutdownSignal};
-pub use dial::{ConnectAttempt, Dial};
-pub use event::{
+pub use hooks::hook::{Callbacks, Hook, Hooks, NoopHook};
+pub use hooks::recording::{Recorded, RecordedError, RecordingHook, Until};
+pub use record::event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
     DnsStartEvent, GetConnEvent, Got100ContinueEvent, Got1xxResponseEvent, GotConnEvent,
     GotFirstResponseByteEvent, PutIdleConnEvent, ReadEvent, RequestInfo, ServerExchangeEvent,
     TlsHandshakeDoneEvent, TlsHandshakeStartEvent, Wait100ContinueEvent, WriteEvent,
     WroteHeaderFieldEvent, WroteHeadersEvent, WroteRequestEvent,
 };
-pub use hook::{Callbacks, Hook, Hooks, NoopHook};
-pub use info::{
+pub use record::info::{
     Addr, CloseReason, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, PeerCertificates,
     Role, ServerExchangeProgress, ServerPhase, Timings, TlsInfo,
 };
-pub use limit::{AcceptReady, LimitMode};
-pub use recording::{Recorded, RecordedError, RecordingHook, Until};
+pub use record::tcp_info::TcpStats;
+#[doc(no_inline)]
 pub use render::Snapshot;
-pub use request::{RequestTimings, RequestTrace};
-pub use stats::{CategoryStats, Stats};
-pub use tcp_info::TcpStats;
-pub use tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};
+pub use track::config::{DialerConfig, ListenerConfig, DEFAULT_FALLBACK_DELAY};
+pub use track::connection::{
+    BodyTimer, CloserGuard, Connection, ConnectionRef, ExchangeStart, Registration, ServerExchange,
+    SocketGuard, TcpInfoGuard,
+};
+pub use track::limit::{AcceptReady, LimitMode};
+pub use track::stats::{CategoryStats, Stats};
+pub use track::tracker::{Drained, HookHandle, Tracker, TrackerBuilder, DEFAULT_HISTORY};

@@ -1,6 +1,6 @@
 //! Model-checked races of the registry, the drain future and the hook list, on the real code
 //! paths: built with `--cfg loom`, core's registry shards, drain waiters and hook list use
-//! loom's locks and atomics (`src/sync.rs`), and loom runs each scenario under every
+//! loom's locks and atomics (`src/track/sync.rs`), and loom runs each scenario under every
 //! interleaving of them (up to its preemption bound).
 //!
 //! ```text

@@ -85,14 +85,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ::tracing::field::{display as as_display, Empty};
 use ::tracing::{debug_span, Span};
 
-use crate::event::{
+use crate::emit::otel::{error_type, http_version, network_type, split_target, transport};
+use crate::emit::render::{self, escape_text};
+use crate::hooks::hook::Hook;
+use crate::record::event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent,
     DnsStartEvent, ReadEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent, WriteEvent,
 };
-use crate::hook::Hook;
-use crate::info::{Addr, ConnectionId, ConnectionInfo};
-use crate::otel::{error_type, http_version, network_type, split_target, transport};
-use crate::render::{self, escape_text};
+use crate::record::info::{Addr, ConnectionId, ConnectionInfo};
 
 /// Emits an event inside `$span` (an `Option<Span>`) when there is one, else in the current
 /// context. Fields go in braces: the event macros cannot tell a dotted field name from the

@@ -44,12 +44,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::config::DialerConfig;
-use crate::connection::Connection;
-use crate::dial::{ConnectAttempt, Dial};
-use crate::dns::{Coalescer, Resolve};
-use crate::info::Addr;
-use crate::tracker::Tracker;
+use crate::act::dial::{ConnectAttempt, Dial};
+use crate::act::dns::{Coalescer, Resolve};
+use crate::record::info::Addr;
+use crate::track::config::DialerConfig;
+use crate::track::connection::Connection;
+use crate::track::tracker::Tracker;
 
 /// What a dialer needs from a runtime: connect one address, sleep.
 ///

@@ -39,7 +39,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::hook::{Chain, Hook};
+use crate::hooks::hook::{Chain, Hook};
 
 thread_local! {
     static CURRENT: RefCell<Chain> = RefCell::new(Chain::default());

@@ -9,21 +9,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
-use crate::clock::{self, Now};
-use crate::config::{DialerConfig, ListenerConfig, Policy};
-use crate::event::{
+use crate::hooks::hook::{Chain, Hook, WeakChain};
+use crate::record::event::{
     CloseEvent, ReadEvent, ServerExchangeEvent, TlsHandshakeDoneEvent, TlsHandshakeStartEvent,
     WriteEvent,
 };
-use crate::hook::{Chain, Hook, WeakChain};
-use crate::info::{
-    Addr, CloseReason, ConnState, ConnectionId, ConnectionInfo, Role, ServerExchangeProgress,
-    ServerPhase, Timings, TlsInfo,
+use crate::record::info::{
+    Addr, CloseReason, ConnectionId, ConnectionInfo, Role, ServerExchangeProgress, ServerPhase,
+    Timings, TlsInfo,
 };
-use crate::limit::Limiter;
-use crate::registry::Shard;
-use crate::tcp_info::TcpStats;
-use crate::tracker::TrackerInner;
+use crate::record::tcp_info::TcpStats;
+use crate::track::clock::{self, Now};
+use crate::track::config::{DialerConfig, ListenerConfig, Policy};
+use crate::track::history::{Snapshot, NO_END};
+use crate::track::limit::Limiter;
+use crate::track::registry;
+use crate::track::state::TrackerInner;
 
 /// Everything known about a connection when it is handed to
 /// [`Tracker::register`](crate::Tracker::register).
@@ -240,7 +241,7 @@ impl Rare {
     fn tcp_now(&mut self) -> Option<Arc<TcpStats>> {
         #[cfg(unix)]
         if let (Some(fd), true) = (self.sock_fd, self.tcp_stats) {
-            match crate::tcp_info::sample(fd) {
+            match crate::record::tcp_info::sample(fd) {
                 Some(s) => self.tcp = Some(Arc::new(s)),
                 // Not a TCP socket (a Unix socket): never asked again.
                 None => self.tcp_stats = false,
@@ -311,94 +312,17 @@ pub(crate) trait IoWatch: Send + Sync {
     fn owner(&self) -> usize;
 }
 
-const NO_END: u64 = u64::MAX;
-
 /// `Entry::watched`: an [`IoWatch`] is installed.
 const WATCHER: u8 = 1;
 /// `Entry::watched`: the next read is a request's first byte.
 const FIRST_READ: u8 = 2;
-
-/// A connection's state at one instant, copied out of its entry: what the history keeps of a
-/// closed connection, turned into a [`ConnectionInfo`] only when it is read.
-#[derive(Clone)]
-pub(crate) struct Snapshot {
-    id: u64,
-    class: u32,
-    role: Role,
-    local_addr: Addr,
-    remote_addr: Addr,
-    target: Option<Arc<str>>,
-    target_is_remote: bool,
-    opened_nanos: u64,
-    /// When the snapshot was taken (for a closed connection: when it closed).
-    pub(crate) at_nanos: u64,
-    read: u64,
-    write: u64,
-    idle_ms: u64,
-    timings: Timings,
-    tls: Option<Arc<TlsInfo>>,
-    requests: u64,
-    in_flight: u32,
-    upgraded: bool,
-    exchange_end_ms: u64,
-    tcp: Option<Arc<TcpStats>>,
-}
-
-impl Snapshot {
-    /// The index of the connection's (category, role) in the tracker's stat table.
-    pub(crate) fn class(&self) -> u32 {
-        self.class
-    }
-
-    /// The record, with `category` the name of the snapshot's class. `now` is when the record
-    /// is built (at or after the snapshot): `established_at` is its wall clock minus the
-    /// connection's age, so wall-clock times are those of the clock as it reads now.
-    pub(crate) fn into_info(self, category: Arc<str>, now: &Now) -> ConnectionInfo {
-        let target = if self.target_is_remote {
-            Some(Arc::from(self.remote_addr.to_string()))
-        } else {
-            self.target
-        };
-        let established_for = Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos));
-        ConnectionInfo {
-            id: ConnectionId(self.id),
-            category,
-            role: self.role,
-            local_addr: self.local_addr,
-            remote_addr: self.remote_addr,
-            target,
-            established_at: now.wall_at(self.opened_nanos),
-            established_for,
-            read_bytes: self.read,
-            write_bytes: self.write,
-            // The coarse clock lags the precise one by up to a tick: never more than the age.
-            idle_for: Duration::from_millis(self.idle_ms).min(established_for),
-            timings: self.timings,
-            tls: self.tls,
-            requests: self.requests,
-            in_flight: self.in_flight,
-            state: if self.upgraded {
-                ConnState::Upgraded
-            } else {
-                ConnState::of(self.requests, self.in_flight)
-            },
-            exchange_idle_for: (self.in_flight == 0 && self.exchange_end_ms != NO_END).then(|| {
-                Duration::from_millis(
-                    (self.at_nanos / 1_000_000).saturating_sub(self.exchange_end_ms),
-                )
-            }),
-            tcp: self.tcp,
-            exchange: None,
-        }
-    }
-}
 
 /// The shared state of one connection. The registry holds one `Arc` to it and every
 /// [`Connection`] handle another; `handles` counts only the handles.
 pub(crate) struct Entry {
     pub(crate) id: u64,
     /// The shard this entry lives in; it also leads to the tracker's shared state.
-    shard: Arc<Shard>,
+    shard: Arc<registry::Shard<Entry>>,
     pub(crate) role: Role,
     pub(crate) local_addr: Addr,
     pub(crate) remote_addr: Addr,
@@ -481,7 +405,7 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn new(
         id: u64,
-        shard: Arc<Shard>,
+        shard: Arc<registry::Shard<Entry>>,
         reg: Registration,
         chain: Chain,
         scope: &Chain,
@@ -649,12 +573,12 @@ impl Entry {
             // descriptor, so this is still the connection's socket.
             #[cfg(any(target_os = "linux", target_os = "android"))]
             if let Some(fd) = rare.abort_fd.take() {
-                crate::tcp_info::shutdown(fd);
+                crate::record::tcp_info::shutdown(fd);
                 for fd in std::mem::take(&mut rare.more_abort_fds) {
-                    crate::tcp_info::shutdown(fd);
+                    crate::record::tcp_info::shutdown(fd);
                 }
             } else if let Some(fd) = rare.sock_fd {
-                crate::tcp_info::shutdown(fd);
+                crate::record::tcp_info::shutdown(fd);
             }
             (
                 std::mem::take(&mut rare.read_wakers),
@@ -1113,7 +1037,7 @@ impl Entry {
         // Kept before any hook runs: whoever a hook tells can read it from the ring.
         let rings = &self.tracker().activity;
         if rings.keeps_requests() {
-            let timing = crate::activity::ServerExchangeTiming::of(
+            let timing = crate::track::activity::ServerExchangeTiming::of(
                 &ev,
                 Arc::clone(&category),
                 Arc::clone(&x.live.method),
@@ -1651,7 +1575,7 @@ impl Connection {
         // Aborted before the socket was registered: shut it down now (the caller holds it).
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if aborted {
-            crate::tcp_info::shutdown(fd);
+            crate::record::tcp_info::shutdown(fd);
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let _ = aborted;
@@ -1706,7 +1630,7 @@ impl Connection {
     /// Marks the connection upgraded: its protocol was switched (after a `101 Switching
     /// Protocols`, or a `2xx` answer to `CONNECT`) and it now carries traffic that marks no
     /// exchanges (a WebSocket, a tunnel). Its [state](ConnectionInfo::state) is
-    /// [`Upgraded`](ConnState::Upgraded) from then on; a shutdown counts it busy (it gets the
+    /// [`Upgraded`](crate::ConnState::Upgraded) from then on; a shutdown counts it busy (it gets the
     /// grace period, then is aborted at the deadline) and the idle timeout judges it by its I/O.
     /// The exchange layer of the tokio adapter marks it when a response says so.
     pub fn mark_upgraded(&self) {
@@ -1915,7 +1839,7 @@ impl Connection {
             }
         }
         // Aborted before the socket was registered: shut it down now (the caller holds it).
-        crate::tcp_info::shutdown(fd);
+        crate::record::tcp_info::shutdown(fd);
         guard
     }
 }

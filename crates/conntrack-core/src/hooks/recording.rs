@@ -9,9 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::event::*;
-use crate::hook::{for_each_event, Hook};
-use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, TlsInfo};
+use crate::hooks::hook::{for_each_event, Hook};
+use crate::record::event::*;
+use crate::record::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, TlsInfo};
 
 /// An owned copy of an I/O error: its kind and text.
 #[derive(Debug, Clone, PartialEq, Eq)]

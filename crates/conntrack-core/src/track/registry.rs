@@ -1,66 +1,50 @@
 //! The set of live connections: a map from id to entry, split into shards so that threads
 //! registering and closing connections rarely meet on the same lock.
 //!
+//! The map is generic over its entry (the connection's `Entry`), so this module knows nothing of
+//! connections: they sit above it and hold the `Arc` of their shard.
+//!
 //! Locks here are held only for a map insert, remove or a walk that clones `Arc`s; no hook,
 //! allocation-heavy work or I/O ever runs under them, so they cannot be poisoned by user code.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, PoisonError};
 
-use crate::connection::Entry;
-use crate::sync::{Mutex, MutexGuard};
-use crate::tracker::TrackerInner;
+use crate::track::ids::IdHasher;
+use crate::track::state::TrackerInner;
+use crate::track::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 64;
 
-/// Ids are sequential: a multiplicative hash spreads them over the table's buckets and control
-/// bytes without SipHash's cost.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type Map = HashMap<u64, Arc<Entry>, BuildHasherDefault<IdHasher>>;
+type Map<E> = HashMap<u64, Arc<E>, BuildHasherDefault<IdHasher>>;
 
 /// One shard: a locked map, plus the tracker state every entry in it needs. Entries hold an
 /// `Arc` to their shard rather than to the tracker, so registering and closing on different
 /// shards touch different reference counts.
 #[repr(align(128))]
-pub(crate) struct Shard {
-    map: Mutex<Map>,
+pub(crate) struct Shard<E> {
+    map: Mutex<Map<E>>,
     pub(crate) tracker: Arc<TrackerInner>,
 }
 
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Map> {
+impl<E> Shard<E> {
+    fn lock(&self) -> MutexGuard<'_, Map<E>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn insert(&self, id: u64, value: Arc<Entry>) {
+    pub(crate) fn insert(&self, id: u64, value: Arc<E>) {
         self.lock().insert(id, value);
     }
 
     /// Removes and returns the entry; `None` if it was already gone.
-    pub(crate) fn remove(&self, id: u64) -> Option<Arc<Entry>> {
+    pub(crate) fn remove(&self, id: u64) -> Option<Arc<E>> {
         self.lock().remove(&id)
     }
 }
 
-impl fmt::Debug for Shard {
+impl<E> fmt::Debug for Shard<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shard")
             .field("len", &self.lock().len())
@@ -69,11 +53,11 @@ impl fmt::Debug for Shard {
 }
 
 #[derive(Debug)]
-pub(crate) struct Registry {
-    shards: Box<[Arc<Shard>]>,
+pub(crate) struct Registry<E> {
+    shards: Box<[Arc<Shard<E>>]>,
 }
 
-impl Registry {
+impl<E> Registry<E> {
     pub(crate) fn new(tracker: &Arc<TrackerInner>) -> Self {
         Registry {
             shards: (0..SHARDS)
@@ -87,13 +71,13 @@ impl Registry {
         }
     }
 
-    pub(crate) fn shard(&self, id: u64) -> &Arc<Shard> {
+    pub(crate) fn shard(&self, id: u64) -> &Arc<Shard<E>> {
         #[allow(clippy::cast_possible_truncation)]
         let i = (id as usize) % SHARDS;
         &self.shards[i]
     }
 
-    pub(crate) fn get(&self, id: u64) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<E>> {
         self.shard(id).lock().get(&id).cloned()
     }
 
@@ -103,7 +87,7 @@ impl Registry {
 
     /// Every entry with its id, in no particular order. Each shard is locked only while its
     /// `Arc`s are cloned out.
-    pub(crate) fn collect(&self) -> Vec<(u64, Arc<Entry>)> {
+    pub(crate) fn collect(&self) -> Vec<(u64, Arc<E>)> {
         let mut out = Vec::with_capacity(self.len() + 16);
         for s in self.shards.iter() {
             out.extend(s.lock().iter().map(|(id, e)| (*id, Arc::clone(e))));
@@ -113,7 +97,7 @@ impl Registry {
 
     /// Every entry, oldest (lowest id) first. Sorting the small `(id, Arc)` pairs before
     /// anything large is built keeps a 100k-entry snapshot from moving megabytes around.
-    pub(crate) fn collect_sorted(&self) -> Vec<(u64, Arc<Entry>)> {
+    pub(crate) fn collect_sorted(&self) -> Vec<(u64, Arc<E>)> {
         let mut v = self.collect();
         v.sort_unstable_by_key(|(id, _)| *id);
         v

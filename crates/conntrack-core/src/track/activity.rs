@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use crate::info::{ConnectionId, Role};
-use crate::stats::Stats;
+use crate::record::info::{ConnectionId, Role};
+use crate::track::stats::Stats;
 
 /// How many [`ActiveSample`]s a tracker keeps: at one a second at most, at least two minutes;
 /// at the debug page's five-second refresh, ten minutes.
@@ -28,7 +28,7 @@ pub struct ActiveSample {
     /// When the sample was taken (unix seconds in JSON).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::ser::system_time")
     )]
     pub at: SystemTime,
     /// `(category, role, active)` for every category and role the tracker has seen.
@@ -57,11 +57,11 @@ pub struct RequestTiming {
     /// When the request began (unix seconds in JSON; display only).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::ser::system_time")
     )]
     pub started_at: SystemTime,
     /// From the start to the end of the request (`finish`).
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub total: Duration,
     /// The phases, in order.
     pub phases: Phases,
@@ -75,43 +75,43 @@ pub struct Phases {
     /// Waiting for a connection, besides dialing one: a free pooled connection, a slot.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub blocked: Option<Duration>,
     /// Name resolution of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub dns: Option<Duration>,
     /// TCP connect of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub connect: Option<Duration>,
     /// TLS handshake of a connection dialed for the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub tls: Option<Duration>,
     /// From having the connection to the request written (headers and body).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub send: Option<Duration>,
     /// From the request written to the first response byte: the server's time (TTFB).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub wait: Option<Duration>,
     /// From the first response byte to the end of the request.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub transfer: Option<Duration>,
 }
@@ -163,11 +163,11 @@ pub struct ServerExchangeTiming {
     /// unix seconds in JSON, display only.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::ser::system_time")
     )]
     pub started_at: SystemTime,
     /// The sum of the phases.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub total: Duration,
     /// The phases, in order.
     pub phases: ServerPhases,
@@ -187,23 +187,23 @@ pub struct ServerPhases {
     /// on HTTP/2.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub waiting: Option<Duration>,
     /// From the first byte to the head parsed.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub request_head: Duration,
     /// The handler's waits for the request body's frames; `None` when the body was not timed.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub request_body: Option<Duration>,
     /// From the head parsed to the response head produced, less `request_body`.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub handler: Duration,
     /// From the response head produced to its last byte written and flushed.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub response_write: Duration,
 }
 
@@ -265,13 +265,13 @@ pub(crate) struct RawTiming {
     pub(crate) uri: Arc<str>,
     pub(crate) connection: Option<ConnectionId>,
     pub(crate) reused: bool,
-    /// When the request began ([`clock::now_nanos`](crate::clock::now_nanos)).
+    /// When the request began ([`clock::now_nanos`](crate::track::clock::now_nanos)).
     pub(crate) started: u64,
     pub(crate) marks: Marks,
 }
 
 impl RawTiming {
-    fn timing(&self, now: &crate::clock::Now) -> RequestTiming {
+    fn timing(&self, now: &crate::track::clock::Now) -> RequestTiming {
         RequestTiming {
             id: self.id,
             method: Arc::clone(&self.method),
@@ -396,7 +396,7 @@ impl Rings {
 
     /// The finished requests, newest first.
     pub(crate) fn requests(&self) -> Vec<RequestTiming> {
-        let now = crate::clock::Now::read();
+        let now = crate::track::clock::Now::read();
         let ring = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         ring.iter().map(|r| r.timing(&now)).collect()
     }
@@ -418,7 +418,7 @@ impl Rings {
 
     /// The finished server exchanges, newest first.
     pub(crate) fn servers(&self) -> Vec<ServerExchangeTiming> {
-        let now = crate::clock::Now::read();
+        let now = crate::track::clock::Now::read();
         let guard = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
         guard
             .0

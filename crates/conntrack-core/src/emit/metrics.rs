@@ -114,16 +114,16 @@ use ::metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, Histogram, Label, Unit,
 };
 
-use crate::event::{
+use crate::emit::otel::{
+    addr_parts, error_type, http_version, network_type, otel_error_type, split_target, transport,
+};
+use crate::hooks::hook::Hook;
+use crate::record::event::{
     AcceptEvent, CloseEvent, ConnectDoneEvent, DialEvent, DnsDoneEvent, ServerExchangeEvent,
     TlsHandshakeDoneEvent, TlsHandshakeStartEvent,
 };
-use crate::hook::Hook;
-use crate::info::{ConnState, ConnectionInfo, Role};
-use crate::otel::{
-    addr_parts, error_type, http_version, network_type, otel_error_type, split_target, transport,
-};
-use crate::tracker::Tracker;
+use crate::record::info::{ConnState, ConnectionInfo, Role};
+use crate::track::tracker::Tracker;
 
 /// `conntrack.active_connections`: connections open now (gauge).
 pub const ACTIVE_CONNECTIONS: &str = "conntrack.active_connections";
@@ -582,7 +582,7 @@ pub struct MetricsHook {
 /// What tells `kestrel.connection.duration` series of one category apart, when no error
 /// label is involved.
 struct KestrelKey {
-    local: crate::info::Addr,
+    local: crate::record::info::Addr,
     http: Option<&'static str>,
     tls: Option<&'static str>,
 }
@@ -590,7 +590,7 @@ struct KestrelKey {
 /// What tells `http.client.connection.duration` series of one category apart.
 struct HttpClientKey {
     target: Option<Arc<str>>,
-    remote: crate::info::Addr,
+    remote: crate::record::info::Addr,
     http: Option<&'static str>,
 }
 
@@ -884,7 +884,7 @@ impl MetricsHook {
 impl KestrelKey {
     fn is(
         &self,
-        local: &crate::info::Addr,
+        local: &crate::record::info::Addr,
         http: Option<&'static str>,
         tls: Option<&'static str>,
     ) -> bool {

@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::info::{ConnectionInfo, Role};
-use crate::render::{bytes, duration, escape_html, fine_duration, Snapshot};
+use crate::emit::format::{bytes, duration, escape_html, fine_duration};
+use crate::emit::snapshot::Snapshot;
+use crate::record::info::{ConnectionInfo, Role};
 
 const COLORS: [&str; 8] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",

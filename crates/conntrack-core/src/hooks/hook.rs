@@ -7,12 +7,13 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::event::*;
+use crate::record::event::*;
 
 /// The one list of hook events. Every repetition over the events (the [`Hook`] trait's
 /// methods, its forwarding impls for `Arc`/`Box`, [`Hooks`], [`Callbacks`], the config
 /// setters, [`RecordingHook`](crate::RecordingHook)) is an expansion of this list: adding an
-/// event is its struct in `event.rs`, its owned form in `recording.rs`, and one line here.
+/// event is its struct in `record/event.rs`, its owned form in `hooks/recording.rs`, and one
+/// line here.
 ///
 /// Each line: doc, method, event struct, whether it is a per-I/O event, and whether
 /// [`ListenerConfig`](crate::ListenerConfig) / [`DialerConfig`](crate::DialerConfig) get a

@@ -11,29 +11,19 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::admit::AdmitWaiting;
-use crate::clock::{self, Now};
-use crate::config::ListenerConfig;
-use crate::connection::{Connection, Registration};
-use crate::event::AcceptEvent;
-use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role};
-use crate::limit::{AcceptReady, Full, LimitMode, Slot, SlotWait};
-use crate::trace;
-use crate::tracker::{Tracker, TrackerInner};
-
-/// What [`Tracker::try_admit`] did with an accepted connection.
-pub(crate) enum Admission {
-    Admitted(Connection),
-    /// Refused, counted and reported.
-    Refused(io::Error),
-    /// The connection limit is reached in `Wait` mode: queued for a slot.
-    Wait(SlotWait),
-}
+use crate::act::admit::{Admission, AdmitWaiting};
+use crate::record::info::{Addr, CloseReason, ConnectionId, ConnectionInfo};
+use crate::track::clock::{self, Now};
+use crate::track::config::ListenerConfig;
+use crate::track::connection::Connection;
+use crate::track::limit::AcceptReady;
+use crate::track::state::TrackerInner;
+use crate::track::tracker::Tracker;
 
 /// What [`Tracker::shutdown`] found.
 ///
@@ -60,41 +50,6 @@ pub struct ShutdownReport {
     /// bytes, exchanges in flight, state), oldest first. Each was then aborted with
     /// [`CloseReason::ShutdownDeadline`].
     pub still_open: Vec<ConnectionInfo>,
-}
-
-/// The shutdown signals of a tracker: whether one was ever handed out, and the tasks waiting
-/// on them.
-#[derive(Default)]
-pub(crate) struct SignalState {
-    /// A signal was handed out: the servers close their connections gracefully themselves.
-    handed_out: AtomicBool,
-    next_key: AtomicU64,
-    waiters: Mutex<Vec<(u64, Waker)>>,
-}
-
-impl SignalState {
-    fn wake_all(&self) {
-        let waiters =
-            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
-        for (_, w) in waiters {
-            w.wake();
-        }
-    }
-
-    fn remove(&self, key: u64) {
-        self.waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(k, _)| *k != key);
-    }
-}
-
-impl TrackerInner {
-    /// Whether a shutdown signal was handed out: servers then close their own connections
-    /// gracefully, and the tracker closes no server connection before the deadline.
-    pub(crate) fn servers_close(&self) -> bool {
-        self.signal.handed_out.load(Ordering::Relaxed)
-    }
 }
 
 /// A future that resolves when [`Tracker::shutdown`] begins (at once if it has begun), from
@@ -173,7 +128,7 @@ impl Tracker {
     /// with `rejected: true`; the caller drops (closes) its stream and keeps accepting.
     ///
     /// This form never waits: at the connection limit it refuses, whatever the
-    /// [`LimitMode`]. A listener in [`LimitMode::Wait`](crate::LimitMode::Wait) uses
+    /// [`LimitMode`](crate::LimitMode). A listener in [`LimitMode::Wait`](crate::LimitMode::Wait) uses
     /// [`admit_waiting`](Tracker::admit_waiting), which waits for a slot instead.
     ///
     /// # Errors
@@ -224,80 +179,6 @@ impl Tracker {
         remote: impl Into<Addr>,
     ) -> AdmitWaiting<'a> {
         AdmitWaiting::new(self, config, local.into(), remote.into())
-    }
-
-    /// Registers the connection, or refuses it (counted and reported), or, with `wait` and
-    /// the config's connection limit reached in `Wait` mode, queues it for a slot (nothing
-    /// counted or reported). `handed` is the slot a queued connection was handed.
-    pub(crate) fn try_admit(
-        &self,
-        config: &ListenerConfig,
-        local: &Addr,
-        remote: &Addr,
-        wait: bool,
-        handed: Option<Slot>,
-    ) -> Admission {
-        let refused = if self.inner.is_shutting_down() {
-            // A slot handed to a waiting connection goes on to the next waiter.
-            drop(handed);
-            Some(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "the tracker is shutting down",
-            ))
-        } else if let Some(l) = config.limiter() {
-            // One peer, one count: an IPv4 peer on a dual-stack listener arrives as an
-            // IPv4-mapped IPv6 address (`::ffff:127.0.0.1`).
-            let ip = remote.socket_addr().map(|a| a.ip().to_canonical());
-            let taken = match handed {
-                Some(slot) => l.claim_ip(slot, ip),
-                None => match l.try_acquire(ip) {
-                    // Queue for the next slot, unless the per-IP limit would refuse it then.
-                    Err(Full::Count) if wait && l.mode == LimitMode::Wait => {
-                        if l.ip_full(ip) {
-                            Err(Full::PerIp)
-                        } else {
-                            match l.acquire() {
-                                // A slot freed since the try.
-                                Ok(slot) => l.claim_ip(slot, ip),
-                                Err(queued) => return Admission::Wait(queued),
-                            }
-                        }
-                    }
-                    taken => taken,
-                },
-            };
-            match taken {
-                Ok(()) => {
-                    let mut reg = Registration::server(local.clone(), remote.clone());
-                    reg.permit = Some((Arc::clone(l), ip));
-                    reg.chain = config.chain().clone();
-                    reg.policy = config.policy();
-                    return Admission::Admitted(self.register_as(config.category_name(), reg));
-                }
-                Err(full) => Some(io::Error::new(io::ErrorKind::ConnectionRefused, full.why())),
-            }
-        } else {
-            None
-        };
-        let Some(err) = refused else {
-            return Admission::Admitted(self.accepted(config, local.clone(), remote.clone()));
-        };
-        let category = config.category_name();
-        let id = self.inner.stats.class_id(category, Role::Server);
-        self.inner
-            .stats
-            .with(id, |c| c.cell.rejected.fetch_add(1, Ordering::Relaxed));
-        let chain = config.chain().prepend(&trace::current());
-        self.fire(&chain, &mut |h| {
-            h.on_accept(&AcceptEvent {
-                category,
-                local_addr: local,
-                connection: None,
-                error: Some(&err),
-                rejected: true,
-            });
-        });
-        Admission::Refused(err)
     }
 
     /// Aborts one live connection: it closes now with [`CloseReason::Aborted`], its tracked

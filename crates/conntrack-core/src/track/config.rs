@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::event::*;
-use crate::hook::{for_each_event, if_true, Callbacks, Chain, Hook};
-use crate::limit::{LimitMode, Limiter};
+use crate::hooks::hook::{for_each_event, if_true, Callbacks, Chain, Hook};
+use crate::record::event::*;
+use crate::track::limit::{LimitMode, Limiter};
 
 /// The category, closures and hooks shared by every config.
 #[derive(Clone, Default)]

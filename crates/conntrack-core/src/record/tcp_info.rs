@@ -20,17 +20,17 @@ pub struct TcpStats {
     /// requests it includes the peer's delayed ACK: a request/response connection on loopback
     /// can read several milliseconds here on the server's entry against tens of microseconds
     /// on the client's. [`min_rtt`](TcpStats::min_rtt) shows the path itself.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub rtt: Duration,
     /// Round-trip time variance (`tcpi_rttvar`).
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub rtt_var: Duration,
     /// The smallest round-trip time seen over the connection's life, the kernel's windowed
     /// minimum (`tcpi_min_rtt`, Linux 4.6): the path's own delay, free of delayed ACKs and
     /// queueing. `None` before the first sample or when the kernel does not report it.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub min_rtt: Option<Duration>,
     /// Segments retransmitted over the connection's life (`tcpi_total_retrans`).

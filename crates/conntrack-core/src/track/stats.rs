@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use crate::info::Role;
-use crate::registry::IdHasher;
+use crate::record::info::Role;
+use crate::track::ids::IdHasher;
 
 /// Counters of one (category, role), shared by the tracker and every connection in it.
 #[derive(Debug, Default)]

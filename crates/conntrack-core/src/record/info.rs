@@ -196,19 +196,19 @@ pub struct Timings {
     /// Name resolution (dialed connections that resolved a name).
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub dns: Option<Duration>,
     /// The TCP (or Unix) connect of the attempt that won.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub connect: Option<Duration>,
     /// The TLS handshake, when one was made through a tracing wrapper.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub tls_handshake: Option<Duration>,
 }
@@ -259,7 +259,7 @@ pub struct PeerCertificates {
     /// number, like every other time.)
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_system_time")
+        serde(serialize_with = "crate::record::ser::opt_system_time")
     )]
     pub leaf_not_after: Option<SystemTime>,
 }
@@ -368,7 +368,7 @@ pub struct ServerExchangeProgress {
     /// The response status, once the response head has been produced.
     pub status: Option<u16>,
     /// Since its head was parsed (the exchange's begin).
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub elapsed: Duration,
 }
 
@@ -413,18 +413,18 @@ pub struct ConnectionInfo {
     /// second add the monotonic time since the reading.)
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::ser::system_time")
     )]
     pub established_at: SystemTime,
     /// How long the connection has existed, on the monotonic clock.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub established_for: Duration,
     /// Bytes read from the connection so far.
     pub read_bytes: u64,
     /// Bytes written to the connection so far.
     pub write_bytes: u64,
     /// Time since the last read or write (or since registration), millisecond resolution.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::info::ser::secs"))]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::record::ser::secs"))]
     pub idle_for: Duration,
     /// How long DNS, connect and the TLS handshake took.
     pub timings: Timings,
@@ -445,7 +445,7 @@ pub struct ConnectionInfo {
     /// exchange ended and while one is in flight.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::opt_secs")
+        serde(serialize_with = "crate::record::ser::opt_secs")
     )]
     pub exchange_idle_for: Option<Duration>,
     /// The server exchange in progress on this connection, while a hook wants server
@@ -647,48 +647,11 @@ pub struct ClosedConnection {
     /// on the monotonic clock.
     #[cfg_attr(
         feature = "serde",
-        serde(serialize_with = "crate::info::ser::system_time")
+        serde(serialize_with = "crate::record::ser::system_time")
     )]
     pub closed_at: SystemTime,
     /// The last I/O error seen on the connection, as text.
     pub error: Option<String>,
     /// Why it closed.
     pub reason: CloseReason,
-}
-
-#[cfg(feature = "serde")]
-pub(crate) mod ser {
-    use serde::Serializer;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    #[allow(clippy::trivially_copy_pass_by_ref)]
-    pub(crate) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    #[allow(clippy::ref_option)]
-    pub(crate) fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_f64(d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    #[allow(clippy::ref_option)]
-    pub(crate) fn opt_system_time<S: Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => system_time(t, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn system_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let secs = t
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        s.serialize_f64(secs)
-    }
 }

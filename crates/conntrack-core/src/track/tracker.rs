@@ -1,253 +1,29 @@
 //! [`Tracker`]: the registry of live connections, their totals, history and hooks.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
-
-use crate::clock::{self, Now};
-use crate::config::{DialerConfig, ListenerConfig};
-use crate::connection::{Connection, ConnectionRef, Entry, Registration, Snapshot};
-use crate::dial::Dial;
-use crate::event::{AcceptEvent, DialEvent};
-use crate::hook::{Chain, Hook};
-use crate::info::{Addr, CloseReason, ClosedConnection, ConnectionId, ConnectionInfo, Role};
-use crate::registry::Registry;
-use crate::stats::{CategoryStats, StatTable, Stats};
-use crate::sync::{AtomicBool, Mutex};
-use crate::trace;
+use crate::hooks::hook::{Chain, Hook};
+use crate::hooks::trace;
+use crate::record::event::{AcceptEvent, DialEvent};
+use crate::record::info::{Addr, ClosedConnection, ConnectionId, ConnectionInfo, Role};
+use crate::track::clock::{self, Now};
+use crate::track::config::ListenerConfig;
+use crate::track::connection::{Connection, ConnectionRef, Entry, Registration};
+use crate::track::registry::Registry;
+use crate::track::state::TrackerInner;
+use crate::track::stats::{CategoryStats, Stats};
 
 /// Ids come from one process-wide counter: unique across trackers, never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The default number of closed connections kept by [`Tracker::recently_closed`].
 pub const DEFAULT_HISTORY: usize = 64;
-
-pub(crate) struct TrackerInner {
-    hooks: ArcSwap<Chain>,
-    hook_list: Mutex<Vec<(u64, Arc<dyn Hook>)>>,
-    next_hook_key: AtomicU64,
-    io_hooks: AtomicBool,
-    /// Whether the tracker-level chain is non-empty: one relaxed load instead of an arc-swap
-    /// load on paths that only need to know whether to build an event at all.
-    any_hooks: AtomicBool,
-    /// Whether a tracker-level hook wants HTTP request events.
-    request_hooks: AtomicBool,
-    /// Whether a tracker-level hook wants server exchanges.
-    server_hooks: AtomicBool,
-    pub(crate) stats: StatTable,
-    hook_panics: AtomicU64,
-    history_cap: usize,
-    /// Closed connections, newest first, as copied at close; records are built when read.
-    history: Mutex<VecDeque<(Snapshot, Option<io::Error>, CloseReason)>>,
-    waiters: Mutex<HashMap<u64, Waker>>,
-    waiter_count: AtomicUsize,
-    next_waiter: AtomicU64,
-    /// What the debug page draws: live-connection samples and traced request timings.
-    pub(crate) activity: crate::activity::Rings,
-    /// Set by `shutdown`: listeners refuse new connections, idle ones close.
-    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
-    /// The shutdown signals handed out ([`Tracker::shutdown_signal`]) and their wakers.
-    pub(crate) signal: crate::control::SignalState,
-    /// The policy enforcer's next wake-up (nanos on the process clock), `u64::MAX` when it
-    /// waits for a policy-bearing connection or is checking (then lowered by each
-    /// registration due earlier, see `policy_registered`); and its waker.
-    pub(crate) sweep_at: AtomicU64,
-    pub(crate) sweep_waker: std::sync::Mutex<Option<Waker>>,
-}
-
-impl TrackerInner {
-    fn new(history_cap: usize, request_cap: usize, hooks: Vec<Arc<dyn Hook>>) -> Self {
-        let inner = TrackerInner {
-            hooks: ArcSwap::from_pointee(Chain::default()),
-            hook_list: Mutex::new(Vec::new()),
-            next_hook_key: AtomicU64::new(0),
-            io_hooks: AtomicBool::new(false),
-            any_hooks: AtomicBool::new(false),
-            request_hooks: AtomicBool::new(false),
-            server_hooks: AtomicBool::new(false),
-            stats: StatTable::default(),
-            hook_panics: AtomicU64::new(0),
-            history_cap,
-            history: Mutex::new(VecDeque::with_capacity(history_cap.min(1024))),
-            waiters: Mutex::new(HashMap::new()),
-            waiter_count: AtomicUsize::new(0),
-            next_waiter: AtomicU64::new(0),
-            activity: crate::activity::Rings::new(request_cap),
-            shutting_down: std::sync::atomic::AtomicBool::new(false),
-            signal: crate::control::SignalState::default(),
-            sweep_at: AtomicU64::new(u64::MAX),
-            sweep_waker: std::sync::Mutex::new(None),
-        };
-        for h in hooks {
-            inner.add_hook(h);
-        }
-        inner
-    }
-
-    /// Whether a tracker-level hook wants per-I/O events. One relaxed load: the hot path.
-    #[inline]
-    pub(crate) fn wants_io(&self) -> bool {
-        self.io_hooks.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn has_hooks(&self, chain: &Chain) -> bool {
-        !chain.is_empty() || self.any_hooks.load(Ordering::Acquire)
-    }
-
-    /// Whether some hook of `chain` or of the tracker wants HTTP request events
-    /// ([`Hook::wants_request_events`]).
-    pub(crate) fn wants_requests(&self, chain: &Chain) -> bool {
-        chain.wants_requests() || self.request_hooks.load(Ordering::Acquire)
-    }
-
-    /// Whether some hook of `chain` or of the tracker wants server exchanges
-    /// ([`Hook::wants_server_exchanges`]), or the tracker keeps them (its ring of recent
-    /// requests, [`TrackerBuilder::recent_requests`], holds the server's too).
-    pub(crate) fn wants_servers(&self, chain: &Chain) -> bool {
-        chain.wants_servers()
-            || self.server_hooks.load(Ordering::Acquire)
-            || self.activity.keeps_requests()
-    }
-
-    pub(crate) fn keeps_history(&self) -> bool {
-        self.history_cap > 0
-    }
-
-    /// `chain` first, then the tracker's own hooks.
-    pub(crate) fn fire(&self, chain: &Chain, f: &mut dyn FnMut(&dyn Hook)) {
-        chain.call(&self.hook_panics, f);
-        self.hooks.load().call(&self.hook_panics, f);
-    }
-
-    /// `scope`, then `chain`, then the tracker's own hooks.
-    pub(crate) fn fire_scoped(&self, scope: &Chain, chain: &Chain, f: &mut dyn FnMut(&dyn Hook)) {
-        scope.call(&self.hook_panics, f);
-        self.fire(chain, f);
-    }
-
-    fn add_hook(&self, hook: Arc<dyn Hook>) -> u64 {
-        let key = self.next_hook_key.fetch_add(1, Ordering::Relaxed);
-        let mut list = self
-            .hook_list
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        list.push((key, hook));
-        self.publish_hooks(&list);
-        key
-    }
-
-    fn remove_hook(&self, key: u64) {
-        let mut list = self
-            .hook_list
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        list.retain(|(k, _)| *k != key);
-        self.publish_hooks(&list);
-    }
-
-    fn publish_hooks(&self, list: &[(u64, Arc<dyn Hook>)]) {
-        let chain = Chain::new(list.iter().map(|(_, h)| Arc::clone(h)).collect());
-        self.io_hooks.store(chain.wants_io(), Ordering::Relaxed);
-        self.request_hooks
-            .store(chain.wants_requests(), Ordering::Release);
-        self.server_hooks
-            .store(chain.wants_servers(), Ordering::Release);
-        let any = !chain.is_empty();
-        self.hooks.store(Arc::new(chain));
-        self.any_hooks.store(any, Ordering::Release);
-    }
-
-    /// Keeps a closed connection's final state and last error in the history.
-    pub(crate) fn push_history(
-        &self,
-        snapshot: Snapshot,
-        error: Option<io::Error>,
-        reason: CloseReason,
-    ) {
-        if self.history_cap == 0 {
-            return;
-        }
-        let mut h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        let evicted = if h.len() == self.history_cap {
-            h.pop_back()
-        } else {
-            None
-        };
-        h.push_front((snapshot, error, reason));
-        drop(h);
-        // The evicted record's references are released outside the lock.
-        drop(evicted);
-    }
-
-    fn active(&self, category: Option<&str>) -> u64 {
-        let mut n = 0;
-        self.stats.each(|c| {
-            if category.is_none_or(|cat| cat == &*c.category) {
-                n += c.cell.active();
-            }
-        });
-        n
-    }
-
-    pub(crate) fn wake_drain_waiters(&self) {
-        // SeqCst pairs with `Drained::poll`: either this load sees its registration or its
-        // re-check sees this close (a store-buffer pattern, which Acquire/Release allow to fail).
-        if self.waiter_count.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        // Wake outside the lock: a waker may poll its task inline, and that poll takes the lock.
-        let wakers: Vec<Waker> = self
-            .waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
-
-    /// A policy-bearing connection to look at by `deadline` (its first deadline plus its
-    /// slack) was registered: lowers the enforcer's wake-up time to it and wakes the enforcer
-    /// if it sleeps past that. During a check (`sweep_at` is then `u64::MAX`) this leaves the
-    /// deadline for the enforcer to find once the check ends, so a connection registered after
-    /// the check collected the live ones is not missed (see `run_policies`). Only a
-    /// registration due earlier than the current wake-up writes; one uncontended lock then.
-    fn policy_registered(&self, deadline: u64) {
-        if deadline >= self.sweep_at.load(Ordering::SeqCst) {
-            return;
-        }
-        if deadline < self.sweep_at.fetch_min(deadline, Ordering::SeqCst) {
-            let w = self
-                .sweep_waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(w) = w {
-                w.wake();
-            }
-        }
-    }
-
-    pub(crate) fn count_failed(&self, category: &str, role: Role) {
-        let id = self.stats.class_id(category, role);
-        self.stats
-            .with(id, |c| c.cell.failed.fetch_add(1, Ordering::Relaxed));
-    }
-}
 
 /// Keeps track of live connections.
 ///
@@ -271,7 +47,7 @@ impl TrackerInner {
 #[derive(Clone)]
 pub struct Tracker {
     pub(crate) inner: Arc<TrackerInner>,
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry<Entry>>,
 }
 
 impl Default for Tracker {
@@ -285,7 +61,7 @@ impl fmt::Debug for Tracker {
         f.debug_struct("Tracker")
             .field("len", &self.len())
             .field("hooks", &self.inner.hooks.load().hooks().len())
-            .field("history", &self.inner.history_cap)
+            .field("history", &self.inner.history.cap())
             .finish()
     }
 }
@@ -330,7 +106,7 @@ impl TrackerBuilder {
     /// process that only serves (or only calls) leaves the other ring empty at no cost.
     #[must_use]
     pub fn recent_requests(mut self, n: usize) -> Self {
-        self.recent_requests = n.min(crate::activity::REQUEST_TIMINGS);
+        self.recent_requests = n.min(crate::track::activity::REQUEST_TIMINGS);
         self
     }
 
@@ -506,27 +282,7 @@ impl Tracker {
     /// The most recently closed connections, newest first, at most the configured history.
     #[must_use]
     pub fn recently_closed(&self) -> Vec<ClosedConnection> {
-        let h = self
-            .inner
-            .history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = Now::read();
-        h.iter()
-            .map(|(snapshot, error, reason)| {
-                let category = self
-                    .inner
-                    .stats
-                    .with(snapshot.class(), |c| Arc::clone(&c.category));
-                let info = snapshot.clone().into_info(category, &now);
-                ClosedConnection {
-                    closed_at: info.established_at + info.established_for,
-                    info,
-                    error: error.as_ref().map(ToString::to_string),
-                    reason: *reason,
-                }
-            })
-            .collect()
+        self.inner.history.records(&self.inner.stats)
     }
 
     /// Installs a hook until the returned handle is dropped or
@@ -637,20 +393,6 @@ impl Tracker {
                 });
             });
         }
-    }
-
-    /// Starts reporting a dial of `target` with `config`, capturing the current
-    /// [`trace`](crate::trace) scope. See [`Dial`].
-    pub fn dial(&self, config: &DialerConfig, target: impl Into<Arc<str>>) -> Dial {
-        Dial::new(self.clone(), config, target.into())
-    }
-
-    /// Starts reporting a dial of one address, `addr`, with `config`: the same as
-    /// [`dial`](Tracker::dial) with `addr.to_string()` as the target, except that the text is
-    /// made only when something reads it (a hook, a snapshot, the history), so a dial nobody
-    /// looks at does not format an address.
-    pub fn dial_addr(&self, config: &DialerConfig, addr: SocketAddr) -> Dial {
-        Dial::new_addr(self.clone(), config, addr)
     }
 
     pub(crate) fn dial_failed(&self, category: &Arc<str>, chain: &Chain, ev: &DialEvent<'_>) {

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use crate::activity::{Marks, RawTiming};
-use crate::clock;
-use crate::connection::{ConnectionRef, ExchangeStart, IoWatch};
-use crate::event::*;
-use crate::hook::{for_each_event, Chain, Hook, Hooks};
-use crate::trace;
-use crate::tracker::{Tracker, TrackerInner};
+use crate::hooks::hook::{for_each_event, Chain, Hook, Hooks};
+use crate::hooks::trace;
+use crate::record::event::*;
+use crate::track::activity::{Marks, RawTiming};
+use crate::track::clock;
+use crate::track::connection::{ConnectionRef, ExchangeStart, IoWatch};
+use crate::track::state::TrackerInner;
+use crate::track::tracker::Tracker;
 
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role, TlsInfo};
+use crate::record::info::{Addr, CloseReason, ConnectionId, ConnectionInfo, Role, TlsInfo};
 
 /// A connection was accepted, or an accept failed.
 ///

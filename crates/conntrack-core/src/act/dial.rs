@@ -6,15 +6,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::clock;
-use crate::config::{DialerConfig, Policy};
-use crate::connection::{Connection, Registration};
-use crate::event::{ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent, DnsStartEvent};
-use crate::hook::Chain;
-use crate::info::{Addr, Role, Timings};
-use crate::limit::{LimitMode, Limiter};
-use crate::trace;
-use crate::tracker::Tracker;
+use crate::hooks::hook::Chain;
+use crate::hooks::trace;
+use crate::record::event::{
+    ConnectDoneEvent, ConnectStartEvent, DialEvent, DnsDoneEvent, DnsStartEvent,
+};
+use crate::record::info::{Addr, Role, Timings};
+use crate::track::clock;
+use crate::track::config::{DialerConfig, Policy};
+use crate::track::connection::{Connection, Registration};
+use crate::track::limit::{LimitMode, Limiter};
+use crate::track::tracker::Tracker;
 
 /// One dial in progress, from [`Tracker::dial`].
 ///
@@ -327,5 +329,21 @@ impl fmt::Debug for Dial {
             .field("target", &self.target())
             .field("timings", &self.timings)
             .finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// Starts reporting a dial of `target` with `config`, capturing the current
+    /// [`trace`](crate::trace) scope. See [`Dial`].
+    pub fn dial(&self, config: &DialerConfig, target: impl Into<Arc<str>>) -> Dial {
+        Dial::new(self.clone(), config, target.into())
+    }
+
+    /// Starts reporting a dial of one address, `addr`, with `config`: the same as
+    /// [`dial`](Tracker::dial) with `addr.to_string()` as the target, except that the text is
+    /// made only when something reads it (a hook, a snapshot, the history), so a dial nobody
+    /// looks at does not format an address.
+    pub fn dial_addr(&self, config: &DialerConfig, addr: SocketAddr) -> Dial {
+        Dial::new_addr(self.clone(), config, addr)
     }
 }

@@ -1,0 +1,152 @@
+//! The history of closed connections: each one's final state, copied out of its entry at
+//! close ([`Snapshot`]), kept in a bounded ring, newest first, and turned into a
+//! [`ClosedConnection`] record only when read.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use crate::record::info::{
+    Addr, CloseReason, ClosedConnection, ConnState, ConnectionId, ConnectionInfo, Role, Timings,
+    TlsInfo,
+};
+use crate::record::tcp_info::TcpStats;
+use crate::track::clock::Now;
+use crate::track::stats::StatTable;
+use crate::track::sync::Mutex;
+
+/// `exchange_end_ms` of a connection before any exchange ended.
+pub(crate) const NO_END: u64 = u64::MAX;
+
+/// A connection's state at one instant, copied out of its entry: what the history keeps of a
+/// closed connection, turned into a [`ConnectionInfo`] only when it is read.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) id: u64,
+    pub(crate) class: u32,
+    pub(crate) role: Role,
+    pub(crate) local_addr: Addr,
+    pub(crate) remote_addr: Addr,
+    pub(crate) target: Option<Arc<str>>,
+    pub(crate) target_is_remote: bool,
+    pub(crate) opened_nanos: u64,
+    /// When the snapshot was taken (for a closed connection: when it closed).
+    pub(crate) at_nanos: u64,
+    pub(crate) read: u64,
+    pub(crate) write: u64,
+    pub(crate) idle_ms: u64,
+    pub(crate) timings: Timings,
+    pub(crate) tls: Option<Arc<TlsInfo>>,
+    pub(crate) requests: u64,
+    pub(crate) in_flight: u32,
+    pub(crate) upgraded: bool,
+    pub(crate) exchange_end_ms: u64,
+    pub(crate) tcp: Option<Arc<TcpStats>>,
+}
+
+impl Snapshot {
+    /// The index of the connection's (category, role) in the tracker's stat table.
+    pub(crate) fn class(&self) -> u32 {
+        self.class
+    }
+
+    /// The record, with `category` the name of the snapshot's class. `now` is when the record
+    /// is built (at or after the snapshot): `established_at` is its wall clock minus the
+    /// connection's age, so wall-clock times are those of the clock as it reads now.
+    pub(crate) fn into_info(self, category: Arc<str>, now: &Now) -> ConnectionInfo {
+        let target = if self.target_is_remote {
+            Some(Arc::from(self.remote_addr.to_string()))
+        } else {
+            self.target
+        };
+        let established_for = Duration::from_nanos(self.at_nanos.saturating_sub(self.opened_nanos));
+        ConnectionInfo {
+            id: ConnectionId(self.id),
+            category,
+            role: self.role,
+            local_addr: self.local_addr,
+            remote_addr: self.remote_addr,
+            target,
+            established_at: now.wall_at(self.opened_nanos),
+            established_for,
+            read_bytes: self.read,
+            write_bytes: self.write,
+            // The coarse clock lags the precise one by up to a tick: never more than the age.
+            idle_for: Duration::from_millis(self.idle_ms).min(established_for),
+            timings: self.timings,
+            tls: self.tls,
+            requests: self.requests,
+            in_flight: self.in_flight,
+            state: if self.upgraded {
+                ConnState::Upgraded
+            } else {
+                ConnState::of(self.requests, self.in_flight)
+            },
+            exchange_idle_for: (self.in_flight == 0 && self.exchange_end_ms != NO_END).then(|| {
+                Duration::from_millis(
+                    (self.at_nanos / 1_000_000).saturating_sub(self.exchange_end_ms),
+                )
+            }),
+            tcp: self.tcp,
+            exchange: None,
+        }
+    }
+}
+
+/// The closed connections kept for [`Tracker::recently_closed`](crate::Tracker::recently_closed),
+/// newest first, at most `cap`.
+pub(crate) struct History {
+    cap: usize,
+    /// Closed connections, newest first, as copied at close; records are built when read.
+    ring: Mutex<VecDeque<(Snapshot, Option<io::Error>, CloseReason)>>,
+}
+
+impl History {
+    pub(crate) fn new(cap: usize) -> Self {
+        History {
+            cap,
+            ring: Mutex::new(VecDeque::with_capacity(cap.min(1024))),
+        }
+    }
+
+    /// How many closed connections it keeps.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Keeps a closed connection's final state and last error.
+    pub(crate) fn push(&self, snapshot: Snapshot, error: Option<io::Error>, reason: CloseReason) {
+        if self.cap == 0 {
+            return;
+        }
+        let mut h = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let evicted = if h.len() == self.cap {
+            h.pop_back()
+        } else {
+            None
+        };
+        h.push_front((snapshot, error, reason));
+        drop(h);
+        // The evicted record's references are released outside the lock.
+        drop(evicted);
+    }
+
+    /// The records, newest first, with their categories' names from `stats`.
+    pub(crate) fn records(&self, stats: &StatTable) -> Vec<ClosedConnection> {
+        let h = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Now::read();
+        h.iter()
+            .map(|(snapshot, error, reason)| {
+                let category = stats.with(snapshot.class(), |c| Arc::clone(&c.category));
+                let info = snapshot.clone().into_info(category, &now);
+                ClosedConnection {
+                    closed_at: info.established_at + info.established_for,
+                    info,
+                    error: error.as_ref().map(ToString::to_string),
+                    reason: *reason,
+                }
+            })
+            .collect()
+    }
+}
