@@ -530,7 +530,15 @@ async fn chromium_shows_every_connection_and_markup_as_text() {
             .iter()
             .filter(|r| &r[1] == category && &r[2] == role)
             .count() as u64;
-        assert_eq!(*active, listed, "{category} {role}");
+        if category == "http-in" {
+            // Chromium's own connections (as above) can open or close between the two reads.
+            assert!(
+                active.abs_diff(listed) <= 2,
+                "{category} {role}: {active} active, {listed} listed"
+            );
+        } else {
+            assert_eq!(*active, listed, "{category} {role}");
+        }
     }
 
     // Chromium has exited: its connections close, and each extra row was one of them.
