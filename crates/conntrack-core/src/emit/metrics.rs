@@ -612,7 +612,33 @@ struct CategoryHandles {
     http_client: Vec<(HttpClientKey, Histogram)>,
     /// `conntrack.tcp.rtt`, by role.
     rtt: Vec<(Role, Histogram)>,
+    /// `http.server.request.duration` of exchanges with no route, by what else labels it.
+    server_requests: Vec<(ServerKey, Histogram)>,
+    /// `http.server.request.duration` by route (a template: few), then by what else labels
+    /// it.
+    server_routes: HashMap<Box<str>, Vec<(ServerKey, Histogram)>, FnvBuild>,
+    /// `conntrack.server.phase.duration`, by protocol version, one handle per phase (in the
+    /// order of [`SERVER_PHASES`]), made when the phase is first recorded.
+    server_phases: Vec<(&'static str, [Option<Histogram>; 5])>,
 }
+
+/// What tells `http.server.request.duration` series of one category and route apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ServerKey {
+    method: &'static str,
+    version: &'static str,
+    status: Option<u16>,
+    completed: bool,
+}
+
+/// The phases of `conntrack.server.phase.duration`, in order.
+const SERVER_PHASES: [&str; 5] = [
+    "waiting",
+    "request_head",
+    "request_body",
+    "handler",
+    "response_write",
+];
 
 /// FNV-1a for the kept-handle maps: their keys are the program's own category names (not
 /// input from the network), short, and looked up at every close, where SipHash's resistance
@@ -722,6 +748,45 @@ impl MetricsHook {
     pub fn server_requests(mut self, on: bool) -> Self {
         self.server_requests = on;
         self
+    }
+
+    /// `http.server.request.duration` of a server exchange whose handle is not kept yet:
+    /// made with its labels, recorded, and kept.
+    #[cold]
+    fn server_request_slow(
+        &self,
+        ev: &ServerExchangeEvent<'_>,
+        key: ServerKey,
+        duration: f64,
+        recorder: usize,
+    ) {
+        let mut l = vec![
+            category_label(ev.category),
+            Label::from_static_parts("http.request.method", key.method),
+            Label::from_static_parts("network.protocol.version", key.version),
+        ];
+        if let Some(s) = ev.status {
+            l.push(Label::new("http.response.status_code", s.to_string()));
+        }
+        if let Some(r) = ev.route {
+            l.push(Label::new("http.route", r.to_owned()));
+        }
+        if !ev.completed {
+            l.push(Label::from_static_parts("error.type", "aborted"));
+        } else if let Some(s) = ev.status.filter(|s| *s >= 500) {
+            l.push(Label::new("error.type", s.to_string()));
+        }
+        let histogram = ::metrics::histogram!(HTTP_SERVER_REQUEST_DURATION, self.labels(l));
+        histogram.record(duration);
+        self.kept.keep(recorder, &Arc::from(ev.category), |h| {
+            let v = match ev.route {
+                Some(r) => h.server_routes.entry(Box::from(r)).or_default(),
+                None => &mut h.server_requests,
+            };
+            if !v.iter().any(|(k, _)| *k == key) {
+                v.push((key, histogram));
+            }
+        });
     }
 
     fn labels(&self, base: impl IntoIterator<Item = Label>) -> Vec<Label> {
@@ -935,39 +1000,67 @@ impl Hook for MetricsHook {
             "3" => "3",
             _ => "1.1",
         };
-        let mut l = vec![
-            category_label(ev.category),
-            Label::from_static_parts("http.request.method", otel_method(ev.method)),
-            Label::from_static_parts("network.protocol.version", version),
-        ];
-        if let Some(s) = ev.status {
-            l.push(Label::new("http.response.status_code", s.to_string()));
-        }
-        if let Some(r) = ev.route {
-            l.push(Label::new("http.route", r.to_owned()));
-        }
-        if !ev.completed {
-            l.push(Label::from_static_parts("error.type", "aborted"));
-        } else if let Some(s) = ev.status.filter(|s| *s >= 500) {
-            l.push(Label::new("error.type", s.to_string()));
-        }
-        let duration = ev.total.saturating_sub(ev.waiting.unwrap_or_default());
-        ::metrics::histogram!(HTTP_SERVER_REQUEST_DURATION, self.labels(l)).record(secs(duration));
+        let key = ServerKey {
+            method: otel_method(ev.method),
+            version,
+            status: ev.status,
+            completed: ev.completed,
+        };
+        let duration = secs(ev.total.saturating_sub(ev.waiting.unwrap_or_default()));
         let phases = [
-            ("waiting", ev.waiting),
-            ("request_head", Some(ev.request_head)),
-            ("request_body", ev.request_body),
-            ("handler", Some(ev.handler)),
-            ("response_write", Some(ev.response_write)),
+            ev.waiting,
+            Some(ev.request_head),
+            ev.request_body,
+            Some(ev.handler),
+            Some(ev.response_write),
         ];
-        for (phase, d) in phases {
-            if let Some(d) = d {
+        let recorder = recorder_id();
+        // The common case: one read lock and one category lookup find the handles.
+        let (mut request_done, mut phase_done) = (false, [false; 5]);
+        {
+            let g = self.kept.0.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(h) = (g.0 == recorder).then(|| g.1.get(ev.category)).flatten() {
+                let by_route = match ev.route {
+                    Some(r) => h.server_routes.get(r),
+                    None => Some(&h.server_requests),
+                };
+                let kept = by_route.and_then(|v| v.iter().find(|(k, _)| *k == key));
+                if let Some((_, histogram)) = kept {
+                    histogram.record(duration);
+                    request_done = true;
+                }
+                if let Some((_, handles)) = h.server_phases.iter().find(|(v, _)| *v == version) {
+                    for (i, (d, handle)) in phases.iter().zip(handles).enumerate() {
+                        if let (Some(d), Some(handle)) = (d, handle) {
+                            handle.record(secs(*d));
+                            phase_done[i] = true;
+                        }
+                    }
+                }
+            }
+        }
+        if !request_done {
+            self.server_request_slow(ev, key, duration, recorder);
+        }
+        for (i, d) in phases.iter().enumerate() {
+            if let (Some(d), false) = (d, phase_done[i]) {
                 let l = [
                     category_label(ev.category),
-                    Label::from_static_parts("conntrack.server.phase", phase),
+                    Label::from_static_parts("conntrack.server.phase", SERVER_PHASES[i]),
                     Label::from_static_parts("network.protocol.version", version),
                 ];
-                ::metrics::histogram!(SERVER_PHASE_DURATION, self.labels(l)).record(secs(d));
+                let histogram = ::metrics::histogram!(SERVER_PHASE_DURATION, self.labels(l));
+                histogram.record(secs(*d));
+                self.kept.keep(recorder, &Arc::from(ev.category), |h| {
+                    let at = match h.server_phases.iter().position(|(v, _)| *v == version) {
+                        Some(at) => at,
+                        None => {
+                            h.server_phases.push((version, Default::default()));
+                            h.server_phases.len() - 1
+                        }
+                    };
+                    h.server_phases[at].1[i].get_or_insert(histogram);
+                });
             }
         }
     }
