@@ -31,9 +31,41 @@ async fn smol_unix_bind(path: &std::path::Path) -> io::Result<smol::net::unix::U
     smol::net::unix::UnixListener::bind(path)
 }
 
+/// Counts the tasks whose read or write went pending, and lets the test wait for a count
+/// (each count is a message: no wake-up is lost, no polling).
+#[derive(Clone)]
+struct Pending {
+    n: Arc<AtomicUsize>,
+    tx: smol::channel::Sender<()>,
+    rx: smol::channel::Receiver<()>,
+}
+
+impl Pending {
+    fn new() -> Self {
+        let (tx, rx) = smol::channel::unbounded();
+        Pending {
+            n: Arc::new(AtomicUsize::new(0)),
+            tx,
+            rx,
+        }
+    }
+
+    fn mark(&self) {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        let _ = self.tx.try_send(());
+    }
+
+    /// Waits until `k` tasks have gone pending (bounded by the test's `bounded`).
+    async fn at_least(&self, k: usize) {
+        while self.n.load(Ordering::SeqCst) < k {
+            self.rx.recv().await.expect("the sender is held here");
+        }
+    }
+}
+
 /// Reads from `stream` once, counting in `pending` the first time the read is pending (its
 /// task's waker is then parked with the connection).
-async fn read_once<S>(mut stream: S, pending: Arc<AtomicUsize>) -> io::Result<usize>
+async fn read_once<S>(mut stream: S, pending: Pending) -> io::Result<usize>
 where
     S: futures_lite::io::AsyncRead + Unpin,
 {
@@ -44,7 +76,7 @@ where
         let res = Pin::new(&mut read).poll(cx);
         if res.is_pending() && !counted {
             counted = true;
-            pending.fetch_add(1, Ordering::SeqCst);
+            pending.mark();
         }
         res
     })
@@ -52,11 +84,7 @@ where
 }
 
 /// Counts every poll of `fut` in `polls`, and in `pending` the first pending one.
-async fn counted<F: Future>(
-    fut: F,
-    polls: Arc<AtomicUsize>,
-    pending: Arc<AtomicUsize>,
-) -> F::Output {
+async fn counted<F: Future>(fut: F, polls: Arc<AtomicUsize>, pending: Pending) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let mut counted = false;
     std::future::poll_fn(|cx| {
@@ -64,7 +92,7 @@ async fn counted<F: Future>(
         let res = fut.as_mut().poll(cx);
         if res.is_pending() && !counted {
             counted = true;
-            pending.fetch_add(1, Ordering::SeqCst);
+            pending.mark();
         }
         res
     })
@@ -145,13 +173,11 @@ macro_rules! runtime_tests {
                         .await
                         .unwrap();
                     let (server, _) = l.accept().await.unwrap();
-                    let pending = Arc::new(AtomicUsize::new(0));
+                    let pending = Pending::new();
                     let reads = [server.clone(), server.clone()]
-                        .map(|clone| $spawn(read_once(clone, Arc::clone(&pending))));
+                        .map(|clone| $spawn(read_once(clone, pending.clone())));
                     // Both reads pending, each task's waker parked (bounded by `bounded`).
-                    while pending.load(Ordering::SeqCst) < 2 {
-                        smol::Timer::after(std::time::Duration::from_millis(2)).await;
-                    }
+                    pending.at_least(2).await;
                     assert!(tracker.abort(server.id()));
                     for read in reads {
                         let err = read.await.expect_err("the blocked read fails");
@@ -182,19 +208,17 @@ macro_rules! runtime_tests {
                         .unwrap();
                     let (server, _) = l.accept().await.unwrap();
                     let polls = Arc::new(AtomicUsize::new(0));
-                    let pending = Arc::new(AtomicUsize::new(0));
+                    let pending = Pending::new();
                     let reads: Vec<_> = (0..9)
                         .map(|_| {
                             $spawn(counted(
-                                read_once(server.clone(), Arc::new(AtomicUsize::new(0))),
+                                read_once(server.clone(), Pending::new()),
                                 Arc::clone(&polls),
-                                Arc::clone(&pending),
+                                pending.clone(),
                             ))
                         })
                         .collect();
-                    while pending.load(Ordering::SeqCst) < 9 {
-                        smol::Timer::after(std::time::Duration::from_millis(2)).await;
-                    }
+                    pending.at_least(9).await;
                     // The peer stays silent for 300 ms: the nine readers stay parked.
                     let before = polls.load(Ordering::SeqCst);
                     smol::Timer::after(std::time::Duration::from_millis(300)).await;
@@ -206,19 +230,17 @@ macro_rules! runtime_tests {
                         );
                     }
 
-                    let write_pending = Arc::new(AtomicUsize::new(0));
+                    let write_pending = Pending::new();
                     let writes: Vec<_> = (0..3)
                         .map(|_| {
                             $spawn(counted(
                                 write_until_error(server.clone()),
                                 Arc::new(AtomicUsize::new(0)),
-                                Arc::clone(&write_pending),
+                                write_pending.clone(),
                             ))
                         })
                         .collect();
-                    while write_pending.load(Ordering::SeqCst) < 3 {
-                        smol::Timer::after(std::time::Duration::from_millis(2)).await;
-                    }
+                    write_pending.at_least(3).await;
                     assert!(tracker.abort(server.id()));
                     for read in reads {
                         let err = read.await.expect_err("the blocked read fails");
@@ -257,19 +279,16 @@ macro_rules! runtime_tests {
                             (server, client)
                         };
                         let id = stream.id();
-                        let read_pending = Arc::new(AtomicUsize::new(0));
-                        let read = $spawn(read_once(stream.clone(), Arc::clone(&read_pending)));
-                        let write_pending = Arc::new(AtomicUsize::new(0));
+                        let read_pending = Pending::new();
+                        let read = $spawn(read_once(stream.clone(), read_pending.clone()));
+                        let write_pending = Pending::new();
                         let write = $spawn(counted(
                             write_until_error(stream.clone()),
                             Arc::new(AtomicUsize::new(0)),
-                            Arc::clone(&write_pending),
+                            write_pending.clone(),
                         ));
-                        while read_pending.load(Ordering::SeqCst) < 1
-                            || write_pending.load(Ordering::SeqCst) < 1
-                        {
-                            smol::Timer::after(std::time::Duration::from_millis(2)).await;
-                        }
+                        read_pending.at_least(1).await;
+                        write_pending.at_least(1).await;
                         drop(stream);
                         assert!(tracker.abort(id));
                         let err = read.await.expect_err("the blocked read fails");
