@@ -192,3 +192,23 @@ pub fn wrk_round(addr: std::net::SocketAddr, secs: u64) -> Round {
         all_requests: warm + requests,
     }
 }
+
+/// The setup named after `only` on the command line (`cargo bench ... -- only NAME`), for the
+/// whole-service benchmarks' single-setup mode: `Some("")` when `only` has no name after it.
+#[must_use]
+pub fn only_setup() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "only")?;
+    Some(args.get(i + 1).cloned().unwrap_or_default())
+}
+
+impl Round {
+    /// Prints the round of the single-setup mode: its rate, its CPU per request and the
+    /// requests the whole process served (for a profile or an instruction count of the run).
+    pub fn print_single(&self, setup: &str) {
+        println!(
+            "{setup}: {:.0} req/s, {:.2} µs CPU/request; {} requests in all",
+            self.rate, self.cpu_per_request_us, self.all_requests
+        );
+    }
+}

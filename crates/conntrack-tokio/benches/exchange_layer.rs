@@ -14,7 +14,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use conntrack_testkit::bench::{has_wrk, median, wrk_round, Round};
+use conntrack_testkit::bench::{has_wrk, median, only_setup, wrk_round, Round};
 
 use axum::routing::get;
 use axum::Router;
@@ -101,25 +101,17 @@ fn main() {
     // One setup alone, for a profile (`perf record`) or an instruction count, which noise
     // does not change (`valgrind --tool=callgrind`; two runs of different lengths give the
     // cost of one more request): `-- only nolayer|passthrough|layer|timed`.
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "only") {
-        let setup = match args.get(i + 1).map(String::as_str) {
-            Some("layer") => Setup::Layer,
-            Some("passthrough") => Setup::PassThrough,
-            Some("timed") => Setup::LayerTimed,
+    if let Some(only) = only_setup() {
+        let setup = match only.as_str() {
+            "layer" => Setup::Layer,
+            "passthrough" => Setup::PassThrough,
+            "timed" => Setup::LayerTimed,
             _ => Setup::NoLayer,
         };
         let (addr, stop, _tracker) = rt.block_on(start(setup));
         let r = wrk_round(addr, secs);
         let _ = stop.send(true);
-        // The whole process' requests too, for a profile or an instruction count of the run.
-        println!(
-            "{}: {:.0} req/s, {:.2} µs CPU/request; {} requests in all",
-            setup.name(),
-            r.rate,
-            r.cpu_per_request_us,
-            r.all_requests
-        );
+        r.print_single(setup.name());
         return;
     }
     println!(

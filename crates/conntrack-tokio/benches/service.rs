@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use conntrack_testkit::bench::{has_wrk, median, wrk_round, Round};
+use conntrack_testkit::bench::{has_wrk, median, only_setup, wrk_round, Round};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -261,28 +261,20 @@ fn main() {
         .unwrap();
     rt.block_on(async { prometheus() });
     // For profiling one setup alone: `-- only untracked|streams|connectinfo|layers|nohook|metrics|all`.
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "only") {
-        let setup = match args.get(i + 1).map(String::as_str) {
-            Some("nohook") => Setup::NoHook,
-            Some("metrics") => Setup::Metrics,
-            Some("all") => Setup::AllRequestEvents,
-            Some("streams") => Setup::Streams,
-            Some("connectinfo") => Setup::ConnectInfo,
-            Some("layers") => Setup::Layers,
+    if let Some(only) = only_setup() {
+        let setup = match only.as_str() {
+            "nohook" => Setup::NoHook,
+            "metrics" => Setup::Metrics,
+            "all" => Setup::AllRequestEvents,
+            "streams" => Setup::Streams,
+            "connectinfo" => Setup::ConnectInfo,
+            "layers" => Setup::Layers,
             _ => Setup::Untracked,
         };
         let (addr, stop, _tracker) = rt.block_on(start(setup));
         let r = wrk_round(addr, secs);
         let _ = stop.send(true);
-        // The whole process' requests too, for a profile or an instruction count of the run.
-        println!(
-            "{}: {:.0} req/s, {:.1} µs CPU/request; {} requests in all",
-            setup.name(),
-            r.rate,
-            r.cpu_per_request_us,
-            r.all_requests
-        );
+        r.print_single(setup.name());
         return;
     }
     println!(
