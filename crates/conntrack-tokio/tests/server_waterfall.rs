@@ -9,6 +9,8 @@
 //! the picture and the table in `docs/http-trace.md` come from here.
 #![cfg(feature = "axum")]
 
+#[path = "support/phases.rs"]
+mod phases;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use conntrack_core::render::{self, HtmlOptions, Snapshot};
 use conntrack_core::{ListenerConfig, Tracker};
 use conntrack_tokio::exchange::ExchangeLayer;
 use conntrack_tokio::{Listener, TrackedConnectInfo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The big response's size.
@@ -66,37 +68,9 @@ async fn server() -> (SocketAddr, Tracker) {
     (addr, tracker)
 }
 
-/// Reads one HTTP/1 response with a `content-length` body, `chunk` bytes per read with
-/// `pause` after each read of the body; returns its status line.
-async fn read_response(s: &mut TcpStream, chunk: usize, pause: Duration) -> String {
-    let mut buf = Vec::new();
-    let mut tmp = vec![0; chunk];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut tmp).await.unwrap();
-        assert!(n > 0, "connection closed in the head");
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().unwrap())
-        })
-        .expect("content-length");
-    let mut got = buf.len() - head_end;
-    while got < len {
-        if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
-        let n = s.read(&mut tmp).await.unwrap();
-        assert!(n > 0, "connection closed in the body");
-        got += n;
-    }
+/// [`read_response`](phases::read_response)'s status line.
+async fn read_status(s: &mut TcpStream, chunk: usize, pause: Duration) -> String {
+    let (head, _) = phases::read_response(s, chunk, pause).await;
     head.lines().next().unwrap().to_owned()
 }
 
@@ -113,7 +87,7 @@ async fn each_row_shows_the_phase_its_client_or_handler_made_slow() {
             .unwrap();
         tokio::time::sleep(SLOW_HEAD).await;
         s.write_all(b"\r\n").await.unwrap();
-        assert_eq!(read_response(&mut s, 4096, Duration::ZERO).await, OK);
+        assert_eq!(read_status(&mut s, 4096, Duration::ZERO).await, OK);
     };
     let slow_upload = async {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -122,19 +96,19 @@ async fn each_row_shows_the_phase_its_client_or_handler_made_slow() {
             .unwrap();
         tokio::time::sleep(SLOW_BODY).await;
         s.write_all(b"efgh").await.unwrap();
-        assert_eq!(read_response(&mut s, 4096, Duration::ZERO).await, OK);
+        assert_eq!(read_status(&mut s, 4096, Duration::ZERO).await, OK);
     };
     let handler_then_pause = async {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /items/7 HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
-        assert_eq!(read_response(&mut s, 4096, Duration::ZERO).await, OK);
+        assert_eq!(read_status(&mut s, 4096, Duration::ZERO).await, OK);
         tokio::time::sleep(PAUSE).await;
         s.write_all(b"GET /fast HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
-        assert_eq!(read_response(&mut s, 4096, Duration::ZERO).await, OK);
+        assert_eq!(read_status(&mut s, 4096, Duration::ZERO).await, OK);
     };
     let slow_reader = async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -145,7 +119,7 @@ async fn each_row_shows_the_phase_its_client_or_handler_made_slow() {
             .unwrap();
         // 512 KiB in 8 KiB reads 10 ms apart: well over half a second.
         assert_eq!(
-            read_response(&mut s, 8192, Duration::from_millis(10)).await,
+            read_status(&mut s, 8192, Duration::from_millis(10)).await,
             OK
         );
     };

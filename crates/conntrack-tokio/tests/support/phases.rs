@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use conntrack_core::{ConnectionId, ServerExchangeEvent};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// An owned copy of one `on_server_exchange` event.
 #[derive(Debug, Clone)]
@@ -62,4 +64,43 @@ impl Phases {
             "phases do not add up: {self:?}"
         );
     }
+}
+
+/// Reads one HTTP/1 response with a `content-length` body, `chunk` bytes per read with
+/// `pause` after each read; returns its head and its body's length.
+pub(crate) async fn read_response(
+    s: &mut TcpStream,
+    chunk: usize,
+    pause: Duration,
+) -> (String, usize) {
+    let mut buf = Vec::new();
+    let mut tmp = vec![0; chunk];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut tmp).await.unwrap();
+        assert!(n > 0, "connection closed in the head");
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut got = buf.len() - head_end;
+    while got < len {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let n = s.read(&mut tmp).await.unwrap();
+        assert!(n > 0, "connection closed in the body");
+        got += n;
+    }
+    assert_eq!(got, len, "one response at a time");
+    (head, len)
 }
