@@ -403,6 +403,8 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    // Inlined into its one caller, which puts the entry straight into its `Arc`.
+    #[inline(always)]
     pub(crate) fn new(
         id: u64,
         shard: Arc<registry::Shard<Entry>>,

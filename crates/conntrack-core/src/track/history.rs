@@ -2,7 +2,6 @@
 //! close ([`Snapshot`]), kept in a bounded ring, newest first, and turned into a
 //! [`ClosedConnection`] record only when read.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -94,19 +93,32 @@ impl Snapshot {
     }
 }
 
+/// One closed connection as the history keeps it.
+type Kept = (Snapshot, Option<io::Error>, CloseReason);
+
 /// The closed connections kept for [`Tracker::recently_closed`](crate::Tracker::recently_closed),
 /// newest first, at most `cap`.
 pub(crate) struct History {
     cap: usize,
-    /// Closed connections, newest first, as copied at close; records are built when read.
-    ring: Mutex<VecDeque<(Snapshot, Option<io::Error>, CloseReason)>>,
+    /// Closed connections as copied at close (records are built when read): a ring that, once
+    /// full, overwrites its oldest slot in place (no record moves in or out of a queue).
+    ring: Mutex<Ring>,
+}
+
+struct Ring {
+    slots: Vec<Kept>,
+    /// The slot the next record goes to (the oldest, once full).
+    next: usize,
 }
 
 impl History {
     pub(crate) fn new(cap: usize) -> Self {
         History {
             cap,
-            ring: Mutex::new(VecDeque::with_capacity(cap.min(1024))),
+            ring: Mutex::new(Ring {
+                slots: Vec::with_capacity(cap.min(1024)),
+                next: 0,
+            }),
         }
     }
 
@@ -121,22 +133,28 @@ impl History {
             return;
         }
         let mut h = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let evicted = if h.len() == self.cap {
-            h.pop_back()
+        let i = h.next;
+        h.next = if i + 1 == self.cap { 0 } else { i + 1 };
+        if h.slots.len() < self.cap {
+            h.slots.push((snapshot, error, reason));
         } else {
-            None
-        };
-        h.push_front((snapshot, error, reason));
-        drop(h);
-        // The evicted record's references are released outside the lock.
-        drop(evicted);
+            // The oldest record is dropped in place, under the lock: reference counts (its
+            // addresses, target, TLS record) and its error, nothing that takes a tracker lock.
+            h.slots[i] = (snapshot, error, reason);
+        }
     }
 
     /// The records, newest first, with their categories' names from `stats`.
     pub(crate) fn records(&self, stats: &StatTable) -> Vec<ClosedConnection> {
         let h = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Now::read();
-        h.iter()
+        // Newest first: from the slot before `next` down to the first, then from the last
+        // down to `next` (the part written before the ring last wrapped round).
+        let (recent, earlier) = h.slots.split_at(h.next.min(h.slots.len()));
+        recent
+            .iter()
+            .rev()
+            .chain(earlier.iter().rev())
             .map(|(snapshot, error, reason)| {
                 let category = stats.with(snapshot.class(), |c| Arc::clone(&c.category));
                 let info = snapshot.clone().into_info(category, &now);

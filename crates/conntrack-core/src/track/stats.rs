@@ -1,5 +1,6 @@
 //! Totals that outlive connections, per (category, role).
 
+use std::cell::Cell;
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -185,11 +186,35 @@ impl StatTable {
     }
 
     /// The index of a (category, role), made on first use.
+    ///
+    /// Each thread remembers the class it last found for each role (a listener's or a
+    /// dialer's connections come one after another, of one category): a hint, used only once
+    /// the class it names is found to be this table's and of this (category, role), so a
+    /// stale hint (another table, since dropped, at the same address) costs a probe, never a
+    /// wrong class. A hit spares hashing the category and loading the index.
     pub(crate) fn class_id(&self, category: &str, role: Role) -> u32 {
-        if let Ok(id) = self.index.load().probe(self, category, role) {
-            return id;
+        thread_local! {
+            static LAST: Cell<[(usize, u32); 2]> = const { Cell::new([(0, u32::MAX); 2]) };
         }
-        self.add_class(category, role)
+        let me = std::ptr::from_ref(self) as usize;
+        let r = usize::from(slot(role));
+        let (table, id) = LAST.with(|l| l.get()[r]);
+        if table == me && id < self.len.load(Ordering::Acquire) {
+            let c = self.class(id);
+            if c.role == role && *c.category == *category {
+                return id;
+            }
+        }
+        let id = match self.index.load().probe(self, category, role) {
+            Ok(id) => id,
+            Err(_) => self.add_class(category, role),
+        };
+        LAST.with(|l| {
+            let mut last = l.get();
+            last[r] = (me, id);
+            l.set(last);
+        });
+        id
     }
 
     /// Counts a connection opened in a (category, role) and returns the class's index.

@@ -197,11 +197,10 @@ where
     /// The future resolves to the client's error, unchanged.
     pub fn request(&self, req: Request<B>) -> ResponseFuture<C, B> {
         ResponseFuture {
-            start: Some(Box::new(Start {
+            state: State::Start(Start {
                 client: Arc::clone(&self.inner),
                 req,
-            })),
-            sending: None,
+            }),
         }
     }
 
@@ -416,8 +415,15 @@ impl Shared {
 /// end of the exchange is reported.
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture<C, B> {
-    start: Option<Box<Start<C, B>>>,
-    sending: Option<Sending>,
+    state: State<C, B>,
+}
+
+/// Where a [`ResponseFuture`] is. The request waits unboxed for the first poll: a box would
+/// cost an allocation per request to save moving the future once or twice.
+enum State<C, B> {
+    Start(Start<C, B>),
+    Sending(Sending),
+    Done,
 }
 
 // Nothing in it is pinned structurally: the inner future is polled through `Pin::new`, and
@@ -427,7 +433,13 @@ impl<C, B> Unpin for ResponseFuture<C, B> {}
 impl<C, B> fmt::Debug for ResponseFuture<C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("trace", &self.sending.as_ref().map(|s| &s.trace))
+            .field(
+                "trace",
+                &match &self.state {
+                    State::Sending(s) => Some(&s.trace),
+                    _ => None,
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -443,10 +455,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Some(start) = this.start.take() {
-            this.sending = Some((*start).begin());
+        if matches!(this.state, State::Start(_)) {
+            let State::Start(start) = std::mem::replace(&mut this.state, State::Done) else {
+                unreachable!("checked above");
+            };
+            this.state = State::Sending(start.begin());
         }
-        let Some(sending) = this.sending.as_mut() else {
+        let State::Sending(sending) = &mut this.state else {
             panic!("ResponseFuture polled after completion");
         };
         let current = match &sending.watched {
@@ -463,7 +478,7 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(res) => res,
         };
-        let Some(sending) = this.sending.take() else {
+        let State::Sending(sending) = std::mem::replace(&mut this.state, State::Done) else {
             unreachable!("checked above");
         };
         Poll::Ready(sending.done(res))
@@ -685,7 +700,7 @@ impl Sending {
 
 impl<C, B> Drop for ResponseFuture<C, B> {
     fn drop(&mut self) {
-        if let Some(sending) = &self.sending {
+        if let State::Sending(sending) = &self.state {
             sending.trace.finish();
         }
     }
