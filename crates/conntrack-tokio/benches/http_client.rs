@@ -145,7 +145,8 @@ fn main() {
         });
     }
     if wanted("traced") {
-        compare("GET traced, no hook", 0.98, unit, n as f64, |t| {
+        // Issue 29, acceptance 4: at most 0.35 µs more CPU a request, a ratio of at least 0.96.
+        compare("GET traced, no hook", 0.96, unit, n as f64, |t| {
             measure(&mut || {
                 if t {
                     rt.block_on(traced(&traced_client, &uri, n))
