@@ -86,7 +86,7 @@ pub use track::activity;
 pub use act::admit::AdmitWaiting;
 pub use act::control::{ShutdownReport, ShutdownSignal};
 pub use act::dial::{ConnectAttempt, Dial};
-pub use act::request::{RequestTimings, RequestTrace};
+pub use act::request::{RequestHooks, RequestTimings, RequestTrace};
 // Shown in the docs as re-exports, where the items are documented in their public module.
 #[doc(no_inline)]
 pub use activity::{ActiveSample, Phases, RequestTiming, ServerExchangeTiming, ServerPhases};

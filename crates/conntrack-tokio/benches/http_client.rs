@@ -9,12 +9,15 @@
 //! cost of tracing and not where a scheduler put two threads; `--multi-thread` runs them on a
 //! two-worker runtime and measures wall time. The `plain` case compares the plain client with
 //! a second plain client: the noise floor of the machine, to read the `traced` ratio against.
+//! The `events` case compares `TracedClient` with a hook that wants every request event (all
+//! with empty bodies) against `TracedClient` with no hook: what tracing a request costs once
+//! someone listens, Go's httptrace with its 16 hooks set.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conntrack_core::{DialerConfig, Tracker};
+use conntrack_core::{DialerConfig, Hook, Tracker};
 use conntrack_testkit::bench::{compare, cpu_time_of, wanted, ROUNDS};
 use conntrack_tokio::hyper::{RequestBody, TracedClient};
 use conntrack_tokio::Dialer;
@@ -28,6 +31,15 @@ use tokio::runtime::Runtime;
 
 type Plain = Client<Dialer, Empty<Bytes>>;
 type Traced = TracedClient<Dialer, Empty<Bytes>>;
+
+/// Wants every request event and does nothing with them.
+struct EveryRequestEvent;
+
+impl Hook for EveryRequestEvent {
+    fn wants_request_events(&self) -> bool {
+        true
+    }
+}
 
 async fn server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -104,8 +116,13 @@ fn main() {
     let plain_client2: Plain = Client::builder(TokioExecutor::new()).build(dialer.clone());
     let traced_client: Traced = TracedClient::new(
         &tracker,
-        Client::builder(TokioExecutor::new()).build::<_, RequestBody<Empty<Bytes>>>(dialer),
+        Client::builder(TokioExecutor::new()).build::<_, RequestBody<Empty<Bytes>>>(dialer.clone()),
     );
+    let events_client: Traced = TracedClient::new(
+        &tracker,
+        Client::builder(TokioExecutor::new()).build::<_, RequestBody<Empty<Bytes>>>(dialer),
+    )
+    .hook(EveryRequestEvent);
     let runtime = if current_thread {
         "current-thread runtime, CPU time of its thread"
     } else {
@@ -125,13 +142,14 @@ fn main() {
         }
     };
     // One client alone for `N` requests, for an instruction count, which noise does not change:
-    // `valgrind --tool=callgrind` of `-- only plain|traced N` for two values of `N`; the
+    // `valgrind --tool=callgrind` of `-- only plain|traced|events N` for two values of `N`; the
     // difference of the counts over the difference of the `N`s is one request's cost.
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "only") {
         let n: usize = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(1000);
         match args.get(i + 1).map(String::as_str) {
             Some("traced") => rt.block_on(traced(&traced_client, &uri, n)),
+            Some("events") => rt.block_on(traced(&events_client, &uri, n)),
             _ => rt.block_on(plain(&plain_client, &uri, n)),
         };
         println!("{n} requests");
@@ -155,5 +173,23 @@ fn main() {
                 }
             })
         });
+    }
+    if wanted("events") {
+        // The bound is 1 µs a request over no hook: a ratio of about 0.92 here.
+        compare(
+            "GET every request event vs no hook",
+            0.92,
+            unit,
+            n as f64,
+            |t| {
+                measure(&mut || {
+                    if t {
+                        rt.block_on(traced(&events_client, &uri, n))
+                    } else {
+                        rt.block_on(traced(&traced_client, &uri, n))
+                    }
+                })
+            },
+        );
     }
 }

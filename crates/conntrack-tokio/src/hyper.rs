@@ -164,8 +164,44 @@ pub(crate) fn shown(uri: &Uri) -> String {
     s
 }
 
+/// A URI's authority when it is written `host:port` (no user info, a port in digits): the
+/// whole text, the host (bracketed if IPv6) and the port, found with one backward scan, where
+/// `Uri::host` and `Uri::port_u16` scan the authority again for each.
+pub(crate) fn host_port(uri: &Uri) -> Option<(&str, &str, u16)> {
+    let text = uri.authority()?.as_str();
+    let b = text.as_bytes();
+    // The port: the digits at the end, after a ':' (no leading zero, as `port_u16` would
+    // print it), at most 65535.
+    let mut i = b.len();
+    let mut port: u32 = 0;
+    let mut scale: u32 = 1;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+        if scale > 10_000 {
+            return None;
+        }
+        port += u32::from(b[i] - b'0') * scale;
+        scale *= 10;
+    }
+    let digits = b.len() - i;
+    if digits == 0 || i < 2 || b[i - 1] != b':' || (digits > 1 && b[i] == b'0') {
+        return None;
+    }
+    let port = u16::try_from(port).ok()?;
+    // The host: no user info, and a ':' only inside an IPv6 literal's brackets.
+    let host = &b[..i - 1];
+    let bracketed = host.first() == Some(&b'[') && host.last() == Some(&b']');
+    if host.iter().any(|&c| c == b'@' || (c == b':' && !bracketed)) {
+        return None;
+    }
+    Some((text, &text[..i - 1], port))
+}
+
 /// `"host:port"` of a URI, with the scheme's default port.
 pub(crate) fn target_of(uri: &Uri) -> io::Result<String> {
+    if let Some((text, _, _)) = host_port(uri) {
+        return Ok(text.to_owned());
+    }
     let host = uri.host().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -395,6 +431,36 @@ mod tests {
     impl std::error::Error for Wrapper {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
+        }
+    }
+
+    /// The fast path agrees with `Uri::host` and `Uri::port_u16` wherever it answers, and
+    /// answers for the usual `host:port`.
+    #[test]
+    fn host_port_agrees_with_the_uri_parser() {
+        use super::host_port;
+        let cases = [
+            ("http://127.0.0.1:8080/x", true),
+            ("http://[::1]:443/", true),
+            ("https://example.test:1/", true),
+            ("http://example.test:65535/", true),
+            ("http://example.test:65536/", false),
+            ("http://example.test:08080/", false),
+            ("http://example.test/", false),
+            ("http://user:pw@example.test:81/", false),
+            ("http://example.test:0/", true),
+        ];
+        for (text, fast) in cases {
+            let Ok(uri) = text.parse::<http::Uri>() else {
+                continue;
+            };
+            let got = host_port(&uri);
+            assert_eq!(got.is_some(), fast, "{text}");
+            if let Some((whole, host, port)) = got {
+                assert_eq!(whole, uri.authority().unwrap().as_str(), "{text}");
+                assert_eq!(Some(host), uri.host(), "{text}");
+                assert_eq!(Some(port), uri.port_u16(), "{text}");
+            }
         }
     }
 

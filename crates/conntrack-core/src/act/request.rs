@@ -101,8 +101,9 @@ struct Inner {
     put_idle: AtomicBool,
     got_100: AtomicBool,
     finished: AtomicBool,
-    /// The hooks lent to connections dialed for this request, closed at the end.
-    gate: Mutex<Option<Arc<Gate>>>,
+    /// The hooks lent to connections dialed for this request, closed at the end, and the
+    /// dial scope's chain of it; made when a dial or a connection first asks for them.
+    gate: Mutex<Option<(Arc<Gate>, Chain)>>,
     /// Whether `gate` was ever filled (so a request without one takes no lock to close it).
     has_gate: AtomicBool,
     /// When `got_conn`, `wrote_request` (or failing that `wrote_headers`) and the first
@@ -205,8 +206,61 @@ impl Tracker {
     /// [`request`](Tracker::request), with `hook` called after the scope's hooks (an HTTP
     /// client's own hooks).
     pub fn request_with_hook(&self, method: &str, uri: &str, hook: Arc<dyn Hook>) -> RequestTrace {
-        let chain = Chain::new(vec![hook]).prepend(&trace::current());
+        self.request_with_hooks(method, uri, &RequestHooks::new([hook]))
+    }
+
+    /// [`request`](Tracker::request), with `hooks` called after the scope's hooks: an HTTP
+    /// client's own hooks, prepared once for all its requests (no allocation per request for
+    /// them).
+    pub fn request_with_hooks(
+        &self,
+        method: &str,
+        uri: &str,
+        hooks: &RequestHooks,
+    ) -> RequestTrace {
+        let chain = hooks.chain.prepend(&trace::current());
         RequestTrace::new(self, method, uri, chain)
+    }
+}
+
+/// Hooks for many requests, prepared once (see [`Tracker::request_with_hooks`]): an HTTP
+/// client keeps its own hooks this way. Cloning one is a reference count.
+///
+/// ```
+/// use std::sync::Arc;
+/// use conntrack_core::{Callbacks, Hook, RequestHooks, Tracker};
+///
+/// let tracker = Tracker::new();
+/// let hook: Arc<dyn Hook> = Arc::new(Callbacks::new().on_get_conn(|ev| println!("{}", ev.host_port)));
+/// let hooks = RequestHooks::new([hook]);
+/// let trace = tracker.request_with_hooks("GET", "http://example.test/", &hooks);
+/// trace.get_conn("example.test:80");
+/// ```
+#[derive(Clone, Default)]
+pub struct RequestHooks {
+    chain: Chain,
+}
+
+impl RequestHooks {
+    /// The hooks, called in this order.
+    pub fn new(hooks: impl IntoIterator<Item = Arc<dyn Hook>>) -> Self {
+        RequestHooks {
+            chain: Chain::new(hooks.into_iter().collect()),
+        }
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_empty()
+    }
+}
+
+impl fmt::Debug for RequestHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestHooks")
+            .field("len", &self.chain.hooks().len())
+            .finish()
     }
 }
 
@@ -285,23 +339,11 @@ impl RequestTrace {
         if self.inner.chain.is_empty() {
             return trace::Captured::default();
         }
-        let mut slot = lock(&self.inner.gate);
-        self.inner.has_gate.store(true, Ordering::Release);
-        let gate = slot.get_or_insert_with(|| {
-            let mut hooks = Hooks::new();
-            for h in self.inner.chain.hooks() {
-                hooks.push(Arc::clone(h));
-            }
-            Arc::new(Gate {
-                io: self.inner.chain.wants_io(),
-                hooks: Mutex::new(Some(Arc::new(hooks))),
-            })
-        });
-        if self.inner.finished.load(Ordering::Acquire) {
-            gate.close();
-        }
-        let hook: Arc<dyn Hook> = Arc::clone(gate) as Arc<dyn Hook>;
-        trace::Captured::from_chain(Chain::new(vec![hook]))
+        // The gate is made only if a connection is dialed or registered in the scope: a
+        // request on a pooled connection makes none. Held weakly: a dial left running in the
+        // background (its connection raced a pooled one) does not keep the request alive.
+        let inner: Arc<dyn trace::LazyScope> = Arc::clone(&self.inner) as _;
+        trace::Captured::lazy(Arc::downgrade(&inner))
     }
 
     /// The request is about to get a connection to `host_port` (`on_get_conn`).
@@ -348,7 +390,7 @@ impl RequestTrace {
         }
         if watch_io {
             // Also without hooks: the phase times feed the tracker's request timings.
-            let watch: Arc<dyn IoWatch> = Arc::new(Watch(Arc::downgrade(&self.inner)));
+            let watch: Weak<dyn IoWatch> = Arc::downgrade(&self.inner) as _;
             conn.entry.set_watcher(Some(watch));
         }
         if self.has_hooks() {
@@ -576,17 +618,23 @@ impl Inner {
     }
 
     fn finish(&self) {
-        if self.finished.swap(true, Ordering::AcqRel) {
+        // SeqCst, as `has_gate` below and in `LazyScope::chain`: either the gate's maker
+        // sees the request finished, or this sees the gate.
+        if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
         let now = clock::now_nanos();
         let _ =
             self.finished_at
                 .compare_exchange(NO_MARK, now, Ordering::AcqRel, Ordering::Relaxed);
-        if self.has_gate.load(Ordering::Acquire) {
-            if let Some(gate) = lock(&self.gate).as_ref() {
+        if self.has_gate.load(Ordering::SeqCst) {
+            // Closed, and let go of: a connection dialed for the request holds its scope
+            // weakly, and reports to it no more.
+            let taken = lock(&self.gate).take();
+            if let Some((gate, _)) = &taken {
                 gate.close();
             }
+            drop(taken);
         }
         let conn = lock(&self.conn).clone();
         if let Some(conn) = &conn {
@@ -595,6 +643,31 @@ impl Inner {
             conn.entry.end_exchange_at(now);
         }
         self.record_timing(conn.map(|c| c.id()), now);
+    }
+}
+
+impl trace::LazyScope for Inner {
+    fn chain(&self) -> Chain {
+        let mut slot = lock(&self.gate);
+        if let Some((_, chain)) = &*slot {
+            return chain.clone();
+        }
+        self.has_gate.store(true, Ordering::SeqCst);
+        if self.finished.load(Ordering::SeqCst) {
+            // Asked for after the request ended (by a dial it left running): no hooks.
+            return Chain::default();
+        }
+        let mut hooks = Hooks::new();
+        for h in self.chain.hooks() {
+            hooks.push(Arc::clone(h));
+        }
+        let gate = Arc::new(Gate {
+            io: self.chain.wants_io(),
+            hooks: Mutex::new(Some(Arc::new(hooks))),
+        });
+        let chain = Chain::new(vec![Arc::clone(&gate) as Arc<dyn Hook>]);
+        *slot = Some((gate, chain.clone()));
+        chain
     }
 }
 
@@ -642,13 +715,11 @@ macro_rules! gate_hook {
 }
 for_each_event!(gate_hook);
 
-/// The I/O watch a request installs on its connection; weak, so the connection does not keep
-/// the request alive.
-struct Watch(Weak<Inner>);
-
-impl IoWatch for Watch {
+/// The I/O watch a request installs on its connection (held weakly there, so the connection
+/// does not keep the request alive).
+impl IoWatch for Inner {
     fn write(&self, n: usize, error: Option<&io::Error>) {
-        let Some(req) = self.0.upgrade() else { return };
+        let req = self;
         if let Some(e) = error {
             req.wrote_request(Some(e));
             return;
@@ -663,7 +734,7 @@ impl IoWatch for Watch {
     }
 
     fn read(&self, n: usize, error: Option<&io::Error>) {
-        let Some(req) = self.0.upgrade() else { return };
+        let req = self;
         if n == 0 || error.is_some() {
             return;
         }
@@ -681,10 +752,6 @@ impl IoWatch for Watch {
         if let Some(conn) = conn {
             conn.entry.clear_watcher_of(req.owner());
         }
-    }
-
-    fn owner(&self) -> usize {
-        self.0.as_ptr() as usize
     }
 }
 

@@ -32,26 +32,76 @@
 //! ```
 
 use std::cell::RefCell;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
 use crate::hooks::hook::{Chain, Hook};
 
+/// Makes a scope's hooks when they are first asked for: a traced HTTP request's dial scope,
+/// whose hooks (a gate closed when the request ends) are needed only if a connection is dialed
+/// or registered while the request is in flight, which a request on a pooled connection never
+/// does.
+pub(crate) trait LazyScope: Send + Sync {
+    /// The scope's hooks.
+    fn chain(&self) -> Chain;
+}
+
+/// The hooks in scope: made already, or made when asked for.
+#[derive(Clone, Default)]
+enum Scope {
+    Ready(Chain),
+    /// Held weakly: gone (no hooks) once its maker is.
+    Lazy(Weak<dyn LazyScope>),
+    #[default]
+    Empty,
+}
+
+impl Scope {
+    fn chain(&self) -> Chain {
+        match self {
+            Scope::Ready(c) => c.clone(),
+            Scope::Lazy(l) => l.upgrade().map(|l| l.chain()).unwrap_or_default(),
+            Scope::Empty => Chain::default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Scope::Ready(c) => c.is_empty(),
+            Scope::Lazy(_) => false,
+            Scope::Empty => true,
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Ready(c) => c.fmt(f),
+            Scope::Lazy(_) => f.write_str("Lazy"),
+            Scope::Empty => f.write_str("Empty"),
+        }
+    }
+}
+
 thread_local! {
-    static CURRENT: RefCell<Chain> = RefCell::new(Chain::default());
+    static CURRENT: RefCell<Scope> = const { RefCell::new(Scope::Empty) };
 }
 
 /// The hooks of the scope the current thread is in (empty outside any scope).
 pub(crate) fn current() -> Chain {
-    CURRENT.with(|c| c.borrow().clone())
+    // Cloned out first: a lazy scope makes its hooks with the cell released.
+    let scope = CURRENT.with(|c| c.borrow().clone());
+    scope.chain()
 }
 
 /// Restores the previous scope on drop, so a panic inside a scope cannot leave it installed.
-struct Restore(Option<Chain>);
+struct Restore(Option<Scope>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -61,17 +111,22 @@ impl Drop for Restore {
     }
 }
 
-fn enter(chain: Chain) -> Restore {
-    Restore(Some(
-        CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), chain)),
-    ))
+fn enter(scope: Scope) -> Restore {
+    CURRENT.with(|c| {
+        let mut current = c.borrow_mut();
+        // No scope entered where there was none (the common case): nothing to put back.
+        if matches!((&*current, &scope), (Scope::Empty, Scope::Empty)) {
+            return Restore(None);
+        }
+        Restore(Some(std::mem::replace(&mut *current, scope)))
+    })
 }
 
 /// Runs `f` with `hook` in scope: connections registered and dials made on this thread while
 /// `f` runs report to `hook` first.
 pub fn with<R>(hook: impl Hook, f: impl FnOnce() -> R) -> R {
     let mine = Chain::new(vec![Arc::new(hook)]);
-    let _restore = enter(current().prepend(&mine));
+    let _restore = enter(Scope::Ready(current().prepend(&mine)));
     f()
 }
 
@@ -109,7 +164,7 @@ impl<F: Future> Future for Scoped<F> {
             .chain
             .get_or_insert_with(|| current().prepend(mine))
             .clone();
-        let _restore = enter(chain);
+        let _restore = enter(Scope::Ready(chain));
         this.inner.poll(cx)
     }
 }
@@ -132,24 +187,29 @@ impl<F: Future> TraceExt for F {}
 /// a dial) captures the scope in `call` so the dial still reports to it.
 #[derive(Debug, Clone, Default)]
 pub struct Captured {
-    chain: Chain,
+    scope: Scope,
 }
 
 /// Captures the scope current on this thread (empty outside any scope).
 #[must_use]
 pub fn capture() -> Captured {
-    Captured { chain: current() }
+    Captured {
+        scope: CURRENT.with(|c| c.borrow().clone()),
+    }
 }
 
 impl Captured {
-    pub(crate) fn from_chain(chain: Chain) -> Self {
-        Captured { chain }
+    /// A scope whose hooks `lazy` makes when a connection or dial first asks for them.
+    pub(crate) fn lazy(lazy: Weak<dyn LazyScope>) -> Self {
+        Captured {
+            scope: Scope::Lazy(lazy),
+        }
     }
 
     /// Whether no hook was in scope.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.chain.is_empty()
+        self.scope.is_empty()
     }
 
     /// Wraps `future` so that, whenever it is polled, exactly the captured scope is current
@@ -157,13 +217,13 @@ impl Captured {
     pub fn scope<F: Future>(self, future: F) -> InScope<F> {
         InScope {
             inner: future,
-            chain: self.chain,
+            scope: self.scope,
         }
     }
 
     /// Runs `f` with exactly the captured scope current.
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _restore = enter(self.chain.clone());
+        let _restore = enter(self.scope.clone());
         f()
     }
 }
@@ -175,7 +235,7 @@ pin_project! {
     pub struct InScope<F> {
         #[pin]
         inner: F,
-        chain: Chain,
+        scope: Scope,
     }
 }
 
@@ -184,7 +244,7 @@ impl<F: Future> Future for InScope<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let _restore = enter(this.chain.clone());
+        let _restore = enter(this.scope.clone());
         this.inner.poll(cx)
     }
 }

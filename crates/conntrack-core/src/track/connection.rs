@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -206,7 +206,8 @@ struct Rare {
     live: Vec<Arc<Live>>,
     last_error: Option<io::Error>,
     /// An HTTP request watching this connection's I/O for its write/first-byte events.
-    watcher: Option<Arc<dyn IoWatch>>,
+    /// Held weakly: the connection does not keep the request alive.
+    watcher: Option<Weak<dyn IoWatch>>,
     /// The tasks of the pending reads and of the pending writes, woken by an abort.
     read_wakers: Parked,
     write_wakers: Parked,
@@ -307,9 +308,12 @@ pub(crate) trait IoWatch: Send + Sync {
     fn read(&self, n: usize, error: Option<&io::Error>);
     /// A write finished with `n` bytes, or failed.
     fn write(&self, n: usize, error: Option<&io::Error>);
-    /// Who installed the watch (an address), so that only its owner takes it off: an HTTP/1
-    /// connection can be handed to the next request before the previous one has ended.
-    fn owner(&self) -> usize;
+}
+
+/// Who installed a watch (its address), so that only its owner takes it off: an HTTP/1
+/// connection can be handed to the next request before the previous one has ended.
+fn owner_of(w: &Weak<dyn IoWatch>) -> usize {
+    w.as_ptr().cast::<()>() as usize
 }
 
 /// `Entry::watched`: an [`IoWatch`] is installed.
@@ -789,7 +793,7 @@ impl Entry {
 
     fn watcher(&self) -> Option<Arc<dyn IoWatch>> {
         if self.has_watcher(Ordering::Acquire) {
-            self.rare().watcher.clone()
+            self.rare().watcher.as_ref().and_then(Weak::upgrade)
         } else {
             None
         }
@@ -804,7 +808,7 @@ impl Entry {
             if rare.tls.is_some() {
                 return None;
             }
-            rare.watcher.clone()
+            rare.watcher.as_ref().and_then(Weak::upgrade)
         } else {
             None
         }
@@ -816,7 +820,7 @@ impl Entry {
             return;
         }
         let mut rare = self.rare();
-        if rare.watcher.as_ref().is_some_and(|w| w.owner() == owner) {
+        if rare.watcher.as_ref().is_some_and(|w| owner_of(w) == owner) {
             self.watched.fetch_and(!WATCHER, Ordering::AcqRel);
             let old = rare.watcher.take();
             drop(rare);
@@ -824,7 +828,7 @@ impl Entry {
         }
     }
 
-    pub(crate) fn set_watcher(&self, w: Option<Arc<dyn IoWatch>>) {
+    pub(crate) fn set_watcher(&self, w: Option<Weak<dyn IoWatch>>) {
         if w.is_none() && !self.has_watcher(Ordering::Acquire) {
             return;
         }

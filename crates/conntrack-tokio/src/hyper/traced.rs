@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use ::hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use conntrack_core::trace::InScope;
-use conntrack_core::{ConnectionId, ConnectionRef, Hook, RequestTrace, Tracker};
+use conntrack_core::{ConnectionId, ConnectionRef, Hook, RequestHooks, RequestTrace, Tracker};
 use http::header::{CONNECTION, EXPECT, HOST};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection, Connect};
 use hyper_util::client::legacy::{Client, Error as ClientError};
 use tokio::time::Sleep;
 
-use super::{io_error_for_hooks, target_of, uri_text};
+use super::{host_port, io_error_for_hooks, target_of, uri_text};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,7 +82,8 @@ pub struct TracedClient<C, B> {
 struct ClientInner<C, B> {
     tracker: Tracker,
     client: Client<C, RequestBody<B>>,
-    hook: Option<Arc<dyn Hook>>,
+    /// The client's own hook, prepared once for every request.
+    hook: Option<RequestHooks>,
     expect_continue_timeout: Duration,
     http2_only: bool,
 }
@@ -131,7 +132,8 @@ impl<C: Clone, B> TracedClient<C, B> {
     /// dialed for them while those requests last.
     #[must_use]
     pub fn hook(mut self, hook: impl Hook) -> Self {
-        self.settings().hook = Some(Arc::new(hook));
+        let hook: Arc<dyn Hook> = Arc::new(hook);
+        self.settings().hook = Some(RequestHooks::new([hook]));
         self
     }
 
@@ -505,13 +507,19 @@ where
             (tracker.clone(), *expect_continue_timeout, *http2_only);
         let method = req.method().as_str();
         let trace = with_uri_text(req.uri(), |uri| match hook {
-            Some(h) => tracker.request_with_hook(method, uri, Arc::clone(h)),
+            Some(h) => tracker.request_with_hooks(method, uri, h),
             None => tracker.request(method, uri),
         });
         let hooks = trace.has_hooks();
         if hooks {
-            let host_port = target_of(req.uri()).unwrap_or_else(|_| trace.info().uri.to_string());
-            trace.get_conn(&host_port);
+            match host_port(req.uri()) {
+                Some((text, _, _)) => trace.get_conn(text),
+                None => {
+                    let target =
+                        target_of(req.uri()).unwrap_or_else(|_| trace.info().uri.to_string());
+                    trace.get_conn(&target);
+                }
+            }
         }
         let (parts, body) = req.into_parts();
         let expect = parts
@@ -752,8 +760,12 @@ fn header_fields(uri: &Uri, headers: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
     if !headers.contains_key(HOST) {
         // As hyper-util writes it: the host (never the URI's user info) and the port unless
         // it is the scheme's default.
-        if let Some(host) = uri.host() {
-            let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+        let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+        if let Some((text, host, port)) = host_port(uri) {
+            let default = if secure { 443 } else { 80 };
+            let field = if port == default { host } else { text };
+            fields.push((b"host".to_vec(), field.as_bytes().to_vec()));
+        } else if let Some(host) = uri.host() {
             let host = match uri.port_u16() {
                 Some(443) if secure => host.to_owned(),
                 Some(80) if !secure => host.to_owned(),
