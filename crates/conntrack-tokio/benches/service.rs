@@ -49,6 +49,10 @@ enum Setup {
     Untracked,
     NoHook,
     Metrics,
+    /// A hook that wants every client request event (the upstream request's httptrace
+    /// events), not the servers' exchange phases: Go's httptrace with its 16 hooks set.
+    ClientRequestEvents,
+    /// A hook that wants every request event, the two servers' exchange phases too.
     AllRequestEvents,
     // Steps between `Untracked` and `NoHook`, for the single-setup mode only (a profile or an
     // instruction count of each part of the cost):
@@ -62,10 +66,11 @@ enum Setup {
 }
 
 impl Setup {
-    const ALL: [Setup; 4] = [
+    const ALL: [Setup; 5] = [
         Setup::Untracked,
         Setup::NoHook,
         Setup::Metrics,
+        Setup::ClientRequestEvents,
         Setup::AllRequestEvents,
     ];
 
@@ -74,6 +79,7 @@ impl Setup {
             Setup::Untracked => "untracked",
             Setup::NoHook => "tracked, no hook",
             Setup::Metrics => "tracked, MetricsHook",
+            Setup::ClientRequestEvents => "tracked, client request events",
             Setup::AllRequestEvents => "tracked, all request events",
             Setup::Streams => "tracked streams only",
             Setup::ConnectInfo => "tracked streams + connect info",
@@ -88,6 +94,19 @@ struct EveryRequestEvent;
 impl Hook for EveryRequestEvent {
     fn wants_request_events(&self) -> bool {
         true
+    }
+}
+
+/// A hook that wants every client request event, and no server exchange.
+struct EveryClientRequestEvent;
+
+impl Hook for EveryClientRequestEvent {
+    fn wants_request_events(&self) -> bool {
+        true
+    }
+
+    fn wants_server_exchanges(&self) -> bool {
+        false
     }
 }
 
@@ -170,6 +189,7 @@ async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, T
     };
     let tracker = match setup {
         Setup::Metrics => Tracker::builder().hook(MetricsHook::new()).build(),
+        Setup::ClientRequestEvents => Tracker::builder().hook(EveryClientRequestEvent).build(),
         Setup::AllRequestEvents => Tracker::builder().hook(EveryRequestEvent).build(),
         _ => Tracker::new(),
     };
@@ -199,7 +219,7 @@ async fn start(setup: Setup) -> (SocketAddr, tokio::sync::watch::Sender<bool>, T
         let connect_info = setup != Setup::Streams;
         let traced = matches!(
             setup,
-            Setup::NoHook | Setup::Metrics | Setup::AllRequestEvents
+            Setup::NoHook | Setup::Metrics | Setup::ClientRequestEvents | Setup::AllRequestEvents
         );
         let mut upstream = Router::new().route("/", get(answer));
         if layers {
@@ -260,11 +280,12 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async { prometheus() });
-    // For profiling one setup alone: `-- only untracked|streams|connectinfo|layers|nohook|metrics|all`.
+    // For profiling one setup alone: `-- only untracked|streams|connectinfo|layers|nohook|metrics|client|all`.
     if let Some(only) = only_setup() {
         let setup = match only.as_str() {
             "nohook" => Setup::NoHook,
             "metrics" => Setup::Metrics,
+            "client" => Setup::ClientRequestEvents,
             "all" => Setup::AllRequestEvents,
             "streams" => Setup::Streams,
             "connectinfo" => Setup::ConnectInfo,

@@ -113,7 +113,10 @@ impl TrackerInner {
     /// `chain` first, then the tracker's own hooks.
     pub(crate) fn fire(&self, chain: &Chain, f: &mut dyn FnMut(&dyn Hook)) {
         chain.call(&self.hook_panics, f);
-        self.hooks.load().call(&self.hook_panics, f);
+        // The list is loaded only when there is one (`any_hooks` is published with it).
+        if self.any_hooks.load(Ordering::Acquire) {
+            self.hooks.load().call(&self.hook_panics, f);
+        }
     }
 
     /// `scope`, then `chain`, then the tracker's own hooks.
