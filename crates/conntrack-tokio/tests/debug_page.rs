@@ -635,14 +635,25 @@ async fn served_requests_show_in_the_server_waterfall() {
         )
         .into_future(),
     );
-    let client = client();
-    for path in ["/items/7", "/slow", "/teapot"] {
-        let res = client
-            .get(format!("http://{addr}{path}").parse().unwrap())
+    // The three requests on one connection of their own, kept open to the end (a pooled
+    // client may open a second one when the first is not back in its pool yet, on a loaded
+    // machine, and let either go).
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
+    tokio::spawn(conn);
+    for path in ["/items/7", "/slow", "/teapot"] {
+        sender.ready().await.unwrap();
+        let req = hyper::Request::get(path)
+            .header("host", addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
         let _ = res.into_body().collect().await.unwrap();
     }
+    let client = client();
 
     // An exchange ends when its response has been flushed, which may be just after the
     // client has read it: read the page until it has all three (bounded).

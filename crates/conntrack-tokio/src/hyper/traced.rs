@@ -246,10 +246,12 @@ struct Watched {
 }
 
 /// Where a request learns its connection.
+/// One allocation for all a watched request shares: its body, its 1xx callback, its response
+/// future and the hand-off hold it.
 struct Slot {
     tracker: Tracker,
     trace: RequestTrace,
-    shared: Arc<Shared>,
+    shared: Shared,
     conn: Mutex<Option<ConnectionId>>,
 }
 
@@ -538,22 +540,26 @@ where
         // HTTP/2 known from the start (no ALPN needed): no I/O watch, no held body.
         let h2 = http2_only || parts.version == Version::HTTP_2;
         // Watched for its phases too when the tracker keeps recent requests' phases.
-        let shared = (hooks || expect || trace.records_phases()).then(|| {
+        let slot = (hooks || expect || trace.records_phases()).then(|| {
             let shared = Shared::default();
             shared.expects.store(expect, Ordering::Relaxed);
             shared.h2.store(h2, Ordering::Relaxed);
-            Arc::new(shared)
+            Arc::new(Slot {
+                tracker: tracker.clone(),
+                trace: trace.clone(),
+                shared,
+                conn: Mutex::new(None),
+            })
         });
         let body = RequestBody::new(
             body,
             trace.clone(),
-            shared.clone(),
+            slot.clone(),
             expect.then_some(expect_continue_timeout),
         );
         let mut req = Request::from_parts(parts, body);
-        if let Some(shared) = &shared {
-            let trace = trace.clone();
-            let shared = Arc::clone(shared);
+        if let Some(slot) = &slot {
+            let slot = Arc::clone(slot);
             ::hyper::ext::on_informational(&mut req, move |res| {
                 let status = res.status().as_u16();
                 let headers: Vec<(&[u8], &[u8])> = res
@@ -561,20 +567,15 @@ where
                     .iter()
                     .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
                     .collect();
-                trace.got_1xx_response(status, &headers);
+                slot.trace.got_1xx_response(status, &headers);
                 if status == 100 {
-                    shared.continue_arrived();
+                    slot.shared.continue_arrived();
                 }
             });
         }
-        let watched = shared.map(|shared| Watched {
+        let watched = slot.map(|slot| Watched {
             capture: capture_connection(&mut req),
-            slot: Arc::new(Slot {
-                tracker: tracker.clone(),
-                trace: trace.clone(),
-                shared,
-                conn: Mutex::new(None),
-            }),
+            slot,
         });
         if watched.is_none() {
             // hyper-util clones the connection's extras (the hand-off extra among them) into
@@ -791,7 +792,7 @@ pub struct RequestBody<B> {
     trace: RequestTrace,
     /// Shared with the response future and the 1xx callback; none when the request is not
     /// watched (nothing would read it).
-    shared: Option<Arc<Shared>>,
+    slot: Option<Arc<Slot>>,
     /// Boxed: hyper-util moves the request (and so this body) several times per request.
     expect: Option<Box<Expect>>,
     done: bool,
@@ -818,13 +819,13 @@ impl<B: Body> RequestBody<B> {
     fn new(
         inner: B,
         trace: RequestTrace,
-        shared: Option<Arc<Shared>>,
+        slot: Option<Arc<Slot>>,
         expect: Option<Duration>,
     ) -> Self {
         let mut body = RequestBody {
             inner,
             trace,
-            shared,
+            slot,
             expect: expect.map(|timeout| {
                 Box::new(Expect {
                     timeout,
@@ -852,7 +853,8 @@ impl<B: Body> RequestBody<B> {
         }
         self.done = true;
         self.trace.body_done();
-        if let Some(shared) = &self.shared {
+        if let Some(slot) = &self.slot {
+            let shared = &slot.shared;
             shared.body_done.store(true, Ordering::Release);
             // On HTTP/2 the body's end is the request written, once it has its stream (before
             // that, getting the connection reports it).
@@ -864,9 +866,10 @@ impl<B: Body> RequestBody<B> {
 
     /// Waits for `100 Continue` (or the timeout) before the first frame.
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let (Some(expect), Some(shared)) = (self.expect.as_mut(), self.shared.as_ref()) else {
+        let (Some(expect), Some(slot)) = (self.expect.as_mut(), self.slot.as_ref()) else {
             return Poll::Ready(());
         };
+        let shared = &slot.shared;
         if shared.h2.load(Ordering::Acquire) {
             // hyper reports no 1xx on HTTP/2: there is no `100 Continue` to wait for.
             self.expect = None;
