@@ -496,10 +496,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The precise clock, read when first asked and then the same for every mark of one I/O (the
+/// headers and the request written by one write, the first byte read).
+#[derive(Default)]
+struct Reading(std::cell::Cell<Option<u64>>);
+
+impl Reading {
+    fn get(&self) -> u64 {
+        match self.0.get() {
+            Some(now) => now,
+            None => {
+                let now = clock::now_nanos();
+                self.0.set(Some(now));
+                now
+            }
+        }
+    }
+}
+
 impl Inner {
     /// Marks event `which` now, once; returns the clock reading.
     fn mark(&self, which: usize) -> u64 {
-        let now = clock::now_nanos();
+        self.mark_with(which, &Reading::default())
+    }
+
+    /// [`mark`](Inner::mark), with the clock read at most once for all the marks of one I/O.
+    fn mark_with(&self, which: usize, reading: &Reading) -> u64 {
+        let now = reading.get();
         // Nothing happens to a request after its end (a late body write on HTTP/2, say).
         if !self.finished.load(Ordering::Acquire) {
             let _ = self.marks[which].compare_exchange(
@@ -575,10 +598,14 @@ impl Inner {
     }
 
     fn wrote_headers(&self) {
+        self.wrote_headers_with(&Reading::default());
+    }
+
+    fn wrote_headers_with(&self, reading: &Reading) {
         if self.wrote_headers.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.mark(WROTE_HEADERS);
+        self.mark_with(WROTE_HEADERS, reading);
         let request = &self.info;
         let fields = std::mem::take(&mut *lock(&self.fields));
         for (name, value) in &fields {
@@ -594,24 +621,32 @@ impl Inner {
     }
 
     fn wrote_request(&self, error: Option<&io::Error>) {
+        self.wrote_request_with(error, &Reading::default());
+    }
+
+    fn wrote_request_with(&self, error: Option<&io::Error>, reading: &Reading) {
         if self.wrote_request.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.mark(WROTE_REQUEST);
+        self.mark_with(WROTE_REQUEST, reading);
         let request = &self.info;
         self.fire(&mut |h| h.on_wrote_request(&WroteRequestEvent { request, error }));
     }
 
     fn first_byte(&self) {
+        self.first_byte_with(&Reading::default());
+    }
+
+    fn first_byte_with(&self, reading: &Reading) {
         if self.wrote_request.load(Ordering::Acquire) {
-            self.mark(RESPONSE_BYTE);
+            self.mark_with(RESPONSE_BYTE, reading);
         }
         if self.first_byte.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.mark(FIRST_BYTE);
+        let now = self.mark_with(FIRST_BYTE, reading);
         let request = &self.info;
-        let elapsed = clock::since(self.started);
+        let elapsed = Duration::from_nanos(now.saturating_sub(self.started));
         self.fire(&mut |h| {
             h.on_got_first_response_byte(&GotFirstResponseByteEvent { request, elapsed });
         });
@@ -720,16 +755,17 @@ for_each_event!(gate_hook);
 impl IoWatch for Inner {
     fn write(&self, n: usize, error: Option<&io::Error>) {
         let req = self;
+        let reading = Reading::default();
         if let Some(e) = error {
-            req.wrote_request(Some(e));
+            req.wrote_request_with(Some(e), &reading);
             return;
         }
         if n == 0 {
             return;
         }
-        req.wrote_headers();
+        req.wrote_headers_with(&reading);
         if req.body_done.load(Ordering::Acquire) {
-            req.wrote_request(None);
+            req.wrote_request_with(None, &reading);
         }
     }
 
@@ -738,11 +774,12 @@ impl IoWatch for Inner {
         if n == 0 || error.is_some() {
             return;
         }
+        let reading = Reading::default();
         if req.body_done.load(Ordering::Acquire) {
-            req.wrote_headers();
-            req.wrote_request(None);
+            req.wrote_headers_with(&reading);
+            req.wrote_request_with(None, &reading);
         }
-        req.first_byte();
+        req.first_byte_with(&reading);
         // Nothing more to watch for this request, unless its body is still to be written (a
         // response can begin before that: `100 Continue`, or an early final answer).
         if !req.wrote_request.load(Ordering::Acquire) {

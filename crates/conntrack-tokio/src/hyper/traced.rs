@@ -513,17 +513,19 @@ where
             None => tracker.request(method, uri),
         });
         let hooks = trace.has_hooks();
+        let (parts, body) = req.into_parts();
+        // One scan of the authority for `on_get_conn` and the `Host` field.
+        let target = if hooks { host_port(&parts.uri) } else { None };
         if hooks {
-            match host_port(req.uri()) {
+            match target {
                 Some((text, _, _)) => trace.get_conn(text),
                 None => {
                     let target =
-                        target_of(req.uri()).unwrap_or_else(|_| trace.info().uri.to_string());
+                        target_of(&parts.uri).unwrap_or_else(|_| trace.info().uri.to_string());
                     trace.get_conn(&target);
                 }
             }
         }
-        let (parts, body) = req.into_parts();
         let expect = parts
             .headers
             .get(EXPECT)
@@ -533,7 +535,7 @@ where
         let close_requested = hooks && wants_close(parts.version, &parts.headers);
         let connect = parts.method == http::Method::CONNECT;
         if hooks {
-            trace.set_header_fields(header_fields(&parts.uri, &parts.headers));
+            trace.set_header_fields(header_fields(&parts.uri, target, &parts.headers));
         }
         // Shared by the body, the 1xx callback and this future; not needed (not made) when
         // the request is not watched.
@@ -756,13 +758,17 @@ fn wants_close(version: Version, headers: &HeaderMap) -> bool {
 
 /// The request's header fields as they go out: `Host` first (hyper-util adds it on HTTP/1 when
 /// the request has none), then the request's own.
-fn header_fields(uri: &Uri, headers: &HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn header_fields(
+    uri: &Uri,
+    target: Option<(&str, &str, u16)>,
+    headers: &HeaderMap,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut fields = Vec::with_capacity(headers.len() + 1);
     if !headers.contains_key(HOST) {
         // As hyper-util writes it: the host (never the URI's user info) and the port unless
         // it is the scheme's default.
         let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
-        if let Some((text, host, port)) = host_port(uri) {
+        if let Some((text, host, port)) = target {
             let default = if secure { 443 } else { 80 };
             let field = if port == default { host } else { text };
             fields.push((b"host".to_vec(), field.as_bytes().to_vec()));
