@@ -101,9 +101,9 @@ struct Inner {
     put_idle: AtomicBool,
     got_100: AtomicBool,
     finished: AtomicBool,
-    /// The hooks lent to connections dialed for this request, closed at the end, and the
-    /// dial scope's chain of it; made when a dial or a connection first asks for them.
-    gate: Mutex<Option<(Arc<Gate>, Chain)>>,
+    /// The hooks lent to connections dialed for this request, closed at the end; made when a
+    /// dial or a connection first asks for them.
+    gate: Mutex<Option<Arc<Gate>>>,
     /// Whether `gate` was ever filled (so a request without one takes no lock to close it).
     has_gate: AtomicBool,
     /// When `got_conn`, `wrote_request` (or failing that `wrote_headers`) and the first
@@ -341,7 +341,10 @@ impl RequestTrace {
         }
         // The gate is made only if a connection is dialed or registered in the scope: a
         // request on a pooled connection makes none. Held weakly: a dial left running in the
-        // background (its connection raced a pooled one) does not keep the request alive.
+        // background (its connection raced a pooled one) does not keep the request alive. The
+        // hooks made live as long as the scope is held (the future polled in it, a captured
+        // copy), as before they were made lazily: a connection dialed for the request reports
+        // to it no longer than that, and never after the request ends (the gate closes).
         let inner: Arc<dyn trace::LazyScope> = Arc::clone(&self.inner) as _;
         trace::Captured::lazy(Arc::downgrade(&inner))
     }
@@ -663,13 +666,9 @@ impl Inner {
             self.finished_at
                 .compare_exchange(NO_MARK, now, Ordering::AcqRel, Ordering::Relaxed);
         if self.has_gate.load(Ordering::SeqCst) {
-            // Closed, and let go of: a connection dialed for the request holds its scope
-            // weakly, and reports to it no more.
-            let taken = lock(&self.gate).take();
-            if let Some((gate, _)) = &taken {
+            if let Some(gate) = lock(&self.gate).as_ref() {
                 gate.close();
             }
-            drop(taken);
         }
         let conn = lock(&self.conn).clone();
         if let Some(conn) = &conn {
@@ -684,25 +683,24 @@ impl Inner {
 impl trace::LazyScope for Inner {
     fn chain(&self) -> Chain {
         let mut slot = lock(&self.gate);
-        if let Some((_, chain)) = &*slot {
-            return chain.clone();
-        }
+        // SeqCst, with `finished` in `finish`: either the gate's maker sees the request
+        // finished, or `finish` sees the gate (and closes it).
         self.has_gate.store(true, Ordering::SeqCst);
         if self.finished.load(Ordering::SeqCst) {
             // Asked for after the request ended (by a dial it left running): no hooks.
             return Chain::default();
         }
-        let mut hooks = Hooks::new();
-        for h in self.chain.hooks() {
-            hooks.push(Arc::clone(h));
-        }
-        let gate = Arc::new(Gate {
-            io: self.chain.wants_io(),
-            hooks: Mutex::new(Some(Arc::new(hooks))),
+        let gate = slot.get_or_insert_with(|| {
+            let mut hooks = Hooks::new();
+            for h in self.chain.hooks() {
+                hooks.push(Arc::clone(h));
+            }
+            Arc::new(Gate {
+                io: self.chain.wants_io(),
+                hooks: Mutex::new(Some(Arc::new(hooks))),
+            })
         });
-        let chain = Chain::new(vec![Arc::clone(&gate) as Arc<dyn Hook>]);
-        *slot = Some((gate, chain.clone()));
-        chain
+        Chain::new(vec![Arc::clone(gate) as Arc<dyn Hook>])
     }
 }
 

@@ -35,7 +35,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -51,12 +51,19 @@ pub(crate) trait LazyScope: Send + Sync {
     fn chain(&self) -> Chain;
 }
 
+/// A lazy scope: its maker (held weakly: no hooks once it is gone) and the hooks it made,
+/// kept here, so that they live exactly as long as the scope is held (by the future polled in
+/// it, by a `Captured` copy of it), as the hooks of a scope made ready do.
+pub(crate) struct LazyCell {
+    source: Weak<dyn LazyScope>,
+    chain: OnceLock<Chain>,
+}
+
 /// The hooks in scope: made already, or made when asked for.
 #[derive(Clone, Default)]
 enum Scope {
     Ready(Chain),
-    /// Held weakly: gone (no hooks) once its maker is.
-    Lazy(Weak<dyn LazyScope>),
+    Lazy(Arc<LazyCell>),
     #[default]
     Empty,
 }
@@ -65,7 +72,10 @@ impl Scope {
     fn chain(&self) -> Chain {
         match self {
             Scope::Ready(c) => c.clone(),
-            Scope::Lazy(l) => l.upgrade().map(|l| l.chain()).unwrap_or_default(),
+            Scope::Lazy(l) => l
+                .chain
+                .get_or_init(|| l.source.upgrade().map(|s| s.chain()).unwrap_or_default())
+                .clone(),
             Scope::Empty => Chain::default(),
         }
     }
@@ -200,9 +210,12 @@ pub fn capture() -> Captured {
 
 impl Captured {
     /// A scope whose hooks `lazy` makes when a connection or dial first asks for them.
-    pub(crate) fn lazy(lazy: Weak<dyn LazyScope>) -> Self {
+    pub(crate) fn lazy(source: Weak<dyn LazyScope>) -> Self {
         Captured {
-            scope: Scope::Lazy(lazy),
+            scope: Scope::Lazy(Arc::new(LazyCell {
+                source,
+                chain: OnceLock::new(),
+            })),
         }
     }
 

@@ -814,7 +814,7 @@ impl Entry {
         }
     }
 
-    /// Takes the watch off if `owner` installed it (see [`IoWatch::owner`]).
+    /// Takes the watch off if `owner` installed it (see `owner_of`).
     pub(crate) fn clear_watcher_of(&self, owner: usize) {
         if !self.has_watcher(Ordering::Acquire) {
             return;

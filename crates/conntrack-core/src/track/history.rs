@@ -135,13 +135,19 @@ impl History {
         let mut h = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let i = h.next;
         h.next = if i + 1 == self.cap { 0 } else { i + 1 };
-        if h.slots.len() < self.cap {
+        let evicted = if h.slots.len() < self.cap {
             h.slots.push((snapshot, error, reason));
+            None
         } else {
-            // The oldest record is dropped in place, under the lock: reference counts (its
-            // addresses, target, TLS record) and its error, nothing that takes a tracker lock.
-            h.slots[i] = (snapshot, error, reason);
-        }
+            Some(std::mem::replace(
+                &mut h.slots[i],
+                (snapshot, error, reason),
+            ))
+        };
+        drop(h);
+        // The oldest record is let go of outside the lock: its error may be a user's, whose
+        // drop could read the history.
+        drop(evicted);
     }
 
     /// The records, newest first, with their categories' names from `stats`.
