@@ -397,7 +397,7 @@ impl RequestTrace {
             conn.entry.set_watcher(Some(watch));
         }
         if self.has_hooks() {
-            let info = conn.entry.event_info();
+            let info = conn.entry.event_info_at(now);
             let request = &self.inner.info;
             self.inner.fire(&mut |h| {
                 h.on_got_conn(&GotConnEvent {

@@ -118,6 +118,16 @@ impl Now {
         }
     }
 
+    /// The clocks as of `nanos`, the precise clock just read: the coarse and wall clocks are
+    /// read (cheaply), the precise one is not read again.
+    pub(crate) fn read_coarse_at(nanos: u64) -> Self {
+        Now {
+            nanos,
+            coarse_ms: coarse_ms(),
+            wall: wall_at(nanos),
+        }
+    }
+
     /// The wall-clock time of the monotonic offset `nanos` (at or before `self`): the wall
     /// clock read now, minus the time elapsed since, on the monotonic clock.
     pub(crate) fn wall_at(&self, nanos: u64) -> SystemTime {

@@ -755,6 +755,12 @@ impl Entry {
         self.info_with(&Now::read(), false)
     }
 
+    /// [`event_info`](Entry::event_info) as of `nanos`, the precise clock just read by the
+    /// caller (not read again).
+    pub(crate) fn event_info_at(&self, nanos: u64) -> ConnectionInfo {
+        self.info_with(&Now::read_coarse_at(nanos), false)
+    }
+
     /// Calls every hook for this connection: the trace scope's (while it lives), its own chain
     /// (config, registration), then the tracker's.
     pub(crate) fn fire(&self, f: &mut dyn FnMut(&dyn Hook)) {
