@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 #[path = "support/phases.rs"]
 mod phases;
-use phases::{read_response, Phases};
+use phases::{read_response, recording_tracker, Phases};
 
 /// The big response's size.
 const BIG: usize = 512 * 1024;
@@ -30,12 +30,7 @@ const BIG: usize = 512 * 1024;
 /// An axum server over a tracked listener whose accepted sockets have a small send buffer (so
 /// a slow reader holds the response's writes back), and the channel of its exchanges.
 async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<Phases>, Tracker) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let tracker = Tracker::builder()
-        .hook(Callbacks::new().on_server_exchange(move |ev| {
-            let _ = tx.send(Phases::of(ev));
-        }))
-        .build();
+    let (tracker, rx) = recording_tracker();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     // Inherited by the accepted sockets; a fixed size also turns autotuning off.
     socket.set_send_buffer_size(16 * 1024).unwrap();

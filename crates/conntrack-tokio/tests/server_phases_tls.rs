@@ -11,19 +11,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conntrack_core::{Callbacks, ListenerConfig, Tracker};
+use conntrack_core::ListenerConfig;
 use conntrack_tokio::exchange::ExchangeLayer;
 use conntrack_tokio::tls::TlsAcceptor;
 use conntrack_tokio::Listener;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::{mpsc, Barrier};
+use tokio::sync::Barrier;
 use tower::Layer;
 
 #[path = "support/phases.rs"]
 mod phases;
-use phases::Phases;
+use phases::recording_tracker;
 
 /// How long the slow stream's handler sleeps once both streams are in.
 const SLOW: Duration = Duration::from_millis(200);
@@ -31,12 +31,7 @@ const SLOW: Duration = Duration::from_millis(200);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn_h2_concurrent_streams_each_get_their_phases() {
     let (server_config, client_config) = pki::localhost_configs(&[b"h2"]);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let tracker = Tracker::builder()
-        .hook(Callbacks::new().on_server_exchange(move |ev| {
-            let _ = tx.send(Phases::of(ev));
-        }))
-        .build();
+    let (tracker, mut rx) = recording_tracker();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("https"));
@@ -145,12 +140,7 @@ async fn tls_alpn_h2_concurrent_streams_each_get_their_phases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_http1_first_request_waits_from_the_handshake() {
     let (server_config, client_config) = pki::localhost_configs(&[b"http/1.1"]);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let tracker = Tracker::builder()
-        .hook(Callbacks::new().on_server_exchange(move |ev| {
-            let _ = tx.send(Phases::of(ev));
-        }))
-        .build();
+    let (tracker, mut rx) = recording_tracker();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("https"));

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::BufMut;
-use conntrack_core::{Callbacks, ListenerConfig, ServerPhase, Tracker};
+use conntrack_core::{ListenerConfig, ServerPhase};
 use conntrack_tokio::Listener;
 use http::uri::PathAndQuery;
 use hyper::body::Buf;
@@ -95,7 +95,7 @@ async fn greeter(
 
 #[path = "support/phases.rs"]
 mod phases;
-use phases::Phases;
+use phases::{recording_tracker, Phases};
 
 /// The next exchange (bounded wait).
 async fn next(rx: &mut mpsc::UnboundedReceiver<Phases>) -> Phases {
@@ -107,12 +107,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Phases>) -> Phases {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_calls_record_their_grpc_status() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let tracker = Tracker::builder()
-        .hook(Callbacks::new().on_server_exchange(move |ev| {
-            let _ = tx.send(Phases::of(ev));
-        }))
-        .build();
+    let (tracker, mut rx) = recording_tracker();
     let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = inner.local_addr().unwrap();
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("grpc"));

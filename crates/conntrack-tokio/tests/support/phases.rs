@@ -4,9 +4,21 @@
 
 use std::time::Duration;
 
-use conntrack_core::{ConnectionId, ServerExchangeEvent};
+use conntrack_core::{Callbacks, ConnectionId, ServerExchangeEvent, Tracker};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// A tracker whose one hook sends a copy of every served exchange, and the receiving end.
+pub(crate) fn recording_tracker() -> (Tracker, mpsc::UnboundedReceiver<Phases>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tracker = Tracker::builder()
+        .hook(Callbacks::new().on_server_exchange(move |ev| {
+            let _ = tx.send(Phases::of(ev));
+        }))
+        .build();
+    (tracker, rx)
+}
 
 /// An owned copy of one `on_server_exchange` event.
 #[derive(Debug, Clone)]
