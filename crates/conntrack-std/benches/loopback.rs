@@ -1,15 +1,16 @@
 //! Loopback benchmarks for conntrack-std: tracked vs raw `std::net` streams on threads.
 //!
 //! Each case runs raw and tracked rounds alternately in one process and prints the median
-//! ratio tracked/raw of their throughputs (1.0 = no overhead). `CONNTRACK_BENCH_QUICK=1`
+//! ratio tracked/raw of their throughputs per CPU-second (1.0 = no overhead): the process's
+//! CPU time for bulk and ping-pong, the two threads' for churn. `CONNTRACK_BENCH_QUICK=1`
 //! shrinks every size tenfold for a smoke run.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use conntrack_testkit::bench::{compare, cpu_time_of, scale, wanted, ROUNDS};
+use conntrack_testkit::bench::{compare, cpu_time_of, process_cpu_time, scale, wanted, ROUNDS};
 
 use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
 use conntrack_std::{Dialer, Listener};
@@ -109,7 +110,10 @@ impl Pair for Tracked {
 /// Client writes `total` bytes in 64 KiB chunks; the server reads them all.
 fn bulk<P: Pair>(p: &P, total: usize) -> Duration {
     let (mut s, mut c) = p.pair();
-    let start = Instant::now();
+    // The CPU time of the whole process (both threads, and smol's reactor thread where it
+    // runs): wall time on two threads measures where the scheduler put them as much as the
+    // work, and a round trip's wake-ups dominate it.
+    let cpu0 = process_cpu_time();
     let reader = thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0;
@@ -127,13 +131,16 @@ fn bulk<P: Pair>(p: &P, total: usize) -> Duration {
         sent += n;
     }
     reader.join().unwrap();
-    start.elapsed()
+    process_cpu_time().saturating_sub(cpu0)
 }
 
 /// `n` round trips of a 64-byte message.
 fn ping_pong<P: Pair>(p: &P, n: usize) -> Duration {
     let (mut s, mut c) = p.pair();
-    let start = Instant::now();
+    // The CPU time of the whole process (both threads, and smol's reactor thread where it
+    // runs): wall time on two threads measures where the scheduler put them as much as the
+    // work, and a round trip's wake-ups dominate it.
+    let cpu0 = process_cpu_time();
     let echo = thread::spawn(move || {
         let mut buf = [0u8; 64];
         for _ in 0..n {
@@ -147,7 +154,7 @@ fn ping_pong<P: Pair>(p: &P, n: usize) -> Duration {
         c.read_exact(&mut buf).unwrap();
     }
     echo.join().unwrap();
-    start.elapsed()
+    process_cpu_time().saturating_sub(cpu0)
 }
 
 /// CPU time of the client and server threads (see `Pair::churn`): wall time on two threads
@@ -165,8 +172,10 @@ fn main() {
         let total = scale(512 * 1024 * 1024);
         let mib = total as f64 / (1024.0 * 1024.0);
         // The noise floor first: raw against raw.
-        compare("bulk raw vs raw", 0.99, "MiB/s", mib, |_| bulk(&Raw, total));
-        compare("bulk transfer", 0.99, "MiB/s", mib, |t| {
+        compare("bulk raw vs raw", 0.99, "MiB/cpu-s", mib, |_| {
+            bulk(&Raw, total)
+        });
+        compare("bulk transfer", 0.99, "MiB/cpu-s", mib, |t| {
             if t {
                 bulk(&tracked, total)
             } else {
@@ -189,10 +198,10 @@ fn main() {
     }
     if wanted("ping") {
         let n = scale(20_000);
-        compare("ping-pong raw vs raw", 0.98, "rt/s", n as f64, |_| {
+        compare("ping-pong raw vs raw", 0.98, "rt/cpu-s", n as f64, |_| {
             ping_pong(&Raw, n)
         });
-        compare("64-byte ping-pong", 0.98, "rt/s", n as f64, |t| {
+        compare("64-byte ping-pong", 0.98, "rt/cpu-s", n as f64, |t| {
             if t {
                 ping_pong(&tracked, n)
             } else {
