@@ -6,6 +6,9 @@
 //! - `features`: every library crate checked with no features and with each feature alone
 //!   (also part of `ci`).
 //! - `bench`: every benchmark of the workspace; the figures go to `docs/benchmarks.md`.
+//! - `instructions [client] [churn] [ping] [service]`: the cost of tracking in user-space
+//!   instructions counted by callgrind (needs valgrind, and wrk for `service`): repeatable where
+//!   the CPU-time ratios of `bench` are noisy.
 //! - `install-check`: each dependency block of the README's "Installation" section, pasted
 //!   as printed into a fresh package, builds its example (also part of `ci`).
 //! - `demo-check [SECONDS]`: the demo's short run of `ci` alone (2 s by default).
@@ -20,6 +23,7 @@ mod ci;
 mod demo;
 mod features;
 mod install;
+mod instructions;
 mod stress;
 mod tidy;
 
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&args[1..]),
         Some("features") => features::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("instructions") => instructions::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
         Some("tidy") => tidy::run(&args[1..]),
         Some("install-check") => install::run(&args[1..]),
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | stress [PAIRS [CHURN]] | install-check | demo-check [SECONDS] | tidy>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] | features | bench [--quick] [FILTER] | instructions [client] [churn] [ping] [service] | stress [PAIRS [CHURN]] | install-check | demo-check [SECONDS] | tidy>"
             );
             return ExitCode::from(2);
         }

@@ -163,17 +163,37 @@ fn main() {
         .unwrap();
     let tracker = Tracker::new();
     let pick = |tracked: bool| tracked.then_some(&tracker);
-    // For profiling one side alone (`perf record`, `perf stat`, `strace -c`):
-    // `-- churn-only raw` or `-- churn-only tracked` runs 40,000 connections of that side.
+    // For profiling one side alone (`perf record`, `perf stat`, `strace -c`, an instruction
+    // count): `-- only churn|ping|bulk raw|tracked` runs one case's raw or tracked side:
+    // 40,000 connections, 200,000 round trips or 2 GiB (a tenth of each with `--quick` or
+    // `CONNTRACK_BENCH_QUICK=1`). `-- churn-only raw|tracked` is `only churn`.
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "churn-only") {
-        let tracked = args.get(i + 1).is_some_and(|a| a == "tracked");
-        let n = scale(40_000);
+    let single = match args.iter().position(|a| a == "only" || a == "churn-only") {
+        Some(i) if args[i] == "churn-only" => Some(("churn", args.get(i + 1))),
+        Some(i) => Some((
+            args.get(i + 1).map_or("churn", String::as_str),
+            args.get(i + 2),
+        )),
+        None => None,
+    };
+    if let Some((case, side)) = single {
+        let tracked = side.is_some_and(|a| a == "tracked");
+        let (n, unit) = match case {
+            "ping" => (scale(200_000), "round trips"),
+            "bulk" => (scale(2048), "MiB"),
+            _ => (scale(40_000), "connections"),
+        };
         let cpu = cpu_time_of(|| {
-            rt.block_on(churn(pick(tracked), n));
+            rt.block_on(async {
+                match case {
+                    "ping" => ping_pong(pick(tracked), n).await,
+                    "bulk" => bulk(pick(tracked), n * 1024 * 1024).await,
+                    _ => churn(pick(tracked), n).await,
+                }
+            });
         });
         println!(
-            "churn-only {}: {n} connections, {:.2} µs CPU each",
+            "only {case} {}: {n} {unit}, {:.2} µs CPU each",
             if tracked { "tracked" } else { "raw" },
             cpu.as_secs_f64() * 1e6 / n as f64
         );
