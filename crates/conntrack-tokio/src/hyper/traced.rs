@@ -5,8 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -86,6 +86,8 @@ struct ClientInner<C, B> {
     hook: Option<RequestHooks>,
     expect_continue_timeout: Duration,
     http2_only: bool,
+    /// The captures of unwatched requests.
+    captures: Captures,
 }
 
 impl<C: Clone, B> Clone for ClientInner<C, B> {
@@ -96,6 +98,7 @@ impl<C: Clone, B> Clone for ClientInner<C, B> {
             hook: self.hook.clone(),
             expect_continue_timeout: self.expect_continue_timeout,
             http2_only: self.http2_only,
+            captures: Captures::default(),
         }
     }
 }
@@ -169,6 +172,7 @@ impl<C, B> TracedClient<C, B> {
                 hook: None,
                 expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
                 http2_only: false,
+                captures: Captures::default(),
             }),
         }
     }
@@ -583,7 +587,7 @@ where
             // hyper-util clones the connection's extras (the hand-off extra among them) into
             // a capture when it hands the connection to the request: that is how an unwatched
             // request learns its connection, and begins its exchange, before its answer.
-            drop(capture_connection(&mut req));
+            client.captures.put(req.extensions_mut());
         }
         let fut = trace.dial_scope().scope(client.client.request(req));
         Sending {
@@ -594,6 +598,42 @@ where
             close_requested,
             connect,
         }
+    }
+}
+
+/// How many captures an unwatched request's hand-off is spread over ([`Captures`]).
+const CAPTURE_SHARDS: usize = 8;
+
+/// hyper-util's capture for requests that need hyper-util to clone their connection's extras
+/// at the hand-off but never read the capture back (unwatched requests): a few captures made
+/// once per client, each request taking a clone of its thread's. A capture is a `watch`
+/// channel, two allocations to make and free per request; clones share one. What hyper-util
+/// stores in it (the last connection handed over, which it does not keep in the tracker) is
+/// never read, and goes with the client. One per thread slot, so that threads sending at once
+/// do not contend for one channel's lock.
+struct Captures([OnceLock<http::Extensions>; CAPTURE_SHARDS]);
+
+impl Default for Captures {
+    fn default() -> Self {
+        Captures(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl Captures {
+    /// Puts a capture in `ext`.
+    fn put(&self, ext: &mut http::Extensions) {
+        thread_local! {
+            static SLOT: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % CAPTURE_SHARDS
+            };
+        }
+        let capture = self.0[SLOT.with(|s| *s)].get_or_init(|| {
+            let mut req = Request::new(());
+            drop(capture_connection(&mut req));
+            std::mem::take(req.extensions_mut())
+        });
+        ext.extend(capture.clone());
     }
 }
 
