@@ -702,3 +702,104 @@ async fn user_info_in_the_uri_is_never_reported() {
     let recent = tracker.recent_requests();
     assert!(!format!("{recent:?}").contains("secret"), "{recent:?}");
 }
+
+/// A connector whose connections carry their `ConnectionId` as an extra and nothing else (as a
+/// custom connector built on the public API would): the tracked `Dialer` underneath, its
+/// stream wrapped so that hyper-util sees only the id.
+#[derive(Clone)]
+struct IdOnly(Dialer);
+
+struct IdOnlyIo(TokioIo<conntrack_tokio::Tracked<tokio::net::TcpStream>>);
+
+impl hyper_util::client::legacy::connect::Connection for IdOnlyIo {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new().extra(self.0.inner().id())
+    }
+}
+
+impl hyper::rt::Read for IdOnlyIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for IdOnlyIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl tower_service::Service<hyper::Uri> for IdOnly {
+    type Response = IdOnlyIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<IdOnlyIo, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::<hyper::Uri>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let fut = tower_service::Service::call(&mut self.0, uri);
+        Box::pin(async move { Ok(IdOnlyIo(fut.await?)) })
+    }
+}
+
+/// A connector that gives only the `ConnectionId` (no hand-off extra): every traced request,
+/// the first and the later ones on the pooled connection, still gets its connection
+/// (`got_conn`, read back from hyper-util's capture after each poll) and counts as an exchange
+/// on it, while requests through the tracked `Dialer` on the same tracker learn theirs at the
+/// hand-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_giving_only_the_id_still_reports_each_connection() {
+    let addr = hyper_server().await;
+    let tracker = Tracker::new();
+    let client = traced_client(&tracker, IdOnly(dialer(&tracker)));
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let rec = RecordingHook::new();
+        let res = client
+            .get(uri(addr, "/"))
+            .traced(rec.clone())
+            .await
+            .unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "hello");
+        let events = wait(&rec, "put_idle_conn").await;
+        let names = from_got_conn(&events);
+        assert!(
+            names.contains(&"got_first_response_byte"),
+            "request {i}: {names:?}"
+        );
+        let (id, reused, _, _) = got_conn(&events);
+        assert_eq!(reused, i > 0, "request {i}");
+        ids.push(id);
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let info = tracker.get(ids[0]).expect("pooled");
+    assert_eq!((info.requests, info.in_flight), (4, 0));
+}

@@ -86,8 +86,11 @@ struct ClientInner<C, B> {
     hook: Option<RequestHooks>,
     expect_continue_timeout: Duration,
     http2_only: bool,
-    /// The captures of unwatched requests.
+    /// The shared captures (see [`Captures`]).
     captures: Captures,
+    /// A request has learned its connection from the hand-off extra: the connector gives it,
+    /// and watched requests need no capture of their own.
+    hand_off: Arc<AtomicBool>,
 }
 
 impl<C: Clone, B> Clone for ClientInner<C, B> {
@@ -99,6 +102,7 @@ impl<C: Clone, B> Clone for ClientInner<C, B> {
             expect_continue_timeout: self.expect_continue_timeout,
             http2_only: self.http2_only,
             captures: Captures::default(),
+            hand_off: Arc::new(AtomicBool::new(self.hand_off.load(Ordering::Relaxed))),
         }
     }
 }
@@ -173,6 +177,7 @@ impl<C, B> TracedClient<C, B> {
                 expect_continue_timeout: DEFAULT_EXPECT_CONTINUE_TIMEOUT,
                 http2_only: false,
                 captures: Captures::default(),
+                hand_off: Arc::new(AtomicBool::new(false)),
             }),
         }
     }
@@ -245,8 +250,13 @@ struct Watched {
     slot: Arc<Slot>,
     /// hyper-util sets it (cloning the connection's extras, which is what the hand-off extra
     /// notices) when it hands the connection to the request; read back for a connector
-    /// without the hand-off extra.
-    capture: CaptureConnection,
+    /// without the hand-off extra. `None` once the client has seen its connector's hand-off
+    /// extra: the request then takes a clone of a shared capture ([`Captures`]), which is
+    /// never read back.
+    capture: Option<CaptureConnection>,
+    /// The client's "hand-off seen" flag, to set when this request learns its connection
+    /// from the hand-off extra (while the flag is unset).
+    learn: Option<Arc<AtomicBool>>,
 }
 
 /// Where a request learns its connection.
@@ -257,6 +267,8 @@ struct Slot {
     trace: RequestTrace,
     shared: Shared,
     conn: Mutex<Option<ConnectionId>>,
+    /// The connection came from the hand-off extra.
+    by_hand_off: AtomicBool,
 }
 
 impl Slot {
@@ -308,7 +320,10 @@ enum Current {
 impl Current {
     fn got(&self, conn: &ConnectionRef, h2: bool) {
         match self {
-            Current::Watched(slot) => slot.got(conn, h2),
+            Current::Watched(slot) => {
+                slot.by_hand_off.store(true, Ordering::Relaxed);
+                slot.got(conn, h2);
+            }
             Current::Light(trace) => {
                 if conn.is_closed() || trace.connection().is_some_and(|c| c.id() == conn.id()) {
                     return;
@@ -555,6 +570,7 @@ where
                 trace: trace.clone(),
                 shared,
                 conn: Mutex::new(None),
+                by_hand_off: AtomicBool::new(false),
             })
         });
         let body = RequestBody::new(
@@ -579,9 +595,24 @@ where
                 }
             });
         }
-        let watched = slot.map(|slot| Watched {
-            capture: capture_connection(&mut req),
-            slot,
+        // A capture per watched request until the client has seen that its connector gives
+        // the hand-off extra (ours all do; a custom connector giving only the `ConnectionId`
+        // is read back through the capture after each poll).
+        let watched = slot.map(|slot| {
+            if client.hand_off.load(Ordering::Relaxed) {
+                client.captures.put(req.extensions_mut());
+                Watched {
+                    slot,
+                    capture: None,
+                    learn: None,
+                }
+            } else {
+                Watched {
+                    slot,
+                    capture: Some(capture_connection(&mut req)),
+                    learn: Some(Arc::clone(&client.hand_off)),
+                }
+            }
         });
         if watched.is_none() {
             // hyper-util clones the connection's extras (the hand-off extra among them) into
@@ -605,7 +636,8 @@ where
 const CAPTURE_SHARDS: usize = 8;
 
 /// hyper-util's capture for requests that need hyper-util to clone their connection's extras
-/// at the hand-off but never read the capture back (unwatched requests): a few captures made
+/// at the hand-off but never read the capture back (unwatched requests, and watched ones once
+/// the client has seen its connector's hand-off extra): a few captures made
 /// once per client, each request taking a clone of its thread's. A capture is a `watch`
 /// channel, two allocations to make and free per request; clones share one. What hyper-util
 /// stores in it (the last connection handed over, which it does not keep in the tracker) is
@@ -653,10 +685,18 @@ impl Sending {
             .is_some()
         {
             // Known already (a retry on another connection is reported by the hand-off).
+            if let Some(learn) = &w.learn {
+                if w.slot.by_hand_off.load(Ordering::Relaxed) {
+                    learn.store(true, Ordering::Relaxed);
+                }
+            }
             return;
         }
+        let Some(capture) = &w.capture else {
+            return;
+        };
         let (id, h2) = {
-            let meta = w.capture.connection_metadata();
+            let meta = capture.connection_metadata();
             let Some(connected) = meta.as_ref() else {
                 return;
             };
