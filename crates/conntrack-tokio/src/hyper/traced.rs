@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use ::hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use conntrack_core::trace::InScope;
+use conntrack_core::trace::Captured;
 use conntrack_core::{ConnectionId, ConnectionRef, Hook, RequestHooks, RequestTrace, Tracker};
 use http::header::{CONNECTION, EXPECT, HOST};
 use http::{HeaderMap, Request, Response, Uri, Version};
@@ -232,7 +232,10 @@ struct Start<C, B> {
 }
 
 struct Sending {
-    fut: InScope<hyper_util::client::legacy::ResponseFuture>,
+    fut: hyper_util::client::legacy::ResponseFuture,
+    /// The request's dial scope, current while `fut` is polled; `None` when it is empty (a
+    /// request with no hooks, sent outside any scope): no scope to enter on each poll.
+    scope: Option<Captured>,
     tracker: Tracker,
     trace: RequestTrace,
     /// Whether the request's phases are watched: some hook wants its events, it waits for
@@ -494,7 +497,10 @@ where
         let res = {
             let prev = SENDING.with(|s| s.borrow_mut().replace(current));
             let _restore = Restore(prev);
-            Pin::new(&mut sending.fut).poll(cx)
+            match &sending.scope {
+                Some(scope) => scope.run(|| Pin::new(&mut sending.fut).poll(cx)),
+                None => Pin::new(&mut sending.fut).poll(cx),
+            }
         };
         sending.check_conn();
         let res = match res {
@@ -620,9 +626,11 @@ where
             // request learns its connection, and begins its exchange, before its answer.
             client.captures.put(req.extensions_mut());
         }
-        let fut = trace.dial_scope().scope(client.client.request(req));
+        let scope = Some(trace.dial_scope()).filter(|s| !s.is_empty());
+        let fut = client.client.request(req);
         Sending {
             fut,
+            scope,
             tracker,
             trace,
             watched,
