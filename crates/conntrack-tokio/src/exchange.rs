@@ -382,12 +382,16 @@ where
                 conn.mark_multiplexed();
             }
             conn.begin_exchange();
-            // Timed only while a hook wants the phases (else `None`, at no cost).
-            let phases = conn.server_exchange(
-                req.method().as_str(),
-                matched_path(req.extensions()),
-                version_name(req.version()),
-            );
+            // Timed only while a hook wants the phases (else `None`, and no route looked up).
+            let phases = if conn.wants_server_exchanges() {
+                conn.server_exchange(
+                    req.method().as_str(),
+                    matched_path(req.extensions()),
+                    version_name(req.version()),
+                )
+            } else {
+                None
+            };
             req.extensions_mut().insert(conn.clone());
             Guard {
                 conn,

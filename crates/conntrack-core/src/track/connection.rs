@@ -948,13 +948,18 @@ impl Entry {
     }
 
     /// See [`ConnectionRef::server_exchange`].
+    /// Whether a served exchange would be timed (see [`ConnectionRef::server_exchange`]).
+    fn wants_server_exchanges(&self) -> bool {
+        self.tracker().wants_servers(&self.chain) || self.scope.upgrade().wants_servers()
+    }
+
     fn server_exchange(
         self: &Arc<Self>,
         method: &str,
         route: Option<&str>,
         version: &'static str,
     ) -> Option<ServerExchange> {
-        if !self.tracker().wants_servers(&self.chain) && !self.scope.upgrade().wants_servers() {
+        if !self.wants_server_exchanges() {
             return None;
         }
         let now = clock::now_nanos();
@@ -2085,6 +2090,15 @@ impl ConnectionRef {
         version: &'static str,
     ) -> Option<ServerExchange> {
         self.entry.server_exchange(method, route, version)
+    }
+
+    /// Whether [`server_exchange`](ConnectionRef::server_exchange) would time an exchange now
+    /// (a hook of the connection wants server exchanges, or the tracker keeps recent
+    /// requests): an integration checks it first to skip finding the route and the other
+    /// arguments when nothing would use them.
+    #[must_use]
+    pub fn wants_server_exchanges(&self) -> bool {
+        self.entry.wants_server_exchanges()
     }
 }
 
