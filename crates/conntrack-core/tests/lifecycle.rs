@@ -586,6 +586,44 @@ fn history_is_bounded_and_newest_first() {
     assert_eq!(default.recently_closed().len(), DEFAULT_HISTORY);
 }
 
+/// A full history writes each new record over its oldest one in place: nothing of the old
+/// record (target, TLS, timings, bytes, exchanges, error) shows through in the new one.
+#[test]
+fn a_record_written_over_an_old_one_keeps_nothing_of_it() {
+    let tracker = Tracker::builder().history(1).build();
+    let rich = tracker.register(
+        client("db")
+            .target("db.internal:5432")
+            .timings(Timings::new().with_connect(Duration::from_millis(4))),
+    );
+    rich.set_tls(TlsInfo::new("1.3", "TLS_AES_128_GCM_SHA256"));
+    rich.record_read(7);
+    rich.record_write(9);
+    rich.downgrade().begin_exchange();
+    rich.record_read_error(&io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+    drop(rich);
+    assert_eq!(
+        tracker.recently_closed()[0].info.target.as_deref(),
+        Some("db.internal:5432")
+    );
+
+    let plain = tracker.register(server("api"));
+    let id = plain.id();
+    drop(plain);
+    let closed = tracker.recently_closed();
+    assert_eq!(closed.len(), 1);
+    let c = &closed[0];
+    assert_eq!(c.info.id, id);
+    assert_eq!(&*c.info.category, "api");
+    assert_eq!(c.info.role, Role::Server);
+    assert_eq!(c.info.target, None);
+    assert!(c.info.tls.is_none());
+    assert_eq!(c.info.timings, Timings::default());
+    assert_eq!((c.info.read_bytes, c.info.write_bytes), (0, 0));
+    assert_eq!((c.info.requests, c.info.in_flight), (0, 0));
+    assert_eq!(c.error, None);
+}
+
 #[test]
 fn history_keeps_the_state_at_close() {
     let tracker = Tracker::builder().history(4).build();

@@ -712,37 +712,49 @@ impl Entry {
         tls: Option<Arc<TlsInfo>>,
         tcp: Option<Arc<TcpStats>>,
     ) -> Snapshot {
+        let mut s = Snapshot::blank();
+        self.fill_snapshot(&mut s, now_nanos, now_coarse_ms, tls, tcp);
+        s
+    }
+
+    /// Writes the connection's state as of `now_nanos` into `s` (a slot of the history, or a
+    /// blank snapshot), field by field.
+    fn fill_snapshot(
+        &self,
+        s: &mut Snapshot,
+        now_nanos: u64,
+        now_coarse_ms: u64,
+        tls: Option<Arc<TlsInfo>>,
+        tcp: Option<Arc<TcpStats>>,
+    ) {
         let last_io_ms = if self.aborted.load(Ordering::Relaxed) {
             self.last_io_at_abort.load(Ordering::Relaxed)
         } else {
             self.last_io_ms.load(Ordering::Relaxed)
         };
-        let idle_ms = if last_io_ms == NO_IO {
+        s.idle_ms = if last_io_ms == NO_IO {
             u64::MAX
         } else {
             now_coarse_ms.saturating_sub(last_io_ms)
         };
-        Snapshot {
-            id: self.id,
-            class: self.class,
-            role: self.role,
-            local_addr: self.local_addr.clone(),
-            remote_addr: self.remote_addr.clone(),
-            target: self.target.clone(),
-            target_is_remote: self.target_is_remote,
-            opened_nanos: self.opened_nanos,
-            at_nanos: now_nanos,
-            read: self.read_bytes(),
-            write: self.write_bytes(),
-            idle_ms,
-            timings: self.timings(),
-            tls,
-            requests: self.requests.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            upgraded: self.upgraded.load(Ordering::Relaxed),
-            exchange_end_ms: self.exchange_end_ms.load(Ordering::Relaxed),
-            tcp,
-        }
+        s.id = self.id;
+        s.class = self.class;
+        s.role = self.role;
+        s.local_addr.clone_from(&self.local_addr);
+        s.remote_addr.clone_from(&self.remote_addr);
+        s.target.clone_from(&self.target);
+        s.target_is_remote = self.target_is_remote;
+        s.opened_nanos = self.opened_nanos;
+        s.at_nanos = now_nanos;
+        s.read = self.read_bytes();
+        s.write = self.write_bytes();
+        s.timings = self.timings();
+        s.tls = tls;
+        s.requests = self.requests.load(Ordering::Relaxed);
+        s.in_flight = self.in_flight.load(Ordering::Relaxed);
+        s.upgraded = self.upgraded.load(Ordering::Relaxed);
+        s.exchange_end_ms = self.exchange_end_ms.load(Ordering::Relaxed);
+        s.tcp = tcp;
     }
 
     pub(crate) fn info(&self) -> ConnectionInfo {
@@ -1189,24 +1201,36 @@ impl Entry {
             }
         }
         let hooks = self.has_hooks();
-        if hooks || t.keeps_history() {
-            // The history keeps this copy of the final state; the full record is built only
-            // if someone reads the history (or below, for the close hooks).
+        if !hooks && t.keeps_history() {
+            // The history keeps a copy of the final state, written straight into its slot; the
+            // full record is built only if someone reads the history.
+            let (now, coarse) = (clock::now_nanos(), clock::coarse_ms());
+            t.history.push_with(
+                |s| {
+                    self.fill_snapshot(s, now, coarse, tls, tcp);
+                    // The bytes the totals got, even if a handle recorded more since.
+                    s.read = read;
+                    s.write = write;
+                },
+                error,
+                reason,
+            );
+        } else if hooks {
+            // The history keeps this copy of the final state (the close hooks get the record
+            // built from it).
             let mut snapshot = self.snapshot(clock::now_nanos(), clock::coarse_ms(), tls, tcp);
             // The bytes the totals got, even if a handle recorded more since.
             snapshot.read = read;
             snapshot.write = write;
-            if hooks {
-                let now = Now::read_at(snapshot.at_nanos);
-                let info = snapshot.clone().into_info(self.category(), &now);
-                self.fire(&mut |h| {
-                    h.on_close(&CloseEvent {
-                        connection: &info,
-                        error: error.as_ref(),
-                        reason,
-                    });
+            let now = Now::read_at(snapshot.at_nanos);
+            let info = snapshot.clone().into_info(self.category(), &now);
+            self.fire(&mut |h| {
+                h.on_close(&CloseEvent {
+                    connection: &info,
+                    error: error.as_ref(),
+                    reason,
                 });
-            }
+            });
             t.push_history(snapshot, error, reason);
         }
         t.stats.with(self.class, |c| c.cell.closed.incr());

@@ -45,6 +45,31 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// A blank snapshot, to be filled in.
+    pub(crate) fn blank() -> Self {
+        Snapshot {
+            id: 0,
+            class: 0,
+            role: Role::Client,
+            local_addr: Addr::Unknown,
+            remote_addr: Addr::Unknown,
+            target: None,
+            target_is_remote: false,
+            opened_nanos: 0,
+            at_nanos: 0,
+            read: 0,
+            write: 0,
+            idle_ms: 0,
+            timings: Timings::default(),
+            tls: None,
+            requests: 0,
+            in_flight: 0,
+            upgraded: false,
+            exchange_end_ms: 0,
+            tcp: None,
+        }
+    }
+
     /// The index of the connection's (category, role) in the tracker's stat table.
     pub(crate) fn class(&self) -> u32 {
         self.class
@@ -125,6 +150,38 @@ impl History {
     /// How many closed connections it keeps.
     pub(crate) fn cap(&self) -> usize {
         self.cap
+    }
+
+    /// Keeps a closed connection's final state, written by `fill` into the slot it takes (in
+    /// place over the oldest record once the ring is full: no record is built elsewhere and
+    /// moved in), and its last error.
+    pub(crate) fn push_with(
+        &self,
+        fill: impl FnOnce(&mut Snapshot),
+        error: Option<io::Error>,
+        reason: CloseReason,
+    ) {
+        if self.cap == 0 {
+            return;
+        }
+        let mut h = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = h.next;
+        h.next = if i + 1 == self.cap { 0 } else { i + 1 };
+        let evicted = if h.slots.len() < self.cap {
+            let mut snapshot = Snapshot::blank();
+            fill(&mut snapshot);
+            h.slots.push((snapshot, error, reason));
+            None
+        } else {
+            let slot = &mut h.slots[i];
+            fill(&mut slot.0);
+            slot.2 = reason;
+            std::mem::replace(&mut slot.1, error)
+        };
+        drop(h);
+        // The oldest record's error is let go of outside the lock: it may be a user's, whose
+        // drop could read the history. (The rest of the old record is ours: plain memory.)
+        drop(evicted);
     }
 
     /// Keeps a closed connection's final state and last error.
