@@ -186,25 +186,7 @@ impl History {
 
     /// Keeps a closed connection's final state and last error.
     pub(crate) fn push(&self, snapshot: Snapshot, error: Option<io::Error>, reason: CloseReason) {
-        if self.cap == 0 {
-            return;
-        }
-        let mut h = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let i = h.next;
-        h.next = if i + 1 == self.cap { 0 } else { i + 1 };
-        let evicted = if h.slots.len() < self.cap {
-            h.slots.push((snapshot, error, reason));
-            None
-        } else {
-            Some(std::mem::replace(
-                &mut h.slots[i],
-                (snapshot, error, reason),
-            ))
-        };
-        drop(h);
-        // The oldest record is let go of outside the lock: its error may be a user's, whose
-        // drop could read the history.
-        drop(evicted);
+        self.push_with(move |s| *s = snapshot, error, reason);
     }
 
     /// The records, newest first, with their categories' names from `stats`.
