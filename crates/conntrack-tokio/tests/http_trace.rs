@@ -771,10 +771,9 @@ impl tower_service::Service<hyper::Uri> for IdOnly {
 }
 
 /// A connector that gives only the `ConnectionId` (no hand-off extra): every traced request,
-/// the first and the later ones on the pooled connection, still gets its connection
-/// (`got_conn`, read back from hyper-util's capture after each poll) and counts as an exchange
-/// on it, while requests through the tracked `Dialer` on the same tracker learn theirs at the
-/// hand-off.
+/// the first and the later ones on a pooled connection, still gets its connection (`got_conn`,
+/// read back from hyper-util's capture after each poll: the one its response names) and counts
+/// as an exchange on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connector_giving_only_the_id_still_reports_each_connection() {
     let addr = hyper_server().await;
@@ -788,6 +787,7 @@ async fn a_connector_giving_only_the_id_still_reports_each_connection() {
             .traced(rec.clone())
             .await
             .unwrap();
+        let named = conntrack_tokio::hyper::connection_id(&res).expect("the response's id");
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "hello");
         let events = wait(&rec, "put_idle_conn").await;
         let names = from_got_conn(&events);
@@ -795,11 +795,17 @@ async fn a_connector_giving_only_the_id_still_reports_each_connection() {
             names.contains(&"got_first_response_byte"),
             "request {i}: {names:?}"
         );
-        let (id, reused, _, _) = got_conn(&events);
-        assert_eq!(reused, i > 0, "request {i}");
+        let (id, ..) = got_conn(&events);
+        assert_eq!(id, named, "request {i}");
         ids.push(id);
     }
-    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-    let info = tracker.get(ids[0]).expect("pooled");
-    assert_eq!((info.requests, info.in_flight), (4, 0));
+    // A pooled connection may be back in the pool only after the next request looked for one:
+    // the requests are spread over one or a few connections, each counting its own.
+    ids.sort_unstable();
+    ids.dedup();
+    let (requests, in_flight) = ids.iter().fold((0, 0), |(r, f), id| {
+        let info = tracker.get(*id).expect("pooled");
+        (r + info.requests, f + info.in_flight)
+    });
+    assert_eq!((requests, in_flight), (4, 0), "{ids:?}");
 }

@@ -419,7 +419,8 @@ impl<R: Runtime> Dialer<R> {
         let rt = &self.runtime;
         let delay = self.config.fallback_delay_value();
         let timeout = self.config.connect_timeout_value();
-        let started = std::time::Instant::now();
+        // Read only with a timeout to measure against (a clock reading less per dial).
+        let started = timeout.map(|_| std::time::Instant::now());
         let mut queue = addrs.into_iter();
         let mut running: Vec<(ConnectAttempt, Connecting<'a, R::Stream>)> = Vec::new();
         let mut fallback: Option<Timer<'a>> = None;
@@ -431,7 +432,9 @@ impl<R: Runtime> Dialer<R> {
                               fallback: &mut Option<Timer<'a>>| {
             if let Some(addr) = queue.next() {
                 let attempt = dial.connect_start(addr);
-                let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+                let left = timeout
+                    .zip(started)
+                    .map(|(t, s)| t.saturating_sub(s.elapsed()));
                 let connecting: Connecting<'a, R::Stream> = Box::pin(rt.connect(addr, left));
                 running.push((attempt, connecting));
                 // The fallback timer only matters while another address waits its turn.
@@ -483,7 +486,9 @@ impl<R: Runtime> Dialer<R> {
                 // An attempt that failed once the connect timeout has passed (a blocking
                 // connect bounded by the time left ends with its own timeout) is the timeout,
                 // reported as such for every attempt still running, in the order they started.
-                Step::Done(_, Err(_)) if timeout.is_some_and(|t| started.elapsed() >= t) => {
+                Step::Done(_, Err(_))
+                    if timeout.zip(started).is_some_and(|(t, s)| s.elapsed() >= t) =>
+                {
                     let e = timed_out(timeout.unwrap_or_default());
                     for (attempt, _) in running.drain(..) {
                         dial.connect_done(&attempt, Err(&e));
