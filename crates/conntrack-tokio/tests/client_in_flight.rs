@@ -215,3 +215,108 @@ async fn no_hook_cancelled_requests_leave_nothing_in_flight_http2() {
     assert_eq!(info.requests, 3, "{info:?}");
     assert_eq!(info.state, ConnState::Idle, "{info:?}");
 }
+
+/// An untracked hyper server answering every request at once.
+async fn quick_server(h2: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let io = TokioIo::new(stream);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A hook that counts `on_got_conn` (so requests are watched).
+struct CountGotConn(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl conntrack_core::Hook for CountGotConn {
+    fn on_got_conn(&self, _: &conntrack_core::GotConnEvent<'_>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Many requests at once from tasks on several threads (which share the client's captures of
+/// hyper-util's hand-off, one per thread slot): each is counted exactly once as an exchange
+/// on its connection, none stays in flight, and with a hook each gets its `got_conn`.
+async fn concurrent_requests_are_counted_exactly(h2: bool, hook: bool) {
+    const TASKS: usize = 8;
+    const EACH: usize = 25;
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tracker = if hook {
+        Tracker::builder()
+            .hook(CountGotConn(std::sync::Arc::clone(&got)))
+            .build()
+    } else {
+        Tracker::new()
+    };
+    let addr = quick_server(h2).await;
+    let client = client(&tracker, DialerConfig::new().category("upstream"), h2);
+    let uri: hyper::Uri = format!("http://{addr}/").parse().unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (client, uri, barrier) = (client.clone(), uri.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                for _ in 0..EACH {
+                    let res = client.get(uri.clone()).await.unwrap();
+                    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("bounded")
+            .unwrap();
+    }
+    // The client connections, open or closed (hyper-util may let one go).
+    let clients: Vec<_> = tracker
+        .connections()
+        .into_iter()
+        .chain(tracker.recently_closed().into_iter().map(|c| c.info))
+        .filter(|c| c.role == Role::Client)
+        .collect();
+    let requests: u64 = clients.iter().map(|c| c.requests).sum();
+    assert_eq!(
+        requests,
+        (TASKS * EACH) as u64,
+        "h2={h2} hook={hook}: {clients:?}"
+    );
+    assert!(clients.iter().all(|c| c.in_flight == 0), "{clients:?}");
+    if hook {
+        assert_eq!(got.load(std::sync::atomic::Ordering::SeqCst), TASKS * EACH);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_http1_requests_are_counted_exactly() {
+    concurrent_requests_are_counted_exactly(false, false).await;
+    concurrent_requests_are_counted_exactly(false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_http2_requests_are_counted_exactly() {
+    concurrent_requests_are_counted_exactly(true, false).await;
+    concurrent_requests_are_counted_exactly(true, true).await;
+}
