@@ -309,6 +309,9 @@ impl<S: fmt::Debug, M> fmt::Debug for Exchange<S, M> {
     }
 }
 
+/// The `grpc-status` field's name, made once (a name given as text is parsed at every lookup).
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// Ends an exchange when dropped: once its response has been written if the response was
 /// complete, else at once.
 struct Guard {
@@ -341,7 +344,7 @@ impl Guard {
     fn grpc_status(&mut self, headers: &http::HeaderMap) {
         if let Some(p) = &mut self.phases {
             let status = headers
-                .get("grpc-status")
+                .get(&GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
             if let Some(status) = status {
