@@ -23,6 +23,11 @@ const ANSWER_AFTER: Duration = Duration::from_millis(2500);
 
 /// An untracked hyper server answering every request after [`ANSWER_AFTER`].
 async fn slow_server(h2: bool) -> SocketAddr {
+    server(h2, ANSWER_AFTER, b"late").await
+}
+
+/// An untracked hyper server answering every request with `body` after `delay`.
+async fn server(h2: bool, delay: Duration, body: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -31,10 +36,13 @@ async fn slow_server(h2: bool) -> SocketAddr {
                 return;
             };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    tokio::time::sleep(ANSWER_AFTER).await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late"))))
-                });
+                let service =
+                    hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(body))))
+                    });
                 let io = TokioIo::new(stream);
                 if h2 {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -216,35 +224,6 @@ async fn no_hook_cancelled_requests_leave_nothing_in_flight_http2() {
     assert_eq!(info.state, ConnState::Idle, "{info:?}");
 }
 
-/// An untracked hyper server answering every request at once.
-async fn quick_server(h2: bool) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let io = TokioIo::new(stream);
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, service)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// A hook that counts `on_got_conn` (so requests are watched).
 struct CountGotConn(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
@@ -268,7 +247,7 @@ async fn concurrent_requests_are_counted_exactly(h2: bool, hook: bool) {
     } else {
         Tracker::new()
     };
-    let addr = quick_server(h2).await;
+    let addr = server(h2, Duration::ZERO, b"ok").await;
     let client = client(&tracker, DialerConfig::new().category("upstream"), h2);
     let uri: hyper::Uri = format!("http://{addr}/").parse().unwrap();
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
