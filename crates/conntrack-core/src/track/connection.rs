@@ -959,12 +959,12 @@ impl Entry {
         self.tracker().wants_servers(&self.chain) || !self.scope.is_empty()
     }
 
-    /// See [`ConnectionRef::server_exchange`].
     /// Whether a served exchange would be timed (see [`ConnectionRef::server_exchange`]).
     fn wants_server_exchanges(&self) -> bool {
         self.tracker().wants_servers(&self.chain) || self.scope.upgrade().wants_servers()
     }
 
+    /// See [`ConnectionRef::server_exchange`].
     fn server_exchange(
         self: &Arc<Self>,
         method: &str,
@@ -1005,8 +1005,8 @@ impl Entry {
             (first, Some(from), read0, write0)
         };
         let live = Arc::new(Live {
-            method: method.into(),
-            route: route.map(Into::into),
+            method: shared_text(method),
+            route: route.map(shared_text),
             head: now,
             response: AtomicU64::new(0),
             status: AtomicU32::new(0),
@@ -2148,6 +2148,32 @@ struct ServerExchangeData {
 
 /// A timed server exchange in progress, shared by its [`ServerExchange`], its body's
 /// [`BodyTimer`] and the connection's record ([`ConnectionInfo::exchange`]).
+/// `text` as a shared string: one this thread made before for the same text if it still keeps
+/// it, else a new one (kept, the oldest of 32 let go). An exchange's method and route template
+/// are among a few values, so most exchanges make no string of their own; a peer sending
+/// methods of its own only makes the thread's few strings turn over.
+fn shared_text(text: &str) -> Arc<str> {
+    const KEPT: usize = 32;
+    thread_local! {
+        static TEXTS: std::cell::RefCell<Vec<Arc<str>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TEXTS.with(|texts| {
+        let Ok(mut texts) = texts.try_borrow_mut() else {
+            return Arc::from(text);
+        };
+        if let Some(t) = texts.iter().find(|t| &***t == text) {
+            return Arc::clone(t);
+        }
+        let t: Arc<str> = Arc::from(text);
+        if texts.len() == KEPT {
+            texts.remove(0);
+        }
+        texts.push(Arc::clone(&t));
+        t
+    })
+}
+
 struct Live {
     method: Arc<str>,
     route: Option<Arc<str>>,
@@ -2343,5 +2369,31 @@ impl fmt::Debug for ConnectionRef {
             .field("id", &self.entry.id)
             .field("closed", &self.is_closed())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::shared_text;
+
+    #[test]
+    fn shared_text_reuses_a_thread_s_strings_and_stays_bounded() {
+        let a = shared_text("GET");
+        let b = shared_text("GET");
+        assert!(Arc::ptr_eq(&a, &b), "the same text, the same string");
+        drop(b);
+        assert_eq!(&*shared_text("/users/{id}"), "/users/{id}");
+        // Many distinct texts (a peer's own methods): each comes back as given, and the
+        // thread keeps only a few of them.
+        for i in 0..1_000 {
+            let text = format!("METHOD{i}");
+            assert_eq!(&*shared_text(&text), text);
+        }
+        let c = shared_text("GET");
+        assert_eq!(&*c, "GET");
+        assert!(!Arc::ptr_eq(&a, &c), "let go of once 32 newer texts came");
+        assert_eq!(Arc::strong_count(&a), 1, "no longer kept by the thread");
     }
 }
