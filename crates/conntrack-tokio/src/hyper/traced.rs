@@ -251,15 +251,21 @@ struct Sending {
 
 struct Watched {
     slot: Arc<Slot>,
+    /// The request's own capture, until the client has seen its connector's hand-off extra
+    /// (`None` from then on: the request takes a clone of a shared capture, [`Captures`],
+    /// which is never read back).
+    own: Option<OwnCapture>,
+}
+
+/// A watched request's own capture of hyper-util's hand-off.
+struct OwnCapture {
     /// hyper-util sets it (cloning the connection's extras, which is what the hand-off extra
     /// notices) when it hands the connection to the request; read back for a connector
-    /// without the hand-off extra. `None` once the client has seen its connector's hand-off
-    /// extra: the request then takes a clone of a shared capture ([`Captures`]), which is
-    /// never read back.
-    capture: Option<CaptureConnection>,
-    /// The client's "hand-off seen" flag, to set when this request learns its connection
-    /// from the hand-off extra (while the flag is unset).
-    learn: Option<Arc<AtomicBool>>,
+    /// without the hand-off extra.
+    capture: CaptureConnection,
+    /// The client's "hand-off seen" flag, set when this request learns its connection from
+    /// the hand-off extra.
+    learn: Arc<AtomicBool>,
 }
 
 /// Where a request learns its connection.
@@ -607,16 +613,14 @@ where
         let watched = slot.map(|slot| {
             if client.hand_off.load(Ordering::Relaxed) {
                 client.captures.put(req.extensions_mut());
-                Watched {
-                    slot,
-                    capture: None,
-                    learn: None,
-                }
+                Watched { slot, own: None }
             } else {
                 Watched {
                     slot,
-                    capture: Some(capture_connection(&mut req)),
-                    learn: Some(Arc::clone(&client.hand_off)),
+                    own: Some(OwnCapture {
+                        capture: capture_connection(&mut req),
+                        learn: Arc::clone(&client.hand_off),
+                    }),
                 }
             }
         });
@@ -693,14 +697,14 @@ impl Sending {
             .is_some()
         {
             // Known already (a retry on another connection is reported by the hand-off).
-            if let Some(learn) = &w.learn {
+            if let Some(own) = &w.own {
                 if w.slot.by_hand_off.load(Ordering::Relaxed) {
-                    learn.store(true, Ordering::Relaxed);
+                    own.learn.store(true, Ordering::Relaxed);
                 }
             }
             return;
         }
-        let Some(capture) = &w.capture else {
+        let Some(OwnCapture { capture, .. }) = &w.own else {
             return;
         };
         let (id, h2) = {
