@@ -23,6 +23,15 @@
 //!
 //! The kernel's share (system calls, the TCP stack) is not counted: it is the same in both
 //! columns but for the system calls tracking adds (`getsockname` once per dialed connection).
+//!
+//! With `--check`, each cost of tracking (tracked minus its untracked twin, so that what the
+//! dependencies' own code costs cancels out) is compared with its budget in [`BUDGETS`], and
+//! the command fails if one is over: a change that makes tracking cost more than it did is
+//! caught by CI (`cargo xtask ci` runs `instructions --check`), not by a user's throughput.
+//! Each budget is the cost measured when it was set plus a margin for what a rebuild alone
+//! moves (glibc's allocator paths shift by up to ±750 instructions a unit). Lowering a cost
+//! is a reason to lower its budget; raising a budget is a decision to write down in
+//! `docs/benchmarks.md`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,8 +39,52 @@ use std::process::Command;
 
 const CASES: [&str; 4] = ["client", "churn", "ping", "service"];
 
+/// What tracking may cost, in user-space instructions per unit, over its untracked twin
+/// (`--check`): the measured cost when the budget was set (in parentheses) plus a margin.
+pub(crate) const BUDGETS: [(&str, &str, f64); 7] = [
+    // (6,050-6,374: the plain client's own count moves by +-300 between runs)
+    (
+        "client",
+        "TracedClient with no hook, over hyper-util's plain client",
+        7_500.0,
+    ),
+    // (5,095-5,295)
+    (
+        "client-events",
+        "a hook wanting every request event, over no hook",
+        6_500.0,
+    ),
+    // (6,252-6,351)
+    ("churn", "a tracked pair, over a raw one", 7_500.0),
+    // (984)
+    ("ping", "a tracked round trip, over a raw one", 1_300.0),
+    // (15,386-15,813; repeated runs differ by up to +-600)
+    (
+        "service",
+        "the README's setup with no hook, over untracked",
+        18_000.0,
+    ),
+    // (15,138-15,682)
+    (
+        "service-metrics",
+        "the README's setup with MetricsHook, over untracked",
+        18_000.0,
+    ),
+    // (about 10,000-10,662)
+    (
+        "service-events",
+        "a hook wanting every request event and both servers' phases, over no hook",
+        12_000.0,
+    ),
+];
+
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
-    let wanted: Vec<&str> = args.iter().map(String::as_str).collect();
+    let check = args.iter().any(|a| a == "--check");
+    let wanted: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--check")
+        .collect();
     for w in &wanted {
         if !CASES.contains(w) {
             return Err(format!(
@@ -64,6 +117,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("conntrack-instructions-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let counter = Counter { dir: dir.clone() };
+    // The costs of tracking measured, by budget name.
+    let mut costs: Vec<(&str, f64)> = Vec::new();
     let result = (|| {
         let mut lines = Vec::new();
         if want("client") {
@@ -76,6 +131,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             let plain = per("plain")?;
             let traced = per("traced")?;
             let events = per("events")?;
+            costs.push(("client", traced - plain));
+            costs.push(("client-events", events - traced));
             lines.push(format!(
                 "client (per keep-alive request)   plain {}   TracedClient, no hook {} ({})   every request event {} ({} over no hook)",
                 n(plain),
@@ -106,6 +163,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             };
             let raw = per("raw")?;
             let tracked = per("tracked")?;
+            costs.push((case, tracked - raw));
             lines.push(format!(
                 "{case} (per {units})   raw {}   tracked {} ({})",
                 n(raw),
@@ -146,6 +204,13 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 let base = *base.get_or_insert(per);
                 if setup == "nohook" {
                     nohook = Some(per);
+                    costs.push(("service", per - base));
+                }
+                if setup == "metrics" {
+                    costs.push(("service-metrics", per - base));
+                }
+                if let (Some(nh), "all") = (nohook, setup) {
+                    costs.push(("service-events", per - nh));
                 }
                 row.push_str(&format!("\n  {label:<28} {:>8}", n(per)));
                 if setup != "untracked" {
@@ -170,7 +235,38 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     for line in lines {
         println!("{line}");
     }
+    if check {
+        return check_budgets(&costs);
+    }
     Ok(())
+}
+
+/// Compares each measured cost with its budget ([`BUDGETS`]); fails naming those over.
+fn check_budgets(costs: &[(&str, f64)]) -> Result<(), String> {
+    println!("\nbudgets (instructions a unit that tracking may cost over the untracked case)");
+    let mut over = Vec::new();
+    for (name, cost) in costs {
+        let Some((_, what, budget)) = BUDGETS.iter().find(|(n, _, _)| n == name) else {
+            continue;
+        };
+        let verdict = if cost <= budget { "ok" } else { "OVER" };
+        println!(
+            "  {verdict:<4} {name:<16} {:>8} of {:>8}  {what}",
+            d(*cost),
+            n(*budget)
+        );
+        if cost > budget {
+            over.push(format!("{name} {} > {}", d(*cost), n(*budget)));
+        }
+    }
+    if over.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "instructions: tracking costs more than its budget: {} (see xtask/src/instructions.rs)",
+            over.join("; ")
+        ))
+    }
 }
 
 /// Fails with a message naming how to install `tool` if it does not run.
