@@ -1,5 +1,5 @@
-//! `cargo xtask instructions [client] [churn] [ping] [service]`: what tracking costs, counted in
-//! user-space instructions rather than timed.
+//! `cargo xtask instructions [--check] [client] [churn] [ping] [smol] [std] [service]`: what
+//! tracking costs, counted in user-space instructions rather than timed.
 //!
 //! CPU-time ratios on a shared two-core VM move by several percent from run to run, more than
 //! some of the costs they are meant to show. `valgrind --tool=callgrind` counts the
@@ -13,8 +13,10 @@
 //!   request event, per keep-alive request.
 //! - `churn`: `benches/loopback.rs -- only churn raw|tracked`, 40,000 and 4,000 pairs: one
 //!   connection dialed, accepted and closed, per pair.
-//! - `ping`: `benches/loopback.rs -- only ping raw|tracked`, 100,000 and 10,000 round trips of
-//!   64 bytes, per round trip.
+//! - `ping`: `benches/loopback.rs -- only ping raw|tracked`, 200,000 and 20,000 round trips of
+//!   64 bytes, per round trip. (Each loopback run's count is read from its output.)
+//! - `smol`, `std`: the same two cases on the loopback benchmarks of conntrack-async-std (on
+//!   smol) and conntrack-std (`churn-smol`, `ping-smol`, `churn-std`, `ping-std`).
 //! - `service`: `benches/service.rs -- only SETUP` under `wrk` for 4 s and 1 s, per proxied
 //!   request (needs `wrk`). The setups add one part at a time (see `docs/benchmarks.md`). The
 //!   one-time calibration of the clock that the Prometheus recorder makes at start-up (quanta's)
@@ -37,11 +39,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CASES: [&str; 4] = ["client", "churn", "ping", "service"];
+const CASES: [&str; 6] = ["client", "churn", "ping", "smol", "std", "service"];
 
 /// What tracking may cost, in user-space instructions per unit, over its untracked twin
 /// (`--check`): the measured cost when the budget was set (in parentheses) plus a margin.
-pub(crate) const BUDGETS: [(&str, &str, f64); 7] = [
+pub(crate) const BUDGETS: [(&str, &str, f64); 11] = [
     // (6,050-6,374: the plain client's own count moves by +-300 between runs)
     (
         "client",
@@ -56,8 +58,28 @@ pub(crate) const BUDGETS: [(&str, &str, f64); 7] = [
     ),
     // (6,252-6,351)
     ("churn", "a tracked pair, over a raw one", 7_500.0),
-    // (984)
-    ("ping", "a tracked round trip, over a raw one", 1_300.0),
+    // (492)
+    ("ping", "a tracked round trip, over a raw one", 650.0),
+    // (6,333)
+    (
+        "churn-smol",
+        "smol: a tracked pair, over a raw one",
+        7_500.0,
+    ),
+    // (365)
+    (
+        "ping-smol",
+        "smol: a tracked round trip, over a raw one",
+        550.0,
+    ),
+    // (6,626)
+    ("churn-std", "std: a tracked pair, over a raw one", 7_750.0),
+    // (351)
+    (
+        "ping-std",
+        "std: a tracked round trip, over a raw one",
+        550.0,
+    ),
     // (15,386-15,813; repeated runs differ by up to +-600)
     (
         "service",
@@ -118,11 +140,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let counter = Counter { dir: dir.clone() };
     // The costs of tracking measured, by budget name.
-    let mut costs: Vec<(&str, f64)> = Vec::new();
+    let mut costs: Vec<(String, f64)> = Vec::new();
     let result = (|| {
         let mut lines = Vec::new();
         if want("client") {
-            let exe = bench("http_client")?;
+            let exe = bench("conntrack-tokio/http_client")?;
             let per = |case: &str| -> Result<f64, String> {
                 let a = counter.count(&exe, &["only", case, "1000"], &[], false)?;
                 let b = counter.count(&exe, &["only", case, "3000"], &[], false)?;
@@ -131,8 +153,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             let plain = per("plain")?;
             let traced = per("traced")?;
             let events = per("events")?;
-            costs.push(("client", traced - plain));
-            costs.push(("client-events", events - traced));
+            costs.push(("client".into(), traced - plain));
+            costs.push(("client-events".into(), events - traced));
             lines.push(format!(
                 "client (per keep-alive request)   plain {}   TracedClient, no hook {} ({})   every request event {} ({} over no hook)",
                 n(plain),
@@ -142,37 +164,56 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 d(events - traced),
             ));
         }
-        let exe_loopback = if want("churn") || want("ping") {
-            Some(bench("loopback")?)
-        } else {
-            None
-        };
-        for (case, units, long, short) in [
-            ("churn", "pair", 40_000.0, 4_000.0),
-            ("ping", "round trip", 100_000.0, 10_000.0),
+        // The loopback cases of each runtime: (case, bench's package, budget prefix).
+        for (case, package, units) in [
+            ("churn", "conntrack-tokio", "pair"),
+            ("ping", "conntrack-tokio", "round trip"),
+            ("smol", "conntrack-async-std", ""),
+            ("std", "conntrack-std", ""),
         ] {
             if !want(case) {
                 continue;
             }
-            let exe = exe_loopback.as_ref().expect("built above");
-            let per = |side: &str| -> Result<f64, String> {
-                let long_args = ["only", case, side];
-                let a = counter.count(exe, &long_args, &[], false)?;
-                let b = counter.count(exe, &long_args, &[("CONNTRACK_BENCH_QUICK", "1")], false)?;
-                Ok((a.total - b.total) / (long - short))
+            let exe = bench(&format!("{package}/loopback"))?;
+            // tokio's cases are named by what they run; smol's and std's run both.
+            let runs: Vec<(&str, &str, String)> = if package == "conntrack-tokio" {
+                vec![(case, units, case.to_string())]
+            } else {
+                vec![
+                    ("churn", "pair", format!("churn-{case}")),
+                    ("ping", "round trip", format!("ping-{case}")),
+                ]
             };
-            let raw = per("raw")?;
-            let tracked = per("tracked")?;
-            costs.push((case, tracked - raw));
-            lines.push(format!(
-                "{case} (per {units})   raw {}   tracked {} ({})",
-                n(raw),
-                n(tracked),
-                d(tracked - raw)
-            ));
+            for (what, units, name) in runs {
+                let per = |side: &str| -> Result<f64, String> {
+                    let long_args = ["only", what, side];
+                    let a = counter.count(&exe, &long_args, &[], false)?;
+                    let b = counter.count(
+                        &exe,
+                        &long_args,
+                        &[("CONNTRACK_BENCH_QUICK", "1")],
+                        false,
+                    )?;
+                    // The bench says how many it ran ("only ping raw: 200000 round trips, ...").
+                    let units = a.requests - b.requests;
+                    if units <= 0.0 {
+                        return Err(format!("instructions: {name} {side}: no units counted"));
+                    }
+                    Ok((a.total - b.total) / units)
+                };
+                let raw = per("raw")?;
+                let tracked = per("tracked")?;
+                lines.push(format!(
+                    "{name} (per {units})   raw {}   tracked {} ({})",
+                    n(raw),
+                    n(tracked),
+                    d(tracked - raw)
+                ));
+                costs.push((name, tracked - raw));
+            }
         }
         if want("service") {
-            let exe = bench("service")?;
+            let exe = bench("conntrack-tokio/service")?;
             let setups = [
                 ("untracked", "untracked"),
                 ("streams", "tracked streams"),
@@ -204,13 +245,13 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 let base = *base.get_or_insert(per);
                 if setup == "nohook" {
                     nohook = Some(per);
-                    costs.push(("service", per - base));
+                    costs.push(("service".into(), per - base));
                 }
                 if setup == "metrics" {
-                    costs.push(("service-metrics", per - base));
+                    costs.push(("service-metrics".into(), per - base));
                 }
                 if let (Some(nh), "all") = (nohook, setup) {
-                    costs.push(("service-events", per - nh));
+                    costs.push(("service-events".into(), per - nh));
                 }
                 row.push_str(&format!("\n  {label:<28} {:>8}", n(per)));
                 if setup != "untracked" {
@@ -242,7 +283,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// Compares each measured cost with its budget ([`BUDGETS`]); fails naming those over.
-fn check_budgets(costs: &[(&str, f64)]) -> Result<(), String> {
+fn check_budgets(costs: &[(String, f64)]) -> Result<(), String> {
     println!("\nbudgets (instructions a unit that tracking may cost over the untracked case)");
     let mut over = Vec::new();
     for (name, cost) in costs {
@@ -277,7 +318,7 @@ fn tool_ok(tool: &str, args: &[&str], what: &str) -> Result<(), String> {
     }
 }
 
-/// Builds the three benchmarks (release) and returns their executables by name.
+/// Builds the benchmarks (release) and returns their executables by `package/name`.
 fn build() -> Result<BTreeMap<String, PathBuf>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let args = [
@@ -285,8 +326,12 @@ fn build() -> Result<BTreeMap<String, PathBuf>, String> {
         "--no-run",
         "-p",
         "conntrack-tokio",
+        "-p",
+        "conntrack-async-std",
+        "-p",
+        "conntrack-std",
         "--features",
-        "axum,hyper,metrics",
+        "conntrack-tokio/axum,conntrack-tokio/hyper,conntrack-tokio/metrics,conntrack-async-std/smol",
         "--bench",
         "http_client",
         "--bench",
@@ -309,13 +354,20 @@ fn build() -> Result<BTreeMap<String, PathBuf>, String> {
         if !line.contains("\"reason\":\"compiler-artifact\"") {
             continue;
         }
-        let (Some(name), Some(exe)) = (
+        let (Some(name), Some(exe), Some(manifest)) = (
             json_str_after(line, "\"target\":{", "\"name\":\""),
             json_str_after(line, "", "\"executable\":\""),
+            json_str_after(line, "", "\"manifest_path\":\""),
         ) else {
             continue;
         };
-        found.insert(name, PathBuf::from(exe));
+        // By package (its folder's name) and bench name: each adapter has a `loopback`.
+        let package = Path::new(&manifest)
+            .parent()
+            .and_then(Path::file_name)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        found.insert(format!("{package}/{name}"), PathBuf::from(exe));
     }
     Ok(found)
 }
@@ -337,7 +389,8 @@ struct Counter {
 
 struct Count {
     total: f64,
-    /// The service's "N requests in all" (0 for the others).
+    /// The service's "N requests in all", the loopback bench's count of pairs or round trips
+    /// (0 for the client, whose lengths are its arguments).
     requests: f64,
     /// Instructions spent in quanta's clock calibration (0 unless asked).
     calibration: f64,
@@ -391,6 +444,14 @@ impl Counter {
                 .and_then(|s| s.rsplit(' ').next())
                 .and_then(|v| v.parse::<f64>().ok())
                 .ok_or_else(|| format!("service {}: no request count", args.join(" ")))?
+        } else if args.first() == Some(&"only") && args.len() == 3 {
+            // The loopback bench's "only CASE SIDE: N UNITS, ..." line.
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{}: ", args.join(" "))))
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("{}: no count in the output", args.join(" ")))?
         } else {
             0.0
         };

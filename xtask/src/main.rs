@@ -6,10 +6,10 @@
 //! - `features`: every library crate checked with no features and with each feature alone
 //!   (also part of `ci`).
 //! - `bench`: every benchmark of the workspace; the figures go to `docs/benchmarks.md`.
-//! - `instructions [--check] [client] [churn] [ping] [service]`: the cost of tracking in
-//!   user-space instructions counted by callgrind (needs valgrind, and wrk for `service`):
-//!   repeatable where the CPU-time ratios of `bench` are noisy. `--check` fails if a cost is
-//!   over its budget (also part of `ci`).
+//! - `instructions [--check] [client] [churn] [ping] [smol] [std] [service]`: the cost of
+//!   tracking in user-space instructions counted by callgrind (needs valgrind, and wrk for
+//!   `service`): repeatable where the CPU-time ratios of `bench` are noisy. `--check` fails if
+//!   a cost is over its budget (also part of `ci`).
 //! - `install-check`: each dependency block of the README's "Installation" section, pasted
 //!   as printed into a fresh package, builds its example (also part of `ci`).
 //! - `demo-check [SECONDS]`: the demo's short run of `ci` alone (2 s by default).
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] [--no-instructions] | features | bench [--quick] [FILTER] | instructions [--check] [client] [churn] [ping] [service] | stress [PAIRS [CHURN]] | install-check | demo-check [SECONDS] | tidy>"
+                "usage: cargo xtask <ci [--no-doc] [--no-clippy] [--no-features] [--no-instructions] | features | bench [--quick] [FILTER] | instructions [--check] [client] [churn] [ping] [smol] [std] [service] | stress [PAIRS [CHURN]] | install-check | demo-check [SECONDS] | tidy>"
             );
             return ExitCode::from(2);
         }

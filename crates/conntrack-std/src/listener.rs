@@ -79,13 +79,13 @@ impl Accept for TcpListener {
         (local, Addr::Inet(*peer))
     }
 
-    #[cfg(unix)]
-    fn watch_tcp_info(stream: &TcpStream, conn: &Connection) -> Option<TcpInfoGuard> {
-        Some(conn.watch_tcp_info(stream))
-    }
-
+    // The socket is registered for TCP statistics in `track`, before it is made abortable:
+    // on Linux and Android that one registration also lets an abort shut it down.
     fn track(&self, stream: TcpStream, conn: Connection) -> Tracked<TcpStream> {
-        Tracked::new(stream, conn).abortable()
+        let tracked = Tracked::new(stream, conn);
+        #[cfg(unix)]
+        let tracked = tracked.with_tcp_info();
+        tracked.abortable()
     }
 }
 

@@ -64,8 +64,11 @@ impl<T> Tracked<T> {
         self
     }
 
+    /// Keeps `tcp`, if any (a registration made by `track` stays otherwise).
     pub(crate) fn with_guard(mut self, tcp: Option<TcpInfoGuard>) -> Self {
-        self.tcp = tcp;
+        if tcp.is_some() {
+            self.tcp = tcp;
+        }
         self
     }
 
@@ -295,9 +298,10 @@ macro_rules! socket_impls {
                 };
                 // An abortable stream's clones are abortable through their own descriptor,
                 // so that an abort still wakes a thread blocked on a clone once the stream
-                // it was cloned from is gone.
+                // it was cloned from is gone. (A stream whose socket is registered for TCP
+                // statistics is abortable through that registration: see `abortable`.)
                 #[cfg(any(target_os = "linux", target_os = "android"))]
-                if self.closer.is_some() {
+                if self.closer.is_some() || self.tcp.is_some() {
                     clone.closer = Some(clone.conn.shutdown_on_abort(&clone.inner));
                 }
                 Ok(clone)
@@ -315,8 +319,13 @@ macro_rules! socket_impls {
                 if self.closer.is_some() {
                     return self;
                 }
+                // On Linux and Android a socket registered for TCP statistics
+                // ([`with_tcp_info`](Self::with_tcp_info), as the listener and dialer of this
+                // crate register every TCP stream) is shut down by an abort through that
+                // registration already: a second one would only cost a lock pair at each
+                // end of the stream.
                 #[cfg(any(target_os = "linux", target_os = "android"))]
-                {
+                if self.tcp.is_none() {
                     self.closer = Some(self.conn.shutdown_on_abort(&self.inner));
                 }
                 #[cfg(not(any(target_os = "linux", target_os = "android")))]

@@ -330,8 +330,8 @@ fn abort_wakes_every_thread_blocked_on_clones() {
 
 /// A socket replaced through `get_mut` is no longer the connection's: an abort does not shut it
 /// down (its descriptor number could belong to any socket by then), as `get_mut` promises. The
-/// accepted stream holds two registrations (the abortable one and the TCP statistics' one):
-/// neither may reach the old socket.
+/// accepted stream's registration (the TCP statistics' one, which on Linux also makes it
+/// abortable) must not reach the old socket.
 #[test]
 fn abort_leaves_a_socket_replaced_through_get_mut_alone() {
     let tracker = Tracker::new();

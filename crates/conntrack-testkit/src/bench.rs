@@ -217,6 +217,35 @@ pub fn only_setup() -> Option<String> {
     Some(args.get(i + 1).cloned().unwrap_or_default())
 }
 
+/// The loopback benchmarks' single-side mode, `-- only CASE raw|tracked`: the case and whether
+/// the tracked side was asked for (for a profile or an instruction count of one side).
+#[must_use]
+pub fn only_side() -> Option<(String, bool)> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "only")?;
+    let case = args.get(i + 1).cloned().unwrap_or_else(|| "churn".into());
+    Some((case, args.get(i + 2).is_some_and(|a| a == "tracked")))
+}
+
+/// Runs `run` `rounds` times (the rounds of `case` of a single-side run, see [`only_side`])
+/// and prints the line `cargo xtask instructions` reads: `only CASE SIDE: N UNIT, T µs CPU
+/// each`, `n` units in all.
+pub fn run_only(
+    case: &str,
+    tracked: bool,
+    n: usize,
+    unit: &str,
+    rounds: usize,
+    mut run: impl FnMut() -> Duration,
+) {
+    let cpu: Duration = (0..rounds).map(|_| run()).sum();
+    println!(
+        "only {case} {}: {n} {unit}, {:.2} µs CPU each",
+        if tracked { "tracked" } else { "raw" },
+        cpu.as_secs_f64() * 1e6 / n as f64
+    );
+}
+
 impl Round {
     /// Prints the round of the single-setup mode: its rate, its CPU per request and the
     /// requests the whole process served (for a profile or an instruction count of the run).
