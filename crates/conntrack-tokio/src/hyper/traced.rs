@@ -592,6 +592,25 @@ where
             expect.then_some(expect_continue_timeout),
         );
         let mut req = Request::from_parts(parts, body);
+        // A capture per watched request until the client has seen that its connector gives
+        // the hand-off extra (ours all do; a custom connector giving only the `ConnectionId`
+        // is read back through the capture after each poll). Put in first: a request's
+        // extensions are usually empty here, and a shared capture's map then becomes theirs
+        // rather than being merged into one the 1xx callback below would make.
+        let own = match &slot {
+            Some(_) if !client.hand_off.load(Ordering::Relaxed) => Some(OwnCapture {
+                capture: capture_connection(&mut req),
+                learn: Arc::clone(&client.hand_off),
+            }),
+            // hyper-util clones the connection's extras (the hand-off extra among them) into
+            // a capture when it hands the connection to the request: that is how an
+            // unwatched request learns its connection, and begins its exchange, before its
+            // answer.
+            _ => {
+                client.captures.put(req.extensions_mut());
+                None
+            }
+        };
         if let Some(slot) = &slot {
             let slot = Arc::clone(slot);
             ::hyper::ext::on_informational(&mut req, move |res| {
@@ -607,29 +626,7 @@ where
                 }
             });
         }
-        // A capture per watched request until the client has seen that its connector gives
-        // the hand-off extra (ours all do; a custom connector giving only the `ConnectionId`
-        // is read back through the capture after each poll).
-        let watched = slot.map(|slot| {
-            if client.hand_off.load(Ordering::Relaxed) {
-                client.captures.put(req.extensions_mut());
-                Watched { slot, own: None }
-            } else {
-                Watched {
-                    slot,
-                    own: Some(OwnCapture {
-                        capture: capture_connection(&mut req),
-                        learn: Arc::clone(&client.hand_off),
-                    }),
-                }
-            }
-        });
-        if watched.is_none() {
-            // hyper-util clones the connection's extras (the hand-off extra among them) into
-            // a capture when it hands the connection to the request: that is how an unwatched
-            // request learns its connection, and begins its exchange, before its answer.
-            client.captures.put(req.extensions_mut());
-        }
+        let watched = slot.map(|slot| Watched { slot, own });
         let scope = Some(trace.dial_scope()).filter(|s| !s.is_empty());
         let fut = client.client.request(req);
         Sending {
