@@ -44,17 +44,17 @@ const CASES: [&str; 6] = ["client", "churn", "ping", "smol", "std", "service"];
 /// What tracking may cost, in user-space instructions per unit, over its untracked twin
 /// (`--check`): the measured cost when the budget was set (in parentheses) plus a margin.
 pub(crate) const BUDGETS: [(&str, &str, f64); 11] = [
-    // (6,050-6,374: the plain client's own count moves by +-300 between runs)
+    // (6,050-6,543: the plain client's own count moves by +-300 between runs)
     (
         "client",
         "TracedClient with no hook, over hyper-util's plain client",
         7_500.0,
     ),
-    // (4,521-4,816)
+    // (4,521-4,894)
     (
         "client-events",
         "a hook wanting every request event, over no hook",
-        5_500.0,
+        5_750.0,
     ),
     // (6,252-6,351)
     ("churn", "a tracked pair, over a raw one", 7_500.0),
