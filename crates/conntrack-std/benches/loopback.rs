@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use conntrack_testkit::bench::{
-    compare, cpu_time_of, only_side, process_cpu_time, run_only, scale, wanted, ROUNDS,
+    compare, cpu_time_of, process_cpu_time, run_only, scale, wanted, ROUNDS,
 };
 
 use conntrack_core::{DialerConfig, ListenerConfig, Tracker};
@@ -168,51 +168,16 @@ fn churn<P: Pair>(p: &P, n: usize) -> Duration {
 fn main() {
     let tracker = Tracker::new();
     let tracked = Tracked(tracker.clone());
-    // For profiling one side alone (an instruction count, `perf`, `strace -c`): `-- only
-    // churn|ping|bulk raw|tracked` runs one case's raw or tracked side: 40,000 connections (ten
-    // rounds of 4,000, within the listener's backlog), 200,000 round trips or 2 GiB (a tenth
-    // of each with `CONNTRACK_BENCH_QUICK=1`).
-    if let Some((case, t)) = only_side() {
-        match case.as_str() {
-            "ping" => {
-                let n = scale(200_000);
-                run_only("ping", t, n, "round trips", 1, || {
-                    if t {
-                        ping_pong(&tracked, n)
-                    } else {
-                        ping_pong(&Raw, n)
-                    }
-                });
-            }
-            "bulk" => {
-                let total = scale(2048 * 1024 * 1024);
-                run_only("bulk", t, total >> 20, "MiB", 1, || {
-                    if t {
-                        bulk(&tracked, total)
-                    } else {
-                        bulk(&Raw, total)
-                    }
-                });
-            }
-            _ => {
-                let per_round = 4000;
-                let rounds = scale(40_000) / per_round;
-                run_only(
-                    "churn",
-                    t,
-                    rounds * per_round,
-                    "connections",
-                    rounds,
-                    || {
-                        if t {
-                            churn(&tracked, per_round)
-                        } else {
-                            churn(&Raw, per_round)
-                        }
-                    },
-                );
-            }
-        }
+    // One side of one case alone (`-- only churn|ping|bulk raw|tracked`, see `run_only`).
+    let ran = run_only(|case, t, n| match (case, t) {
+        ("ping", true) => ping_pong(&tracked, n),
+        ("ping", false) => ping_pong(&Raw, n),
+        ("bulk", true) => bulk(&tracked, n),
+        ("bulk", false) => bulk(&Raw, n),
+        (_, true) => churn(&tracked, n),
+        (_, false) => churn(&Raw, n),
+    });
+    if ran {
         assert!(tracker.is_empty(), "connections left behind");
         return;
     }

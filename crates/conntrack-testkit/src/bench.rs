@@ -217,33 +217,47 @@ pub fn only_setup() -> Option<String> {
     Some(args.get(i + 1).cloned().unwrap_or_default())
 }
 
-/// The loopback benchmarks' single-side mode, `-- only CASE raw|tracked`: the case and whether
-/// the tracked side was asked for (for a profile or an instruction count of one side).
-#[must_use]
-pub fn only_side() -> Option<(String, bool)> {
+/// The loopback benchmarks' single-side mode, `-- only churn|ping|bulk raw|tracked`: runs one
+/// case's raw or tracked side alone (for an instruction count, `perf`, `strace -c`) and prints
+/// the line `cargo xtask instructions` reads, `only CASE SIDE: N UNITS, T µs CPU each`.
+/// `run(case, tracked, n)` runs `n` of the case (connections, round trips or bytes) and
+/// returns its CPU time: 40,000 connections in ten rounds of 4,000 (within a listener's
+/// backlog), 200,000 round trips, 2 GiB; a tenth of each with `CONNTRACK_BENCH_QUICK=1`.
+/// Returns whether the mode was asked for (the bench then ends).
+pub fn run_only(mut run: impl FnMut(&str, bool, usize) -> Duration) -> bool {
     let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == "only")?;
-    let case = args.get(i + 1).cloned().unwrap_or_else(|| "churn".into());
-    Some((case, args.get(i + 2).is_some_and(|a| a == "tracked")))
-}
-
-/// Runs `run` `rounds` times (the rounds of `case` of a single-side run, see [`only_side`])
-/// and prints the line `cargo xtask instructions` reads: `only CASE SIDE: N UNIT, T µs CPU
-/// each`, `n` units in all.
-pub fn run_only(
-    case: &str,
-    tracked: bool,
-    n: usize,
-    unit: &str,
-    rounds: usize,
-    mut run: impl FnMut() -> Duration,
-) {
-    let cpu: Duration = (0..rounds).map(|_| run()).sum();
+    let Some(i) = args.iter().position(|a| a == "only") else {
+        return false;
+    };
+    let case = args.get(i + 1).map_or("churn", String::as_str);
+    let tracked = args.get(i + 2).is_some_and(|a| a == "tracked");
+    let (n, unit, cpu) = match case {
+        "ping" => {
+            let n = scale(200_000);
+            (n, "round trips", run("ping", tracked, n))
+        }
+        "bulk" => {
+            let bytes = scale(2048 * 1024 * 1024);
+            (bytes >> 20, "MiB", run("bulk", tracked, bytes))
+        }
+        _ => {
+            let per_round = 4000;
+            let rounds = scale(40_000) / per_round;
+            let cpu = (0..rounds).map(|_| run("churn", tracked, per_round)).sum();
+            (rounds * per_round, "connections", cpu)
+        }
+    };
+    let case = if matches!(case, "ping" | "bulk") {
+        case
+    } else {
+        "churn"
+    };
     println!(
         "only {case} {}: {n} {unit}, {:.2} µs CPU each",
         if tracked { "tracked" } else { "raw" },
         cpu.as_secs_f64() * 1e6 / n as f64
     );
+    true
 }
 
 impl Round {
