@@ -313,8 +313,10 @@ macro_rules! socket_impls {
             /// (on Linux and Android, or one of its later [`try_clone`](Self::try_clone)s, each
             /// registering its own descriptor). The listener and dialer of this crate call it on
             /// every stream they return. On Linux and Android it costs nothing more than a
-            /// registration ([`Connection::shutdown_on_abort`]); elsewhere the abort goes
-            /// through a clone of the socket, one `dup`.
+            /// registration ([`Connection::shutdown_on_abort`]), and not even that for a stream
+            /// whose socket is registered for TCP statistics
+            /// ([`with_tcp_info`](Self::with_tcp_info)), whose registration an abort shuts
+            /// down already; elsewhere the abort goes through a clone of the socket, one `dup`.
             pub fn abortable(mut self) -> Self {
                 if self.closer.is_some() {
                     return self;
