@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use crate::track::ids::IdHasher;
@@ -35,12 +36,20 @@ impl<E> Shard<E> {
     }
 
     pub(crate) fn insert(&self, id: u64, value: Arc<E>) {
-        self.lock().insert(id, value);
+        if self.lock().insert(id, value).is_none() {
+            self.tracker.live.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Removes and returns the entry; `None` if it was already gone.
+    /// Removes and returns the entry; `None` if it was already gone. The count goes down
+    /// before the caller gives back the connection's limit slot, so `Tracker::len` never
+    /// exceeds the limit.
     pub(crate) fn remove(&self, id: u64) -> Option<Arc<E>> {
-        self.lock().remove(&id)
+        let removed = self.lock().remove(&id);
+        if removed.is_some() {
+            self.tracker.live.0.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
     }
 }
 
@@ -81,8 +90,11 @@ impl<E> Registry<E> {
         self.shard(id).lock().get(&id).cloned()
     }
 
+    /// How many entries there are (the count kept as they enter and leave their shards).
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards
+            .first()
+            .map_or(0, |s| s.tracker.live.0.load(Ordering::Relaxed))
     }
 
     /// Every entry with its id, in no particular order. Each shard is locked only while its

@@ -50,7 +50,18 @@ pub(crate) struct TrackerInner {
     /// registration due earlier, see `policy_registered`); and its waker.
     pub(crate) sweep_at: AtomicU64,
     pub(crate) sweep_waker: std::sync::Mutex<Option<Waker>>,
+    /// How many entries the registry holds (`Tracker::len`), counted as they enter and leave
+    /// their shard: exact at every instant, where a sum over the shards read one after the
+    /// other could count an entry that has just left one beside one that has just entered
+    /// another (more than a connection limit lets live at once).
+    pub(crate) live: Live,
 }
+
+/// The registry's count of entries, on a cache line of its own (written at every register and
+/// close, beside fields read on other paths).
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct Live(pub(crate) std::sync::atomic::AtomicUsize);
 
 impl TrackerInner {
     pub(super) fn new(history_cap: usize, request_cap: usize, hooks: Vec<Arc<dyn Hook>>) -> Self {
@@ -73,6 +84,7 @@ impl TrackerInner {
             signal: SignalState::default(),
             sweep_at: AtomicU64::new(u64::MAX),
             sweep_waker: std::sync::Mutex::new(None),
+            live: Live::default(),
         };
         for h in hooks {
             inner.add_hook(h);
