@@ -188,7 +188,9 @@ impl Tracker {
         self.registry.get(id.0).map(|e| e.info())
     }
 
-    /// How many connections are live.
+    /// How many connections are live: a count kept as connections are registered and leave
+    /// the tracker, so never more than were live at one instant (under a connection limit,
+    /// never more than the limit), even while other threads open and close connections.
     #[must_use]
     pub fn len(&self) -> usize {
         self.registry.len()
