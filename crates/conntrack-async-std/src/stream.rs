@@ -188,6 +188,9 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
         Poll::Ready(res)
     }
 
+    // Passed through as the stream implements it: async-std's `TcpStream` only flushes here
+    // (no end of stream is sent; `Tracked::shutdown(Shutdown::Write)` half-closes), smol's
+    // shuts the write half down.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let res = ready!(this.inner.poll_close(cx));
@@ -215,7 +218,8 @@ macro_rules! socket_impls {
 
         impl $crate::Tracked<$stream> {
             /// Shuts down the read half, the write half or both. A failure is remembered for
-            /// `on_close` and returned unchanged.
+            /// `on_close` and returned unchanged. `Shutdown::Write` is how to half-close on
+            /// async-std, whose `close()` only flushes.
             pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
                 let res = self.get_ref().shutdown(how);
                 if let Err(e) = &res {

@@ -160,29 +160,42 @@ fn seen<R>(
     res
 }
 
+/// Runs one I/O call as the async adapters do theirs (`Connection::poll_*_guarded`): it fails
+/// at once if the connection was aborted, and a call that returns after an abort (an abort
+/// shuts the socket down to wake a blocked call, which then returns end of stream, a partial
+/// write or an error) gets the abort's error instead. The result is then recorded, so that
+/// the hooks see the error the caller gets.
+#[inline]
+fn guarded<R>(
+    conn: &Connection,
+    nb: &AtomicBool,
+    dir: Dir,
+    call: impl FnOnce() -> io::Result<R>,
+    ok: impl FnOnce(&R),
+) -> io::Result<R> {
+    let res = conn.check().and_then(|()| {
+        let res = call();
+        conn.check()?;
+        res
+    });
+    seen(conn, nb, dir, res, ok)
+}
+
 /// `Read` through anything that reads (`T` or `&T`), counted on `conn`.
 fn read(conn: &Connection, nb: &AtomicBool, mut r: impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    conn.check()?;
     // A read into no room reads nothing: its 0 is not the peer's end of stream.
     let room = !buf.is_empty();
-    aborted(
+    guarded(
         conn,
-        seen(conn, nb, Dir::Read, r.read(buf), |n| {
+        nb,
+        Dir::Read,
+        || r.read(buf),
+        |n| {
             if room {
                 conn.record_read(*n);
             }
-        }),
+        },
     )
-}
-
-/// An abort shuts the socket down to wake a blocked call, which then returns end of stream
-/// or an error: the caller gets the abort's error instead.
-#[inline]
-fn aborted(conn: &Connection, res: io::Result<usize>) -> io::Result<usize> {
-    if matches!(res, Ok(0) | Err(_)) {
-        conn.check()?;
-    }
-    res
 }
 
 fn read_vectored(
@@ -191,22 +204,28 @@ fn read_vectored(
     mut r: impl Read,
     bufs: &mut [IoSliceMut<'_>],
 ) -> io::Result<usize> {
-    conn.check()?;
     let room = bufs.iter().any(|b| !b.is_empty());
-    let res = seen(conn, nb, Dir::Read, r.read_vectored(bufs), |n| {
-        if room {
-            conn.record_read(*n);
-        }
-    });
-    aborted(conn, res)
+    guarded(
+        conn,
+        nb,
+        Dir::Read,
+        || r.read_vectored(bufs),
+        |n| {
+            if room {
+                conn.record_read(*n);
+            }
+        },
+    )
 }
 
 fn write(conn: &Connection, nb: &AtomicBool, mut w: impl Write, buf: &[u8]) -> io::Result<usize> {
-    conn.check()?;
-    let res = seen(conn, nb, Dir::Write, w.write(buf), |n| {
-        conn.record_write(*n);
-    });
-    aborted(conn, res)
+    guarded(
+        conn,
+        nb,
+        Dir::Write,
+        || w.write(buf),
+        |n| conn.record_write(*n),
+    )
 }
 
 fn write_vectored(
@@ -215,17 +234,20 @@ fn write_vectored(
     mut w: impl Write,
     bufs: &[IoSlice<'_>],
 ) -> io::Result<usize> {
-    conn.check()?;
-    let res = seen(conn, nb, Dir::Write, w.write_vectored(bufs), |n| {
-        conn.record_write(*n);
-    });
-    aborted(conn, res)
+    guarded(
+        conn,
+        nb,
+        Dir::Write,
+        || w.write_vectored(bufs),
+        |n| {
+            conn.record_write(*n);
+        },
+    )
 }
 
 fn flush(conn: &Connection, nb: &AtomicBool, mut w: impl Write) -> io::Result<()> {
-    conn.check()?;
     // What was written is on its way: exchanges waiting for it end.
-    seen(conn, nb, Dir::Write, w.flush(), |()| conn.record_flush())
+    guarded(conn, nb, Dir::Write, || w.flush(), |()| conn.record_flush())
 }
 
 impl<T: Read> Read for Tracked<T> {

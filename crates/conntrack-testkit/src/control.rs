@@ -22,8 +22,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use conntrack_core::{
-    CloseReason, DialerConfig, LimitMode, ListenerConfig, Recorded, RecordingHook, Role,
-    ShutdownReport, Tracker,
+    CloseReason, ConnectionId, DialerConfig, LimitMode, ListenerConfig, Recorded, RecordingHook,
+    Role, ShutdownReport, Tracker,
 };
 
 use crate::{Conn, Harness, EVENT_TIMEOUT};
@@ -158,6 +158,14 @@ fn closes(ev: &[Recorded]) -> Vec<(conntrack_core::ConnectionInfo, CloseReason)>
             } => Some((connection.clone(), *reason)),
             _ => None,
         })
+        .collect()
+}
+
+/// The kinds of the errors reported to `on_read` or `on_write` (`what`) for connection `id`.
+fn io_errors(ev: &[Recorded], id: ConnectionId, what: &str) -> Vec<io::ErrorKind> {
+    ev.iter()
+        .filter(|e| e.name() == what && e.id() == Some(id))
+        .filter_map(|e| e.error().map(|e| e.kind))
         .collect()
 }
 
@@ -864,7 +872,7 @@ pub fn dialer_policies_apply_to_dialed_connections<H: ControlHarness>(h: &H) {
 /// `ConnectionAborted`, the close reason is `aborted`, and the other connection is untouched.
 pub fn abort_wakes_blocked_read<H: ControlHarness>(h: &H) {
     let tracker = Tracker::new();
-    let rec = RecordingHook::new();
+    let rec = RecordingHook::with_io();
     let l = ListenerConfig::new().category("ab").hook(rec.clone());
     let d = DialerConfig::new().category("ab-out").hook(rec.clone());
     let (server, client) = h.connect(&tracker, l.clone(), d.clone()).unwrap();
@@ -893,6 +901,26 @@ pub fn abort_wakes_blocked_read<H: ControlHarness>(h: &H) {
         .expect("close");
     assert_eq!(closes(&ev)[0].0.id, sid);
     assert_eq!(closes(&ev)[0].1, CloseReason::Aborted);
+    // The hooks see the errors the caller got: the woken read's and the later write's, not
+    // an end of stream (the abort's shutdown of the socket is not the peer's).
+    assert_eq!(
+        io_errors(&ev, sid, "read"),
+        [io::ErrorKind::ConnectionAborted],
+        "{}: on_read",
+        h.name()
+    );
+    assert_eq!(
+        io_errors(&ev, sid, "write"),
+        [io::ErrorKind::ConnectionAborted],
+        "{}: on_write",
+        h.name()
+    );
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, Recorded::Read { id, n: 0, error: None } if *id == sid)),
+        "{}: no end of stream reported",
+        h.name()
+    );
     assert!(tracker.get(sid).is_none());
     // The other connection still works.
     other_client.write_all(b"ping").unwrap();
@@ -911,7 +939,7 @@ pub fn abort_wakes_blocked_read<H: ControlHarness>(h: &H) {
 /// `ConnectionAborted`, and the close reason is `aborted`.
 pub fn abort_wakes_blocked_write<H: ControlHarness>(h: &H) {
     let tracker = Tracker::new();
-    let rec = RecordingHook::new();
+    let rec = RecordingHook::with_io();
     let l = ListenerConfig::new().category("abw").hook(rec.clone());
     let d = DialerConfig::new().category("abw-out").hook(rec.clone());
     let (server, client) = h.connect(&tracker, l, d).unwrap();
@@ -965,6 +993,13 @@ pub fn abort_wakes_blocked_write<H: ControlHarness>(h: &H) {
         .expect("close");
     assert_eq!(closes(&ev)[0].0.id, cid);
     assert_eq!(closes(&ev)[0].1, CloseReason::Aborted, "{}", h.name());
+    // `on_write` sees the error the writer got (not a partial write).
+    assert_eq!(
+        io_errors(&ev, cid, "write"),
+        [io::ErrorKind::ConnectionAborted],
+        "{}: on_write",
+        h.name()
+    );
     drop((server, client));
     rec.wait_for(|ev| closes(ev).len() >= 2, EVENT_TIMEOUT)
         .expect("closes");
