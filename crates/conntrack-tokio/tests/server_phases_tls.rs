@@ -185,8 +185,10 @@ async fn tls_http1_first_request_waits_from_the_handshake() {
         .expect("the hook is alive");
     assert_eq!(p.version, "1.1");
     // Waiting: from the handshake's end to the request's first byte, the 300 ms pause only.
+    // The pause starts when the client's handshake ends; the server's ends a little later,
+    // when it has read the client's last flight (a few ms on a loaded machine).
     let waiting = p.waiting.expect("HTTP/1 has a waiting phase");
-    assert!(waiting >= Duration::from_millis(300), "{p:?}");
+    assert!(waiting >= Duration::from_millis(250), "{p:?}");
     assert!(waiting < Duration::from_millis(600), "{p:?}");
     // The head: the request's own bytes, sent at once.
     assert!(p.head < Duration::from_millis(100), "{p:?}");
