@@ -4,7 +4,8 @@
 //! async-std is discontinued upstream, which recommends smol instead (see the
 //! [`smol`](crate::smol) module); this module keeps existing async-std programs tracked.
 //!
-//! Name resolution uses async-std's `ToSocketAddrs` ([`SystemResolver`]); timers are
+//! Name resolution uses the system's resolver on async-std's blocking pool
+//! ([`SystemResolver`]), its errors unchanged; timers are
 //! `async_std::task::sleep`. `Tracked<async_std::net::TcpStream>` (and the Unix stream) is
 //! `Clone`, and clones share one tracker entry, which goes when the last clone is dropped.
 //!
@@ -40,7 +41,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ::async_std::net::{TcpStream, ToSocketAddrs};
+use ::async_std::net::TcpStream;
 #[cfg(unix)]
 use ::async_std::os::unix::net::UnixStream;
 use conntrack_core::dialer::Runtime;
@@ -67,15 +68,21 @@ impl Runtime for AsyncStd {
     }
 }
 
-/// The default resolver of async-std's [`Dialer`]: the system's, through async-std's
-/// `ToSocketAddrs`.
+/// The default resolver of async-std's [`Dialer`]: the system's (std's `ToSocketAddrs`), run
+/// on async-std's blocking pool. Its errors are the system's, unchanged, as on every adapter
+/// (async-std's own `ToSocketAddrs` rewords them and hides the OS error code).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn resolve(&self, host: &str, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
         let host = host.to_owned();
-        Box::pin(async move { Ok((host.as_str(), port).to_socket_addrs().await?.collect()) })
+        // std's resolver on async-std's blocking pool, as tokio and smol resolve: async-std's
+        // own `ToSocketAddrs` replaces the system's error with its own text and keeps the OS
+        // error only as the source (an `EMFILE` would lose its `raw_os_error`).
+        Box::pin(::async_std::task::spawn_blocking(move || {
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
+        }))
     }
 }
 

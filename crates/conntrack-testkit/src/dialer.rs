@@ -506,6 +506,13 @@ pub fn unresolvable_name<H: DialHarness>(h: &H) {
     assert_eq!(dial_error(&rec).kind, err.kind());
     assert_eq!(failed(&tracker), (0, 1));
     assert!(tracker.is_empty());
+    // The system's error itself, as std's resolver gives it, on every adapter: its text and
+    // its OS error code (a wrapper would hide both).
+    let system = std::net::ToSocketAddrs::to_socket_addrs(&("nonexistent.invalid", 80))
+        .expect_err("must not resolve");
+    assert_eq!(err.to_string(), system.to_string(), "{}", h.name());
+    assert_eq!(err.kind(), system.kind(), "{}", h.name());
+    assert_eq!(err.raw_os_error(), system.raw_os_error(), "{}", h.name());
 }
 
 /// A refused connect to one address: the OS error, unchanged, in `connect_done`, `on_dial` and
