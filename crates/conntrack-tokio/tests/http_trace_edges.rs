@@ -1,4 +1,5 @@
-//! `TracedClient` at the edges of HTTP: `Expect: 100-continue` timings, an upgrade (`101`), an
+//! `TracedClient` at the edges of HTTP: `Expect: 100-continue` timings, an upgrade (`101`,
+//! `CONNECT`), a body that runs to the connection's close, an
 //! HTTP/1 connection handed to the next request before the previous response body is read,
 //! and an HTTP/2 request body still going out after its response ended.
 #![cfg(all(feature = "hyper", feature = "tls"))]
@@ -179,6 +180,119 @@ async fn upgrade_is_not_put_back_in_the_pool() {
     let why = put.expect("an upgraded connection does not go back to the pool");
     assert!(why.message.contains("upgraded"), "{why:?}");
     drop(upgraded);
+}
+
+/// A raw HTTP/1 server for one connection: reads a request head, writes `answer`, then holds
+/// the connection until the client goes (an upgraded connection) or closes it (`close`).
+async fn raw_server(answer: &'static [u8], close: bool) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        if read_until(&mut s, &mut head, b"\r\n\r\n").await {
+            let _ = s.write_all(answer).await;
+            if !close {
+                let _ = s.read(&mut [0u8; 16]).await;
+            }
+        }
+    });
+    addr
+}
+
+/// A `101` answer, or a `2xx` answer to `CONNECT`, marks the client's connection `upgraded`,
+/// with a hook or without, as `ExchangeLayer` does on the server: a shutdown then counts it
+/// busy (it gets the grace period) instead of closing it as idle.
+async fn upgrade_marks_the_connection(connect: bool, hook: bool) {
+    let answer: &'static [u8] = if connect {
+        b"HTTP/1.1 200 OK\r\n\r\n"
+    } else {
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n"
+    };
+    let addr = raw_server(answer, false).await;
+    let tracker = Tracker::new();
+    let client = traced(&tracker, loopback_dialer(&tracker, "client"));
+    let req = if connect {
+        Request::connect(format!("http://app.test:{}", addr.port()))
+            .body(full(b""))
+            .unwrap()
+    } else {
+        Request::get(format!("http://app.test:{}/", addr.port()))
+            .header("connection", "upgrade")
+            .header("upgrade", "foo")
+            .body(full(b""))
+            .unwrap()
+    };
+    let what = format!("connect={connect} hook={hook}");
+    let fut = client.request(req);
+    let mut res = if hook {
+        fut.traced(RecordingHook::new()).await
+    } else {
+        fut.await
+    }
+    .unwrap();
+    assert!(res.status() == 101 || res.status() == 200, "{what}");
+    let upgraded = hyper::upgrade::on(&mut res).await.expect("upgraded");
+    drop(res);
+    let conns = tracker.connections();
+    let conn = conns
+        .iter()
+        .find(|c| c.category.as_ref() == "client")
+        .unwrap_or_else(|| panic!("{what}: the client connection, in {conns:?}"));
+    assert_eq!(
+        conn.state,
+        conntrack_core::ConnState::Upgraded,
+        "{what}: {conn:?}"
+    );
+    let report = tracker
+        .shutdown(Duration::from_millis(200), tokio::time::sleep)
+        .await;
+    assert_eq!(report.closed_idle, 0, "{what}: {report:?}");
+    assert!(
+        report.still_open.iter().any(|c| c.id == conn.id),
+        "{what}: the upgraded connection waited for the deadline: {report:?}"
+    );
+    drop(upgraded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_protocols_marks_the_connection_upgraded() {
+    upgrade_marks_the_connection(false, true).await;
+    upgrade_marks_the_connection(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_tunnel_marks_the_connection_upgraded() {
+    upgrade_marks_the_connection(true, true).await;
+    upgrade_marks_the_connection(true, false).await;
+}
+
+/// An HTTP/1 response with neither `Content-Length` nor chunked encoding ends where the server
+/// closes the connection: `put_idle_conn` says the connection does not go back to the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_runs_to_the_close_is_not_put_back_in_the_pool() {
+    let addr = raw_server(b"HTTP/1.1 200 OK\r\n\r\nuntil-eof", true).await;
+    let tracker = Tracker::new();
+    let client = traced(&tracker, loopback_dialer(&tracker, "client"));
+    let rec = RecordingHook::new();
+    let req = Request::get(format!("http://app.test:{}/", addr.port()))
+        .body(full(b""))
+        .unwrap();
+    let res = client.request(req).traced(rec.clone()).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"until-eof");
+    let ev = wait_for(&rec, "put_idle_conn", WAIT).await;
+    let put = ev
+        .iter()
+        .find_map(|e| match e {
+            Recorded::PutIdleConn { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let why = put.expect("a connection closed by the server does not go back to the pool");
+    assert!(why.message.contains("closes"), "{why:?}");
 }
 
 /// HTTP/1: hyper-util may hand a connection to the next request as soon as the previous

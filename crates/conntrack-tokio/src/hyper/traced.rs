@@ -13,7 +13,7 @@ use std::time::Duration;
 use ::hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use conntrack_core::trace::Captured;
 use conntrack_core::{ConnectionId, ConnectionRef, Hook, RequestHooks, RequestTrace, Tracker};
-use http::header::{CONNECTION, EXPECT, HOST};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection, Connect};
 use hyper_util::client::legacy::{Client, Error as ClientError};
@@ -247,6 +247,8 @@ struct Sending {
     close_requested: bool,
     /// A `CONNECT` request: a 2xx answer turns the connection into a tunnel.
     connect: bool,
+    /// A `HEAD` request: its response has no body, whatever its head says.
+    head: bool,
 }
 
 struct Watched {
@@ -565,6 +567,7 @@ where
         // Whether the connection closes after this exchange matters only to `put_idle_conn`.
         let close_requested = hooks && wants_close(parts.version, &parts.headers);
         let connect = parts.method == http::Method::CONNECT;
+        let head = parts.method == http::Method::HEAD;
         if hooks {
             trace.set_header_fields(header_fields(&parts.uri, target, &parts.headers));
         }
@@ -637,6 +640,7 @@ where
             watched,
             close_requested,
             connect,
+            head,
         }
     }
 }
@@ -719,6 +723,13 @@ impl Sending {
         w.slot.got_id(id, h2);
     }
 
+    /// Marks the request's connection upgraded (see [`ConnectionRef::mark_upgraded`]).
+    fn mark_upgraded(&self) {
+        if let Some(conn) = self.trace.connection() {
+            conn.mark_upgraded();
+        }
+    }
+
     fn done(
         mut self,
         res: Result<Response<Incoming>, ClientError>,
@@ -731,6 +742,10 @@ impl Sending {
                 // a response): the map then need not grow.
                 res.extensions_mut().remove::<HandOff>();
                 res.extensions_mut().insert(self.trace.clone());
+                // The connection leaves HTTP (a WebSocket, a tunnel): `upgraded` from now on, so
+                // a shutdown counts it busy, as on the server side (`ExchangeLayer`).
+                let upgraded = res.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    || (self.connect && res.status().is_success());
                 let Some(watched) = &self.watched else {
                     // Unwatched: the exchange began when the connection was handed over; for a
                     // connector without the hand-off extra, it is counted on the connection the
@@ -742,9 +757,15 @@ impl Sending {
                             self.trace.got_conn(conn, false);
                         }
                     }
+                    if upgraded {
+                        self.mark_upgraded();
+                    }
                     let trace = self.trace.clone();
                     return Ok(res.map(|inner| ResponseBody::new(inner, trace, false, None)));
                 };
+                if upgraded {
+                    self.mark_upgraded();
+                }
                 let shared = &watched.slot.shared;
                 // Answered before `100 Continue`: the held body is dropped unsent.
                 let unsent = shared.final_arrived();
@@ -767,12 +788,15 @@ impl Sending {
                         "the request body was not sent (the server answered before 100 \
                          Continue): the connection closes",
                     )
-                } else if res.status() == http::StatusCode::SWITCHING_PROTOCOLS
-                    || (self.connect && res.status().is_success())
-                {
+                } else if upgraded {
                     Some("the connection was upgraded (it no longer carries HTTP requests)")
                 } else if self.close_requested || wants_close(res.version(), res.headers()) {
                     Some("the connection closes after this response (Connection: close)")
+                } else if h1 && body_until_close(self.head, res.status(), res.headers()) {
+                    Some(
+                        "the response body ends where the connection closes (no Content-Length, \
+                         not chunked)",
+                    )
                 } else {
                     None
                 };
@@ -843,6 +867,31 @@ fn wants_close(version: Version, headers: &HeaderMap) -> bool {
         }
     }
     version == Version::HTTP_10 && !keep_alive
+}
+
+/// An HTTP/1 response whose body runs until the server closes the connection: it has a body
+/// (not an answer to `HEAD`, not 1xx, 204 or 304) and neither a `Content-Length` nor a chunked
+/// `Transfer-Encoding` delimits it (RFC 9112, section 6.3).
+fn body_until_close(head_request: bool, status: http::StatusCode, headers: &HeaderMap) -> bool {
+    if head_request
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+    {
+        return false;
+    }
+    let chunked = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .is_some_and(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            })
+        });
+    !chunked && !headers.contains_key(CONTENT_LENGTH)
 }
 
 /// The request's header fields as they go out: `Host` first (hyper-util adds it on HTTP/1 when
