@@ -146,10 +146,14 @@ async fn tls_http1_first_request_waits_from_the_handshake() {
     let listener = Listener::new(&tracker, inner, ListenerConfig::new().category("https"));
     let acceptor = TlsAcceptor::from(server_config);
     let t = tracker.clone();
+    // The server's handshake ends (and the waiting restarts) when it has read the client's
+    // last flight, after the client's handshake has ended: the pause starts after the server's.
+    let (handshaken, server_handshaken) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let id = tcp.id();
         let tls = acceptor.accept(tcp).await.unwrap();
+        let _ = handshaken.send(());
         let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
         });
@@ -168,6 +172,9 @@ async fn tls_http1_first_request_waits_from_the_handshake() {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();
+    server_handshaken
+        .await
+        .expect("the server's handshake ends");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -185,10 +192,8 @@ async fn tls_http1_first_request_waits_from_the_handshake() {
         .expect("the hook is alive");
     assert_eq!(p.version, "1.1");
     // Waiting: from the handshake's end to the request's first byte, the 300 ms pause only.
-    // The pause starts when the client's handshake ends; the server's ends a little later,
-    // when it has read the client's last flight (a few ms on a loaded machine).
     let waiting = p.waiting.expect("HTTP/1 has a waiting phase");
-    assert!(waiting >= Duration::from_millis(250), "{p:?}");
+    assert!(waiting >= Duration::from_millis(300), "{p:?}");
     assert!(waiting < Duration::from_millis(600), "{p:?}");
     // The head: the request's own bytes, sent at once.
     assert!(p.head < Duration::from_millis(100), "{p:?}");

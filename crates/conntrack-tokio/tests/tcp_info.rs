@@ -57,14 +57,14 @@ async fn tcp_statistics_agree_with_the_tracked_bytes() {
     assert_eq!((c.read_bytes, c.write_bytes), (5_001, 100_001));
     for info in [&s, &c] {
         let t = tcp(info);
-        // Loopback: a round trip well under a second, nothing lost.
+        // Loopback: a round trip well under a second. (A starved machine can make the kernel
+        // time out a loopback segment and send it again: resent bytes are counted apart.)
         assert!(
             t.rtt > Duration::ZERO && t.rtt < Duration::from_secs(1),
             "{t:?}"
         );
         assert!(t.rtt_var < Duration::from_secs(1), "{t:?}");
-        assert_eq!(t.retransmits, 0, "{t:?}");
-        assert_eq!(t.bytes_retrans, Some(0), "{t:?}");
+        assert!(t.bytes_retrans.is_some(), "{t:?}");
         assert!(t.cwnd > 0 && t.mss > 0, "{t:?}");
     }
     // What the kernel received and had acknowledged is what the tracker counted: the server
@@ -72,12 +72,21 @@ async fn tcp_statistics_agree_with_the_tracked_bytes() {
     let st = tcp(&s);
     assert_eq!(st.bytes_received, Some(s.read_bytes), "{st:?}");
     assert_eq!(st.bytes_acked, Some(s.write_bytes), "{st:?}");
-    assert_eq!(st.bytes_sent, Some(s.write_bytes), "{st:?}");
+    // Sent: what was written, plus whatever the kernel sent again.
+    assert_eq!(
+        st.bytes_sent,
+        Some(s.write_bytes + st.bytes_retrans.unwrap()),
+        "{st:?}"
+    );
     let ct = tcp(&c);
     assert_eq!(ct.bytes_received, Some(c.read_bytes), "{ct:?}");
     // The side that opened the connection counts its SYN as one acknowledged byte.
     assert_eq!(ct.bytes_acked, Some(c.write_bytes + 1), "{ct:?}");
-    assert_eq!(ct.bytes_sent, Some(c.write_bytes), "{ct:?}");
+    assert_eq!(
+        ct.bytes_sent,
+        Some(c.write_bytes + ct.bytes_retrans.unwrap()),
+        "{ct:?}"
+    );
 
     // Once at close: the close event carries the final statistics. The server closes first,
     // so its last reading comes before any FIN (the kernel counts a received FIN as a byte).
@@ -93,7 +102,6 @@ async fn tcp_statistics_agree_with_the_tracked_bytes() {
     for e in &events {
         if let Recorded::Close { connection, .. } = e {
             let t = tcp(connection);
-            assert_eq!(t.retransmits, 0);
             if connection.id == server_id {
                 assert_eq!(t.bytes_received, Some(100_001));
                 // 5,001 bytes; the client's acknowledgement of the last may still be on its way.

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -42,40 +42,105 @@ pub(crate) struct ChromeDriver {
 
 impl ChromeDriver {
     /// Starts `driver` on a port it picks (`--port=0`) and waits, bounded, for the line that
-    /// says which.
+    /// says which. A driver that exits before saying so (it happened once in a loaded run) is
+    /// started again, up to three times; the error then carries what each attempt printed and
+    /// how it ended.
     pub(crate) fn start(driver: &Path) -> Result<Self, String> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::start_once(driver) {
+                Ok(d) => return Ok(d),
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(format!(
+            "chromedriver did not start: {}",
+            failures.join("; then ")
+        ))
+    }
+
+    fn start_once(driver: &Path) -> Result<Self, String> {
         use std::os::unix::process::CommandExt as _;
 
         let mut child = Command::new(driver)
             .arg("--port=0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", driver.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // The driver's last lines, for the error if it does not start.
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let keep = |said: &Arc<Mutex<Vec<String>>>, line: &str| {
+            let mut said = said.lock().unwrap_or_else(PoisonError::into_inner);
+            if said.len() < 20 {
+                said.push(line.to_owned());
+            }
+        };
         let (tx, rx) = mpsc::channel();
-        // Reads the port, then keeps draining the pipe so the driver never blocks on it.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let port = line
-                    .split("started successfully on port ")
-                    .nth(1)
-                    .and_then(|rest| rest.trim_end_matches('.').trim().parse::<u16>().ok());
-                if let Some(port) = port {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(port);
+        // Reads the port, then keeps draining the pipes so the driver never blocks on them.
+        std::thread::spawn({
+            let said = Arc::clone(&said);
+            move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let port = line
+                        .split("started successfully on port ")
+                        .nth(1)
+                        .and_then(|rest| rest.trim_end_matches('.').trim().parse::<u16>().ok());
+                    match port {
+                        Some(port) => {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(port);
+                            }
+                        }
+                        None if tx.is_some() => keep(&said, &line),
+                        None => {}
                     }
                 }
             }
         });
+        std::thread::spawn({
+            let said = Arc::clone(&said);
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    keep(&said, &line);
+                }
+            }
+        });
         let mut driver = ChromeDriver { child, port: 0 };
-        driver.port = rx
-            .recv_timeout(TIMEOUT)
-            .map_err(|_| "chromedriver did not say which port it listens on".to_owned())?;
-        Ok(driver)
+        match rx.recv_timeout(TIMEOUT) {
+            Ok(port) => {
+                driver.port = port;
+                Ok(driver)
+            }
+            Err(e) => {
+                let how = match e {
+                    mpsc::RecvTimeoutError::Timeout => format!("nothing within {TIMEOUT:?}"),
+                    mpsc::RecvTimeoutError::Disconnected => "its output ended".to_owned(),
+                };
+                // Bounded: the driver's exit status if it has exited within a moment.
+                let mut status = None;
+                for _ in 0..20 {
+                    status = driver.child.try_wait().ok().flatten();
+                    if status.is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let said = said
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .join(" | ");
+                Err(format!(
+                    "chromedriver did not say which port it listens on ({how}; exit status \
+                     {status:?}; it said: {said:?})"
+                ))
+            }
+        }
     }
 
     /// Opens a session on headless `chromium` with a `width`×`height` window.
