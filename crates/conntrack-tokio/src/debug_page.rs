@@ -182,7 +182,8 @@ impl DebugPage {
     /// Requires `Authorization: Bearer <token>` on every request, and answers any peer that
     /// has it (proxied or not): the way to expose the page deliberately, for instance behind a
     /// proxy that authenticates users and adds the header. The token is compared in constant
-    /// time. A request without it, or with another, gets `401 Unauthorized`.
+    /// time. A request without it, with another, or with more than one `Authorization` field
+    /// gets `401 Unauthorized`.
     ///
     /// Browsers do not send such a header by themselves: a person reads a protected page
     /// through a proxy (or an extension) that adds it.
@@ -458,16 +459,18 @@ fn with_headers(mut res: Response) -> Response {
 
 /// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
 fn bearer_matches(headers: &HeaderMap, token: &[u8]) -> bool {
-    let mut ok = false;
-    for value in headers.get_all(header::AUTHORIZATION) {
-        let v = value.as_bytes();
-        // The scheme is case-insensitive (RFC 9110 §11.1); one or more spaces follow it.
-        if v.len() > 7 && v[..6].eq_ignore_ascii_case(b"bearer") && v[6] == b' ' {
-            let given = v[7..].trim_ascii();
-            ok |= constant_time_eq(given, token);
-        }
-    }
-    ok
+    // Exactly one `Authorization` field: a request carrying several (one of them perhaps
+    // added on its way) is refused, whatever they hold.
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let v = value.as_bytes();
+    // The scheme is case-insensitive (RFC 9110 §11.1); one or more spaces follow it.
+    v.len() > 7
+        && v[..6].eq_ignore_ascii_case(b"bearer")
+        && v[6] == b' '
+        && constant_time_eq(v[7..].trim_ascii(), token)
 }
 
 /// `a == b`, in a time that depends on their lengths only, not on where they differ.

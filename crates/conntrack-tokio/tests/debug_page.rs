@@ -424,6 +424,13 @@ async fn a_bearer_token_opens_the_page_to_any_peer_and_only_with_it() {
         }
     }
 
+    // Exactly one `Authorization` field: two get 401 even when one (or each) holds the token.
+    for two in [[&wrong, &good], [&good, &good]] {
+        let headers = two.map(|a| ("authorization", a.as_str()));
+        let (status, _, _) = oneshot(page(), "/", near, &headers).await;
+        assert_eq!(status, 401, "{two:?}");
+    }
+
     // Over a real socket too.
     let addr = serve(&tracker, page()).await;
     let client = client();

@@ -225,6 +225,8 @@ async fn start(
                         .into_owned();
                     tokio::spawn(graceful.watch(conn));
                 }
+                // New connections are refused from now on, not left in the backlog.
+                drop(listener);
                 graceful.shutdown().await;
             })
         }
@@ -482,6 +484,25 @@ async fn lossless_shutdown(server: Server) {
             h2_idle.ready().await.is_err(),
             "the idle HTTP/2 connection is closed"
         );
+    }
+    // A connection made now is refused, not left waiting: by the kernel once the server has
+    // dropped its listener, or accepted and closed at once by the tracked listener (counted
+    // as rejected) while a server without the signal still accepts.
+    match timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("bounded")
+    {
+        Err(_) => {}
+        Ok(mut late) => {
+            let read = timeout(Duration::from_secs(5), late.read(&mut [0u8; 1]))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{server:?}: a connection made after the shutdown began was left waiting"
+                    )
+                });
+            assert!(matches!(read, Ok(0) | Err(_)), "{server:?}: {read:?}");
+        }
     }
     // (The server's end of the HTTP/2 one goes once it reads the client's close; without the
     // signal it stays to the deadline.)

@@ -273,7 +273,7 @@ impl Tracker {
     /// axum::serve(listener, app).with_graceful_shutdown(tracker.shutdown_signal())
     /// Server::builder().serve_with_incoming_shutdown(svc, listener.incoming(), tracker.shutdown_signal())
     /// tokio::select! { a = listener.accept() => .., () = &mut signal => break }  // hyper-util, then
-    ///                                                                         // GracefulShutdown::shutdown
+    ///                          // drop(listener) and GracefulShutdown::shutdown
     /// ```
     ///
     /// The server then stops accepting, lets each connection finish the exchange it is
