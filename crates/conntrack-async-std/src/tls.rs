@@ -100,9 +100,21 @@ macro_rules! tls_stream {
                 res
             }
 
-            /// A finished read of plaintext: recorded as the connection's application data.
-            fn read_done(&self, res: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-                res.map(|r| self.connection().app_read_result(r))
+            /// A finished read of plaintext: recorded as the connection's application data; a
+            /// 0 into `room` is the peer's `close_notify`, its end of stream.
+            fn read_done(
+                &self,
+                res: Poll<io::Result<usize>>,
+                room: bool,
+            ) -> Poll<io::Result<usize>> {
+                res.map(|r| {
+                    let conn = self.connection();
+                    let r = conn.app_read_result(r);
+                    if room && matches!(r, Ok(0)) {
+                        conn.record_app_eof();
+                    }
+                    r
+                })
             }
 
             /// A finished write of plaintext: recorded as the connection's application data.
@@ -120,8 +132,9 @@ macro_rules! tls_stream {
                 buf: &mut [u8],
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
+                let room = !buf.is_empty();
                 let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-                this.read_done(res)
+                this.read_done(res, room)
             }
 
             fn poll_read_vectored(
@@ -130,8 +143,9 @@ macro_rules! tls_stream {
                 bufs: &mut [IoSliceMut<'_>],
             ) -> Poll<io::Result<usize>> {
                 let this = self.get_mut();
+                let room = bufs.iter().any(|b| !b.is_empty());
                 let res = Pin::new(&mut this.inner).poll_read_vectored(cx, bufs);
-                this.read_done(res)
+                this.read_done(res, room)
             }
         }
 

@@ -102,8 +102,15 @@ where
     D: SideData,
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = !buf.is_empty();
         let res = self.inner.read(buf);
-        self.connection().app_read_result(res)
+        let conn = self.connection();
+        let res = conn.app_read_result(res);
+        // The peer's `close_notify`: its end of stream.
+        if room && matches!(res, Ok(0)) {
+            conn.record_app_eof();
+        }
+        res
     }
 }
 
@@ -116,9 +123,14 @@ where
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         // The borrow of the buffer outlives the error check, so check first: an error from
         // `fill_buf` is recorded, then the call is repeated to hand out the buffer.
-        if let Err(e) = self.inner.fill_buf() {
-            self.connection().record_error(&e);
-            return Err(e);
+        match self.inner.fill_buf() {
+            Err(e) => {
+                self.connection().record_error(&e);
+                return Err(e);
+            }
+            // The peer's `close_notify`: its end of stream.
+            Ok([]) => self.connection().record_app_eof(),
+            Ok(_) => {}
         }
         self.inner.fill_buf()
     }

@@ -142,11 +142,16 @@ macro_rules! tls_stream {
             ) -> Poll<io::Result<()>> {
                 let this = self.get_mut();
                 let before = buf.filled().len();
+                let room = buf.remaining() > 0;
                 let res = Pin::new(&mut this.inner).poll_read(cx, buf);
                 res.map(|r| {
-                    this.connection()
-                        .app_read_result(r.map(|()| buf.filled().len() - before))
-                        .map(drop)
+                    let conn = this.connection();
+                    let r = conn.app_read_result(r.map(|()| buf.filled().len() - before));
+                    // The peer's `close_notify`: its end of stream.
+                    if room && matches!(r, Ok(0)) {
+                        conn.record_app_eof();
+                    }
+                    r.map(drop)
                 })
             }
         }

@@ -1458,6 +1458,16 @@ impl Connection {
         }
     }
 
+    /// A layer above this connection reached its peer's end of stream: a read of plaintext
+    /// into room returned 0 (TLS: the peer's `close_notify`). The close reason then says
+    /// `peer_closed`, as for the socket's own end of stream, which such a layer may never
+    /// read (rustls stops reading at `close_notify`). Do not call it for a read into an empty
+    /// buffer.
+    #[inline]
+    pub fn record_app_eof(&self) {
+        self.entry.eof.store(true, Ordering::Relaxed);
+    }
+
     /// Records the result of a read through a layer above this connection (a TLS stream's
     /// plaintext read): the error is remembered ([`record_error`](Connection::record_error))
     /// and either goes to [`record_app_read`](Connection::record_app_read). Returns the
