@@ -108,6 +108,62 @@ fn listener_events_run_hooks_in_the_documented_order() {
     assert_eq!(order_of(&lines, "accept"), want, "failed accept");
 }
 
+/// Scopes nest: a connection made in an inner scope reports to the outer scope's hooks while
+/// the outer scope lives, also after the inner one has ended (then to the outer's alone).
+#[test]
+fn a_connection_reports_to_the_outer_scope_after_the_inner_one_ends() {
+    let lines = Lines::default();
+    let tracker = Tracker::new();
+    let config = ListenerConfig::new().category("api");
+    for closure_form in [true, false] {
+        lines.lock().unwrap().clear();
+        let (t, cfg, l) = (tracker.clone(), config.clone(), lines.clone());
+        trace::with(Log::new("outer", &lines), || {
+            let conn = if closure_form {
+                trace::with(Log::new("inner", &l), || {
+                    t.accepted(&cfg, addr(80), addr(50_000))
+                })
+            } else {
+                block_on(trace::scope(Log::new("inner", &l), async move {
+                    t.accepted(&cfg, addr(80), addr(50_000))
+                }))
+            };
+            // The inner scope has ended, the outer one lives.
+            conn.report_tls_handshake_start(None);
+            drop(conn);
+        });
+        assert_eq!(order_of(&lines, "accept"), ["inner", "outer"]);
+        for ev in ["tls_handshake_start", "close"] {
+            assert_eq!(
+                order_of(&lines, ev),
+                ["outer"],
+                "{ev}, closure form {closure_form}"
+            );
+        }
+    }
+}
+
+/// A traced future that has completed is out of scope even while it is kept (polled through
+/// `&mut`): the connection it made no longer reports to its hook.
+#[test]
+fn a_completed_traced_future_ends_its_scope() {
+    let lines = Lines::default();
+    let tracker = Tracker::new();
+    let config = ListenerConfig::new().category("api");
+    let (t, cfg) = (tracker.clone(), config.clone());
+    let mut fut = pin!(trace::scope(Log::new("scope", &lines), async move {
+        t.accepted(&cfg, addr(80), addr(50_000))
+    }));
+    let conn = block_on(fut.as_mut());
+    drop(conn);
+    assert_eq!(order_of(&lines, "accept"), ["scope"]);
+    assert!(
+        order_of(&lines, "close").is_empty(),
+        "{:?}",
+        lines.lock().unwrap()
+    );
+}
+
 #[test]
 fn dialer_events_run_hooks_in_the_documented_order() {
     let lines = Lines::default();

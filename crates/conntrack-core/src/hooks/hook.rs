@@ -387,6 +387,10 @@ struct ChainInner {
     io: bool,
     requests: bool,
     servers: bool,
+    /// For a nested trace scope's chain ([`Chain::nest`]): the enclosing scopes' chains, held
+    /// weakly, so that a connection made in the inner scope still reports to the outer ones
+    /// once the inner scope has ended.
+    outer: WeakChain,
 }
 
 impl Chain {
@@ -403,6 +407,7 @@ impl Chain {
                 io,
                 requests,
                 servers,
+                outer: WeakChain::default(),
             })),
         }
     }
@@ -443,6 +448,24 @@ impl Chain {
         Chain::new(v)
     }
 
+    /// A trace scope's chain inside the scope whose chain is `self`: `inner`'s hooks, then
+    /// `self`'s, remembering `self` (weakly) as the enclosing scope. A connection made in the
+    /// inner scope reports to both while the inner lives, then to the enclosing scope's hooks
+    /// alone while that lives ([`downgrade`](Chain::downgrade)).
+    pub(crate) fn nest(&self, inner: &Chain) -> Chain {
+        if inner.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return inner.clone();
+        }
+        let mut nested = self.prepend(inner);
+        if let Some(i) = nested.inner.as_mut().and_then(Arc::get_mut) {
+            i.outer = self.downgrade();
+        }
+        nested
+    }
+
     /// Calls `f` on every hook, catching and counting panics so one bad hook cannot stop the
     /// others or unwind through the tracker.
     pub(crate) fn call(&self, panics: &AtomicU64, f: &mut dyn FnMut(&dyn Hook)) {
@@ -455,27 +478,53 @@ impl Chain {
 }
 
 impl Chain {
-    /// A reference that does not keep the hooks alive (a connection's trace scope).
+    /// A reference that does not keep the hooks alive (a connection's trace scope): to this
+    /// chain and, for a nested scope's chain, to each enclosing scope's.
     pub(crate) fn downgrade(&self) -> WeakChain {
-        WeakChain(self.inner.as_ref().map(Arc::downgrade))
+        let Some(i) = &self.inner else {
+            return WeakChain::default();
+        };
+        let me = Arc::downgrade(i);
+        WeakChain(match &i.outer.0 {
+            Levels::None => Levels::One(me),
+            Levels::One(o) => Levels::Many(Box::new([me, o.clone()])),
+            Levels::Many(os) => {
+                Levels::Many(std::iter::once(me).chain(os.iter().cloned()).collect())
+            }
+        })
     }
 }
 
 /// A [`Chain`] held weakly: a connection made inside a [`trace`](crate::trace) scope reports
 /// to the scope's hooks only while the scope (the traced future or closure, or a request
-/// that captured it) is alive.
+/// that captured it) is alive. For nested scopes it holds each level, innermost first: once
+/// the inner scope has ended, the connection reports to the enclosing scopes still alive.
 #[derive(Clone, Default)]
-pub(crate) struct WeakChain(Option<std::sync::Weak<ChainInner>>);
+pub(crate) struct WeakChain(Levels);
+
+#[derive(Clone, Default)]
+enum Levels {
+    #[default]
+    None,
+    One(std::sync::Weak<ChainInner>),
+    /// Innermost first; each level's chain holds the hooks of the levels after it too.
+    Many(Box<[std::sync::Weak<ChainInner>]>),
+}
 
 impl WeakChain {
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_none()
+        matches!(self.0, Levels::None)
     }
 
-    /// The hooks, if the scope is still alive (else the empty chain).
+    /// The hooks of the innermost scope still alive (with its enclosing scopes'), else the
+    /// empty chain.
     pub(crate) fn upgrade(&self) -> Chain {
         Chain {
-            inner: self.0.as_ref().and_then(std::sync::Weak::upgrade),
+            inner: match &self.0 {
+                Levels::None => None,
+                Levels::One(w) => w.upgrade(),
+                Levels::Many(ws) => ws.iter().find_map(std::sync::Weak::upgrade),
+            },
         }
     }
 }

@@ -8,7 +8,8 @@
 //! A connection made inside a scope reports its own later events (TLS handshake, reads and
 //! writes for per-I/O hooks, close) to the scope's hooks **while the scope lives**: until the
 //! traced future completes or is dropped, or the closure returns. After that the connection
-//! reports only to its config's and the tracker's hooks. This is httptrace's per-request
+//! reports only to its config's and the tracker's hooks (inside nested scopes: once the inner
+//! scope has ended, to the enclosing scopes still alive). This is httptrace's per-request
 //! contract: a pooled connection dialed for one request does not keep calling that request's
 //! hooks when it later serves other requests (`docs/hooks.md`).
 //! A traced HTTP request captures the scope for the connections dialed for it
@@ -136,7 +137,7 @@ fn enter(scope: Scope) -> Restore {
 /// `f` runs report to `hook` first.
 pub fn with<R>(hook: impl Hook, f: impl FnOnce() -> R) -> R {
     let mine = Chain::new(vec![Arc::new(hook)]);
-    let _restore = enter(Scope::Ready(current().prepend(&mine)));
+    let _restore = enter(Scope::Ready(current().nest(&mine)));
     f()
 }
 
@@ -172,10 +173,18 @@ impl<F: Future> Future for Scoped<F> {
         let mine = &*this.mine;
         let chain = this
             .chain
-            .get_or_insert_with(|| current().prepend(mine))
+            .get_or_insert_with(|| current().nest(mine))
             .clone();
-        let _restore = enter(Scope::Ready(chain));
-        this.inner.poll(cx)
+        let res = {
+            let _restore = enter(Scope::Ready(chain));
+            this.inner.poll(cx)
+        };
+        if res.is_ready() {
+            // Completed: the scope ends now, even if the future itself is kept.
+            *this.chain = None;
+            *this.mine = Chain::default();
+        }
+        res
     }
 }
 
