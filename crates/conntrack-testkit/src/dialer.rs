@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use conntrack_core::dns::Resolve;
 use conntrack_core::{
-    Addr, ConnectionId, DialerConfig, Recorded, RecordedError, RecordingHook, Role, Tracker,
+    Addr, ConnectionId, DialerConfig, LimitMode, Recorded, RecordedError, RecordingHook, Role,
+    Tracker,
 };
 
 use crate::EVENT_TIMEOUT;
@@ -38,7 +39,8 @@ macro_rules! dialer_conformance_tests {
             hanging_attempt_races_after_fallback_delay, dead_first_address_within_timeout,
             connect_timeout_single_address, connect_timeout_over_the_race,
             dial_dropped_mid_connect, trace_scope_sees_the_dial, dial_limit_rejects,
-            dial_limit_waits_for_a_slot, concurrent_dials_share_one_lookup);
+            dial_limit_waits_for_a_slot, concurrent_dials_share_one_lookup,
+            zero_connect_timeout_means_none);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(
@@ -689,6 +691,27 @@ pub fn connect_timeout_single_address<H: DialHarness>(h: &H) {
     }
     assert_eq!(failed(&tracker), (0, 2));
     assert!(tracker.is_empty());
+}
+
+/// A zero connect timeout means none, as Go's: the dial connects, on every runtime (whose
+/// timers would otherwise race a loopback connect differently). A limit mode given without a
+/// limit limits and counts nothing.
+pub fn zero_connect_timeout_means_none<H: DialHarness>(h: &H) {
+    let (tracker, _rec, config) = setup();
+    let (_listener, addr) = live("127.0.0.1");
+    let config = config
+        .connect_timeout(Duration::ZERO)
+        .limit_mode(LimitMode::Reject);
+    assert_eq!(config.connect_timeout_value(), None);
+    for target in [DialTarget::Addr(addr), name(addr.to_string())] {
+        let dialed = h
+            .dial(req(&tracker, config.clone(), target))
+            .unwrap_or_else(|e| panic!("{}: {e}", h.name()));
+        assert_eq!(config.max_connections_value(), None, "{}", h.name());
+        assert_eq!(config.limited_connections(), 0, "{}", h.name());
+        drop(dialed);
+    }
+    assert_eq!(failed(&tracker).1, 0);
 }
 
 /// The connect timeout bounds the whole race: every running attempt and the dial report

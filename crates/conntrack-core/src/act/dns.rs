@@ -133,7 +133,7 @@ impl Coalescer {
         }
     }
 
-    /// Resolves `host:port` with `resolver`, or waits for a lookup of the same name already in
+    /// Resolves `host:port` with `resolver`, or waits for a lookup of the same `host:port` already in
     /// flight. Returns the outcome and whether it was shared (`coalesced`). `started` runs
     /// once, as soon as the dial has started its lookup or joined one (and before it waits):
     /// the dial's `on_dns_start`, so that a dial seen starting is already one a concurrent

@@ -77,8 +77,9 @@ pub struct DnsDoneEvent<'a> {
     pub error: Option<&'a io::Error>,
     /// How long resolution took.
     pub duration: Duration,
-    /// Whether this dial shared a lookup already in flight for the same host instead of
-    /// making its own (Go: `DNSDoneInfo.Coalesced`).
+    /// Whether this dial shared a lookup already in flight for the same host and port instead
+    /// of making its own (Go: `DNSDoneInfo.Coalesced`; a lookup is keyed by both, since a
+    /// resolver is asked for `host:port`).
     pub coalesced: bool,
 }
 

@@ -206,7 +206,7 @@ macro_rules! limit_getters {
         /// config's limit now (0 without a limit).
         #[must_use]
         pub fn limited_connections(&self) -> usize {
-            self.limiter.as_ref().map_or(0, |l| l.count())
+            self.limiter().map_or(0, |l| l.count())
         }
 
         /// How many tasks wait on this config's limit now (0 without a limit): accepters
@@ -216,11 +216,15 @@ macro_rules! limit_getters {
         /// a waiter that gives up (its future dropped) is gone from the count at once.
         #[must_use]
         pub fn limit_waiters(&self) -> usize {
-            self.limiter.as_ref().map_or(0, |l| l.waiters())
+            self.limiter().map_or(0, |l| l.waiters())
         }
 
+        /// The limiter, if the config limits something: a `limit_mode` given without a limit
+        /// only keeps the mode for one set later, and nothing is counted.
         pub(crate) fn limiter(&self) -> Option<&Arc<Limiter>> {
-            self.limiter.as_ref()
+            self.limiter
+                .as_ref()
+                .filter(|l| l.max != usize::MAX || l.per_ip.is_some())
         }
     };
 }
@@ -373,10 +377,12 @@ impl DialerConfig {
 
     limit_getters!();
 
-    /// Limits the whole connect phase (all attempts, not name resolution).
+    /// Limits the whole connect phase (all attempts, not name resolution). A zero timeout
+    /// means none, as Go's `net.Dialer.Timeout` does (the same on every runtime, whose timers
+    /// would otherwise race a loopback connect differently).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
+        self.connect_timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 
