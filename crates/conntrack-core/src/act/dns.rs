@@ -133,8 +133,8 @@ impl Coalescer {
         }
     }
 
-    /// Resolves `host:port` with `resolver`, or waits for a lookup of the same `host:port` already in
-    /// flight. Returns the outcome and whether it was shared (`coalesced`). `started` runs
+    /// Resolves `host:port` with `resolver`, or waits for a lookup of the same `host:port`
+    /// already in flight. Returns the outcome and whether it was shared (`coalesced`). `started` runs
     /// once, as soon as the dial has started its lookup or joined one (and before it waits):
     /// the dial's `on_dns_start`, so that a dial seen starting is already one a concurrent
     /// dial of the same name will share with.
