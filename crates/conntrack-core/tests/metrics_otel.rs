@@ -249,3 +249,73 @@ fn kept_handles_count_every_close_in_its_own_series() {
         assert_eq!(value(&out, ours, &["error_type="]), 1.0, "{out}");
     });
 }
+
+/// A close the tracker decided (here an abort) labels both connection durations with its
+/// reason's `error.type`, which wins over an I/O error the connection saw (that one still
+/// counts in `conntrack.errors`); an error kind the standard library named lately
+/// (`ResourceBusy`) has its own `error.type`.
+#[test]
+fn a_tracker_close_reason_labels_both_durations() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let tracker = Tracker::builder().hook(MetricsHook::new()).build();
+    metrics::with_local_recorder(&recorder, || {
+        let server = || {
+            tracker.register(
+                Registration::server(addr("127.0.0.1:8080"), addr("127.0.0.1:50000"))
+                    .category("api"),
+            )
+        };
+        // Aborted, with no I/O error; then aborted after a reset (twice each, so that a kept
+        // handle would have been used the second time).
+        for _ in 0..2 {
+            let a = server();
+            assert!(a.abort());
+            drop(a);
+            let b = server();
+            b.record_error(&std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+            assert!(b.abort());
+            drop(b);
+        }
+        let c = server();
+        c.record_error(&std::io::Error::from(std::io::ErrorKind::ResourceBusy));
+        drop(c);
+        let out = handle.render();
+        for name in [
+            "kestrel_connection_duration_count",
+            "conntrack_connection_duration_count",
+        ] {
+            assert_eq!(
+                value(&out, name, &["error_type=\"aborted_by_app\""]),
+                4.0,
+                "{name}: {out}"
+            );
+            assert_eq!(
+                value(&out, name, &["error_type=\"connection_reset\""]),
+                0.0,
+                "{name}: {out}"
+            );
+        }
+        assert_eq!(
+            value(
+                &out,
+                "conntrack_errors",
+                &[
+                    "conntrack_phase=\"close\"",
+                    "error_type=\"connection_reset\""
+                ]
+            ),
+            2.0,
+            "{out}"
+        );
+        assert_eq!(
+            value(
+                &out,
+                "conntrack_errors",
+                &["conntrack_phase=\"close\"", "error_type=\"resource_busy\""]
+            ),
+            1.0,
+            "{out}"
+        );
+    });
+}

@@ -404,3 +404,41 @@ fn failures_carry_error_type() {
     assert_eq!(field(&dial.fields, "conntrack.category"), "down");
     assert!(c.spans.values().all(|s| s.name != "conntrack.connection"));
 }
+
+/// A connection refused by a limit is `accept failed` with the metrics' `error.type`
+/// (`max_concurrent_connections_exceeded`), not the refusal error's kind.
+#[test]
+fn a_refused_connection_says_why() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let tracker = Tracker::builder().hook(TracingHook::new()).build();
+    let config = ListenerConfig::new().category("full").max_connections(1);
+    let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        let kept = tracker
+            .admit(
+                &config,
+                local,
+                "127.0.0.1:50000".parse::<SocketAddr>().unwrap(),
+            )
+            .expect("within the limit");
+        let refused = tracker.admit(
+            &config,
+            local,
+            "127.0.0.1:50001".parse::<SocketAddr>().unwrap(),
+        );
+        assert!(refused.is_err(), "over the limit");
+        drop(kept);
+    });
+    let c = capture.0.lock().unwrap();
+    let failed = c
+        .events
+        .iter()
+        .find(|e| e.message == "accept failed")
+        .unwrap_or_else(|| panic!("no accept failed: {:?}", c.events));
+    assert_eq!(
+        field(&failed.fields, "error.type"),
+        "max_concurrent_connections_exceeded"
+    );
+    assert_eq!(field(&failed.fields, "conntrack.category"), "full");
+}

@@ -818,6 +818,7 @@ impl MetricsHook {
         &self,
         c: &ConnectionInfo,
         error: Option<&io::Error>,
+        reason: Option<&'static str>,
         recorder: usize,
         value: f64,
         http: Option<&'static str>,
@@ -833,9 +834,9 @@ impl MetricsHook {
                     l.push(tls_version_label(&tls.protocol_version));
                 }
                 let tls = c.tls.as_ref().map(|t| static_tls(&t.protocol_version));
-                match (error, tls) {
+                match (error.is_none() && reason.is_none(), tls) {
                     // The common case: a handle kept per listening address and versions.
-                    (None, None | Some(Some(_))) => {
+                    (true, None | Some(Some(_))) => {
                         let histogram =
                             ::metrics::histogram!(KESTREL_CONNECTION_DURATION, self.labels(l));
                         histogram.record(value);
@@ -856,8 +857,12 @@ impl MetricsHook {
                         });
                     }
                     _ => {
-                        if let Some(e) = error {
-                            l.push(otel_error_label(e));
+                        // The tracker's reason wins over the I/O error, as on
+                        // `conntrack.connection.duration`.
+                        match (reason, error) {
+                            (Some(t), _) => l.push(Label::from_static_parts("error.type", t)),
+                            (None, Some(e)) => l.push(otel_error_label(e)),
+                            (None, None) => {}
                         }
                         ::metrics::histogram!(KESTREL_CONNECTION_DURATION, self.labels(l))
                             .record(value);
@@ -898,13 +903,20 @@ impl MetricsHook {
     ) {
         let c = ev.connection;
         let mut l = vec![category_label(&c.category), role_label(c.role)];
-        if let (None, Some(t)) = (ev.error, ev.reason.error_type()) {
-            // Closed by the tracker (policy, abort, shutdown deadline): the reason is the
-            // `error.type`, Kestrel's value where it has one.
+        if let Some(t) = ev.reason.error_type() {
+            // Closed by the tracker (policy, abort, shutdown deadline, a failed TLS handshake):
+            // the reason is the `error.type`, Kestrel's value where it has one, and wins over
+            // the I/O error it caused (which `conntrack.errors` still counts).
             if let Some(t) = transport {
                 l.push(Label::from_static_parts("network.transport", t));
             }
+            if let Some(v) = tls_version {
+                l.push(tls_version_label(v));
+            }
             l.push(Label::from_static_parts("error.type", t));
+            if let Some(e) = ev.error {
+                self.error(&c.category, c.role, "close", e);
+            }
             ::metrics::histogram!(CONNECTION_DURATION, self.labels(l)).record(value);
             return;
         }
@@ -1166,11 +1178,11 @@ impl Hook for MetricsHook {
         // an unusual TLS version labels it; the HTTP client's for a dialed connection that
         // carried exchanges), ours unless the close has an error or a reason, and the RTT.
         let kestrel_tls = c.tls.as_ref().map(|t| static_tls(&t.protocol_version));
+        let plain = ev.error.is_none() && ev.reason.error_type().is_none();
         let otel_kept = match c.role {
-            Role::Server => ev.error.is_none() && !matches!(kestrel_tls, Some(None)),
+            Role::Server => plain && !matches!(kestrel_tls, Some(None)),
             Role::Client => c.requests > 0,
         };
-        let plain = ev.error.is_none() && ev.reason.error_type().is_none();
         let (mut otel_done, mut close_done, mut rtt_done) = (false, false, c.tcp.is_none());
         {
             // The common case: one read lock and one category lookup find every handle.
@@ -1215,7 +1227,7 @@ impl Hook for MetricsHook {
             }
         }
         if !otel_done {
-            self.otel_close_slow(c, ev.error, recorder, value, http);
+            self.otel_close_slow(c, ev.error, ev.reason.error_type(), recorder, value, http);
         }
         if !rtt_done {
             if let Some(tcp) = &c.tcp {

@@ -32,6 +32,10 @@ pub(crate) fn error_type(e: &io::Error) -> Cow<'static, str> {
         K::Unsupported => "unsupported",
         K::UnexpectedEof => "unexpected_eof",
         K::OutOfMemory => "out_of_memory",
+        // Stable since Rust 1.83: a dial refused by its config's limit is `ResourceBusy`.
+        K::ResourceBusy => "resource_busy",
+        K::StorageFull => "storage_full",
+        K::Deadlock => "deadlock",
         K::Other => "other",
         _ => {
             return match e.raw_os_error() {

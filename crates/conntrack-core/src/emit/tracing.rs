@@ -78,6 +78,7 @@
 //! # let _ = serve;
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -322,7 +323,13 @@ impl Hook for TracingHook {
                 event_in!(debug, span, {}, "connection accepted");
             }
             (None, e) => {
-                let et = e.map(error_type);
+                // A connection refused by a limit or a shutdown: the metrics' value, not the
+                // refusal error's kind (which a reader would take for the peer's).
+                let et = if ev.rejected {
+                    Some(Cow::Borrowed("max_concurrent_connections_exceeded"))
+                } else {
+                    e.map(error_type)
+                };
                 let local = AddrParts::of(ev.local_addr);
                 event_in!(debug, None::<Span>, {
                     conntrack.category = &*escape_text(ev.category),
