@@ -100,7 +100,8 @@ fn require_http(uri: &Uri) -> Result<(), BoxError> {
 /// The plain connectors themselves refuse every scheme but `http` (see the
 /// [module docs](self)); this wrapper is the explicit opt-out, the counterpart of hyper-util's
 /// `HttpConnector::enforce_http(false)`. Never give it to a client directly: it would send an
-/// `https://` request unencrypted.
+/// `https://` request unencrypted. (A `TrackedConnector::wrap` of your own `HttpConnector`
+/// also needs that connector's `enforce_http(false)`: its own check still refuses.)
 #[derive(Debug, Clone)]
 pub struct ForTlsLayer<C>(pub C);
 
@@ -303,7 +304,9 @@ impl TrackedConnector {
 }
 
 impl<C> TrackedConnector<C> {
-    /// Wraps `inner`.
+    /// Wraps `inner`. An `HttpConnector` given here keeps its own scheme check: to use the
+    /// result under a TLS layer (in [`ForTlsLayer`]), give it one with
+    /// `enforce_http(false)`, as [`TrackedConnector::new`] does.
     pub fn wrap(tracker: &Tracker, inner: C, config: DialerConfig) -> Self {
         TrackedConnector {
             inner,
