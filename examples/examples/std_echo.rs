@@ -73,7 +73,7 @@ fn main() -> io::Result<()> {
     );
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let mut stream = dialer.connect(&format!("localhost:{port}"))?;
+        let mut stream = dialer.connect(format!("localhost:{port}"))?;
         writeln!(stream, "hello from client {i}")?;
         let mut line = String::new();
         BufReader::new(&stream).read_line(&mut line)?;

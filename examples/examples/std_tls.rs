@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let dialer = Dialer::new(&tracker, DialerConfig::new().category("tls-out"));
     // std's call order: dial the TCP connection, then `connect(server_name, stream)`.
-    let tcp = dialer.connect(&format!("localhost:{port}"))?;
+    let tcp = dialer.connect(format!("localhost:{port}"))?;
     let connector = TlsConnector::from(client_config);
     let mut tls = connector.connect("localhost", tcp)?;
     tls.write_all(b"std\n")?;

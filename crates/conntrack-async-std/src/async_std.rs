@@ -1,5 +1,5 @@
-//! async-std: [`Dialer`], and [`Accept`](crate::Accept) for `async_std::net::TcpListener` and
-//! `async_std::os::unix::net::UnixListener`, so [`Listener`](crate::Listener) wraps them.
+//! async-std: [`Dialer`], and [`Accept`] for `async_std::net::TcpListener` and
+//! `async_std::os::unix::net::UnixListener`, so [`Listener`] wraps them.
 //!
 //! async-std is discontinued upstream, which recommends smol instead (see the
 //! [`smol`](crate::smol) module); this module keeps existing async-std programs tracked.
@@ -47,6 +47,10 @@ use ::async_std::os::unix::net::UnixStream;
 use conntrack_core::dialer::Runtime;
 use conntrack_core::dns::{BoxFuture, Resolve};
 use conntrack_core::Addr;
+
+/// The crate's runtime-independent types, here too, so that a program can take everything
+/// it uses from this module.
+pub use crate::{Accept, Accepted, Listener, Tracked};
 
 /// async-std's part of a dial: connect, sleep.
 #[derive(Debug, Clone, Copy)]

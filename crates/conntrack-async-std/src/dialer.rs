@@ -58,8 +58,11 @@ macro_rules! dialer {
             /// # Errors
             ///
             /// As [`conntrack_core::dialer::Dialer::connect`].
-            pub async fn connect(&self, target: &str) -> std::io::Result<$crate::Tracked<$tcp>> {
-                let (stream, conn) = self.inner.connect(target).await?;
+            pub async fn connect(
+                &self,
+                target: impl AsRef<str>,
+            ) -> std::io::Result<$crate::Tracked<$tcp>> {
+                let (stream, conn) = self.inner.connect(target.as_ref()).await?;
                 let tracked = $crate::Tracked::new(stream, conn);
                 #[cfg(unix)]
                 let tracked = tracked.with_tcp_info();

@@ -1,5 +1,5 @@
-//! smol: [`Dialer`], and [`Accept`](crate::Accept) for `smol::net::TcpListener` and
-//! `smol::net::unix::UnixListener` (async-net), so [`Listener`](crate::Listener) wraps them.
+//! smol: [`Dialer`], and [`Accept`] for `smol::net::TcpListener` and
+//! `smol::net::unix::UnixListener` (async-net), so [`Listener`] wraps them.
 //!
 //! Name resolution uses `smol::net::resolve` ([`SystemResolver`]); timers are `smol::Timer`s.
 //! `Tracked<smol::net::TcpStream>` (and the Unix stream) is `Clone`, and clones share one
@@ -43,6 +43,10 @@ use ::smol::net::TcpStream;
 use conntrack_core::dialer::Runtime;
 use conntrack_core::dns::{BoxFuture, Resolve};
 use conntrack_core::Addr;
+
+/// The crate's runtime-independent types, here too, so that a program can take everything
+/// it uses from this module.
+pub use crate::{Accept, Accepted, Listener, Tracked};
 
 /// smol's part of a dial: connect, sleep.
 #[derive(Debug, Clone, Copy)]

@@ -146,8 +146,8 @@ impl Dialer {
     /// # Errors
     ///
     /// As [`conntrack_core::dialer::Dialer::connect`].
-    pub fn connect(&self, target: &str) -> io::Result<Tracked<TcpStream>> {
-        let (stream, conn) = blocking::block_on(self.inner.connect(target))?;
+    pub fn connect(&self, target: impl AsRef<str>) -> io::Result<Tracked<TcpStream>> {
+        let (stream, conn) = blocking::block_on(self.inner.connect(target.as_ref()))?;
         Ok(tcp_tracked(stream, conn).abortable())
     }
 

@@ -31,7 +31,7 @@ impl Harness for Std {
         let listener = Listener::new(tracker, TcpListener::bind("127.0.0.1:0")?, listener);
         let port = listener.get_ref().local_addr()?.port();
         // The connect completes in the listen backlog, before the accept.
-        let client = Dialer::new(tracker, dialer).connect(&format!("127.0.0.1:{port}"))?;
+        let client = Dialer::new(tracker, dialer).connect(format!("127.0.0.1:{port}"))?;
         let (server, _) = listener.accept()?;
         Ok((StdConn(server), StdConn(client)))
     }

@@ -125,7 +125,7 @@ impl Harness for StdTls {
         let acceptor = self.acceptor.clone();
         // The blocking handshakes run at the same time: the server's on its own thread.
         let server = std::thread::spawn(move || acceptor.accept(listener.accept()?.0));
-        let tcp = Dialer::new(tracker, dialer).connect(&format!("127.0.0.1:{port}"))?;
+        let tcp = Dialer::new(tracker, dialer).connect(format!("127.0.0.1:{port}"))?;
         let client = self.connector.connect("localhost", tcp)?;
         let server = server.join().expect("server handshake thread")?;
         Ok((TlsConn(Box::new(server)), TlsConn(Box::new(client))))

@@ -47,7 +47,7 @@ fn exchange(
         info
     });
     let dialer = Dialer::new(tracker, DialerConfig::new().category("out"));
-    let tcp = dialer.connect(&format!("localhost:{port}")).unwrap();
+    let tcp = dialer.connect(format!("localhost:{port}")).unwrap();
     let mut tls = client.connect("localhost", tcp).expect("client handshake");
     let mut buf = Vec::new();
     tls.read_to_end(&mut buf).unwrap(); // also receives TLS 1.3 session tickets
@@ -168,7 +168,7 @@ fn server_error_after_handshake(
         (id, tls.read_to_end(&mut buf).unwrap_err())
     });
     let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
-    let tcp = dialer.connect(&format!("127.0.0.1:{port}")).unwrap();
+    let tcp = dialer.connect(format!("127.0.0.1:{port}")).unwrap();
     misbehave(
         TlsConnector::from(client)
             .connect("localhost", tcp)

@@ -51,7 +51,7 @@ fn connect(
         &tracker,
         DialerConfig::new().category("out").hook(rec.clone()),
     );
-    let tcp = dialer.connect(&addr.to_string()).unwrap();
+    let tcp = dialer.connect(addr.to_string()).unwrap();
     let mut tls = TlsConnector::from(client)
         .connect(server_name, tcp)
         .expect("client handshake");

@@ -107,7 +107,7 @@ fn connector_times_out_a_silent_server() {
     let addr = silent.local_addr().unwrap();
     metrics::with_local_recorder(&recorder, || {
         let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
-        let tcp = dialer.connect(&addr.to_string()).unwrap();
+        let tcp = dialer.connect(addr.to_string()).unwrap();
         let connector = TlsConnector::from(client).handshake_timeout(Some(DEADLINE));
         let err = connector
             .connect("localhost", tcp)
@@ -137,7 +137,7 @@ fn a_handshake_in_time_leaves_the_socket_timeouts_as_they_were() {
         tls.flush().unwrap();
     });
     let dialer = Dialer::new(&tracker, DialerConfig::new().category("out"));
-    let tcp = dialer.connect(&addr.to_string()).unwrap();
+    let tcp = dialer.connect(addr.to_string()).unwrap();
     let connector = TlsConnector::from(client);
     let mut tls = connector.connect("localhost", tcp).expect("handshake");
     assert_eq!(tls.get_ref().0.get_ref().read_timeout().unwrap(), None);

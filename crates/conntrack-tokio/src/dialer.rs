@@ -128,8 +128,8 @@ impl Dialer {
     ///
     /// As [`conntrack_core::dialer::Dialer::connect`]: a bad target, the resolver's error,
     /// `TimedOut`, or the last connect attempt's error, unchanged; reported and counted.
-    pub async fn connect(&self, target: &str) -> io::Result<Tracked<TcpStream>> {
-        let (stream, conn) = self.inner.connect(target).await?;
+    pub async fn connect(&self, target: impl AsRef<str>) -> io::Result<Tracked<TcpStream>> {
+        let (stream, conn) = self.inner.connect(target.as_ref()).await?;
         Ok(tcp_tracked(stream, conn))
     }
 

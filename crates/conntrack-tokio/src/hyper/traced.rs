@@ -168,6 +168,12 @@ impl<C: Clone, B> TracedClient<C, B> {
 
 impl<C, B> TracedClient<C, B> {
     /// Traces the requests of `client` on `tracker` (the tracker its connector reports to).
+    ///
+    /// The client sends [`RequestBody<B>`] (the wrapper that reports the request body's end):
+    /// build it in the call, `TracedClient::new(&tracker, Client::builder(exec).build(dialer))`,
+    /// and inference gives it that type (name `B` with `TracedClient::<_, B>::new` if nothing
+    /// else does); a client already typed `Client<C, B>` cannot be given. Responses come back
+    /// as `Response<`[`ResponseBody`]`>`, a hyper body that reports the end of the exchange.
     pub fn new(tracker: &Tracker, client: Client<C, RequestBody<B>>) -> Self {
         TracedClient {
             inner: Arc::new(ClientInner {
