@@ -70,6 +70,17 @@ async fn wait_for(rec: &RecordingHook, name: &'static str, limit: Duration) -> V
     .unwrap_or_else(|ev| panic!("no {name} in {:?}", names(&ev)))
 }
 
+/// The error `on_put_idle_conn` carried (`None`: the connection went back to the pool).
+async fn put_idle_conn(rec: &RecordingHook) -> Option<conntrack_core::RecordedError> {
+    let ev = wait_for(rec, "put_idle_conn", WAIT).await;
+    ev.iter()
+        .find_map(|e| match e {
+            Recorded::PutIdleConn { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 /// Reads from `stream` into `buf` until `needle` is in it; false at end of stream.
 async fn read_until(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> bool {
     let mut chunk = [0u8; 1024];
@@ -169,14 +180,7 @@ async fn upgrade_is_not_put_back_in_the_pool() {
     let mut res = client.request(req).traced(rec.clone()).await.unwrap();
     assert_eq!(res.status(), 101);
     let upgraded = hyper::upgrade::on(&mut res).await.expect("upgraded");
-    let ev = wait_for(&rec, "put_idle_conn", WAIT).await;
-    let put = ev
-        .iter()
-        .find_map(|e| match e {
-            Recorded::PutIdleConn { error, .. } => Some(error.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let put = put_idle_conn(&rec).await;
     let why = put.expect("an upgraded connection does not go back to the pool");
     assert!(why.message.contains("upgraded"), "{why:?}");
     drop(upgraded);
@@ -283,14 +287,7 @@ async fn a_body_that_runs_to_the_close_is_not_put_back_in_the_pool() {
     let res = client.request(req).traced(rec.clone()).await.unwrap();
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"until-eof");
-    let ev = wait_for(&rec, "put_idle_conn", WAIT).await;
-    let put = ev
-        .iter()
-        .find_map(|e| match e {
-            Recorded::PutIdleConn { error, .. } => Some(error.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let put = put_idle_conn(&rec).await;
     let why = put.expect("a connection closed by the server does not go back to the pool");
     assert!(why.message.contains("closes"), "{why:?}");
 }
