@@ -152,23 +152,7 @@ async fn expect_continue_timings_stay_in_order() {
 /// going back to the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_is_not_put_back_in_the_pool() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let Ok((mut s, _)) = listener.accept().await else {
-            return;
-        };
-        let mut head = Vec::new();
-        if read_until(&mut s, &mut head, b"\r\n\r\n").await {
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n",
-                )
-                .await;
-            // Hold the upgraded connection until the client goes.
-            let _ = s.read(&mut [0u8; 16]).await;
-        }
-    });
+    let addr = raw_server(SWITCHING, false).await;
     let tracker = Tracker::new();
     let client = traced(&tracker, loopback_dialer(&tracker, "client"));
     let rec = RecordingHook::new();
@@ -185,6 +169,10 @@ async fn upgrade_is_not_put_back_in_the_pool() {
     assert!(why.message.contains("upgraded"), "{why:?}");
     drop(upgraded);
 }
+
+/// A `101` answer to an upgrade to the (made-up) protocol `foo`.
+const SWITCHING: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n";
 
 /// A raw HTTP/1 server for one connection: reads a request head, writes `answer`, then holds
 /// the connection until the client goes (an upgraded connection) or closes it (`close`).
@@ -213,7 +201,7 @@ async fn upgrade_marks_the_connection(connect: bool, hook: bool) {
     let answer: &'static [u8] = if connect {
         b"HTTP/1.1 200 OK\r\n\r\n"
     } else {
-        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n"
+        SWITCHING
     };
     let addr = raw_server(answer, false).await;
     let tracker = Tracker::new();
