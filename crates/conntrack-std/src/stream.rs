@@ -160,11 +160,9 @@ fn seen<R>(
     res
 }
 
-/// Runs one I/O call as the async adapters do theirs (`Connection::poll_*_guarded`): it fails
-/// at once if the connection was aborted, and a call that returns after an abort (an abort
-/// shuts the socket down to wake a blocked call, which then returns end of stream, a partial
-/// write or an error) gets the abort's error instead. The result is then recorded, so that
-/// the hooks see the error the caller gets.
+/// Runs one I/O call guarded by the connection (`Connection::guarded`: an aborted
+/// connection's error replaces the call's result), then records the result, so that the
+/// hooks see what the caller gets.
 #[inline]
 fn guarded<R>(
     conn: &Connection,
@@ -173,12 +171,7 @@ fn guarded<R>(
     call: impl FnOnce() -> io::Result<R>,
     ok: impl FnOnce(&R),
 ) -> io::Result<R> {
-    let res = conn.check().and_then(|()| {
-        let res = call();
-        conn.check()?;
-        res
-    });
-    seen(conn, nb, dir, res, ok)
+    seen(conn, nb, dir, conn.guarded(call), ok)
 }
 
 /// `Read` through anything that reads (`T` or `&T`), counted on `conn`.

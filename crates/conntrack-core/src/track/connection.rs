@@ -1774,6 +1774,24 @@ impl Connection {
         self.entry.park(waker, true)
     }
 
+    /// A blocking stream's I/O call, guarded by this connection as
+    /// [`poll_read_guarded`](Connection::poll_read_guarded) guards a poll: fails at once if the
+    /// connection was aborted, else runs `call`; a call that returns after an abort (which
+    /// shuts the socket down to wake it: end of stream, a partial write, an error) gets the
+    /// abort's error instead. Record the result after this, so that the hooks see what the
+    /// caller gets. One relaxed load before and one after the call.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionAborted` once the connection has been aborted, else `call`'s error.
+    #[inline]
+    pub fn guarded<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.check()?;
+        let res = call();
+        self.check()?;
+        res
+    }
+
     /// A tracked stream's read, guarded by this connection: fails at once if the connection
     /// was aborted ([`check`](Connection::check)), else runs `poll` and, if it is pending,
     /// leaves the task's waker for an abort to wake ([`park_read`](Connection::park_read)).
